@@ -1,0 +1,191 @@
+/**
+ * The one place configuration enters the stack. Every address, port, topic and tuning knob is an
+ * environment variable with a documented default that points at the services `deploy/local`
+ * starts. `loadConfig(env)` validates all of them once and returns a frozen, fully-defaulted
+ * object; an invalid value fails at start-up with the variable's name.
+ *
+ * @example
+ *   const config = loadConfig(process.env);
+ *   const kafka = createKafka(config.kafka, logger);
+ */
+import { ConfigError } from './errors.js';
+
+type Env = Readonly<Record<string, string | undefined>>;
+
+/** One documented variable. The table below is also what `npm run stack -- env` prints. */
+export interface VariableDoc {
+  name: string;
+  default: string;
+  doc: string;
+}
+
+export const VARIABLES: readonly VariableDoc[] = [
+  { name: 'RECSYS_LOG_LEVEL', default: 'info', doc: 'pino log level' },
+  { name: 'RECSYS_KAFKA_BROKERS', default: '127.0.0.1:9092', doc: 'comma-separated Kafka bootstrap brokers' },
+  { name: 'RECSYS_KAFKA_CLIENT_ID', default: 'recsys', doc: 'Kafka client id prefix' },
+  { name: 'RECSYS_TOPIC_EVENTS', default: 'recsys.events.v1', doc: 'accepted user events (Avro, key = userId)' },
+  { name: 'RECSYS_TOPIC_DLQ', default: 'recsys.events.dlq.v1', doc: 'rejected input with reason and original bytes' },
+  { name: 'RECSYS_TOPIC_SERVED', default: 'recsys.served.v1', doc: 'one record per feed served' },
+  { name: 'RECSYS_TOPIC_PARTITIONS', default: '6', doc: 'partitions for topics the stack creates' },
+  { name: 'RECSYS_SCHEMA_REGISTRY_URL', default: 'http://127.0.0.1:8081/apis/ccompat/v7', doc: 'Confluent-compatible schema registry base URL' },
+  { name: 'RECSYS_REDIS_URL', default: 'redis://127.0.0.1:6379', doc: 'Redis URL' },
+  { name: 'RECSYS_ES_URL', default: 'http://127.0.0.1:9200', doc: 'Elasticsearch URL' },
+  { name: 'RECSYS_MQTT_URL', default: 'mqtt://127.0.0.1:1883', doc: 'MQTT broker URL' },
+  { name: 'RECSYS_MQTT_USERNAME', default: 'bridge', doc: 'MQTT account of the ingest bridge' },
+  { name: 'RECSYS_MQTT_PASSWORD', default: 'bridge-local-secret', doc: 'password of that account (local default; set it in production)' },
+  { name: 'RECSYS_MQTT_SHARE_GROUP', default: 'ingest', doc: 'shared-subscription group the bridges split the load in' },
+  { name: 'RECSYS_MQTT_TOPIC_PREFIX', default: 'recsys/events', doc: 'events arrive on <prefix>/<userId>' },
+  { name: 'RECSYS_MQTT_RECEIVE_MAXIMUM', default: '1000', doc: 'QoS 1 messages in flight from the broker to one bridge' },
+  { name: 'RECSYS_HTTP_HOST', default: '127.0.0.1', doc: 'HTTP listen address' },
+  { name: 'RECSYS_HTTP_PORT', default: '8080', doc: 'HTTP listen port (ingest, feed, metrics, health)' },
+  { name: 'RECSYS_INGEST_MAX_EVENT_BYTES', default: '16384', doc: 'largest accepted event payload, bytes' },
+  { name: 'RECSYS_INGEST_MAX_BATCH_EVENTS', default: '500', doc: 'most events in one HTTP batch' },
+  { name: 'RECSYS_INGEST_MAX_PAST_MS', default: '604800000', doc: 'oldest accepted event timestamp, ms before now (7 days)' },
+  { name: 'RECSYS_INGEST_MAX_FUTURE_MS', default: '300000', doc: 'newest accepted event timestamp, ms after now (clock skew, 5 min)' },
+  { name: 'RECSYS_INGEST_LINGER_MS', default: '2', doc: 'how long the bridge gathers events into one Kafka batch, ms' },
+  { name: 'RECSYS_INGEST_MAX_BATCH', default: '500', doc: 'most events in one Kafka produce call' },
+  { name: 'RECSYS_HEALTH_TIMEOUT_MS', default: '2000', doc: 'how long one dependency health check may take, ms' },
+  { name: 'RECSYS_LOCAL_DIR', default: '.local', doc: 'deploy/local: data, logs and pid files (relative to the checkout)' },
+  { name: 'RECSYS_CACHE_DIR', default: '~/.cache/recsys', doc: 'deploy/local: downloaded distributions, shared by checkouts' },
+  { name: 'RECSYS_LOCAL_SERVICES', default: 'kafka,registry,redis,mosquitto,elasticsearch', doc: 'deploy/local: services `up` starts' },
+  { name: 'RECSYS_START_TIMEOUT_MS', default: '120000', doc: 'deploy/local: readiness wait per service, ms' },
+];
+
+export interface KafkaConfig {
+  brokers: string[];
+  clientId: string;
+  topics: { events: string; dlq: string; served: string };
+  partitions: number;
+}
+
+export interface MqttConfig {
+  url: string;
+  username: string;
+  password: string;
+  shareGroup: string;
+  topicPrefix: string;
+  receiveMaximum: number;
+}
+
+export interface IngestConfig {
+  maxEventBytes: number;
+  maxBatchEvents: number;
+  maxPastMs: number;
+  maxFutureMs: number;
+  lingerMs: number;
+  maxKafkaBatch: number;
+}
+
+export interface LocalConfig {
+  dir: string;
+  cacheDir: string;
+  services: string[];
+  startTimeoutMs: number;
+}
+
+export interface Config {
+  logLevel: string;
+  kafka: KafkaConfig;
+  registry: { url: string };
+  redis: { url: string };
+  elasticsearch: { url: string };
+  mqtt: MqttConfig;
+  http: { host: string; port: number };
+  ingest: IngestConfig;
+  healthTimeoutMs: number;
+  local: LocalConfig;
+}
+
+const DEFAULTS: Readonly<Record<string, string>> = Object.fromEntries(
+  VARIABLES.map((v) => [v.name, v.default]),
+);
+
+/** Reads, validates and freezes the whole configuration. Throws {@link ConfigError}. */
+export function loadConfig(env: Env = process.env): Readonly<Config> {
+  const str = (name: string): string => {
+    const fallback = DEFAULTS[name];
+    if (fallback === undefined) throw new Error(`undocumented variable ${name}`);
+    const value = env[name];
+    return value === undefined || value === '' ? fallback : value;
+  };
+  const int = (name: string, min: number, max = Number.MAX_SAFE_INTEGER): number => {
+    const raw = str(name);
+    const n = Number(raw);
+    if (!Number.isInteger(n) || n < min || n > max) {
+      throw new ConfigError(name, `expected an integer in [${min}, ${max}], got "${raw}"`);
+    }
+    return n;
+  };
+  const url = (name: string, protocols: string[]): string => {
+    const raw = str(name);
+    let parsed: URL;
+    try {
+      parsed = new URL(raw);
+    } catch {
+      throw new ConfigError(name, `not a URL: "${raw}"`);
+    }
+    if (!protocols.includes(parsed.protocol)) {
+      throw new ConfigError(name, `expected ${protocols.join(' or ')} URL, got "${raw}"`);
+    }
+    return raw.replace(/\/+$/, '');
+  };
+  const list = (name: string): string[] => {
+    const items = str(name)
+      .split(',')
+      .map((s) => s.trim())
+      .filter(Boolean);
+    if (items.length === 0) throw new ConfigError(name, 'expected a non-empty comma-separated list');
+    return items;
+  };
+  const home = env.HOME ?? '/root';
+
+  const config: Config = {
+    logLevel: str('RECSYS_LOG_LEVEL'),
+    kafka: {
+      brokers: list('RECSYS_KAFKA_BROKERS'),
+      clientId: str('RECSYS_KAFKA_CLIENT_ID'),
+      topics: {
+        events: str('RECSYS_TOPIC_EVENTS'),
+        dlq: str('RECSYS_TOPIC_DLQ'),
+        served: str('RECSYS_TOPIC_SERVED'),
+      },
+      partitions: int('RECSYS_TOPIC_PARTITIONS', 1, 1024),
+    },
+    registry: { url: url('RECSYS_SCHEMA_REGISTRY_URL', ['http:', 'https:']) },
+    redis: { url: url('RECSYS_REDIS_URL', ['redis:', 'rediss:']) },
+    elasticsearch: { url: url('RECSYS_ES_URL', ['http:', 'https:']) },
+    mqtt: {
+      url: url('RECSYS_MQTT_URL', ['mqtt:', 'mqtts:', 'ws:', 'wss:']),
+      username: str('RECSYS_MQTT_USERNAME'),
+      password: str('RECSYS_MQTT_PASSWORD'),
+      shareGroup: str('RECSYS_MQTT_SHARE_GROUP'),
+      topicPrefix: str('RECSYS_MQTT_TOPIC_PREFIX').replace(/\/+$/, ''),
+      receiveMaximum: int('RECSYS_MQTT_RECEIVE_MAXIMUM', 1, 65535),
+    },
+    http: { host: str('RECSYS_HTTP_HOST'), port: int('RECSYS_HTTP_PORT', 0, 65535) },
+    ingest: {
+      maxEventBytes: int('RECSYS_INGEST_MAX_EVENT_BYTES', 256, 1 << 20),
+      maxBatchEvents: int('RECSYS_INGEST_MAX_BATCH_EVENTS', 1, 10_000),
+      maxPastMs: int('RECSYS_INGEST_MAX_PAST_MS', 0),
+      maxFutureMs: int('RECSYS_INGEST_MAX_FUTURE_MS', 0),
+      lingerMs: int('RECSYS_INGEST_LINGER_MS', 0, 1000),
+      maxKafkaBatch: int('RECSYS_INGEST_MAX_BATCH', 1, 10_000),
+    },
+    healthTimeoutMs: int('RECSYS_HEALTH_TIMEOUT_MS', 50, 60_000),
+    local: {
+      dir: str('RECSYS_LOCAL_DIR'),
+      cacheDir: str('RECSYS_CACHE_DIR').replace(/^~(?=\/|$)/, home),
+      services: list('RECSYS_LOCAL_SERVICES'),
+      startTimeoutMs: int('RECSYS_START_TIMEOUT_MS', 1000),
+    },
+  };
+  return deepFreeze(config);
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value && typeof value === 'object') {
+    for (const v of Object.values(value)) deepFreeze(v);
+    Object.freeze(value);
+  }
+  return value;
+}

@@ -1,0 +1,72 @@
+import { isRetriable } from './errors.js';
+
+export interface RetryOptions {
+  /** Attempts in all, the first included. @default 5 */
+  attempts?: number;
+  /** Delay before the second attempt. @default 100 */
+  initialDelayMs?: number;
+  /** Upper bound of any single delay. @default 5000 */
+  maxDelayMs?: number;
+  /** Growth of the delay per attempt. @default 2 */
+  factor?: number;
+  /** Aborts the wait between attempts and the loop. */
+  signal?: AbortSignal;
+  /** Called before each wait, e.g. to log. */
+  onRetry?: (err: unknown, attempt: number, delayMs: number) => void;
+  /** Decides whether an error is worth another attempt. @default isRetriable */
+  retriable?: (err: unknown) => boolean;
+}
+
+/**
+ * The one retry loop of the project: capped exponential backoff with full jitter
+ * (delay drawn uniformly from [0, min(max, initial * factor^n)]), so that many clients
+ * recovering at once do not retry in lockstep. Non-retriable errors are thrown at once.
+ */
+export async function retry<T>(fn: (attempt: number) => Promise<T>, options: RetryOptions = {}): Promise<T> {
+  const attempts = options.attempts ?? 5;
+  const initial = options.initialDelayMs ?? 100;
+  const max = options.maxDelayMs ?? 5000;
+  const factor = options.factor ?? 2;
+  const retriable = options.retriable ?? isRetriable;
+  for (let attempt = 1; ; attempt++) {
+    options.signal?.throwIfAborted();
+    try {
+      return await fn(attempt);
+    } catch (err) {
+      if (attempt >= attempts || !retriable(err)) throw err;
+      const ceiling = Math.min(max, initial * factor ** (attempt - 1));
+      const delayMs = Math.round(Math.random() * ceiling);
+      options.onRetry?.(err, attempt, delayMs);
+      await sleep(delayMs, options.signal);
+    }
+  }
+}
+
+/** Resolves after `ms`, or rejects with the signal's reason when aborted. */
+export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason);
+    const timer = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    const onAbort = (): void => {
+      clearTimeout(timer);
+      reject(signal?.reason);
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+/** Rejects with `onTimeout()` when `promise` has not settled within `ms`. */
+export async function withTimeout<T>(promise: Promise<T>, ms: number, onTimeout: () => Error): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(onTimeout()), ms);
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

@@ -1,0 +1,114 @@
+/**
+ * deploy/local: the backbone without Docker.
+ *
+ *   node dist/deploy/local/cli.js up [service...] [--started-file F]
+ *   node dist/deploy/local/cli.js down [service...]
+ *   node dist/deploy/local/cli.js status
+ *   node dist/deploy/local/cli.js mqtt-user <username> <password>
+ *   node dist/deploy/local/cli.js env
+ *
+ * Services: kafka, registry, redis, mosquitto, elasticsearch (default: RECSYS_LOCAL_SERVICES).
+ * Downloads are cached in RECSYS_CACHE_DIR; data, logs and pid files go to RECSYS_LOCAL_DIR.
+ */
+import { existsSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { loadConfig, VARIABLES } from '../../core/config.js';
+import { createLogger } from '../../core/log.js';
+import { isOurs, readPidFile } from './process.js';
+import { SERVICE_NAMES, setMqttPassword, type ServiceName, type StackContext } from './services.js';
+import { down, servicePaths, status, up } from './stack.js';
+
+function checkoutRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(join(dir, 'package.json'))) {
+    const parent = dirname(dir);
+    if (parent === dir) throw new Error('cannot find the checkout root (package.json)');
+    dir = parent;
+  }
+  return dir;
+}
+
+function pickServices(args: string[], defaults: readonly string[]): ServiceName[] {
+  const chosen = args.length > 0 ? args : defaults;
+  for (const name of chosen) {
+    if (!(SERVICE_NAMES as readonly string[]).includes(name)) {
+      throw new Error(`unknown service "${name}"; known: ${SERVICE_NAMES.join(', ')}`);
+    }
+  }
+  return chosen as ServiceName[];
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [command = 'status', ...rest] = argv;
+  const config = loadConfig(process.env);
+  const root = checkoutRoot();
+  const log = createLogger(config.logLevel, 'deploy-local');
+  const ctx: StackContext = {
+    config,
+    root,
+    localDir: resolve(root, config.local.dir),
+    cacheDir: resolve(root, config.local.cacheDir),
+    log,
+  };
+  const flags = new Map<string, string>();
+  const positional: string[] = [];
+  for (let i = 0; i < rest.length; i++) {
+    const arg = rest[i] as string;
+    if (arg.startsWith('--')) flags.set(arg.slice(2), rest[++i] ?? '');
+    else positional.push(arg);
+  }
+
+  switch (command) {
+    case 'up': {
+      const names = pickServices(positional, config.local.services);
+      const t0 = Date.now();
+      const results = await up(ctx, names);
+      const started = results.filter((r) => r.state === 'started').map((r) => r.name);
+      const startedFile = flags.get('started-file');
+      if (startedFile) await writeFile(startedFile, started.join(' ') + '\n');
+      for (const r of results) console.log(`${r.name.padEnd(14)} ${r.state.padEnd(8)} ready after ${r.readyMs} ms`);
+      console.log(`all ready in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+      return 0;
+    }
+    case 'down': {
+      await down(ctx, pickServices(positional, SERVICE_NAMES));
+      return 0;
+    }
+    case 'status': {
+      const rows = await status(ctx, pickServices(positional, config.local.services));
+      for (const r of rows) {
+        const rss = r.rssBytes ? `${(r.rssBytes / 2 ** 20).toFixed(0)} MiB RSS` : '';
+        const who = r.ours ? `pid ${r.pid}` : r.ready ? 'external' : 'stopped';
+        console.log(`${r.name.padEnd(14)} ${(r.ready ? 'ready' : 'DOWN').padEnd(6)} :${String(r.port).padEnd(6)} ${who.padEnd(12)} ${rss.padEnd(14)} (${r.memory})`);
+      }
+      return rows.every((r) => r.ready) ? 0 : 1;
+    }
+    case 'mqtt-user': {
+      const [username, password] = positional;
+      if (!username || !password) throw new Error('usage: mqtt-user <username> <password>');
+      await setMqttPassword(ctx, username, password);
+      // Mosquitto re-reads its password and ACL files on SIGHUP.
+      const record = await readPidFile(servicePaths(ctx, 'mosquitto').pidFile);
+      if (record && isOurs(record)) process.kill(record.pid, 'SIGHUP');
+      console.log(`mqtt user ${username} set`);
+      return 0;
+    }
+    case 'env': {
+      for (const v of VARIABLES) console.log(`${v.name}=${v.default}  # ${v.doc}`);
+      return 0;
+    }
+    default:
+      console.error(`unknown command "${command}"; use up, down, status, mqtt-user or env`);
+      return 2;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (err: Error) => {
+    console.error(`deploy/local: ${err.message}`);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,17 @@
+/**
+ * Server versions, pinned once. `deploy/local` installs exactly these and `docker-compose.yml`
+ * runs the same versions from official images (a unit test holds the two together).
+ * Client majors follow server majors: @elastic/elasticsearch 8 for Elasticsearch 8;
+ * kafkajs 2 speaks the Kafka 3.x protocol (Kafka 4 dropped protocol versions kafkajs uses).
+ */
+export const VERSIONS = Object.freeze({
+  kafka: '3.9.1',
+  /** Scala build of the Kafka broker jar. */
+  kafkaScala: '2.13',
+  /** Apicurio 3.0.x runs on Java 17; 3.1+ needs Java 21. */
+  apicurio: '3.0.9',
+  elasticsearch: '8.19.21',
+  /** Debian bookworm's packages, which deploy/local installs with apt. */
+  redis: '7.0.15',
+  mosquitto: '2.0.11',
+});
