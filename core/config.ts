@@ -21,34 +21,106 @@ export interface VariableDoc {
 
 export const VARIABLES: readonly VariableDoc[] = [
   { name: 'RECSYS_LOG_LEVEL', default: 'info', doc: 'pino log level' },
-  { name: 'RECSYS_KAFKA_BROKERS', default: '127.0.0.1:9092', doc: 'comma-separated Kafka bootstrap brokers' },
+  {
+    name: 'RECSYS_KAFKA_BROKERS',
+    default: '127.0.0.1:9092',
+    doc: 'comma-separated Kafka bootstrap brokers',
+  },
   { name: 'RECSYS_KAFKA_CLIENT_ID', default: 'recsys', doc: 'Kafka client id prefix' },
-  { name: 'RECSYS_TOPIC_EVENTS', default: 'recsys.events.v1', doc: 'accepted user events (Avro, key = userId)' },
-  { name: 'RECSYS_TOPIC_DLQ', default: 'recsys.events.dlq.v1', doc: 'rejected input with reason and original bytes' },
+  {
+    name: 'RECSYS_TOPIC_EVENTS',
+    default: 'recsys.events.v1',
+    doc: 'accepted user events (Avro, key = userId)',
+  },
+  {
+    name: 'RECSYS_TOPIC_DLQ',
+    default: 'recsys.events.dlq.v1',
+    doc: 'rejected input with reason and original bytes',
+  },
   { name: 'RECSYS_TOPIC_SERVED', default: 'recsys.served.v1', doc: 'one record per feed served' },
   { name: 'RECSYS_TOPIC_PARTITIONS', default: '6', doc: 'partitions for topics the stack creates' },
-  { name: 'RECSYS_SCHEMA_REGISTRY_URL', default: 'http://127.0.0.1:8081/apis/ccompat/v7', doc: 'Confluent-compatible schema registry base URL' },
+  {
+    name: 'RECSYS_SCHEMA_REGISTRY_URL',
+    default: 'http://127.0.0.1:8081/apis/ccompat/v7',
+    doc: 'Confluent-compatible schema registry base URL',
+  },
   { name: 'RECSYS_REDIS_URL', default: 'redis://127.0.0.1:6379', doc: 'Redis URL' },
   { name: 'RECSYS_ES_URL', default: 'http://127.0.0.1:9200', doc: 'Elasticsearch URL' },
   { name: 'RECSYS_MQTT_URL', default: 'mqtt://127.0.0.1:1883', doc: 'MQTT broker URL' },
   { name: 'RECSYS_MQTT_USERNAME', default: 'bridge', doc: 'MQTT account of the ingest bridge' },
-  { name: 'RECSYS_MQTT_PASSWORD', default: 'bridge-local-secret', doc: 'password of that account (local default; set it in production)' },
-  { name: 'RECSYS_MQTT_SHARE_GROUP', default: 'ingest', doc: 'shared-subscription group the bridges split the load in' },
-  { name: 'RECSYS_MQTT_TOPIC_PREFIX', default: 'recsys/events', doc: 'events arrive on <prefix>/<userId>' },
-  { name: 'RECSYS_MQTT_RECEIVE_MAXIMUM', default: '1000', doc: 'QoS 1 messages in flight from the broker to one bridge' },
+  {
+    name: 'RECSYS_MQTT_PASSWORD',
+    default: 'bridge-local-secret',
+    doc: 'password of that account (local default; set it in production)',
+  },
+  {
+    name: 'RECSYS_MQTT_SHARE_GROUP',
+    default: 'ingest',
+    doc: 'shared-subscription group the bridges split the load in',
+  },
+  {
+    name: 'RECSYS_MQTT_TOPIC_PREFIX',
+    default: 'recsys/events',
+    doc: 'events arrive on <prefix>/<userId>',
+  },
+  {
+    name: 'RECSYS_MQTT_RECEIVE_MAXIMUM',
+    default: '1000',
+    doc: 'QoS 1 messages in flight from the broker to one bridge',
+  },
   { name: 'RECSYS_HTTP_HOST', default: '127.0.0.1', doc: 'HTTP listen address' },
-  { name: 'RECSYS_HTTP_PORT', default: '8080', doc: 'HTTP listen port (ingest, feed, metrics, health)' },
-  { name: 'RECSYS_INGEST_MAX_EVENT_BYTES', default: '16384', doc: 'largest accepted event payload, bytes' },
+  {
+    name: 'RECSYS_HTTP_PORT',
+    default: '8080',
+    doc: 'HTTP listen port (ingest, feed, metrics, health)',
+  },
+  {
+    name: 'RECSYS_INGEST_MAX_EVENT_BYTES',
+    default: '16384',
+    doc: 'largest accepted event payload, bytes',
+  },
   { name: 'RECSYS_INGEST_MAX_BATCH_EVENTS', default: '500', doc: 'most events in one HTTP batch' },
-  { name: 'RECSYS_INGEST_MAX_PAST_MS', default: '604800000', doc: 'oldest accepted event timestamp, ms before now (7 days)' },
-  { name: 'RECSYS_INGEST_MAX_FUTURE_MS', default: '300000', doc: 'newest accepted event timestamp, ms after now (clock skew, 5 min)' },
-  { name: 'RECSYS_INGEST_LINGER_MS', default: '2', doc: 'how long the bridge gathers events into one Kafka batch, ms' },
+  {
+    name: 'RECSYS_INGEST_MAX_PAST_MS',
+    default: '604800000',
+    doc: 'oldest accepted event timestamp, ms before now (7 days)',
+  },
+  {
+    name: 'RECSYS_INGEST_MAX_FUTURE_MS',
+    default: '300000',
+    doc: 'newest accepted event timestamp, ms after now (clock skew, 5 min)',
+  },
+  {
+    name: 'RECSYS_INGEST_LINGER_MS',
+    default: '2',
+    doc: 'how long the bridge gathers events into one Kafka batch, ms',
+  },
   { name: 'RECSYS_INGEST_MAX_BATCH', default: '500', doc: 'most events in one Kafka produce call' },
-  { name: 'RECSYS_HEALTH_TIMEOUT_MS', default: '2000', doc: 'how long one dependency health check may take, ms' },
-  { name: 'RECSYS_LOCAL_DIR', default: '.local', doc: 'deploy/local: data, logs and pid files (relative to the checkout)' },
-  { name: 'RECSYS_CACHE_DIR', default: '~/.cache/recsys', doc: 'deploy/local: downloaded distributions, shared by checkouts' },
-  { name: 'RECSYS_LOCAL_SERVICES', default: 'kafka,registry,redis,mosquitto,elasticsearch', doc: 'deploy/local: services `up` starts' },
-  { name: 'RECSYS_START_TIMEOUT_MS', default: '120000', doc: 'deploy/local: readiness wait per service, ms' },
+  {
+    name: 'RECSYS_HEALTH_TIMEOUT_MS',
+    default: '2000',
+    doc: 'how long one dependency health check may take, ms',
+  },
+  {
+    name: 'RECSYS_LOCAL_DIR',
+    default: '.local',
+    doc: 'deploy/local: data, logs and pid files (relative to the checkout)',
+  },
+  {
+    name: 'RECSYS_CACHE_DIR',
+    default: '~/.cache/recsys',
+    doc: 'deploy/local: downloaded distributions, shared by checkouts',
+  },
+  {
+    name: 'RECSYS_LOCAL_SERVICES',
+    default: 'kafka,registry,redis,mosquitto,elasticsearch',
+    doc: 'deploy/local: services `up` starts',
+  },
+  {
+    name: 'RECSYS_START_TIMEOUT_MS',
+    default: '120000',
+    doc: 'deploy/local: readiness wait per service, ms',
+  },
 ];
 
 export interface KafkaConfig {
@@ -134,7 +206,8 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
       .split(',')
       .map((s) => s.trim())
       .filter(Boolean);
-    if (items.length === 0) throw new ConfigError(name, 'expected a non-empty comma-separated list');
+    if (items.length === 0)
+      throw new ConfigError(name, 'expected a non-empty comma-separated list');
     return items;
   };
   const home = env.HOME ?? '/root';

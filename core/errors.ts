@@ -7,7 +7,11 @@ export class RecsysError extends Error {
   readonly code: string;
   readonly retriable: boolean;
 
-  constructor(code: string, message: string, options: { cause?: unknown; retriable?: boolean } = {}) {
+  constructor(
+    code: string,
+    message: string,
+    options: { cause?: unknown; retriable?: boolean } = {},
+  ) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = new.target.name;
     this.code = code;

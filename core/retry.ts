@@ -22,7 +22,10 @@ export interface RetryOptions {
  * (delay drawn uniformly from [0, min(max, initial * factor^n)]), so that many clients
  * recovering at once do not retry in lockstep. Non-retriable errors are thrown at once.
  */
-export async function retry<T>(fn: (attempt: number) => Promise<T>, options: RetryOptions = {}): Promise<T> {
+export async function retry<T>(
+  fn: (attempt: number) => Promise<T>,
+  options: RetryOptions = {},
+): Promise<T> {
   const attempts = options.attempts ?? 5;
   const initial = options.initialDelayMs ?? 100;
   const max = options.maxDelayMs ?? 5000;
@@ -59,7 +62,11 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
 }
 
 /** Rejects with `onTimeout()` when `promise` has not settled within `ms`. */
-export async function withTimeout<T>(promise: Promise<T>, ms: number, onTimeout: () => Error): Promise<T> {
+export async function withTimeout<T>(
+  promise: Promise<T>,
+  ms: number,
+  onTimeout: () => Error,
+): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(() => reject(onTimeout()), ms);

@@ -1,0 +1,110 @@
+/**
+ * Kafka plumbing shared by every stream process: one client per process with logs routed to
+ * pino, topic creation owned by the code (the broker does not auto-create), an idempotent
+ * `acks=all` producer, consumers, and a health check.
+ */
+import kafkajs, {
+  type Admin,
+  type Consumer,
+  type ConsumerConfig,
+  type Kafka,
+  type Producer,
+} from 'kafkajs';
+import type { KafkaConfig } from '../core/config.js';
+import { DependencyUnavailableError } from '../core/errors.js';
+import type { Logger } from '../core/log.js';
+import { withTimeout } from '../core/retry.js';
+
+export type { Consumer, Kafka, Producer };
+
+const { logLevel } = kafkajs;
+
+const LEVELS: Record<number, 'error' | 'warn' | 'info' | 'debug'> = {
+  [logLevel.ERROR]: 'error',
+  [logLevel.WARN]: 'warn',
+  [logLevel.INFO]: 'info',
+  [logLevel.DEBUG]: 'debug',
+};
+
+export function createKafka(config: KafkaConfig, log: Logger, role: string): Kafka {
+  const kafkaLog = log.child({ component: 'kafkajs' });
+  return new kafkajs.Kafka({
+    clientId: `${config.clientId}-${role}`,
+    brokers: config.brokers,
+    connectionTimeout: 3000,
+    requestTimeout: 30_000,
+    // kafkajs retries each request itself with backoff; a dead broker surfaces as an error
+    // after these attempts and the caller decides (readiness goes red, the bridge retries).
+    retry: { initialRetryTime: 100, maxRetryTime: 5000, retries: 8 },
+    logLevel: logLevel.WARN,
+    logCreator:
+      () =>
+      ({ level, log: entry }) => {
+        const { message, ...rest } = entry;
+        kafkaLog[LEVELS[level] ?? 'info'](rest, message);
+      },
+  });
+}
+
+/** Creates the stack's topics if missing; existing topics are left as they are. */
+export async function ensureTopics(kafka: Kafka, config: KafkaConfig, log: Logger): Promise<void> {
+  const admin = kafka.admin();
+  await admin.connect();
+  try {
+    const existing = new Set(await admin.listTopics());
+    const wanted = Object.values(config.topics).filter((t) => !existing.has(t));
+    if (wanted.length === 0) return;
+    await admin.createTopics({
+      waitForLeaders: true,
+      topics: wanted.map((topic) => ({
+        topic,
+        numPartitions: config.partitions,
+        replicationFactor: -1,
+      })),
+    });
+    log.info({ topics: wanted, partitions: config.partitions }, 'created topics');
+  } finally {
+    await admin.disconnect();
+  }
+}
+
+/**
+ * The producer every writer uses: idempotent (the broker drops retried duplicates), acks from
+ * all in-sync replicas. kafkajs keeps sequence numbers per partition but does not reorder
+ * retried batches, so one request in flight per broker keeps idempotence sound; throughput
+ * comes from batching many messages per request instead.
+ */
+export function createProducer(kafka: Kafka): Producer {
+  return kafka.producer({
+    idempotent: true,
+    maxInFlightRequests: 1,
+    allowAutoTopicCreation: false,
+  });
+}
+
+export function createConsumer(kafka: Kafka, config: ConsumerConfig): Consumer {
+  return kafka.consumer({ allowAutoTopicCreation: false, ...config });
+}
+
+/** Resolves when the cluster answers a metadata request within `timeoutMs`. */
+export async function kafkaHealth(kafka: Kafka, timeoutMs: number): Promise<void> {
+  let admin: Admin | undefined;
+  const check = async (): Promise<void> => {
+    admin = kafka.admin({ retry: { retries: 0 } });
+    await admin.connect();
+    const cluster = await admin.describeCluster();
+    if (cluster.brokers.length === 0) throw new Error('no brokers in cluster metadata');
+  };
+  try {
+    await withTimeout(
+      check(),
+      timeoutMs,
+      () => new DependencyUnavailableError('kafka', `no answer within ${timeoutMs} ms`),
+    );
+  } catch (err) {
+    if (err instanceof DependencyUnavailableError) throw err;
+    throw new DependencyUnavailableError('kafka', (err as Error).message, { cause: err });
+  } finally {
+    void admin?.disconnect().catch(() => undefined);
+  }
+}

@@ -1,0 +1,45 @@
+/** MQTT client for general use (publishers, tests, tools) and its health check. */
+import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
+import { DependencyUnavailableError } from '../core/errors.js';
+
+export type { MqttClient };
+
+export interface MqttConnectOptions {
+  url: string;
+  username?: string;
+  password?: string;
+  clientId?: string;
+  /** Keep the session (subscriptions and queued QoS 1 messages) across reconnects. */
+  persistent?: boolean;
+  connectTimeoutMs?: number;
+}
+
+/** Connects (MQTT 5) and resolves once the broker accepted the connection. */
+export async function connectMqtt(opts: MqttConnectOptions): Promise<MqttClient> {
+  const options: IClientOptions = {
+    protocolVersion: 5,
+    username: opts.username,
+    password: opts.password,
+    clientId: opts.clientId ?? `recsys-${process.pid}-${Math.random().toString(16).slice(2, 10)}`,
+    clean: !opts.persistent,
+    properties: opts.persistent ? { sessionExpiryInterval: 7 * 24 * 3600 } : {},
+    connectTimeout: opts.connectTimeoutMs ?? 5000,
+    reconnectPeriod: 1000,
+  };
+  const client = mqtt.connect(opts.url, options);
+  try {
+    await new Promise<void>((resolve, reject) => {
+      client.once('connect', () => resolve());
+      client.once('error', reject);
+    });
+  } catch (err) {
+    client.end(true);
+    throw new DependencyUnavailableError('mqtt', (err as Error).message, { cause: err });
+  }
+  return client;
+}
+
+export function mqttHealth(client: MqttClient): void {
+  if (!client.connected)
+    throw new DependencyUnavailableError('mqtt', 'not connected to the broker');
+}

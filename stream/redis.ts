@@ -1,0 +1,35 @@
+/** The Redis connection every stream and serving process uses, and its health check. */
+import { Redis } from 'ioredis';
+import { DependencyUnavailableError } from '../core/errors.js';
+import { withTimeout } from '../core/retry.js';
+
+export type { Redis };
+
+export function createRedis(url: string, name: string): Redis {
+  return new Redis(url, {
+    connectionName: name,
+    // Commands wait while reconnecting instead of failing at once, but not forever.
+    maxRetriesPerRequest: 3,
+    enableOfflineQueue: true,
+    connectTimeout: 2000,
+    // Capped, growing reconnect delay; ioredis reconnects for as long as the process lives.
+    retryStrategy: (times) => Math.min(100 * 2 ** Math.min(times, 6), 5000),
+    lazyConnect: false,
+  });
+}
+
+export async function redisHealth(redis: Redis, timeoutMs: number): Promise<void> {
+  if (redis.status !== 'ready') {
+    throw new DependencyUnavailableError('redis', `connection is ${redis.status}`);
+  }
+  try {
+    const pong = await withTimeout(
+      redis.ping(),
+      timeoutMs,
+      () => new Error(`no PONG within ${timeoutMs} ms`),
+    );
+    if (pong !== 'PONG') throw new Error(`unexpected PING reply ${pong}`);
+  } catch (err) {
+    throw new DependencyUnavailableError('redis', (err as Error).message, { cause: err });
+  }
+}

@@ -1,0 +1,76 @@
+/**
+ * What integration tests share: the config the stack runs with, a guard that fails (under
+ * CI=true) or skips (on a laptop without the stack) when a service is down, and a runner for
+ * the real command-line clients (kcat, redis-cli, mosquitto_pub/sub, curl) that prove our
+ * interfaces from outside the project.
+ */
+import { spawn } from 'node:child_process';
+import type { TestContext } from 'node:test';
+import { loadConfig } from '../../core/config.js';
+import { SERVICES, type ServiceName, type StackContext } from '../../deploy/local/services.js';
+import { createLogger } from '../../core/log.js';
+
+export const config = loadConfig(process.env);
+export const CI = process.env.CI === 'true';
+export const log = createLogger(process.env.RECSYS_TEST_LOG_LEVEL ?? 'warn', 'test');
+
+/**
+ * Returns true when all `names` answer. Otherwise: under CI the test fails; elsewhere it is
+ * skipped with a note that says how to start the stack.
+ */
+export async function requireServices(t: TestContext, ...names: ServiceName[]): Promise<boolean> {
+  const ctx = { config, log } as unknown as StackContext;
+  const down: string[] = [];
+  for (const name of names) {
+    const ok = await SERVICES[name].probe(ctx).catch(() => false);
+    if (!ok) down.push(name);
+  }
+  if (down.length === 0) return true;
+  const message = `service(s) not reachable: ${down.join(', ')} (start them with: npm run stack -- up)`;
+  if (CI) throw new Error(message);
+  t.skip(message);
+  return false;
+}
+
+export interface RunResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs a command to completion (or kills it after `timeoutMs`), optionally feeding stdin. */
+export function run(
+  cmd: string,
+  args: string[],
+  opts: { input?: string | Buffer; timeoutMs?: number; env?: NodeJS.ProcessEnv } = {},
+): Promise<RunResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, {
+      env: opts.env ?? process.env,
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    child.stdout.on('data', (d: Buffer) => out.push(d));
+    child.stderr.on('data', (d: Buffer) => err.push(d));
+    const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 30_000);
+    child.on('error', reject);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({
+        code,
+        stdout: Buffer.concat(out).toString(),
+        stderr: Buffer.concat(err).toString(),
+      });
+    });
+    child.stdin.end(opts.input ?? '');
+  });
+}
+
+/** Host and port of the first Kafka broker, for kcat's -b. */
+export const kafkaBroker = config.kafka.brokers[0] ?? '127.0.0.1:9092';
+
+/** A unique suffix so test runs never see each other's topics, keys or subjects. */
+export function uniq(prefix: string): string {
+  return `${prefix}-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
+}
