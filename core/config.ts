@@ -64,6 +64,11 @@ export const VARIABLES: readonly VariableDoc[] = [
     doc: 'events arrive on <prefix>/<userId>',
   },
   {
+    name: 'RECSYS_MQTT_CLIENT_ID',
+    default: 'recsys-bridge-1',
+    doc: 'MQTT client id of this bridge: stable across restarts (its session holds unacknowledged events), distinct per bridge',
+  },
+  {
     name: 'RECSYS_MQTT_RECEIVE_MAXIMUM',
     default: '1000',
     doc: 'QoS 1 messages in flight from the broker to one bridge',
@@ -73,6 +78,16 @@ export const VARIABLES: readonly VariableDoc[] = [
     name: 'RECSYS_HTTP_PORT',
     default: '8080',
     doc: 'HTTP listen port (ingest, feed, metrics, health)',
+  },
+  {
+    name: 'RECSYS_HTTP_MAX_BODY_BYTES',
+    default: '1048576',
+    doc: 'largest HTTP request body, bytes',
+  },
+  {
+    name: 'RECSYS_INGEST_HTTP_TIMEOUT_MS',
+    default: '10000',
+    doc: 'how long POST /v1/events waits for Kafka before answering 503, ms',
   },
   {
     name: 'RECSYS_INGEST_MAX_EVENT_BYTES',
@@ -134,6 +149,7 @@ export interface MqttConfig {
   url: string;
   username: string;
   password: string;
+  clientId: string;
   shareGroup: string;
   topicPrefix: string;
   receiveMaximum: number;
@@ -146,6 +162,7 @@ export interface IngestConfig {
   maxFutureMs: number;
   lingerMs: number;
   maxKafkaBatch: number;
+  httpTimeoutMs: number;
 }
 
 export interface LocalConfig {
@@ -162,7 +179,7 @@ export interface Config {
   redis: { url: string };
   elasticsearch: { url: string };
   mqtt: MqttConfig;
-  http: { host: string; port: number };
+  http: { host: string; port: number; maxBodyBytes: number };
   ingest: IngestConfig;
   healthTimeoutMs: number;
   local: LocalConfig;
@@ -231,11 +248,16 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
       url: url('RECSYS_MQTT_URL', ['mqtt:', 'mqtts:', 'ws:', 'wss:']),
       username: str('RECSYS_MQTT_USERNAME'),
       password: str('RECSYS_MQTT_PASSWORD'),
+      clientId: str('RECSYS_MQTT_CLIENT_ID'),
       shareGroup: str('RECSYS_MQTT_SHARE_GROUP'),
       topicPrefix: str('RECSYS_MQTT_TOPIC_PREFIX').replace(/\/+$/, ''),
       receiveMaximum: int('RECSYS_MQTT_RECEIVE_MAXIMUM', 1, 65535),
     },
-    http: { host: str('RECSYS_HTTP_HOST'), port: int('RECSYS_HTTP_PORT', 0, 65535) },
+    http: {
+      host: str('RECSYS_HTTP_HOST'),
+      port: int('RECSYS_HTTP_PORT', 0, 65535),
+      maxBodyBytes: int('RECSYS_HTTP_MAX_BODY_BYTES', 1024, 64 << 20),
+    },
     ingest: {
       maxEventBytes: int('RECSYS_INGEST_MAX_EVENT_BYTES', 256, 1 << 20),
       maxBatchEvents: int('RECSYS_INGEST_MAX_BATCH_EVENTS', 1, 10_000),
@@ -243,6 +265,7 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
       maxFutureMs: int('RECSYS_INGEST_MAX_FUTURE_MS', 0),
       lingerMs: int('RECSYS_INGEST_LINGER_MS', 0, 1000),
       maxKafkaBatch: int('RECSYS_INGEST_MAX_BATCH', 1, 10_000),
+      httpTimeoutMs: int('RECSYS_INGEST_HTTP_TIMEOUT_MS', 100),
     },
     healthTimeoutMs: int('RECSYS_HEALTH_TIMEOUT_MS', 50, 60_000),
     local: {

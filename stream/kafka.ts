@@ -78,6 +78,9 @@ export function createProducer(kafka: Kafka): Producer {
   return kafka.producer({
     idempotent: true,
     maxInFlightRequests: 1,
+    // Java-compatible murmur2 partitioning, so a userId lands on the same partition whichever
+    // client (kafkajs, Java, librdkafka with murmur2_random) wrote it.
+    createPartitioner: kafkajs.Partitioners.DefaultPartitioner,
     allowAutoTopicCreation: false,
   });
 }

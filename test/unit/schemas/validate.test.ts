@@ -1,7 +1,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { RecsysError } from '../../../core/errors.js';
-import type { IngestConfig } from '../../../core/config.js';
+import { loadConfig, type IngestConfig } from '../../../core/config.js';
 import {
   EventRejectedError,
   parseEventBytes,
@@ -145,12 +145,7 @@ describe('validateEvent: happy path and normalisation', () => {
   });
 
   it('takes IngestConfig as its limits', () => {
-    const ingest: IngestConfig = {
-      ...limits,
-      maxBatchEvents: 500,
-      lingerMs: 2,
-      maxKafkaBatch: 500,
-    };
+    const ingest: IngestConfig = { ...loadConfig({}).ingest, ...limits };
     assert.equal(validateEvent(event(), ingest, ctx).userId, 'u-1');
   });
 });

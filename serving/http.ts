@@ -1,0 +1,192 @@
+/**
+ * The uWebSockets.js HTTP server every role serves from: `/healthz` (the process runs),
+ * `/readyz` (every dependency answers, per named check), `/metrics` (Prometheus), plus the
+ * routes a role mounts. Errors are JSON `{ error: { code, message } }` with the right status.
+ *
+ * @example
+ *   const server = createHttpServer({ host, port, log, metrics, readiness });
+ *   mountIngest(server.app, pipeline, config.ingest);
+ *   await server.listen();
+ */
+import uWS from 'uWebSockets.js';
+import type { HttpRequest, HttpResponse, TemplatedApp } from 'uWebSockets.js';
+import type { Registry } from 'prom-client';
+import type { Logger } from '../core/log.js';
+import type { HealthReport } from '../stream/health.js';
+
+export type { HttpRequest, HttpResponse, TemplatedApp };
+
+const STATUS_TEXT: Record<number, string> = {
+  200: '200 OK',
+  202: '202 Accepted',
+  400: '400 Bad Request',
+  404: '404 Not Found',
+  405: '405 Method Not Allowed',
+  413: '413 Payload Too Large',
+  415: '415 Unsupported Media Type',
+  500: '500 Internal Server Error',
+  503: '503 Service Unavailable',
+};
+
+/** Writes a JSON response; safe to call after an await (corks, and skips aborted requests). */
+export function sendJson(
+  res: HttpResponse,
+  status: number,
+  body: unknown,
+  state?: { aborted: boolean },
+): void {
+  if (state?.aborted) return;
+  const text = JSON.stringify(body);
+  res.cork(() => {
+    res
+      .writeStatus(STATUS_TEXT[status] ?? `${status}`)
+      .writeHeader('content-type', 'application/json')
+      .end(text);
+  });
+}
+
+export function sendError(
+  res: HttpResponse,
+  status: number,
+  code: string,
+  message: string,
+  state?: { aborted: boolean },
+  extra: Record<string, unknown> = {},
+): void {
+  sendJson(res, status, { error: { code, message, ...extra } }, state);
+}
+
+/**
+ * Reads a request body of at most `maxBytes`. Answers 413 itself (and calls neither callback)
+ * once the declared or received size passes the bound, without buffering the excess.
+ * Must be called synchronously inside the route handler.
+ */
+export function readBody(
+  res: HttpResponse,
+  req: HttpRequest,
+  maxBytes: number,
+  onBody: (body: Buffer, state: { aborted: boolean }) => void,
+): void {
+  const state = { aborted: false, done: false };
+  res.onAborted(() => {
+    state.aborted = true;
+  });
+  const declared = Number(req.getHeader('content-length') || '0');
+  if (declared > maxBytes) {
+    state.done = true;
+    sendError(
+      res,
+      413,
+      'RECSYS_PAYLOAD_TOO_LARGE',
+      `body is ${declared} bytes; the limit is ${maxBytes}`,
+      state,
+    );
+    return;
+  }
+  const chunks: Buffer[] = [];
+  let size = 0;
+  res.onData((chunk, isLast) => {
+    if (state.done) return;
+    size += chunk.byteLength;
+    if (size > maxBytes) {
+      state.done = true;
+      sendError(
+        res,
+        413,
+        'RECSYS_PAYLOAD_TOO_LARGE',
+        `body exceeds the limit of ${maxBytes} bytes`,
+        state,
+      );
+      return;
+    }
+    // uWS reuses the chunk's memory after this callback returns: copy it.
+    chunks.push(Buffer.from(new Uint8Array(chunk)));
+    if (isLast) {
+      state.done = true;
+      onBody(chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, size), state);
+    }
+  });
+}
+
+export interface HttpServerOptions {
+  host: string;
+  port: number;
+  log: Logger;
+  metrics: Registry;
+  readiness: () => Promise<HealthReport>;
+}
+
+export interface HttpServer {
+  app: TemplatedApp;
+  /** Starts listening; resolves with the bound port (useful with port 0). */
+  listen(): Promise<number>;
+  close(): void;
+}
+
+export function createHttpServer(opts: HttpServerOptions): HttpServer {
+  const app = uWS.App();
+  let socket: uWS.us_listen_socket | null = null;
+
+  app.get('/healthz', (res) => sendJson(res, 200, { status: 'ok' }));
+
+  app.get('/readyz', (res) => {
+    const state = { aborted: false };
+    res.onAborted(() => {
+      state.aborted = true;
+    });
+    opts.readiness().then(
+      (report) =>
+        sendJson(
+          res,
+          report.ok ? 200 : 503,
+          { status: report.ok ? 'ready' : 'not ready', checks: report.checks },
+          state,
+        ),
+      (err: Error) => sendError(res, 503, 'RECSYS_NOT_READY', err.message, state),
+    );
+  });
+
+  app.get('/metrics', (res) => {
+    const state = { aborted: false };
+    res.onAborted(() => {
+      state.aborted = true;
+    });
+    opts.metrics.metrics().then(
+      (text) => {
+        if (state.aborted) return;
+        res.cork(() => {
+          res.writeStatus('200 OK').writeHeader('content-type', opts.metrics.contentType).end(text);
+        });
+      },
+      (err: Error) => sendError(res, 500, 'RECSYS_METRICS_FAILED', err.message, state),
+    );
+  });
+
+  return {
+    app,
+    listen() {
+      // Routes mounted after creation must come before this catch-all.
+      app.any('/*', (res, req) =>
+        sendError(
+          res,
+          404,
+          'RECSYS_NOT_FOUND',
+          `no route for ${req.getMethod().toUpperCase()} ${req.getUrl()}`,
+        ),
+      );
+      return new Promise((resolve, reject) => {
+        app.listen(opts.host, opts.port, (listenSocket) => {
+          if (!listenSocket) return reject(new Error(`cannot listen on ${opts.host}:${opts.port}`));
+          socket = listenSocket;
+          const port = uWS.us_socket_local_port(listenSocket);
+          opts.log.info({ host: opts.host, port }, 'http listening');
+          resolve(port);
+        });
+      });
+    },
+    close() {
+      if (socket) uWS.us_listen_socket_close(socket);
+      socket = null;
+    },
+  };
+}

@@ -1,0 +1,120 @@
+/**
+ * Gathers messages from many concurrent callers into few Kafka produce requests. A caller's
+ * promise resolves only once Kafka acknowledged (acks=all) the batch holding its message; that
+ * is what the MQTT bridge waits for before it sends PUBACK, and HTTP ingest before it answers 202.
+ *
+ * A batch is sent when it holds `maxBatch` messages or `lingerMs` after its first message,
+ * whichever comes first (Kafka's own linger.ms / batch.size). A failed send is retried with
+ * backoff until it succeeds or the batcher is closed: the messages it holds are not lost and not
+ * acknowledged meanwhile, so MQTT stops delivering more (receive maximum) and HTTP callers time
+ * out with 503 and retry.
+ */
+import type { Message, Producer, TopicMessages } from 'kafkajs';
+import type { Logger } from '../core/log.js';
+import { retry } from '../core/retry.js';
+
+interface Entry {
+  topic: string;
+  message: Message;
+  resolve: () => void;
+  reject: (err: Error) => void;
+}
+
+export interface BatcherOptions {
+  producer: Producer;
+  lingerMs: number;
+  maxBatch: number;
+  log: Logger;
+  /** Called with the error of every failed produce attempt. */
+  onSendError?: (err: unknown, topics: string[]) => void;
+  /** Called with the size of every batch Kafka acknowledged. */
+  onBatch?: (size: number) => void;
+}
+
+export class KafkaBatcher {
+  readonly #opts: BatcherOptions;
+  #queue: Entry[] = [];
+  #timer: NodeJS.Timeout | undefined;
+  #inFlight = new Set<Promise<void>>();
+  #closed = new AbortController();
+
+  constructor(options: BatcherOptions) {
+    this.#opts = options;
+  }
+
+  /** Messages accepted but not yet acknowledged by Kafka. */
+  get pending(): number {
+    return this.#queue.length;
+  }
+
+  send(topic: string, message: Message): Promise<void> {
+    if (this.#closed.signal.aborted) return Promise.reject(new Error('batcher is closed'));
+    return new Promise<void>((resolve, reject) => {
+      this.#queue.push({ topic, message, resolve, reject });
+      if (this.#queue.length >= this.#opts.maxBatch) this.#flush();
+      else this.#timer ??= setTimeout(() => this.#flush(), this.#opts.lingerMs);
+    });
+  }
+
+  #flush(): void {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    if (this.#queue.length === 0) return;
+    const batch = this.#queue.splice(0, this.#opts.maxBatch);
+    if (this.#queue.length > 0) this.#timer = setTimeout(() => this.#flush(), 0);
+    const p = this.#deliver(batch).finally(() => this.#inFlight.delete(p));
+    this.#inFlight.add(p);
+  }
+
+  async #deliver(batch: Entry[]): Promise<void> {
+    const byTopic = new Map<string, Message[]>();
+    for (const e of batch) {
+      const list = byTopic.get(e.topic);
+      if (list) list.push(e.message);
+      else byTopic.set(e.topic, [e.message]);
+    }
+    const topicMessages: TopicMessages[] = [...byTopic].map(([topic, messages]) => ({
+      topic,
+      messages,
+    }));
+    try {
+      await retry(() => this.#opts.producer.sendBatch({ acks: -1, topicMessages }), {
+        attempts: Number.POSITIVE_INFINITY,
+        initialDelayMs: 100,
+        maxDelayMs: 5000,
+        signal: this.#closed.signal,
+        // Whatever went wrong, the messages must still reach Kafka; keep trying until closed.
+        retriable: () => true,
+        onRetry: (err, attempt, delayMs) => {
+          this.#opts.onSendError?.(err, [...byTopic.keys()]);
+          this.#opts.log.warn(
+            { err: (err as Error).message, attempt, delayMs, messages: batch.length },
+            'kafka produce failed; retrying',
+          );
+        },
+      });
+    } catch (err) {
+      for (const e of batch) e.reject(err as Error);
+      return;
+    }
+    this.#opts.onBatch?.(batch.length);
+    for (const e of batch) e.resolve();
+  }
+
+  /** Sends what is queued and waits for every batch in flight. */
+  async flush(): Promise<void> {
+    this.#flush();
+    while (this.#inFlight.size > 0) await Promise.allSettled([...this.#inFlight]);
+  }
+
+  /** Flushes, then rejects anything still waiting (a send that could not succeed). */
+  async close(timeoutMs = 10_000): Promise<void> {
+    const timer = setTimeout(
+      () => this.#closed.abort(new Error('batcher closed before Kafka acknowledged')),
+      timeoutMs,
+    );
+    await this.flush();
+    clearTimeout(timer);
+    this.#closed.abort(new Error('batcher closed'));
+  }
+}

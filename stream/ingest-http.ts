@@ -1,0 +1,114 @@
+/**
+ * `POST /v1/events`: one event (a JSON object) or a batch (a JSON array) from a backend.
+ * 202 once every event is in Kafka; 400 naming the first bad field (the batch is all or
+ * nothing, and the rejections go to the DLQ); 413 past the body or batch bound; 415 for a
+ * non-JSON body; 503 when Kafka does not acknowledge in time (the client retries; eventId makes
+ * a retried event harmless).
+ */
+import type { IngestConfig } from '../core/config.js';
+import type { Logger } from '../core/log.js';
+import { withTimeout } from '../core/retry.js';
+import { EventRejectedError } from '../schemas/validate.js';
+import { readBody, sendError, sendJson, type TemplatedApp } from '../serving/http.js';
+import type { IngestPipeline } from './ingest.js';
+
+export interface IngestHttpOptions {
+  limits: IngestConfig;
+  /** Largest request body, bytes. */
+  maxBodyBytes: number;
+  /** How long a request waits for Kafka before answering 503. */
+  timeoutMs: number;
+  log: Logger;
+}
+
+/** `pipeline()` is null while the role is still connecting; requests then get 503. */
+export function mountIngest(
+  app: TemplatedApp,
+  pipeline: () => IngestPipeline | null,
+  opts: IngestHttpOptions,
+): void {
+  app.post('/v1/events', (res, req) => {
+    const contentType = req.getHeader('content-type');
+    if (!/^application\/(?:[\w.+-]+\+)?json\b/i.test(contentType)) {
+      res.onAborted(() => undefined);
+      sendError(
+        res,
+        415,
+        'RECSYS_UNSUPPORTED_MEDIA_TYPE',
+        `expected content-type application/json, got "${contentType || 'none'}"`,
+      );
+      return;
+    }
+    readBody(res, req, opts.maxBodyBytes, (body, state) => {
+      void handle(body, state);
+    });
+
+    async function handle(body: Buffer, state: { aborted: boolean }): Promise<void> {
+      const active = pipeline();
+      if (!active) {
+        return sendError(
+          res,
+          503,
+          'RECSYS_NOT_READY',
+          'ingest is starting: Kafka or the schema registry is not reachable yet',
+          state,
+        );
+      }
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(body.toString('utf8'));
+      } catch (err) {
+        const rejection = new EventRejectedError(
+          'bad_json',
+          null,
+          `body is not valid JSON: ${(err as Error).message}`,
+        );
+        await active
+          .rejectHttpBody(rejection, body)
+          .catch((e: Error) => opts.log.error({ err: e.message }, 'DLQ write failed'));
+        return sendError(res, 400, rejection.code, rejection.message, state, {
+          reason: rejection.reason,
+          field: null,
+        });
+      }
+      const events = Array.isArray(parsed) ? parsed : [parsed];
+      if (events.length === 0) {
+        return sendError(res, 400, 'RECSYS_EVENT_REJECTED', 'batch is empty', state, {
+          reason: 'bad_value',
+          field: null,
+        });
+      }
+      if (events.length > opts.limits.maxBatchEvents) {
+        return sendError(
+          res,
+          413,
+          'RECSYS_PAYLOAD_TOO_LARGE',
+          `batch of ${events.length} events; the limit is ${opts.limits.maxBatchEvents}`,
+          state,
+        );
+      }
+      try {
+        const result = await withTimeout(
+          active.ingestHttp(events),
+          opts.timeoutMs,
+          () => new Error(`Kafka did not acknowledge within ${opts.timeoutMs} ms`),
+        );
+        const first = result.rejections[0];
+        if (first) {
+          const where = Array.isArray(parsed) ? `events[${first.index}]: ` : '';
+          const status = first.error.reason === 'too_large' ? 413 : 400;
+          return sendError(res, status, first.error.code, where + first.error.message, state, {
+            reason: first.error.reason,
+            field: first.error.field,
+            index: Array.isArray(parsed) ? first.index : undefined,
+            rejected: result.rejections.length,
+          });
+        }
+        sendJson(res, 202, { accepted: result.accepted }, state);
+      } catch (err) {
+        opts.log.warn({ err: (err as Error).message }, 'http ingest failed');
+        sendError(res, 503, 'RECSYS_KAFKA_UNAVAILABLE', (err as Error).message, state);
+      }
+    }
+  });
+}

@@ -1,0 +1,42 @@
+/**
+ * The ingest process: `node dist/stream/main.js`. Reads config, builds the HTTP server
+ * (health, readiness, metrics, POST /v1/events) and the MQTT bridge, and stops gracefully on
+ * SIGTERM/SIGINT (in-flight Kafka writes finish and are acknowledged before exit).
+ */
+import { loadConfig } from '../core/config.js';
+import { createLogger } from '../core/log.js';
+import { createMetricsRegistry } from '../core/metrics.js';
+import { createHttpServer } from '../serving/http.js';
+import { startIngest } from './bridge.js';
+
+const config = loadConfig(process.env);
+const log = createLogger(config.logLevel, 'recsys-ingest');
+const metrics = createMetricsRegistry('ingest');
+
+let ingest: ReturnType<typeof startIngest> | null = null;
+const server = createHttpServer({
+  host: config.http.host,
+  port: config.http.port,
+  log,
+  metrics,
+  readiness: () => (ingest ? ingest.readiness() : Promise.resolve({ ok: false, checks: {} })),
+});
+ingest = startIngest({ config, log, metrics, app: server.app });
+await server.listen();
+
+let stopping = false;
+for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+  process.on(signal, () => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'stopping');
+    server.close();
+    ingest
+      ?.stop()
+      .then(() => process.exit(0))
+      .catch((err: Error) => {
+        log.error({ err: err.message }, 'unclean stop');
+        process.exit(1);
+      });
+  });
+}
