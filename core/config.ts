@@ -69,6 +69,11 @@ export const VARIABLES: readonly VariableDoc[] = [
     doc: 'MQTT client id of this bridge: stable across restarts (its session holds unacknowledged events), distinct per bridge',
   },
   {
+    name: 'RECSYS_MQTT_SESSION_EXPIRY_S',
+    default: '86400',
+    doc: 'how long the broker keeps a stopped bridge session and queues events for it, seconds',
+  },
+  {
     name: 'RECSYS_MQTT_RECEIVE_MAXIMUM',
     default: '1000',
     doc: 'QoS 1 messages in flight from the broker to one bridge',
@@ -107,7 +112,7 @@ export const VARIABLES: readonly VariableDoc[] = [
   },
   {
     name: 'RECSYS_INGEST_LINGER_MS',
-    default: '2',
+    default: '5',
     doc: 'how long the bridge gathers events into one Kafka batch, ms',
   },
   { name: 'RECSYS_INGEST_MAX_BATCH', default: '500', doc: 'most events in one Kafka produce call' },
@@ -150,6 +155,7 @@ export interface MqttConfig {
   username: string;
   password: string;
   clientId: string;
+  sessionExpirySec: number;
   shareGroup: string;
   topicPrefix: string;
   receiveMaximum: number;
@@ -249,6 +255,7 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
       username: str('RECSYS_MQTT_USERNAME'),
       password: str('RECSYS_MQTT_PASSWORD'),
       clientId: str('RECSYS_MQTT_CLIENT_ID'),
+      sessionExpirySec: int('RECSYS_MQTT_SESSION_EXPIRY_S', 0, 0xffffffff),
       shareGroup: str('RECSYS_MQTT_SHARE_GROUP'),
       topicPrefix: str('RECSYS_MQTT_TOPIC_PREFIX').replace(/\/+$/, ''),
       receiveMaximum: int('RECSYS_MQTT_RECEIVE_MAXIMUM', 1, 65535),

@@ -3,8 +3,14 @@
  * promise resolves only once Kafka acknowledged (acks=all) the batch holding its message; that
  * is what the MQTT bridge waits for before it sends PUBACK, and HTTP ingest before it answers 202.
  *
- * A batch is sent when it holds `maxBatch` messages or `lingerMs` after its first message,
- * whichever comes first (Kafka's own linger.ms / batch.size). A failed send is retried with
+ * Batching follows Kafka's Java producer: a batch goes out when it holds `maxBatch` messages or
+ * its oldest message has waited `lingerMs`, and at most one produce request is in flight (the
+ * idempotent producer's sequence numbers stay in order); what arrives meanwhile waits for the
+ * next request. Measured with bench/ingest: flushing every `lingerMs` regardless of the request
+ * in flight queued small requests behind each other (mean latency 28 ms at 8,000 events/s with
+ * the bridge's CPU 85% idle); one request in flight fixed that. System calls are dear on this
+ * machine (a socket write of a produce request was 9% of the bridge's CPU at 20,000 events/s),
+ * so the linger also keeps requests large under load. A failed send is retried with
  * backoff until it succeeds or the batcher is closed: the messages it holds are not lost and not
  * acknowledged meanwhile, so MQTT stops delivering more (receive maximum) and HTTP callers time
  * out with 503 and retry.
@@ -14,6 +20,8 @@ import type { Logger } from '../core/log.js';
 import { retry } from '../core/retry.js';
 
 interface Entry {
+  /** performance.now() when queued. */
+  at: number;
   topic: string;
   message: Message;
   resolve: () => void;
@@ -36,6 +44,10 @@ export class KafkaBatcher {
   #queue: Entry[] = [];
   #timer: NodeJS.Timeout | undefined;
   #inFlight = new Set<Promise<void>>();
+  /** Produce requests in flight; kept at one, see the module comment. */
+  #sending = 0;
+  /** > 0 while someone waits in flush(): no lingering then. */
+  #urgent = 0;
   #closed = new AbortController();
 
   constructor(options: BatcherOptions) {
@@ -50,7 +62,9 @@ export class KafkaBatcher {
   send(topic: string, message: Message): Promise<void> {
     if (this.#closed.signal.aborted) return Promise.reject(new Error('batcher is closed'));
     return new Promise<void>((resolve, reject) => {
-      this.#queue.push({ topic, message, resolve, reject });
+      this.#queue.push({ at: performance.now(), topic, message, resolve, reject });
+      // While a request is out, its completion sends what gathered meanwhile.
+      if (this.#sending > 0) return;
       if (this.#queue.length >= this.#opts.maxBatch) this.#flush();
       else this.#timer ??= setTimeout(() => this.#flush(), this.#opts.lingerMs);
     });
@@ -59,10 +73,14 @@ export class KafkaBatcher {
   #flush(): void {
     clearTimeout(this.#timer);
     this.#timer = undefined;
-    if (this.#queue.length === 0) return;
+    if (this.#queue.length === 0 || this.#sending > 0) return;
     const batch = this.#queue.splice(0, this.#opts.maxBatch);
-    if (this.#queue.length > 0) this.#timer = setTimeout(() => this.#flush(), 0);
-    const p = this.#deliver(batch).finally(() => this.#inFlight.delete(p));
+    this.#sending++;
+    const p = this.#deliver(batch).finally(() => {
+      this.#sending--;
+      this.#inFlight.delete(p);
+      this.#next();
+    });
     this.#inFlight.add(p);
   }
 
@@ -101,10 +119,31 @@ export class KafkaBatcher {
     for (const e of batch) e.resolve();
   }
 
+  /** After a request returns: send now if a batch is due, else when the oldest one lingered enough. */
+  #next(): void {
+    const oldest = this.#queue[0];
+    if (!oldest) return;
+    const waited = performance.now() - oldest.at;
+    if (
+      this.#queue.length >= this.#opts.maxBatch ||
+      waited >= this.#opts.lingerMs ||
+      this.#urgent > 0
+    )
+      this.#flush();
+    else this.#timer ??= setTimeout(() => this.#flush(), this.#opts.lingerMs - waited);
+  }
+
   /** Sends what is queued and waits for every batch in flight. */
   async flush(): Promise<void> {
-    this.#flush();
-    while (this.#inFlight.size > 0) await Promise.allSettled([...this.#inFlight]);
+    this.#urgent++;
+    try {
+      while (this.#queue.length > 0 || this.#inFlight.size > 0) {
+        this.#flush();
+        await Promise.allSettled([...this.#inFlight]);
+      }
+    } finally {
+      this.#urgent--;
+    }
   }
 
   /** Flushes, then rejects anything still waiting (a send that could not succeed). */

@@ -127,6 +127,7 @@ export function startIngest({ config, log, metrics, app }: IngestDeps): IngestRo
       clientId: config.mqtt.clientId,
       topicFilter: `$share/${config.mqtt.shareGroup}/${config.mqtt.topicPrefix}/+`,
       receiveMaximum: config.mqtt.receiveMaximum,
+      sessionExpirySec: config.mqtt.sessionExpirySec,
       log: log.child({ component: 'mqtt' }),
       onMessage: (message) => {
         // While draining, leave new messages unacknowledged: the broker keeps them for the

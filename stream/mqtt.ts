@@ -43,3 +43,15 @@ export function mqttHealth(client: MqttClient): void {
   if (!client.connected)
     throw new DependencyUnavailableError('mqtt', 'not connected to the broker');
 }
+
+/**
+ * Discards the broker-side session of `clientId` (subscriptions and queued messages): connects
+ * with clean start and no session expiry, then leaves. For retiring a bridge's client id, and
+ * for tests and benchmarks that must not leave sessions queueing every event behind them.
+ */
+export async function discardMqttSession(
+  opts: Omit<MqttConnectOptions, 'persistent'> & { clientId: string },
+): Promise<void> {
+  const client = await connectMqtt({ ...opts, persistent: false });
+  await client.endAsync();
+}

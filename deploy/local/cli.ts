@@ -68,7 +68,8 @@ async function main(argv: string[]): Promise<number> {
       const started = results.filter((r) => r.state === 'started').map((r) => r.name);
       const startedFile = flags.get('started-file');
       if (startedFile) await writeFile(startedFile, started.join(' ') + '\n');
-      for (const r of results) console.log(`${r.name.padEnd(14)} ${r.state.padEnd(8)} ready after ${r.readyMs} ms`);
+      for (const r of results)
+        console.log(`${r.name.padEnd(14)} ${r.state.padEnd(8)} ready after ${r.readyMs} ms`);
       console.log(`all ready in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
       return 0;
     }
@@ -81,7 +82,9 @@ async function main(argv: string[]): Promise<number> {
       for (const r of rows) {
         const rss = r.rssBytes ? `${(r.rssBytes / 2 ** 20).toFixed(0)} MiB RSS` : '';
         const who = r.ours ? `pid ${r.pid}` : r.ready ? 'external' : 'stopped';
-        console.log(`${r.name.padEnd(14)} ${(r.ready ? 'ready' : 'DOWN').padEnd(6)} :${String(r.port).padEnd(6)} ${who.padEnd(12)} ${rss.padEnd(14)} (${r.memory})`);
+        console.log(
+          `${r.name.padEnd(14)} ${(r.ready ? 'ready' : 'DOWN').padEnd(6)} :${String(r.port).padEnd(6)} ${who.padEnd(12)} ${rss.padEnd(14)} (${r.memory})`,
+        );
       }
       return rows.every((r) => r.ready) ? 0 : 1;
     }

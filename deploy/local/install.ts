@@ -64,7 +64,11 @@ export async function downloadFromCentral(path: string, dest: string, log: Logge
         throw new Error(`${url}: SHA-1 ${actual} does not match published ${expected}`);
       }
     },
-    { attempts: 4, initialDelayMs: 1000, onRetry: (err) => log.warn({ err: String(err), url }, 'download failed, retrying') },
+    {
+      attempts: 4,
+      initialDelayMs: 1000,
+      onRetry: (err) => log.warn({ err: String(err), url }, 'download failed, retrying'),
+    },
   );
 }
 
@@ -74,7 +78,11 @@ async function fetchText(url: string): Promise<string> {
   return res.text();
 }
 
-export async function sh(cmd: string, args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): Promise<string> {
+export async function sh(
+  cmd: string,
+  args: string[],
+  opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {},
+): Promise<string> {
   const { stdout } = await run(cmd, args, { ...opts, maxBuffer: 64 << 20 });
   return stdout;
 }
@@ -102,10 +110,19 @@ export const DEBIAN_PACKAGES: Readonly<Record<string, string>> = {
 };
 
 export async function ensureDebianPackages(log: Logger): Promise<void> {
-  const missing = [...new Set(Object.entries(DEBIAN_PACKAGES).filter(([bin]) => !onPath(bin)).map(([, pkg]) => pkg))];
+  const missing = [
+    ...new Set(
+      Object.entries(DEBIAN_PACKAGES)
+        .filter(([bin]) => !onPath(bin))
+        .map(([, pkg]) => pkg),
+    ),
+  ];
   if (missing.length === 0) return;
   if (process.getuid?.() !== 0) {
-    throw new InstallError('debian', `missing packages ${missing.join(' ')}; install them: sudo apt-get install -y ${missing.join(' ')}`);
+    throw new InstallError(
+      'debian',
+      `missing packages ${missing.join(' ')}; install them: sudo apt-get install -y ${missing.join(' ')}`,
+    );
   }
   log.info({ packages: missing }, 'installing Debian packages');
   const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
@@ -113,7 +130,11 @@ export async function ensureDebianPackages(log: Logger): Promise<void> {
     await sh('apt-get', ['update', '-qq'], { env });
     await sh('apt-get', ['install', '-y', '-qq', '--no-install-recommends', ...missing], { env });
   } catch (err) {
-    throw new InstallError('debian', `apt-get install ${missing.join(' ')} failed: ${(err as Error).message}`, err);
+    throw new InstallError(
+      'debian',
+      `apt-get install ${missing.join(' ')} failed: ${(err as Error).message}`,
+      err,
+    );
   }
 }
 
@@ -124,10 +145,15 @@ export async function javaHome(): Promise<string> {
     const { stderr } = await run('java', ['-XshowSettings:properties', '-version']);
     out = stderr;
   } catch (err) {
-    throw new InstallError('java', 'no `java` on PATH; Kafka, the registry and Elasticsearch need Java 17+', err);
+    throw new InstallError(
+      'java',
+      'no `java` on PATH; Kafka, the registry and Elasticsearch need Java 17+',
+      err,
+    );
   }
   const home = /java\.home = (.+)/.exec(out)?.[1]?.trim();
   const major = Number(/java\.specification\.version = (\d+)/.exec(out)?.[1]);
-  if (!home || !(major >= 17)) throw new InstallError('java', `need Java 17 or newer, found ${major || 'unknown'}`);
+  if (!home || !(major >= 17))
+    throw new InstallError('java', `need Java 17 or newer, found ${major || 'unknown'}`);
   return home;
 }

@@ -113,7 +113,11 @@ export function groupRssBytes(pgid: number): number {
 }
 
 /** SIGTERM the group, wait up to `graceMs`, then SIGKILL what is left. Removes the pid file. */
-export async function stopGroup(record: PidRecord, pidFile: string, graceMs: number): Promise<'stopped' | 'killed'> {
+export async function stopGroup(
+  record: PidRecord,
+  pidFile: string,
+  graceMs: number,
+): Promise<'stopped' | 'killed'> {
   const pgid = record.pid;
   signalGroup(pgid, 'SIGTERM');
   const deadline = Date.now() + graceMs;

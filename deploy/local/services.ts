@@ -45,7 +45,8 @@ export interface ServiceDef {
   probe(ctx: StackContext): Promise<boolean>;
 }
 
-export const dataDir = (ctx: StackContext, name: ServiceName): string => join(ctx.localDir, 'data', name);
+export const dataDir = (ctx: StackContext, name: ServiceName): string =>
+  join(ctx.localDir, 'data', name);
 
 function hostPort(hostport: string): { host: string; port: number } {
   const u = new URL(hostport.includes('://') ? hostport : `tcp://${hostport}`);
@@ -78,7 +79,17 @@ const kafka: ServiceDef = {
   </dependencies></project>\n`;
       await writeFile(join(tmp, 'pom.xml'), pom);
       ctx.log.info({ version: VERSIONS.kafka }, 'kafka: resolving broker jars with Maven');
-      await sh('mvn', ['-B', '-q', 'dependency:copy-dependencies', '-DincludeScope=runtime', `-DoutputDirectory=${join(tmp, 'libs')}`], { cwd: tmp });
+      await sh(
+        'mvn',
+        [
+          '-B',
+          '-q',
+          'dependency:copy-dependencies',
+          '-DincludeScope=runtime',
+          `-DoutputDirectory=${join(tmp, 'libs')}`,
+        ],
+        { cwd: tmp },
+      );
     });
   },
   async prepare(ctx) {
@@ -128,14 +139,34 @@ const kafka: ServiceDef = {
     );
     const java = join(await javaHome(), 'bin', 'java');
     const cp = `${join(home, 'libs')}/*`;
-    const jvm = ['-Xms256m', '-Xmx512m', '-XX:+UseG1GC', '-XX:MaxGCPauseMillis=20', `-Dlog4j.configuration=file:${log4j}`];
+    const jvm = [
+      '-Xms256m',
+      '-Xmx512m',
+      '-XX:+UseG1GC',
+      '-XX:MaxGCPauseMillis=20',
+      `-Dlog4j.configuration=file:${log4j}`,
+    ];
     if (!existsSync(join(dir, 'meta.properties'))) {
       // KRaft storage is formatted once with a cluster id kept beside the data.
       await mkdir(dir, { recursive: true });
       const clusterId = Buffer.from(randomUUID().replaceAll('-', ''), 'hex').toString('base64url');
-      await sh(java, [...jvm, '-cp', cp, 'kafka.tools.StorageTool', 'format', '-t', clusterId, '-c', propsFile]);
+      await sh(java, [
+        ...jvm,
+        '-cp',
+        cp,
+        'kafka.tools.StorageTool',
+        'format',
+        '-t',
+        clusterId,
+        '-c',
+        propsFile,
+      ]);
     }
-    return { command: java, args: [...jvm, '-cp', cp, 'kafka.Kafka', propsFile], marker: 'kafka.Kafka' };
+    return {
+      command: java,
+      args: [...jvm, '-cp', cp, 'kafka.Kafka', propsFile],
+      marker: 'kafka.Kafka',
+    };
   },
   async probe(ctx) {
     const client = new kafkajs.Kafka({
@@ -158,7 +189,8 @@ const kafka: ServiceDef = {
 
 // ---------------------------------------------------------------- schema registry
 
-const registryHome = (ctx: StackContext): string => join(ctx.cacheDir, `apicurio-registry-${VERSIONS.apicurio}`);
+const registryHome = (ctx: StackContext): string =>
+  join(ctx.cacheDir, `apicurio-registry-${VERSIONS.apicurio}`);
 
 const registry: ServiceDef = {
   name: 'registry',
@@ -168,7 +200,11 @@ const registry: ServiceDef = {
     await once(registryHome(ctx), async (tmp) => {
       const v = VERSIONS.apicurio;
       const archive = join(tmp, 'registry.tar.gz');
-      await downloadFromCentral(`io/apicurio/apicurio-registry-app/${v}/apicurio-registry-app-${v}-all.tar.gz`, archive, ctx.log);
+      await downloadFromCentral(
+        `io/apicurio/apicurio-registry-app/${v}/apicurio-registry-app-${v}-all.tar.gz`,
+        archive,
+        ctx.log,
+      );
       await sh('tar', ['xzf', archive, '-C', tmp]);
       await sh('rm', [archive]);
     });
@@ -200,7 +236,9 @@ const registry: ServiceDef = {
     const origin = new URL(ctx.config.registry.url).origin;
     const res = await fetch(`${origin}/health/ready`, { signal: AbortSignal.timeout(1500) });
     if (!res.ok) return false;
-    const subjects = await fetch(`${ctx.config.registry.url}/subjects`, { signal: AbortSignal.timeout(1500) });
+    const subjects = await fetch(`${ctx.config.registry.url}/subjects`, {
+      signal: AbortSignal.timeout(1500),
+    });
     return subjects.ok;
   },
 };
@@ -221,16 +259,25 @@ const redis: ServiceDef = {
     return {
       command: 'redis-server',
       args: [
-        '--bind', host,
-        '--port', String(redis.port(ctx)),
-        '--dir', dir,
-        '--daemonize', 'no',
+        '--bind',
+        host,
+        '--port',
+        String(redis.port(ctx)),
+        '--dir',
+        dir,
+        '--daemonize',
+        'no',
         // Session features are rebuilt from Kafka, but an append-only file makes a restart cheap.
-        '--appendonly', 'yes',
-        '--appendfsync', 'everysec',
-        '--save', '',
-        '--maxmemory', '1gb',
-        '--maxmemory-policy', 'noeviction',
+        '--appendonly',
+        'yes',
+        '--appendfsync',
+        'everysec',
+        '--save',
+        '',
+        '--maxmemory',
+        '1gb',
+        '--maxmemory-policy',
+        'noeviction',
       ],
       marker: 'redis-server',
     };
@@ -256,7 +303,11 @@ const redis: ServiceDef = {
 // ---------------------------------------------------------------- mosquitto
 
 /** Adds or updates an MQTT account in the local password file. */
-export async function setMqttPassword(ctx: StackContext, username: string, password: string): Promise<void> {
+export async function setMqttPassword(
+  ctx: StackContext,
+  username: string,
+  password: string,
+): Promise<void> {
   const file = join(ctx.localDir, 'conf', 'mosquitto', 'passwd');
   await mkdir(join(ctx.localDir, 'conf', 'mosquitto'), { recursive: true });
   if (!existsSync(file)) await writeFile(file, '', { mode: 0o600 });
@@ -323,7 +374,8 @@ const mosquitto: ServiceDef = {
 
 // ---------------------------------------------------------------- elasticsearch
 
-const esHome = (ctx: StackContext): string => join(ctx.cacheDir, `elasticsearch-${VERSIONS.elasticsearch}`);
+const esHome = (ctx: StackContext): string =>
+  join(ctx.cacheDir, `elasticsearch-${VERSIONS.elasticsearch}`);
 
 const elasticsearch: ServiceDef = {
   name: 'elasticsearch',
@@ -333,7 +385,11 @@ const elasticsearch: ServiceDef = {
     await once(esHome(ctx), async (tmp) => {
       const v = VERSIONS.elasticsearch;
       const archive = join(tmp, 'es.zip');
-      await downloadFromCentral(`org/elasticsearch/distribution/integ-test-zip/elasticsearch/${v}/elasticsearch-${v}.zip`, archive, ctx.log);
+      await downloadFromCentral(
+        `org/elasticsearch/distribution/integ-test-zip/elasticsearch/${v}/elasticsearch-${v}.zip`,
+        archive,
+        ctx.log,
+      );
       await sh('unzip', ['-q', archive, '-d', tmp]);
       await sh('rm', [archive]);
     });
@@ -345,7 +401,8 @@ const elasticsearch: ServiceDef = {
     const tmpDir = join(ctx.localDir, 'tmp', 'elasticsearch');
     const logDir = join(ctx.localDir, 'logs', 'elasticsearch');
     for (const d of [dir, tmpDir, logDir]) await mkdir(d, { recursive: true });
-    if (!existsSync(join(confDir, 'jvm.options'))) await cp(join(home, 'config'), confDir, { recursive: true });
+    if (!existsSync(join(confDir, 'jvm.options')))
+      await cp(join(home, 'config'), confDir, { recursive: true });
     const host = new URL(ctx.config.elasticsearch.url).hostname;
     const settings = {
       'cluster.name': 'recsys',
@@ -381,11 +438,20 @@ const elasticsearch: ServiceDef = {
     };
   },
   async probe(ctx) {
-    const res = await fetch(`${ctx.config.elasticsearch.url}/_cluster/health?wait_for_status=yellow&timeout=1s`, {
-      signal: AbortSignal.timeout(2500),
-    });
+    const res = await fetch(
+      `${ctx.config.elasticsearch.url}/_cluster/health?wait_for_status=yellow&timeout=1s`,
+      {
+        signal: AbortSignal.timeout(2500),
+      },
+    );
     return res.ok;
   },
 };
 
-export const SERVICES: Readonly<Record<ServiceName, ServiceDef>> = { kafka, registry, redis, mosquitto, elasticsearch };
+export const SERVICES: Readonly<Record<ServiceName, ServiceDef>> = {
+  kafka,
+  registry,
+  redis,
+  mosquitto,
+  elasticsearch,
+};

@@ -15,7 +15,11 @@ import { SERVICES, type ServiceDef, type ServiceName, type StackContext } from '
 export class ServiceStartError extends RecsysError {
   readonly service: ServiceName;
   constructor(service: ServiceName, message: string, logTail: string, cause?: unknown) {
-    super('RECSYS_LOCAL_START_FAILED', `${service}: ${message}\n--- last lines of its log ---\n${logTail}`, { cause });
+    super(
+      'RECSYS_LOCAL_START_FAILED',
+      `${service}: ${message}\n--- last lines of its log ---\n${logTail}`,
+      { cause },
+    );
     this.service = service;
   }
 }
@@ -77,16 +81,28 @@ async function startOne(ctx: StackContext, def: ServiceDef, t0: number): Promise
   if (existing && isOurs(existing)) {
     state = 'running';
   } else if (await probeOnce(def, ctx)) {
-    ctx.log.warn({ service: def.name, port: def.port(ctx) }, 'already answering, not started by deploy/local; using it');
+    ctx.log.warn(
+      { service: def.name, port: def.port(ctx) },
+      'already answering, not started by deploy/local; using it',
+    );
     return { name: def.name, state: 'external', readyMs: Date.now() - t0 };
   } else if (await portOpen(def.port(ctx))) {
-    throw new ServiceStartError(def.name, `port ${def.port(ctx)} is taken by another process that is not ${def.name}`, await tail(logFile));
+    throw new ServiceStartError(
+      def.name,
+      `port ${def.port(ctx)} is taken by another process that is not ${def.name}`,
+      await tail(logFile),
+    );
   } else {
     let spec;
     try {
       spec = await def.prepare(ctx);
     } catch (err) {
-      throw new ServiceStartError(def.name, `could not be prepared: ${(err as Error).message}`, await tail(logFile), err);
+      throw new ServiceStartError(
+        def.name,
+        `could not be prepared: ${(err as Error).message}`,
+        await tail(logFile),
+        err,
+      );
     }
     const record = await spawnDetached({ ...spec, logFile, pidFile });
     ctx.log.info({ service: def.name, pid: record.pid, log: logFile }, 'started');
@@ -100,7 +116,11 @@ async function startOne(ctx: StackContext, def: ServiceDef, t0: number): Promise
       throw new ServiceStartError(def.name, 'exited before it became ready', await tail(logFile));
     }
     if (Date.now() > deadline) {
-      throw new ServiceStartError(def.name, `not ready after ${ctx.config.local.startTimeoutMs} ms`, await tail(logFile));
+      throw new ServiceStartError(
+        def.name,
+        `not ready after ${ctx.config.local.startTimeoutMs} ms`,
+        await tail(logFile),
+      );
     }
     await sleep(250);
   }
@@ -137,7 +157,10 @@ export interface StatusRow {
   memory: string;
 }
 
-export async function status(ctx: StackContext, names: readonly ServiceName[]): Promise<StatusRow[]> {
+export async function status(
+  ctx: StackContext,
+  names: readonly ServiceName[],
+): Promise<StatusRow[]> {
   return Promise.all(
     names.map(async (name) => {
       const def = SERVICES[name];

@@ -1,0 +1,98 @@
+/**
+ * Readiness goes red for the dependency that died, names it, and answers quickly; the others
+ * stay green. The dying dependency is a throwaway redis-server this test starts on a free port
+ * (the shared one on 6379 is never touched); Kafka is the real, shared broker.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createServer } from 'node:net';
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { withTimeout } from '../../../core/retry.js';
+import { checkHealth } from '../../../stream/health.js';
+import { createKafka, kafkaHealth } from '../../../stream/kafka.js';
+import { createRedis, redisHealth, type Redis } from '../../../stream/redis.js';
+import { config, log, requireServices } from '../harness.js';
+
+/** A port nothing listens on right now: bind port 0, read what the kernel chose, release it. */
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() => {
+        if (address && typeof address === 'object') resolve(address.port);
+        else reject(new Error('no port'));
+      });
+    });
+  });
+}
+
+function waitReady(redis: Redis, ms: number): Promise<void> {
+  if (redis.status === 'ready') return Promise.resolve();
+  return withTimeout(
+    new Promise<void>((resolve) => redis.once('ready', () => resolve())),
+    ms,
+    () => new Error(`throwaway redis not ready within ${ms} ms (status ${redis.status})`),
+  );
+}
+
+describe('readiness', () => {
+  test(
+    'a dead dependency turns readiness red, named, within the bound; the rest stays green',
+    { timeout: 60_000 },
+    async (t) => {
+      if (!(await requireServices(t, 'kafka'))) return;
+      const port = await freePort();
+      const server: ChildProcess = spawn(
+        'redis-server',
+        [
+          '--port',
+          String(port),
+          '--bind',
+          '127.0.0.1',
+          '--save',
+          '',
+          '--appendonly',
+          'no',
+          '--daemonize',
+          'no',
+        ],
+        { stdio: 'ignore' },
+      );
+      const serverExit = new Promise<void>((resolve) => server.once('exit', () => resolve()));
+      const redis = createRedis(`redis://127.0.0.1:${port}`, 'test-readiness');
+      // The first connection attempts may come before the server listens; ioredis retries.
+      redis.on('error', () => undefined);
+      const kafka = createKafka(config.kafka, log, 'test');
+      const checks = {
+        redis: () => redisHealth(redis, 500),
+        kafka: () => kafkaHealth(kafka, 1000),
+      };
+      try {
+        await waitReady(redis, 10_000);
+        const green = await checkHealth(checks, 1000);
+        assert.equal(green.ok, true, JSON.stringify(green));
+        assert.equal(green.checks.redis?.ok, true);
+        assert.equal(green.checks.kafka?.ok, true);
+
+        server.kill('SIGKILL');
+        await withTimeout(serverExit, 5000, () => new Error('redis-server did not die'));
+
+        const t0 = performance.now();
+        const red = await checkHealth(checks, 1000);
+        const elapsedMs = performance.now() - t0;
+        assert.ok(elapsedMs < 2500, `report took ${Math.round(elapsedMs)} ms`);
+        assert.equal(red.ok, false, JSON.stringify(red));
+        assert.equal(red.checks.redis?.ok, false);
+        assert.match(red.checks.redis?.error ?? '', /redis/);
+        assert.equal(red.checks.kafka?.ok, true, JSON.stringify(red.checks.kafka));
+      } finally {
+        // quit() would wait for a server that is gone; disconnect() also stops reconnecting.
+        redis.disconnect();
+        if (server.exitCode === null && server.signalCode === null) server.kill('SIGKILL');
+        await serverExit;
+      }
+    },
+  );
+});

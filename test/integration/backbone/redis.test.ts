@@ -1,0 +1,105 @@
+/**
+ * The project's Redis connection against redis-cli: what ioredis writes under a user's hash-tagged
+ * key, redis-cli reads (fields, values, TTL), and the other way round.
+ */
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createRedis, redisHealth } from '../../../stream/redis.js';
+import { config, requireServices, run, uniq } from '../harness.js';
+
+/** redis-cli against the configured server; fails the test on a non-zero exit. */
+async function cli(...args: string[]): Promise<string> {
+  const res = await run('redis-cli', ['-u', config.redis.url, '--no-raw', ...args], {
+    timeoutMs: 10_000,
+  });
+  assert.equal(res.code, 0, `redis-cli ${args.join(' ')}: ${res.stderr}`);
+  return res.stdout;
+}
+
+/** redis-cli's raw output: one reply (or array element) per line. */
+async function cliRaw(...args: string[]): Promise<string[]> {
+  const res = await run('redis-cli', ['-u', config.redis.url, '--raw', ...args], {
+    timeoutMs: 10_000,
+  });
+  assert.equal(res.code, 0, `redis-cli ${args.join(' ')}: ${res.stderr}`);
+  assert.ok(!res.stdout.startsWith('ERR') && !res.stdout.startsWith('WRONGTYPE'), res.stdout);
+  return res.stdout.replace(/\n$/, '').split('\n');
+}
+
+describe('redis', () => {
+  test(
+    'ioredis writes a hash-tagged hash and TTL string that redis-cli reads',
+    { timeout: 30_000 },
+    async (t) => {
+      if (!(await requireServices(t, 'redis'))) return;
+      const redis = createRedis(config.redis.url, 'test');
+      const userId = uniq('u');
+      const features = `test:{u:${userId}}:features`;
+      const last = `test:{u:${userId}}:last-item`;
+      try {
+        await redis.hset(features, { views: '3', clicks: '1', lastCategory: 'shoes & bags' });
+        await redis.set(last, 'item-42', 'EX', 120);
+
+        const flat = await cliRaw('HGETALL', features);
+        const pairs: Record<string, string> = {};
+        for (let i = 0; i + 1 < flat.length; i += 2)
+          pairs[flat[i] as string] = flat[i + 1] as string;
+        assert.deepEqual(pairs, { views: '3', clicks: '1', lastCategory: 'shoes & bags' });
+
+        assert.deepEqual(await cliRaw('GET', last), ['item-42']);
+        const ttl = Number((await cliRaw('TTL', last))[0]);
+        assert.ok(ttl > 100 && ttl <= 120, `TTL ${ttl} not in (100, 120]`);
+        // The hash has no expiry: -1 (a missing key would be -2).
+        assert.deepEqual(await cliRaw('TTL', features), ['-1']);
+      } finally {
+        await redis.del(features, last);
+        await redis.quit();
+      }
+    },
+  );
+
+  test('redis-cli writes what ioredis reads, TTL included', { timeout: 30_000 }, async (t) => {
+    if (!(await requireServices(t, 'redis'))) return;
+    const redis = createRedis(config.redis.url, 'test');
+    const key = `test:{u:${uniq('u')}}:session`;
+    try {
+      assert.equal((await cli('SET', key, 'sess-7 é', 'EX', '90')).trim(), 'OK');
+      assert.equal(await redis.get(key), 'sess-7 é');
+      const ttl = await redis.ttl(key);
+      assert.ok(ttl > 70 && ttl <= 90, `TTL ${ttl} not in (70, 90]`);
+
+      assert.equal((await cli('HSET', key + ':h', 'a', '1', 'b', '2')).trim(), '(integer) 2');
+      assert.deepEqual(await redis.hgetall(key + ':h'), { a: '1', b: '2' });
+    } finally {
+      await redis.del(key, key + ':h');
+      await redis.quit();
+    }
+  });
+
+  test('redisHealth passes against the running server', { timeout: 30_000 }, async (t) => {
+    if (!(await requireServices(t, 'redis'))) return;
+    const redis = createRedis(config.redis.url, 'test');
+    try {
+      const ready = new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error('not ready within 5 s')), 5000);
+        redis.once('ready', () => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+      // A fresh connection is not ready yet, and the check must say so rather than pass.
+      assert.notEqual(redis.status, 'ready');
+      await assert.rejects(redisHealth(redis, 500), /redis: connection is/);
+      await ready;
+      await redisHealth(redis, 500);
+      // The client named itself, so the server lists this very connection under that name.
+      const id = await redis.client('ID');
+      assert.match(
+        await cli('CLIENT', 'LIST', 'ID', String(id)),
+        new RegExp(`^id=${id} .* name=test `),
+      );
+    } finally {
+      await redis.quit();
+    }
+  });
+});
