@@ -61,6 +61,7 @@ export class MqttSubscriber extends EventEmitter {
   #socket: Socket | null = null;
   #generation = 0;
   #pending: Pending[] = [];
+  #flushScheduled = false;
   #connected = false;
   #stopping = false;
   #pingTimer: NodeJS.Timeout | undefined;
@@ -258,12 +259,24 @@ export class MqttSubscriber extends EventEmitter {
       ack: () => {
         if (entry.acked || generation !== this.#generation) return;
         entry.acked = true;
-        this.#flushAcks();
+        // A Kafka batch acknowledges hundreds of messages in one microtask run; flush once after.
+        if (!this.#flushScheduled) {
+          this.#flushScheduled = true;
+          process.nextTick(() => {
+            this.#flushScheduled = false;
+            this.#flushAcks();
+          });
+        }
       },
     });
   }
 
-  /** Writes PUBACKs for the acknowledged prefix of the arrival queue, in one socket write. */
+  /**
+   * Writes PUBACKs for the acknowledged prefix of the arrival queue as one buffer in one socket
+   * write. A success PUBACK without properties is 4 bytes in MQTT 5 (3.4.2.1: reason code and
+   * property length may be omitted when the reason is 0), so they are written by hand rather
+   * than through mqtt-packet's generic encoder, which allocated per packet.
+   */
   #flushAcks(): void {
     let n = 0;
     while (n < this.#pending.length && this.#pending[n]?.acked) n++;
@@ -271,12 +284,14 @@ export class MqttSubscriber extends EventEmitter {
     const done = this.#pending.splice(0, n);
     const socket = this.#socket;
     if (!socket || !this.#connected) return;
-    socket.cork();
-    for (const p of done)
-      socket.write(
-        mqttPacket.generate({ cmd: 'puback', messageId: p.messageId, reasonCode: 0 }, PROTOCOL),
-      );
-    process.nextTick(() => socket.uncork());
+    const buf = Buffer.allocUnsafe(4 * n);
+    for (let i = 0; i < n; i++) {
+      const id = (done[i] as Pending).messageId;
+      buf[4 * i] = 0x40;
+      buf[4 * i + 1] = 0x02;
+      buf.writeUInt16BE(id, 4 * i + 2);
+    }
+    socket.write(buf);
   }
 
   #startKeepalive(socket: Socket): void {

@@ -59,7 +59,9 @@ describe('loadConfig', () => {
   it('is documented in the README with the same defaults', () => {
     const readme = readFileSync(join(repoRoot(), 'README.md'), 'utf8');
     for (const v of VARIABLES) {
-      const row = readme.split('\n').find((line) => line.startsWith(`| \`${v.name}\` |`));
+      const row = readme
+        .split('\n')
+        .find((line) => new RegExp(`^\\|\\s*\`${v.name}\`\\s*\\|`).test(line));
       assert.ok(row, `README has no row for ${v.name}`);
       assert.ok(
         row.includes(`\`${v.default}\``),
