@@ -27,7 +27,7 @@ export interface EventContext {
 
 /** `recsys.UserEvent`: value of the events topic (key = userId). */
 export interface UserEvent {
-  /** Client-made UUID, lower-cased; the idempotency key. */
+  /** Client-made UUID, kept exactly as sent; the idempotency key. */
   eventId: string;
   /** 1..128 characters from `[A-Za-z0-9_.:@-]`. */
   userId: string;

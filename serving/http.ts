@@ -66,6 +66,7 @@ export function readBody(
   req: HttpRequest,
   maxBytes: number,
   onBody: (body: Buffer, state: { aborted: boolean }) => void,
+  onTooLarge?: () => void,
 ): void {
   const state = { aborted: false, done: false };
   res.onAborted(() => {
@@ -74,6 +75,7 @@ export function readBody(
   const declared = Number(req.getHeader('content-length') || '0');
   if (declared > maxBytes) {
     state.done = true;
+    onTooLarge?.();
     sendError(
       res,
       413,
@@ -90,6 +92,7 @@ export function readBody(
     size += chunk.byteLength;
     if (size > maxBytes) {
       state.done = true;
+      onTooLarge?.();
       sendError(
         res,
         413,

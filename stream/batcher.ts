@@ -39,6 +39,13 @@ export interface BatcherOptions {
   onBatch?: (size: number) => void;
 }
 
+function aborted(signal: AbortSignal): Promise<never> {
+  return new Promise((_, reject) => {
+    if (signal.aborted) return reject(signal.reason);
+    signal.addEventListener('abort', () => reject(signal.reason), { once: true });
+  });
+}
+
 export class KafkaBatcher {
   readonly #opts: BatcherOptions;
   #queue: Entry[] = [];
@@ -96,7 +103,7 @@ export class KafkaBatcher {
       messages,
     }));
     try {
-      await retry(() => this.#opts.producer.sendBatch({ acks: -1, topicMessages }), {
+      const sending = retry(() => this.#opts.producer.sendBatch({ acks: -1, topicMessages }), {
         attempts: Number.POSITIVE_INFINITY,
         initialDelayMs: 100,
         maxDelayMs: 5000,
@@ -111,6 +118,10 @@ export class KafkaBatcher {
           );
         },
       });
+      // close() gives up on a request that hangs (a broker that accepts the connection and
+      // never answers) as well as on one that keeps failing.
+      sending.catch(() => undefined); // its outcome is the race's once the race is lost
+      await Promise.race([sending, aborted(this.#closed.signal)]);
     } catch (err) {
       for (const e of batch) e.reject(err as Error);
       return;

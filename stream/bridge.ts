@@ -61,12 +61,12 @@ export function startIngest({ config, log, metrics, app }: IngestDeps): IngestRo
   void inflight;
 
   // HTTP ingest answers 503 until the pipeline exists, so the route can be mounted at once.
-  // HTTP ingest answers 503 until the pipeline exists, so the route can be mounted at once.
   mountIngest(app, () => pipeline, {
     limits: config.ingest,
     maxBodyBytes: config.http.maxBodyBytes,
     timeoutMs: config.ingest.httpTimeoutMs,
     log,
+    refused: ingestMetrics.httpRefused,
   });
 
   const retryForever = <T>(what: string, fn: () => Promise<T>): Promise<T> =>

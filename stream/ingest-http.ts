@@ -10,6 +10,8 @@ import type { Logger } from '../core/log.js';
 import { withTimeout } from '../core/retry.js';
 import { EventRejectedError } from '../schemas/validate.js';
 import { readBody, sendError, sendJson, type TemplatedApp } from '../serving/http.js';
+import type { Counter } from 'prom-client';
+import type { HttpResponse } from '../serving/http.js';
 import type { IngestPipeline } from './ingest.js';
 
 export interface IngestHttpOptions {
@@ -19,6 +21,8 @@ export interface IngestHttpOptions {
   /** How long a request waits for Kafka before answering 503. */
   timeoutMs: number;
   log: Logger;
+  /** Counts every refused request by status and error code. */
+  refused: Counter<'status' | 'code'>;
 }
 
 /** `pipeline()` is null while the role is still connecting; requests then get 503. */
@@ -27,11 +31,24 @@ export function mountIngest(
   pipeline: () => IngestPipeline | null,
   opts: IngestHttpOptions,
 ): void {
+  // Every refusal is answered and counted here, so none goes unseen in /metrics.
+  const refuse = (
+    res: HttpResponse,
+    status: number,
+    code: string,
+    message: string,
+    state?: { aborted: boolean },
+    extra?: Record<string, unknown>,
+  ): void => {
+    opts.refused.labels(String(status), code).inc();
+    sendError(res, status, code, message, state, extra);
+  };
+
   app.post('/v1/events', (res, req) => {
     const contentType = req.getHeader('content-type');
     if (!/^application\/(?:[\w.+-]+\+)?json\b/i.test(contentType)) {
       res.onAborted(() => undefined);
-      sendError(
+      refuse(
         res,
         415,
         'RECSYS_UNSUPPORTED_MEDIA_TYPE',
@@ -39,14 +56,18 @@ export function mountIngest(
       );
       return;
     }
-    readBody(res, req, opts.maxBodyBytes, (body, state) => {
-      void handle(body, state);
-    });
+    readBody(
+      res,
+      req,
+      opts.maxBodyBytes,
+      (body, state) => void handle(body, state),
+      () => opts.refused.labels('413', 'RECSYS_PAYLOAD_TOO_LARGE').inc(),
+    );
 
     async function handle(body: Buffer, state: { aborted: boolean }): Promise<void> {
       const active = pipeline();
       if (!active) {
-        return sendError(
+        return refuse(
           res,
           503,
           'RECSYS_NOT_READY',
@@ -66,20 +87,20 @@ export function mountIngest(
         await active
           .rejectHttpBody(rejection, body)
           .catch((e: Error) => opts.log.error({ err: e.message }, 'DLQ write failed'));
-        return sendError(res, 400, rejection.code, rejection.message, state, {
+        return refuse(res, 400, rejection.code, rejection.message, state, {
           reason: rejection.reason,
           field: null,
         });
       }
       const events = Array.isArray(parsed) ? parsed : [parsed];
       if (events.length === 0) {
-        return sendError(res, 400, 'RECSYS_EVENT_REJECTED', 'batch is empty', state, {
+        return refuse(res, 400, 'RECSYS_EVENT_REJECTED', 'batch is empty', state, {
           reason: 'bad_value',
           field: null,
         });
       }
       if (events.length > opts.limits.maxBatchEvents) {
-        return sendError(
+        return refuse(
           res,
           413,
           'RECSYS_PAYLOAD_TOO_LARGE',
@@ -97,7 +118,7 @@ export function mountIngest(
         if (first) {
           const where = Array.isArray(parsed) ? `events[${first.index}]: ` : '';
           const status = first.error.reason === 'too_large' ? 413 : 400;
-          return sendError(res, status, first.error.code, where + first.error.message, state, {
+          return refuse(res, status, first.error.code, where + first.error.message, state, {
             reason: first.error.reason,
             field: first.error.field,
             index: Array.isArray(parsed) ? first.index : undefined,
@@ -107,7 +128,7 @@ export function mountIngest(
         sendJson(res, 202, { accepted: result.accepted }, state);
       } catch (err) {
         opts.log.warn({ err: (err as Error).message }, 'http ingest failed');
-        sendError(res, 503, 'RECSYS_KAFKA_UNAVAILABLE', (err as Error).message, state);
+        refuse(res, 503, 'RECSYS_KAFKA_UNAVAILABLE', (err as Error).message, state);
       }
     }
   });

@@ -28,6 +28,7 @@ export interface IngestMetrics {
   publishSeconds: Histogram<'source'>;
   producerErrors: Counter<'topic'>;
   batchSize: Histogram;
+  httpRefused: Counter<'status' | 'code'>;
 }
 
 export function createIngestMetrics(registry: Registry): IngestMetrics {
@@ -55,6 +56,12 @@ export function createIngestMetrics(registry: Registry): IngestMetrics {
       name: 'recsys_kafka_producer_errors_total',
       help: 'Failed Kafka produce attempts (each is retried)',
       labelNames: ['topic'],
+      registers: [registry],
+    }),
+    httpRefused: new Counter({
+      name: 'recsys_ingest_http_refused_total',
+      help: 'POST /v1/events requests refused, by HTTP status and error code (400 also writes the DLQ)',
+      labelNames: ['status', 'code'],
       registers: [registry],
     }),
     batchSize: new Histogram({

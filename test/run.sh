@@ -9,9 +9,11 @@ npm run build --silent
 
 started_file=$(mktemp)
 cleanup() {
-  if [ -s "$started_file" ]; then
-    # shellcheck disable=SC2046
-    node dist/deploy/local/cli.js down $(cat "$started_file") || true
+  # Stop only what this run started (one service name per line); `down` with no names would
+  # stop everything, including a stack the developer had running.
+  mapfile -t started < <(grep -E '^[a-z]+$' "$started_file" || true)
+  if [ "${#started[@]}" -gt 0 ]; then
+    node dist/deploy/local/cli.js down "${started[@]}" || true
   fi
   rm -f "$started_file"
 }

@@ -14,7 +14,9 @@ import { existsSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import mqtt from 'mqtt';
 import { loadConfig, VARIABLES } from '../../core/config.js';
+import { sleep } from '../../core/retry.js';
 import { createLogger } from '../../core/log.js';
 import { isOurs, readPidFile } from './process.js';
 import { SERVICE_NAMES, setMqttPassword, type ServiceName, type StackContext } from './services.js';
@@ -28,6 +30,25 @@ function checkoutRoot(): string {
     dir = parent;
   }
   return dir;
+}
+
+function canConnect(url: string, username: string, password: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const client = mqtt.connect(url, {
+      username,
+      password,
+      protocolVersion: 5,
+      reconnectPeriod: 0,
+      connectTimeout: 2000,
+    });
+    const done = (ok: boolean): void => {
+      client.end(true);
+      resolve(ok);
+    };
+    client.once('connect', () => done(true));
+    client.once('error', () => done(false));
+    client.once('close', () => done(false));
+  });
 }
 
 function pickServices(args: string[], defaults: readonly string[]): ServiceName[] {
@@ -67,7 +88,7 @@ async function main(argv: string[]): Promise<number> {
       const results = await up(ctx, names);
       const started = results.filter((r) => r.state === 'started').map((r) => r.name);
       const startedFile = flags.get('started-file');
-      if (startedFile) await writeFile(startedFile, started.join(' ') + '\n');
+      if (startedFile) await writeFile(startedFile, started.map((name) => `${name}\n`).join(''));
       for (const r of results)
         console.log(`${r.name.padEnd(14)} ${r.state.padEnd(8)} ready after ${r.readyMs} ms`);
       console.log(`all ready in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
@@ -92,9 +113,18 @@ async function main(argv: string[]): Promise<number> {
       const [username, password] = positional;
       if (!username || !password) throw new Error('usage: mqtt-user <username> <password>');
       await setMqttPassword(ctx, username, password);
-      // Mosquitto re-reads its password and ACL files on SIGHUP.
+      // Mosquitto re-reads its password and ACL files on SIGHUP, a moment later: wait until
+      // the account works so that callers can connect right after this returns.
       const record = await readPidFile(servicePaths(ctx, 'mosquitto').pidFile);
-      if (record && isOurs(record)) process.kill(record.pid, 'SIGHUP');
+      if (record && isOurs(record)) {
+        process.kill(record.pid, 'SIGHUP');
+        const deadline = Date.now() + 10_000;
+        while (!(await canConnect(config.mqtt.url, username, password))) {
+          if (Date.now() > deadline)
+            throw new Error(`mosquitto did not accept ${username} within 10 s of reloading`);
+          await sleep(100);
+        }
+      }
       console.log(`mqtt user ${username} set`);
       return 0;
     }

@@ -5,7 +5,7 @@
  * talks to it cannot disagree.
  */
 import { connect } from 'node:net';
-import { cp, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { cp, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
@@ -16,6 +16,7 @@ import type { Logger } from '../../core/log.js';
 import { VERSIONS } from './versions.js';
 import { downloadFromCentral, javaHome, once, sh } from './install.js';
 import type { SpawnSpec } from './process.js';
+import { sleep } from '../../core/retry.js';
 
 export const SERVICE_NAMES = ['kafka', 'registry', 'redis', 'mosquitto', 'elasticsearch'] as const;
 export type ServiceName = (typeof SERVICE_NAMES)[number];
@@ -311,7 +312,35 @@ export async function setMqttPassword(
   const file = join(ctx.localDir, 'conf', 'mosquitto', 'passwd');
   await mkdir(join(ctx.localDir, 'conf', 'mosquitto'), { recursive: true });
   if (!existsSync(file)) await writeFile(file, '', { mode: 0o600 });
-  await sh('mosquitto_passwd', ['-b', file, username, password]);
+  // mosquitto_passwd rewrites the file in place without a lock: two at once lose accounts.
+  await withFileLock(`${file}.lock`, () =>
+    sh('mosquitto_passwd', ['-b', file, username, password]),
+  );
+}
+
+/** Runs `fn` holding an exclusive lock file; a lock older than `staleMs` is taken over. */
+async function withFileLock<T>(lock: string, fn: () => Promise<T>, staleMs = 10_000): Promise<T> {
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    try {
+      await writeFile(lock, String(process.pid), { flag: 'wx' });
+      break;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      const age = await stat(lock).then(
+        (s) => Date.now() - s.mtimeMs,
+        () => 0,
+      );
+      if (age > staleMs) await rm(lock, { force: true });
+      else if (Date.now() > deadline) throw new Error(`could not take ${lock} within 30 s`);
+      else await sleep(20 + Math.random() * 30);
+    }
+  }
+  try {
+    return await fn();
+  } finally {
+    await rm(lock, { force: true });
+  }
 }
 
 const mosquitto: ServiceDef = {

@@ -63,6 +63,8 @@ export function run(
         stderr: Buffer.concat(err).toString(),
       });
     });
+    // A command that exits without reading stdin must not turn EPIPE into an uncaught error.
+    child.stdin.on('error', () => undefined);
     child.stdin.end(opts.input ?? '');
   });
 }
