@@ -72,17 +72,14 @@ export function readBody(
   res.onAborted(() => {
     state.aborted = true;
   });
-  const declared = Number(req.getHeader('content-length') || '0');
-  if (declared > maxBytes) {
+  const tooLarge = (message: string): void => {
     state.done = true;
     onTooLarge?.();
-    sendError(
-      res,
-      413,
-      'RECSYS_PAYLOAD_TOO_LARGE',
-      `body is ${declared} bytes; the limit is ${maxBytes}`,
-      state,
-    );
+    sendError(res, 413, 'RECSYS_PAYLOAD_TOO_LARGE', message, state);
+  };
+  const declared = Number(req.getHeader('content-length') || '0');
+  if (declared > maxBytes) {
+    tooLarge(`body is ${declared} bytes; the limit is ${maxBytes}`);
     return;
   }
   const chunks: Buffer[] = [];
@@ -91,15 +88,7 @@ export function readBody(
     if (state.done) return;
     size += chunk.byteLength;
     if (size > maxBytes) {
-      state.done = true;
-      onTooLarge?.();
-      sendError(
-        res,
-        413,
-        'RECSYS_PAYLOAD_TOO_LARGE',
-        `body exceeds the limit of ${maxBytes} bytes`,
-        state,
-      );
+      tooLarge(`body exceeds the limit of ${maxBytes} bytes`);
       return;
     }
     // uWS reuses the chunk's memory after this callback returns: copy it.

@@ -39,11 +39,19 @@ export interface BatcherOptions {
   onBatch?: (size: number) => void;
 }
 
-function aborted(signal: AbortSignal): Promise<never> {
-  return new Promise((_, reject) => {
-    if (signal.aborted) return reject(signal.reason);
-    signal.addEventListener('abort', () => reject(signal.reason), { once: true });
+/** Settles like `promise`, or rejects when `signal` aborts first; leaves no listener behind. */
+async function untilAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+  signal.throwIfAborted();
+  let onAbort: (() => void) | undefined;
+  const abort = new Promise<never>((_, reject) => {
+    onAbort = () => reject(signal.reason);
+    signal.addEventListener('abort', onAbort, { once: true });
   });
+  try {
+    return await Promise.race([promise, abort]);
+  } finally {
+    signal.removeEventListener('abort', onAbort as () => void);
+  }
 }
 
 export class KafkaBatcher {
@@ -121,7 +129,7 @@ export class KafkaBatcher {
       // close() gives up on a request that hangs (a broker that accepts the connection and
       // never answers) as well as on one that keeps failing.
       sending.catch(() => undefined); // its outcome is the race's once the race is lost
-      await Promise.race([sending, aborted(this.#closed.signal)]);
+      await untilAborted(sending, this.#closed.signal);
     } catch (err) {
       for (const e of batch) e.reject(err as Error);
       return;

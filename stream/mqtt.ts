@@ -55,3 +55,29 @@ export async function discardMqttSession(
   const client = await connectMqtt({ ...opts, persistent: false });
   await client.endAsync();
 }
+
+/** Whether the broker accepts these credentials now: connect, and leave at once. */
+export function canConnectMqtt(
+  url: string,
+  username: string,
+  password: string,
+  timeoutMs = 2000,
+): Promise<boolean> {
+  return new Promise((resolve) => {
+    const client = mqtt.connect(url, {
+      username,
+      password,
+      protocolVersion: 5,
+      clientId: `recsys-probe-${process.pid}-${Math.random().toString(16).slice(2, 10)}`,
+      connectTimeout: timeoutMs,
+      reconnectPeriod: 0,
+    });
+    const done = (ok: boolean): void => {
+      client.end(true);
+      resolve(ok);
+    };
+    client.once('connect', () => done(true));
+    client.once('error', () => done(false));
+    client.once('close', () => done(false));
+  });
+}

@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+npm run lint --silent
 npm run build --silent
 
 started_file=$(mktemp)

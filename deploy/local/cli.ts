@@ -14,9 +14,9 @@ import { existsSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import mqtt from 'mqtt';
 import { loadConfig, VARIABLES } from '../../core/config.js';
 import { sleep } from '../../core/retry.js';
+import { canConnectMqtt } from '../../stream/mqtt.js';
 import { createLogger } from '../../core/log.js';
 import { isOurs, readPidFile } from './process.js';
 import { SERVICE_NAMES, setMqttPassword, type ServiceName, type StackContext } from './services.js';
@@ -30,25 +30,6 @@ function checkoutRoot(): string {
     dir = parent;
   }
   return dir;
-}
-
-function canConnect(url: string, username: string, password: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const client = mqtt.connect(url, {
-      username,
-      password,
-      protocolVersion: 5,
-      reconnectPeriod: 0,
-      connectTimeout: 2000,
-    });
-    const done = (ok: boolean): void => {
-      client.end(true);
-      resolve(ok);
-    };
-    client.once('connect', () => done(true));
-    client.once('error', () => done(false));
-    client.once('close', () => done(false));
-  });
 }
 
 function pickServices(args: string[], defaults: readonly string[]): ServiceName[] {
@@ -119,7 +100,7 @@ async function main(argv: string[]): Promise<number> {
       if (record && isOurs(record)) {
         process.kill(record.pid, 'SIGHUP');
         const deadline = Date.now() + 10_000;
-        while (!(await canConnect(config.mqtt.url, username, password))) {
+        while (!(await canConnectMqtt(config.mqtt.url, username, password))) {
           if (Date.now() > deadline)
             throw new Error(`mosquitto did not accept ${username} within 10 s of reloading`);
           await sleep(100);

@@ -72,6 +72,18 @@ export async function downloadFromCentral(path: string, dest: string, log: Logge
   );
 }
 
+/** Downloads a `.tar.gz` or `.zip` from Maven Central and unpacks it into `dir`, once. */
+export async function installArchive(dir: string, centralPath: string, log: Logger): Promise<void> {
+  await once(dir, async (tmp) => {
+    const zip = centralPath.endsWith('.zip');
+    const archive = join(tmp, zip ? 'archive.zip' : 'archive.tar.gz');
+    await downloadFromCentral(centralPath, archive, log);
+    if (zip) await sh('unzip', ['-q', archive, '-d', tmp]);
+    else await sh('tar', ['xzf', archive, '-C', tmp]);
+    await rm(archive);
+  });
+}
+
 async function fetchText(url: string): Promise<string> {
   const res = await fetch(url);
   if (!res.ok) throw new Error(`GET ${url}: HTTP ${res.status}`);

@@ -9,12 +9,12 @@ import { cp, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
-import mqtt from 'mqtt';
 import kafkajs from 'kafkajs';
 import type { Config } from '../../core/config.js';
 import type { Logger } from '../../core/log.js';
+import { canConnectMqtt } from '../../stream/mqtt.js';
 import { VERSIONS } from './versions.js';
-import { downloadFromCentral, javaHome, once, sh } from './install.js';
+import { installArchive, javaHome, once, sh } from './install.js';
 import type { SpawnSpec } from './process.js';
 import { sleep } from '../../core/retry.js';
 
@@ -197,19 +197,12 @@ const registry: ServiceDef = {
   name: 'registry',
   memory: 'heap 384m',
   port: (ctx) => urlPort(ctx.config.registry.url, 80),
-  async install(ctx) {
-    await once(registryHome(ctx), async (tmp) => {
-      const v = VERSIONS.apicurio;
-      const archive = join(tmp, 'registry.tar.gz');
-      await downloadFromCentral(
-        `io/apicurio/apicurio-registry-app/${v}/apicurio-registry-app-${v}-all.tar.gz`,
-        archive,
-        ctx.log,
-      );
-      await sh('tar', ['xzf', archive, '-C', tmp]);
-      await sh('rm', [archive]);
-    });
-  },
+  install: (ctx) =>
+    installArchive(
+      registryHome(ctx),
+      `io/apicurio/apicurio-registry-app/${VERSIONS.apicurio}/apicurio-registry-app-${VERSIONS.apicurio}-all.tar.gz`,
+      ctx.log,
+    ),
   async prepare(ctx) {
     const dir = dataDir(ctx, 'registry');
     await mkdir(dir, { recursive: true });
@@ -382,23 +375,8 @@ const mosquitto: ServiceDef = {
     await writeFile(file, conf);
     return { command: 'mosquitto', args: ['-c', file], marker: 'mosquitto' };
   },
-  async probe(ctx) {
-    return new Promise<boolean>((resolve) => {
-      const client = mqtt.connect(ctx.config.mqtt.url, {
-        ...HEALTHCHECK_MQTT,
-        clientId: `recsys-local-probe-${process.pid}`,
-        connectTimeout: 1000,
-        reconnectPeriod: 0,
-      });
-      const done = (ok: boolean): void => {
-        client.end(true);
-        resolve(ok);
-      };
-      client.once('connect', () => done(true));
-      client.once('error', () => done(false));
-      client.once('close', () => done(false));
-    });
-  },
+  probe: (ctx) =>
+    canConnectMqtt(ctx.config.mqtt.url, HEALTHCHECK_MQTT.username, HEALTHCHECK_MQTT.password, 1000),
 };
 
 // ---------------------------------------------------------------- elasticsearch
@@ -410,19 +388,12 @@ const elasticsearch: ServiceDef = {
   name: 'elasticsearch',
   memory: 'heap 512m',
   port: (ctx) => urlPort(ctx.config.elasticsearch.url, 9200),
-  async install(ctx) {
-    await once(esHome(ctx), async (tmp) => {
-      const v = VERSIONS.elasticsearch;
-      const archive = join(tmp, 'es.zip');
-      await downloadFromCentral(
-        `org/elasticsearch/distribution/integ-test-zip/elasticsearch/${v}/elasticsearch-${v}.zip`,
-        archive,
-        ctx.log,
-      );
-      await sh('unzip', ['-q', archive, '-d', tmp]);
-      await sh('rm', [archive]);
-    });
-  },
+  install: (ctx) =>
+    installArchive(
+      esHome(ctx),
+      `org/elasticsearch/distribution/integ-test-zip/elasticsearch/${VERSIONS.elasticsearch}/elasticsearch-${VERSIONS.elasticsearch}.zip`,
+      ctx.log,
+    ),
   async prepare(ctx) {
     const home = join(esHome(ctx), `elasticsearch-${VERSIONS.elasticsearch}`);
     const dir = dataDir(ctx, 'elasticsearch');

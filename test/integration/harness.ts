@@ -38,35 +38,48 @@ export interface RunResult {
   stderr: string;
 }
 
-/** Runs a command to completion (or kills it after `timeoutMs`), optionally feeding stdin. */
-export function run(
+export interface RunOptions {
+  input?: string | Buffer;
+  timeoutMs?: number;
+  env?: NodeJS.ProcessEnv;
+}
+
+/**
+ * Runs a command to completion (or kills it after `timeoutMs`), optionally feeding stdin, and
+ * keeps stdout as bytes (kcat prints binary Avro bodies).
+ */
+export function runBytes(
   cmd: string,
   args: string[],
-  opts: { input?: string | Buffer; timeoutMs?: number; env?: NodeJS.ProcessEnv } = {},
-): Promise<RunResult> {
+  opts: RunOptions = {},
+): Promise<{ code: number | null; stdout: Buffer; stderr: string }> {
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, args, {
       env: opts.env ?? process.env,
-      stdio: ['pipe', 'pipe', 'pipe'],
+      stdio: [opts.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
     });
     const out: Buffer[] = [];
     const err: Buffer[] = [];
-    child.stdout.on('data', (d: Buffer) => out.push(d));
-    child.stderr.on('data', (d: Buffer) => err.push(d));
+    child.stdout?.on('data', (d: Buffer) => out.push(d));
+    child.stderr?.on('data', (d: Buffer) => err.push(d));
     const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 30_000);
     child.on('error', reject);
     child.on('close', (code) => {
       clearTimeout(timer);
-      resolve({
-        code,
-        stdout: Buffer.concat(out).toString(),
-        stderr: Buffer.concat(err).toString(),
-      });
+      resolve({ code, stdout: Buffer.concat(out), stderr: Buffer.concat(err).toString() });
     });
-    // A command that exits without reading stdin must not turn EPIPE into an uncaught error.
-    child.stdin.on('error', () => undefined);
-    child.stdin.end(opts.input ?? '');
+    if (child.stdin) {
+      // A command that exits without reading stdin must not turn EPIPE into an uncaught error.
+      child.stdin.on('error', () => undefined);
+      child.stdin.end(opts.input);
+    }
   });
+}
+
+/** {@link runBytes} with stdout as text. */
+export async function run(cmd: string, args: string[], opts: RunOptions = {}): Promise<RunResult> {
+  const res = await runBytes(cmd, args, opts);
+  return { ...res, stdout: res.stdout.toString() };
 }
 
 /** Host and port of the first Kafka broker, for kcat's -b. */

@@ -8,7 +8,6 @@
  * and the test decodes the body with the writer schema that `curl` fetches from the registry by
  * the id in the frame header.
  */
-import { spawn } from 'node:child_process';
 import { before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import avro from 'avsc';
@@ -23,7 +22,7 @@ import {
   registerSchema,
   SchemaIncompatibleError,
 } from '../../../schemas/registry.js';
-import { config, kafkaBroker, log, requireServices, run, uniq } from '../harness.js';
+import { config, kafkaBroker, log, requireServices, run, runBytes, uniq } from '../harness.js';
 
 interface Visit {
   userId: string;
@@ -44,27 +43,6 @@ const SCHEMA = {
 
 /** avsc decodes records into generated classes; strict deep-equality needs plain objects. */
 const plain = (value: object): Record<string, unknown> => ({ ...value });
-
-/** Runs a command and keeps its stdout as bytes (kcat prints binary Avro bodies). */
-function runRaw(
-  cmd: string,
-  args: string[],
-  timeoutMs: number,
-): Promise<{ code: number | null; stdout: Buffer; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    const out: Buffer[] = [];
-    const err: Buffer[] = [];
-    child.stdout.on('data', (d: Buffer) => out.push(d));
-    child.stderr.on('data', (d: Buffer) => err.push(d));
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    child.on('error', reject);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout: Buffer.concat(out), stderr: Buffer.concat(err).toString() });
-    });
-  });
-}
 
 /**
  * Splits kcat output printed with `-f '%k\t%S\t%s\n'`: key, value length in bytes, value. The
@@ -237,10 +215,10 @@ describe('avro over kafka', () => {
       assert.deepEqual(received, byUser);
 
       // kcat, from outside: key, frame header and body.
-      const kcatOut = await runRaw(
+      const kcatOut = await runBytes(
         'kcat',
         ['-C', '-q', '-b', kafkaBroker, '-t', topic, '-o', 'beginning', '-e', '-f', '%k\t%S\t%s\n'],
-        30_000,
+        { timeoutMs: 30_000 },
       );
       assert.equal(kcatOut.code, 0, kcatOut.stderr);
       const records = parseKcat(kcatOut.stdout);

@@ -15,44 +15,9 @@ import avro from 'avsc';
 import kafkajs from 'kafkajs';
 import { sleep } from '../../../core/retry.js';
 import { connectMqtt } from '../../../stream/mqtt.js';
-import { config, kafkaBroker, uniq, type RunResult } from '../harness.js';
+import { config, kafkaBroker, run, runBytes, uniq } from '../harness.js';
 
-/**
- * `run` from the harness, except that stdin is closed (not written) when there is no input and a
- * write error on stdin is ignored: the harness's `run` writes to the child's stdin without an
- * error listener, so a command that exits before reading it (mosquitto_pub -m, curl) makes an
- * EPIPE that crashes the test as an uncaught exception.
- */
-export function run(
-  cmd: string,
-  args: string[],
-  opts: { input?: string | Buffer; timeoutMs?: number; env?: NodeJS.ProcessEnv } = {},
-): Promise<RunResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, {
-      env: opts.env ?? process.env,
-      stdio: [opts.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
-    });
-    const out: Buffer[] = [];
-    const err: Buffer[] = [];
-    child.stdout?.on('data', (d: Buffer) => out.push(d));
-    child.stderr?.on('data', (d: Buffer) => err.push(d));
-    const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 30_000);
-    child.on('error', reject);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({
-        code,
-        stdout: Buffer.concat(out).toString(),
-        stderr: Buffer.concat(err).toString(),
-      });
-    });
-    if (child.stdin) {
-      child.stdin.on('error', () => undefined);
-      child.stdin.end(opts.input);
-    }
-  });
-}
+export { run };
 
 /** The tests run from the checkout root. */
 export const ROOT = process.cwd();
@@ -358,40 +323,19 @@ export interface KafkaRecord {
   value: Buffer | null;
 }
 
-/** Runs a command and keeps its stdout as bytes. */
-export function runRaw(
-  cmd: string,
-  args: string[],
-  timeoutMs: number,
-): Promise<{ code: number | null; stdout: Buffer; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    const out: Buffer[] = [];
-    const err: Buffer[] = [];
-    child.stdout.on('data', (d: Buffer) => out.push(d));
-    child.stderr.on('data', (d: Buffer) => err.push(d));
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    child.on('error', reject);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout: Buffer.concat(out), stderr: Buffer.concat(err).toString() });
-    });
-  });
-}
-
 /**
  * Every record of `topic`, from the beginning to the current end, read by kcat. Each record is
  * printed as a header line `partition offset keyLength valueLength` followed by exactly that many
  * key and value bytes and a newline, so binary Avro bodies split exactly. A length of -1 is null.
  */
 export async function readTopic(topic: string, timeoutMs = 60_000): Promise<KafkaRecord[]> {
-  const res = await runRaw(
+  const res = await runBytes(
     'kcat',
     ['-C', '-b', kafkaBroker, '-t', topic, '-o', 'beginning', '-e', '-q'].concat([
       '-f',
       '%p %o %K %S\\n%k%s\\n',
     ]),
-    timeoutMs,
+    { timeoutMs },
   );
   assert.equal(res.code, 0, `kcat -C ${topic}: exit ${res.code}: ${res.stderr}`);
   return parseKcat(res.stdout);

@@ -123,4 +123,23 @@ describe('KafkaBatcher', () => {
     await assert.rejects(p);
     await assert.rejects(batcher.send('t', { value: 'y' }), /closed/);
   });
+
+  it('leaves no listener behind per batch (a long-running bridge sends millions)', async () => {
+    const fake = fakeProducer();
+    const warnings: string[] = [];
+    const onWarning = (w: Error): void => {
+      warnings.push(w.name);
+    };
+    process.on('warning', onWarning);
+    const batcher = new KafkaBatcher({ producer: fake.producer, lingerMs: 0, maxBatch: 1, log });
+    for (let i = 0; i < 30; i++) {
+      const p = batcher.send('t', { value: String(i) });
+      await tick(1);
+      fake.requests[i]?.resolve();
+      await p;
+    }
+    await tick(5);
+    process.off('warning', onWarning);
+    assert.deepEqual(warnings, []);
+  });
 });
