@@ -137,6 +137,11 @@ export const VARIABLES: readonly VariableDoc[] = [
     doc: 'deploy/local: services `up` starts',
   },
   {
+    name: 'RECSYS_MAVEN_URL',
+    default: 'https://repo.maven.apache.org/maven2',
+    doc: 'deploy/local: Maven repository the registry and Elasticsearch archives come from (Kafka jars: Maven settings)',
+  },
+  {
     name: 'RECSYS_START_TIMEOUT_MS',
     default: '120000',
     doc: 'deploy/local: readiness wait per service, ms',
@@ -176,6 +181,7 @@ export interface LocalConfig {
   cacheDir: string;
   services: string[];
   startTimeoutMs: number;
+  mavenUrl: string;
 }
 
 export interface Config {
@@ -280,6 +286,7 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
       cacheDir: str('RECSYS_CACHE_DIR').replace(/^~(?=\/|$)/, home),
       services: list('RECSYS_LOCAL_SERVICES'),
       startTimeoutMs: int('RECSYS_START_TIMEOUT_MS', 1000),
+      mavenUrl: url('RECSYS_MAVEN_URL', ['http:', 'https:']),
     },
   };
   return deepFreeze(config);

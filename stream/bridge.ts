@@ -50,7 +50,8 @@ export function startIngest({ config, log, metrics, app }: IngestDeps): IngestRo
   let subscriber: MqttSubscriber | null = null;
   let draining = false;
 
-  const inflight = new Gauge({
+  // Registered on `metrics`; read on every scrape.
+  new Gauge({
     name: 'recsys_ingest_mqtt_inflight_messages',
     help: 'MQTT messages received and not yet acknowledged (waiting for Kafka)',
     registers: [metrics],
@@ -58,7 +59,6 @@ export function startIngest({ config, log, metrics, app }: IngestDeps): IngestRo
       this.set(subscriber?.inFlight ?? 0);
     },
   });
-  void inflight;
 
   // HTTP ingest answers 503 until the pipeline exists, so the route can be mounted at once.
   mountIngest(app, () => pipeline, {

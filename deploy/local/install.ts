@@ -18,8 +18,6 @@ import type { Logger } from '../../core/log.js';
 
 const run = promisify(execFile);
 
-export const MAVEN_CENTRAL = process.env.RECSYS_MAVEN_URL ?? 'https://repo.maven.apache.org/maven2';
-
 export class InstallError extends RecsysError {
   readonly service: string;
   constructor(service: string, message: string, cause?: unknown) {
@@ -47,8 +45,13 @@ export async function once(dir: string, work: (tmp: string) => Promise<void>): P
 }
 
 /** Downloads a Maven Central file and checks it against the published SHA-1. */
-export async function downloadFromCentral(path: string, dest: string, log: Logger): Promise<void> {
-  const url = `${MAVEN_CENTRAL}/${path}`;
+export async function downloadFromCentral(
+  mavenUrl: string,
+  path: string,
+  dest: string,
+  log: Logger,
+): Promise<void> {
+  const url = `${mavenUrl}/${path}`;
   log.info({ url }, 'downloading');
   await retry(
     async () => {
@@ -73,11 +76,16 @@ export async function downloadFromCentral(path: string, dest: string, log: Logge
 }
 
 /** Downloads a `.tar.gz` or `.zip` from Maven Central and unpacks it into `dir`, once. */
-export async function installArchive(dir: string, centralPath: string, log: Logger): Promise<void> {
+export async function installArchive(
+  mavenUrl: string,
+  dir: string,
+  centralPath: string,
+  log: Logger,
+): Promise<void> {
   await once(dir, async (tmp) => {
     const zip = centralPath.endsWith('.zip');
     const archive = join(tmp, zip ? 'archive.zip' : 'archive.tar.gz');
-    await downloadFromCentral(centralPath, archive, log);
+    await downloadFromCentral(mavenUrl, centralPath, archive, log);
     if (zip) await sh('unzip', ['-q', archive, '-d', tmp]);
     else await sh('tar', ['xzf', archive, '-C', tmp]);
     await rm(archive);

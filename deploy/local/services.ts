@@ -199,6 +199,7 @@ const registry: ServiceDef = {
   port: (ctx) => urlPort(ctx.config.registry.url, 80),
   install: (ctx) =>
     installArchive(
+      ctx.config.local.mavenUrl,
       registryHome(ctx),
       `io/apicurio/apicurio-registry-app/${VERSIONS.apicurio}/apicurio-registry-app-${VERSIONS.apicurio}-all.tar.gz`,
       ctx.log,
@@ -390,6 +391,7 @@ const elasticsearch: ServiceDef = {
   port: (ctx) => urlPort(ctx.config.elasticsearch.url, 9200),
   install: (ctx) =>
     installArchive(
+      ctx.config.local.mavenUrl,
       esHome(ctx),
       `org/elasticsearch/distribution/integ-test-zip/elasticsearch/${VERSIONS.elasticsearch}/elasticsearch-${VERSIONS.elasticsearch}.zip`,
       ctx.log,
