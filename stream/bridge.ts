@@ -146,9 +146,6 @@ export function startIngest({ config, log, metrics, app }: IngestDeps): IngestRo
     await subscriber.start();
     log.info({ host: hostname(), clientId: config.mqtt.clientId }, 'ingest ready');
   })();
-  ready.catch((err: Error) => {
-    if (!stopping.signal.aborted) log.fatal({ err: err.message }, 'ingest could not start');
-  });
 
   return {
     ready,

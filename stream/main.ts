@@ -14,6 +14,7 @@ const log = createLogger(config.logLevel, 'recsys-ingest');
 const metrics = createMetricsRegistry('ingest');
 
 let ingest: ReturnType<typeof startIngest> | null = null;
+let stopping = false;
 const server = createHttpServer({
   host: config.http.host,
   port: config.http.port,
@@ -22,9 +23,15 @@ const server = createHttpServer({
   readiness: () => (ingest ? ingest.readiness() : Promise.resolve({ ok: false, checks: {} })),
 });
 ingest = startIngest({ config, log, metrics, app: server.app });
+// Dependencies that are down are retried for as long as it takes; what rejects here is a
+// refusal no retry can fix (the broker rejects our credentials or subscription).
+ingest.ready.catch((err: Error) => {
+  if (stopping) return;
+  log.fatal({ err: err.message }, 'ingest cannot start');
+  process.exit(1);
+});
 await server.listen();
 
-let stopping = false;
 for (const signal of ['SIGTERM', 'SIGINT'] as const) {
   process.on(signal, () => {
     if (stopping) return;

@@ -24,6 +24,7 @@ import type { Logger } from '../core/log.js';
 import { sleep } from '../core/retry.js';
 
 const PROTOCOL = { protocolVersion: 5 } as const;
+const HANDSHAKE_TIMEOUT_MS = 10_000;
 
 export interface InboundMessage {
   topic: string;
@@ -67,6 +68,7 @@ export class MqttSubscriber extends EventEmitter {
   #pingTimer: NodeJS.Timeout | undefined;
   #lastPong = 0;
   #firstSubscribe: { resolve: () => void; reject: (e: Error) => void } | null = null;
+  #neverSubscribed = true;
 
   constructor(options: MqttSubscriberOptions) {
     super();
@@ -118,7 +120,10 @@ export class MqttSubscriber extends EventEmitter {
     while (!this.#stopping) {
       const outcome = await this.#connectOnce();
       if (this.#stopping) break;
-      if (outcome === 'fatal') return;
+      // Refused before we ever ran (bad credentials, ACL): start() has rejected; stop here.
+      // Refused later (a password rotated under us): keep trying, slowly, while /readyz is red.
+      if (outcome === 'fatal' && this.#neverSubscribed) return;
+      if (outcome === 'fatal') delay = this.#opts.reconnectMaxMs;
       if (outcome === 'subscribed') delay = this.#opts.reconnectInitialMs;
       const wait = Math.round(Math.random() * delay);
       this.#opts.log.warn({ reconnectInMs: wait }, 'mqtt connection lost; reconnecting');
@@ -143,6 +148,15 @@ export class MqttSubscriber extends EventEmitter {
     let outcome: 'subscribed' | 'failed' | 'fatal' = 'failed';
 
     return new Promise((resolve) => {
+      // A broker that accepts TCP but never completes CONNECT/SUBSCRIBE must not hold us forever.
+      const handshakeTimer = setTimeout(() => {
+        fail(
+          new DependencyUnavailableError(
+            'mqtt',
+            `no CONNACK/SUBACK within ${HANDSHAKE_TIMEOUT_MS} ms`,
+          ),
+        );
+      }, HANDSHAKE_TIMEOUT_MS);
       const fail = (err: Error, fatal = false): void => {
         if (fatal) outcome = 'fatal';
         this.#opts.log.error({ err: err.message }, 'mqtt subscriber error');
@@ -171,6 +185,7 @@ export class MqttSubscriber extends EventEmitter {
       socket.on('data', (chunk: Buffer) => parser.parse(chunk));
       socket.on('error', (err) => fail(err));
       socket.once('close', () => {
+        clearTimeout(handshakeTimer);
         this.#connected = false;
         clearInterval(this.#pingTimer);
         this.emit('disconnect');
@@ -214,6 +229,8 @@ export class MqttSubscriber extends EventEmitter {
               );
             }
             outcome = 'subscribed';
+            this.#neverSubscribed = false;
+            clearTimeout(handshakeTimer);
             this.#opts.log.info(
               { topicFilter: this.#opts.topicFilter, clientId: this.#opts.clientId },
               'mqtt subscribed',
