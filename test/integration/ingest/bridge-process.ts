@@ -15,6 +15,7 @@ import avro from 'avsc';
 import kafkajs from 'kafkajs';
 import { sleep } from '../../../core/retry.js';
 import { connectMqtt } from '../../../stream/mqtt.js';
+import type { UserEvent } from '../../../schemas/types.js';
 import { config, kafkaBroker, run, runBytes, uniq } from '../harness.js';
 
 export { run };
@@ -294,6 +295,12 @@ export function validEvent(userId: string, extra: Partial<EventJson> = {}): Even
     ts: Date.now(),
     ...extra,
   };
+}
+
+/** The fields of a decoded event that the client sent (without receivedAt and source). */
+export function sentFields(value: UserEvent): Record<string, unknown> {
+  const { eventId, userId, sessionId, itemId, type, ts, context, value: amount } = value;
+  return { eventId, userId, sessionId, itemId, type, ts, context, value: amount };
 }
 
 /** What the events topic must hold for a sent event (optional fields normalised to null). */
