@@ -24,11 +24,9 @@ import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import avro from 'avsc';
 import mqtt from 'mqtt';
-import { loadConfig } from '../core/config.js';
-import { createLogger } from '../core/log.js';
-import { readSchema } from '../schemas/subjects.js';
-import { createKafka } from '../stream/kafka.js';
-import { discardMqttSession } from '../stream/mqtt.js';
+import { createLogger, loadConfig } from '../core/index.js';
+import { readSchema } from '../schemas/index.js';
+import { createKafka, discardMqttSession } from '../stream/index.js';
 import type { PublisherSpec } from './publisher.js';
 
 const config = loadConfig(process.env);

@@ -6,8 +6,7 @@
  */
 import { SchemaRegistry } from '@kafkajs/confluent-schema-registry';
 import avro from 'avsc';
-import { DependencyUnavailableError, RecsysError } from '../core/errors.js';
-import { retry, withTimeout } from '../core/retry.js';
+import { DependencyUnavailableError, RecsysError, retry, withTimeout } from '../core/index.js';
 
 export { SchemaRegistry };
 

@@ -17,7 +17,7 @@
  *     else throw err;
  *   }
  */
-import { RecsysError } from '../core/errors.js';
+import { RecsysError } from '../core/index.js';
 import {
   EVENT_TYPES,
   type EventContext,

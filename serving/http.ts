@@ -11,8 +11,8 @@
 import uWS from 'uWebSockets.js';
 import type { HttpRequest, HttpResponse, TemplatedApp } from 'uWebSockets.js';
 import type { Registry } from 'prom-client';
-import type { Logger } from '../core/log.js';
-import type { HealthReport } from '../stream/health.js';
+import type { Logger } from '../core/index.js';
+import type { HealthReport } from '../stream/index.js';
 
 export type { HttpRequest, HttpResponse, TemplatedApp };
 

@@ -16,8 +16,7 @@
  * out with 503 and retry.
  */
 import type { Message, Producer, TopicMessages } from 'kafkajs';
-import type { Logger } from '../core/log.js';
-import { retry } from '../core/retry.js';
+import { type Logger, retry } from '../core/index.js';
 
 interface Entry {
   /** performance.now() when queued. */

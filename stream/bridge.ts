@@ -11,13 +11,16 @@
  */
 import { hostname } from 'node:os';
 import { Gauge, type Registry } from 'prom-client';
-import type { Config } from '../core/config.js';
-import type { Logger } from '../core/log.js';
-import { retry } from '../core/retry.js';
-import { createEncoder, registerSchema, registryHealth } from '../schemas/registry.js';
-import { subjectsFor } from '../schemas/subjects.js';
-import type { DlqRecord, UserEvent } from '../schemas/types.js';
-import type { TemplatedApp } from '../serving/http.js';
+import { type Config, type Logger, retry } from '../core/index.js';
+import {
+  createEncoder,
+  type DlqRecord,
+  registerSchema,
+  registryHealth,
+  subjectsFor,
+  type UserEvent,
+} from '../schemas/index.js';
+import type { TemplatedApp } from '../serving/index.js';
 import { KafkaBatcher } from './batcher.js';
 import { checkHealth, type HealthReport } from './health.js';
 import { createIngestMetrics, IngestPipeline } from './ingest.js';

@@ -1,6 +1,6 @@
 /** The Elasticsearch client (major pinned to the server's, 8) and its health check. */
 import { Client } from '@elastic/elasticsearch';
-import { DependencyUnavailableError } from '../core/errors.js';
+import { DependencyUnavailableError } from '../core/index.js';
 
 export type { Client as ElasticClient };
 

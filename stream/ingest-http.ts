@@ -5,13 +5,16 @@
  * non-JSON body; 503 when Kafka does not acknowledge in time (the client retries; eventId makes
  * a retried event harmless).
  */
-import type { IngestConfig } from '../core/config.js';
-import type { Logger } from '../core/log.js';
-import { withTimeout } from '../core/retry.js';
-import { EventRejectedError } from '../schemas/validate.js';
-import { readBody, sendError, sendJson, type TemplatedApp } from '../serving/http.js';
+import { type IngestConfig, type Logger, withTimeout } from '../core/index.js';
+import { EventRejectedError } from '../schemas/index.js';
+import {
+  type HttpResponse,
+  readBody,
+  sendError,
+  sendJson,
+  type TemplatedApp,
+} from '../serving/index.js';
 import type { Counter } from 'prom-client';
-import type { HttpResponse } from '../serving/http.js';
 import type { IngestPipeline } from './ingest.js';
 
 export interface IngestHttpOptions {

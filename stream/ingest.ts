@@ -8,16 +8,17 @@
  *   const outcome = await pipeline.ingestMqtt('recsys/events/u1', payload); // 'accepted' | 'rejected'
  */
 import { Counter, Histogram, type Registry } from 'prom-client';
-import type { IngestConfig } from '../core/config.js';
-import type { Logger } from '../core/log.js';
-import type { Encoder } from '../schemas/registry.js';
-import type { DlqRecord, EventSource, UserEvent } from '../schemas/types.js';
+import type { IngestConfig, Logger } from '../core/index.js';
 import {
+  type DlqRecord,
+  type Encoder,
   EventRejectedError,
+  type EventSource,
   parseEventBytes,
   requireUserIdFromTopic,
+  type UserEvent,
   validateEvent,
-} from '../schemas/validate.js';
+} from '../schemas/index.js';
 import type { KafkaBatcher } from './batcher.js';
 
 export type IngestOutcome = 'accepted' | 'rejected';

@@ -10,10 +10,12 @@ import kafkajs, {
   type Kafka,
   type Producer,
 } from 'kafkajs';
-import type { KafkaConfig } from '../core/config.js';
-import { DependencyUnavailableError } from '../core/errors.js';
-import type { Logger } from '../core/log.js';
-import { withTimeout } from '../core/retry.js';
+import {
+  DependencyUnavailableError,
+  type KafkaConfig,
+  type Logger,
+  withTimeout,
+} from '../core/index.js';
 
 export type { Consumer, Kafka, Producer };
 

@@ -3,10 +3,8 @@
  * (health, readiness, metrics, POST /v1/events) and the MQTT bridge, and stops gracefully on
  * SIGTERM/SIGINT (in-flight Kafka writes finish and are acknowledged before exit).
  */
-import { loadConfig } from '../core/config.js';
-import { createLogger } from '../core/log.js';
-import { createMetricsRegistry } from '../core/metrics.js';
-import { createHttpServer } from '../serving/http.js';
+import { createLogger, createMetricsRegistry, loadConfig } from '../core/index.js';
+import { createHttpServer } from '../serving/index.js';
 import { startIngest } from './bridge.js';
 
 const config = loadConfig(process.env);

@@ -19,9 +19,7 @@ import { EventEmitter } from 'node:events';
 import { connect as tcpConnect, type Socket } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import mqttPacket, { type IPublishPacket, type Packet } from 'mqtt-packet';
-import { DependencyUnavailableError } from '../core/errors.js';
-import type { Logger } from '../core/log.js';
-import { sleep } from '../core/retry.js';
+import { DependencyUnavailableError, type Logger, sleep } from '../core/index.js';
 
 const PROTOCOL = { protocolVersion: 5 } as const;
 const HANDSHAKE_TIMEOUT_MS = 10_000;

@@ -1,6 +1,6 @@
 /** MQTT client for general use (publishers, tests, tools) and its health check. */
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
-import { DependencyUnavailableError } from '../core/errors.js';
+import { DependencyUnavailableError } from '../core/index.js';
 
 export type { MqttClient };
 

@@ -1,7 +1,6 @@
 /** The Redis connection every stream and serving process uses, and its health check. */
 import { Redis } from 'ioredis';
-import { DependencyUnavailableError } from '../core/errors.js';
-import { withTimeout } from '../core/retry.js';
+import { DependencyUnavailableError, withTimeout } from '../core/index.js';
 
 export type { Redis };
 

@@ -12,9 +12,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { promisify } from 'node:util';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
-import { RecsysError } from '../../core/errors.js';
-import { retry } from '../../core/retry.js';
-import type { Logger } from '../../core/log.js';
+import { type Logger, RecsysError, retry } from '../../core/index.js';
 
 const run = promisify(execFile);
 

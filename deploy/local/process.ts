@@ -7,7 +7,7 @@ import { spawn } from 'node:child_process';
 import { closeSync, openSync, readFileSync, readdirSync } from 'node:fs';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { sleep } from '../../core/retry.js';
+import { sleep } from '../../core/index.js';
 
 export interface PidRecord {
   pid: number;

@@ -10,13 +10,11 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
 import kafkajs from 'kafkajs';
-import type { Config } from '../../core/config.js';
-import type { Logger } from '../../core/log.js';
-import { canConnectMqtt } from '../../stream/mqtt.js';
+import { type Config, type Logger, sleep } from '../../core/index.js';
+import { canConnectMqtt } from '../../stream/index.js';
 import { VERSIONS } from './versions.js';
 import { installArchive, javaHome, once, sh } from './install.js';
 import type { SpawnSpec } from './process.js';
-import { sleep } from '../../core/retry.js';
 
 export const SERVICE_NAMES = ['kafka', 'registry', 'redis', 'mosquitto', 'elasticsearch'] as const;
 export type ServiceName = (typeof SERVICE_NAMES)[number];

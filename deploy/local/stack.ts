@@ -6,8 +6,7 @@
 import { rm } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { join } from 'node:path';
-import { RecsysError } from '../../core/errors.js';
-import { sleep } from '../../core/retry.js';
+import { RecsysError, sleep } from '../../core/index.js';
 import { ensureDebianPackages, javaHome } from './install.js';
 import { groupRssBytes, isOurs, readPidFile, spawnDetached, stopGroup, tail } from './process.js';
 import { SERVICES, type ServiceDef, type ServiceName, type StackContext } from './services.js';

@@ -1,0 +1,21 @@
+/**
+ * Process plumbing every role uses: configuration compiled once at the edge, errors with stable
+ * codes, the one retry helper, logging and the metrics registry.
+ *
+ * @example
+ *   const config = loadConfig(process.env);
+ *   const log = createLogger(config.logLevel, 'recsys-ingest');
+ */
+export { loadConfig, VARIABLES } from './config.js';
+export type {
+  Config,
+  IngestConfig,
+  KafkaConfig,
+  LocalConfig,
+  MqttConfig,
+  VariableDoc,
+} from './config.js';
+export { ConfigError, DependencyUnavailableError, isRetriable, RecsysError } from './errors.js';
+export { createLogger, type Logger } from './log.js';
+export { createMetricsRegistry, Registry } from './metrics.js';
+export { retry, sleep, withTimeout, type RetryOptions } from './retry.js';

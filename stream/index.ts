@@ -1,0 +1,13 @@
+/**
+ * The backbone clients the other folders use (Kafka, Redis, MQTT, Elasticsearch), each with a
+ * health check, and the readiness aggregator. The ingest role itself starts from `main.ts`.
+ *
+ * @example
+ *   const kafka = createKafka(config.kafka, log, 'indexer');
+ *   const report = await checkHealth({ kafka: () => kafkaHealth(kafka, 1000) }, 1000);
+ */
+export { createElastic, elasticHealth, type ElasticClient } from './elastic.js';
+export { checkHealth, type HealthCheck, type HealthReport } from './health.js';
+export { createConsumer, createKafka, createProducer, ensureTopics, kafkaHealth } from './kafka.js';
+export { canConnectMqtt, connectMqtt, discardMqttSession, mqttHealth } from './mqtt.js';
+export { createRedis, redisHealth, type Redis } from './redis.js';
