@@ -13,6 +13,7 @@ import type { HttpRequest, HttpResponse, TemplatedApp } from 'uWebSockets.js';
 import type { Registry } from 'prom-client';
 import type { Logger } from '../core/index.js';
 import type { HealthReport } from '../stream/index.js';
+import { HTTP_ERRORS, type HttpErrorKind } from './errors.js';
 
 export type { HttpRequest, HttpResponse, TemplatedApp };
 
@@ -47,13 +48,12 @@ export function sendJson(
 
 export function sendError(
   res: HttpResponse,
-  status: number,
-  code: string,
+  kind: HttpErrorKind,
   message: string,
   state?: { aborted: boolean },
-  extra: Record<string, unknown> = {},
+  details: Record<string, unknown> = {},
 ): void {
-  sendJson(res, status, { error: { code, message, ...extra } }, state);
+  sendJson(res, kind.status, { error: { code: kind.code, message, ...details } }, state);
 }
 
 /**
@@ -75,7 +75,7 @@ export function readBody(
   const tooLarge = (message: string): void => {
     state.done = true;
     onTooLarge?.();
-    sendError(res, 413, 'RECSYS_PAYLOAD_TOO_LARGE', message, state);
+    sendError(res, HTTP_ERRORS.payloadTooLarge, message, state);
   };
   const declared = Number(req.getHeader('content-length') || '0');
   if (declared > maxBytes) {
@@ -134,7 +134,7 @@ export function createHttpServer(opts: HttpServerOptions): HttpServer {
           { status: report.ok ? 'ready' : 'not ready', checks: report.checks },
           state,
         ),
-      (err: Error) => sendError(res, 503, 'RECSYS_NOT_READY', err.message, state),
+      (err: Error) => sendError(res, HTTP_ERRORS.notReady, err.message, state),
     );
   });
 
@@ -150,7 +150,7 @@ export function createHttpServer(opts: HttpServerOptions): HttpServer {
           res.writeStatus('200 OK').writeHeader('content-type', opts.metrics.contentType).end(text);
         });
       },
-      (err: Error) => sendError(res, 500, 'RECSYS_METRICS_FAILED', err.message, state),
+      (err: Error) => sendError(res, HTTP_ERRORS.internal, err.message, state),
     );
   });
 
@@ -161,8 +161,7 @@ export function createHttpServer(opts: HttpServerOptions): HttpServer {
       app.any('/*', (res, req) =>
         sendError(
           res,
-          404,
-          'RECSYS_NOT_FOUND',
+          HTTP_ERRORS.notFound,
           `no route for ${req.getMethod().toUpperCase()} ${req.getUrl()}`,
         ),
       );

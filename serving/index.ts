@@ -6,6 +6,7 @@
  *   const server = createHttpServer({ host, port, log, metrics, readiness });
  *   await server.listen();
  */
+export { HTTP_ERRORS, type HttpErrorKind } from './errors.js';
 export {
   createHttpServer,
   readBody,

@@ -8,6 +8,8 @@
 import { type IngestConfig, type Logger, withTimeout } from '../core/index.js';
 import { EventRejectedError } from '../schemas/index.js';
 import {
+  HTTP_ERRORS,
+  type HttpErrorKind,
   type HttpResponse,
   readBody,
   sendError,
@@ -37,14 +39,13 @@ export function mountIngest(
   // Every refusal is answered and counted here, so none goes unseen in /metrics.
   const refuse = (
     res: HttpResponse,
-    status: number,
-    code: string,
+    kind: HttpErrorKind,
     message: string,
     state?: { aborted: boolean },
-    extra?: Record<string, unknown>,
+    details?: Record<string, unknown>,
   ): void => {
-    opts.refused.labels(String(status), code).inc();
-    sendError(res, status, code, message, state, extra);
+    opts.refused.labels(String(kind.status), kind.code).inc();
+    sendError(res, kind, message, state, details);
   };
 
   app.post('/v1/events', (res, req) => {
@@ -53,8 +54,7 @@ export function mountIngest(
       res.onAborted(() => undefined);
       refuse(
         res,
-        415,
-        'RECSYS_UNSUPPORTED_MEDIA_TYPE',
+        HTTP_ERRORS.unsupportedMediaType,
         `expected content-type application/json, got "${contentType || 'none'}"`,
       );
       return;
@@ -64,7 +64,7 @@ export function mountIngest(
       req,
       opts.maxBodyBytes,
       (body, state) => void handle(body, state),
-      () => opts.refused.labels('413', 'RECSYS_PAYLOAD_TOO_LARGE').inc(),
+      () => opts.refused.labels('413', HTTP_ERRORS.payloadTooLarge.code).inc(),
     );
 
     async function handle(body: Buffer, state: { aborted: boolean }): Promise<void> {
@@ -72,8 +72,7 @@ export function mountIngest(
       if (!active) {
         return refuse(
           res,
-          503,
-          'RECSYS_NOT_READY',
+          HTTP_ERRORS.notReady,
           'ingest is starting: Kafka or the schema registry is not reachable yet',
           state,
         );
@@ -90,14 +89,14 @@ export function mountIngest(
         await active
           .rejectHttpBody(rejection, body)
           .catch((e: Error) => opts.log.error({ err: e.message }, 'DLQ write failed'));
-        return refuse(res, 400, rejection.code, rejection.message, state, {
+        return refuse(res, HTTP_ERRORS.eventRejected, rejection.message, state, {
           reason: rejection.reason,
           field: null,
         });
       }
       const events = Array.isArray(parsed) ? parsed : [parsed];
       if (events.length === 0) {
-        return refuse(res, 400, 'RECSYS_EVENT_REJECTED', 'batch is empty', state, {
+        return refuse(res, HTTP_ERRORS.eventRejected, 'batch is empty', state, {
           reason: 'bad_value',
           field: null,
         });
@@ -105,8 +104,7 @@ export function mountIngest(
       if (events.length > opts.limits.maxBatchEvents) {
         return refuse(
           res,
-          413,
-          'RECSYS_PAYLOAD_TOO_LARGE',
+          HTTP_ERRORS.payloadTooLarge,
           `batch of ${events.length} events; the limit is ${opts.limits.maxBatchEvents}`,
           state,
         );
@@ -120,8 +118,11 @@ export function mountIngest(
         const first = result.rejections[0];
         if (first) {
           const where = Array.isArray(parsed) ? `events[${first.index}]: ` : '';
-          const status = first.error.reason === 'too_large' ? 413 : 400;
-          return refuse(res, status, first.error.code, where + first.error.message, state, {
+          const kind =
+            first.error.reason === 'too_large'
+              ? HTTP_ERRORS.payloadTooLarge
+              : HTTP_ERRORS.eventRejected;
+          return refuse(res, kind, where + first.error.message, state, {
             reason: first.error.reason,
             field: first.error.field,
             index: Array.isArray(parsed) ? first.index : undefined,
@@ -131,7 +132,7 @@ export function mountIngest(
         sendJson(res, 202, { accepted: result.accepted }, state);
       } catch (err) {
         opts.log.warn({ err: (err as Error).message }, 'http ingest failed');
-        refuse(res, 503, 'RECSYS_KAFKA_UNAVAILABLE', (err as Error).message, state);
+        refuse(res, HTTP_ERRORS.kafkaUnavailable, (err as Error).message, state);
       }
     }
   });
