@@ -117,6 +117,11 @@ export const VARIABLES: readonly VariableDoc[] = [
   },
   { name: 'RECSYS_INGEST_MAX_BATCH', default: '500', doc: 'most events in one Kafka produce call' },
   {
+    name: 'RECSYS_INGEST_MAX_BATCH_BYTES',
+    default: '524288',
+    doc: 'payload bytes after which a Kafka produce request goes out (below the broker 1 MB limit)',
+  },
+  {
     name: 'RECSYS_HEALTH_TIMEOUT_MS',
     default: '2000',
     doc: 'how long one dependency health check may take, ms',
@@ -173,6 +178,7 @@ export interface IngestConfig {
   maxFutureMs: number;
   lingerMs: number;
   maxKafkaBatch: number;
+  maxKafkaBatchBytes: number;
   httpTimeoutMs: number;
 }
 
@@ -278,6 +284,7 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
       maxFutureMs: int('RECSYS_INGEST_MAX_FUTURE_MS', 0),
       lingerMs: int('RECSYS_INGEST_LINGER_MS', 0, 1000),
       maxKafkaBatch: int('RECSYS_INGEST_MAX_BATCH', 1, 10_000),
+      maxKafkaBatchBytes: int('RECSYS_INGEST_MAX_BATCH_BYTES', 1024, 64 << 20),
       httpTimeoutMs: int('RECSYS_INGEST_HTTP_TIMEOUT_MS', 100),
     },
     healthTimeoutMs: int('RECSYS_HEALTH_TIMEOUT_MS', 50, 60_000),

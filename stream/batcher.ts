@@ -4,6 +4,8 @@
  * is what the MQTT bridge waits for before it sends PUBACK, and HTTP ingest before it answers 202.
  *
  * Batching follows Kafka's Java producer: a batch goes out when it holds `maxBatch` messages or
+ * `maxBatchBytes` of payload (so no request can pass the broker's 1 MB `message.max.bytes`,
+ * which would fail the same way on every retry and stall the pipeline), or
  * its oldest message has waited `lingerMs`, and at most one produce request is in flight (the
  * idempotent producer's sequence numbers stay in order); what arrives meanwhile waits for the
  * next request. Measured with bench/ingest: flushing every `lingerMs` regardless of the request
@@ -21,6 +23,7 @@ import { type Logger, retry } from '../core/index.js';
 interface Entry {
   /** performance.now() when queued. */
   at: number;
+  bytes: number;
   topic: string;
   message: Message;
   resolve: () => void;
@@ -31,11 +34,18 @@ export interface BatcherOptions {
   producer: Producer;
   lingerMs: number;
   maxBatch: number;
+  /** Payload bytes (keys and values) after which a batch goes out. */
+  maxBatchBytes: number;
   log: Logger;
   /** Called with the error of every failed produce attempt. */
   onSendError?: (err: unknown, topics: string[]) => void;
   /** Called with the size of every batch Kafka acknowledged. */
   onBatch?: (size: number) => void;
+}
+
+function sizeOf(v: Buffer | string | null | undefined): number {
+  if (v === null || v === undefined) return 0;
+  return typeof v === 'string' ? Buffer.byteLength(v) : v.length;
 }
 
 /** Settles like `promise`, or rejects when `signal` aborts first; leaves no listener behind. */
@@ -56,6 +66,7 @@ async function untilAborted<T>(promise: Promise<T>, signal: AbortSignal): Promis
 export class KafkaBatcher {
   readonly #opts: BatcherOptions;
   #queue: Entry[] = [];
+  #queuedBytes = 0;
   #timer: NodeJS.Timeout | undefined;
   #inFlight = new Set<Promise<void>>();
   /** Produce requests in flight; kept at one, see the module comment. */
@@ -76,10 +87,12 @@ export class KafkaBatcher {
   send(topic: string, message: Message): Promise<void> {
     if (this.#closed.signal.aborted) return Promise.reject(new Error('batcher is closed'));
     return new Promise<void>((resolve, reject) => {
-      this.#queue.push({ at: performance.now(), topic, message, resolve, reject });
+      const bytes = sizeOf(message.key) + sizeOf(message.value);
+      this.#queue.push({ at: performance.now(), bytes, topic, message, resolve, reject });
+      this.#queuedBytes += bytes;
       // While a request is out, its completion sends what gathered meanwhile.
       if (this.#sending > 0) return;
-      if (this.#queue.length >= this.#opts.maxBatch) this.#flush();
+      if (this.#full()) this.#flush();
       else this.#timer ??= setTimeout(() => this.#flush(), this.#opts.lingerMs);
     });
   }
@@ -88,7 +101,17 @@ export class KafkaBatcher {
     clearTimeout(this.#timer);
     this.#timer = undefined;
     if (this.#queue.length === 0 || this.#sending > 0) return;
-    const batch = this.#queue.splice(0, this.#opts.maxBatch);
+    // Take messages up to either bound (always at least one, whatever its size).
+    let n = 0;
+    let bytes = 0;
+    while (n < this.#queue.length && n < this.#opts.maxBatch) {
+      const next = (this.#queue[n] as Entry).bytes;
+      if (n > 0 && bytes + next > this.#opts.maxBatchBytes) break;
+      bytes += next;
+      n++;
+    }
+    const batch = this.#queue.splice(0, n);
+    this.#queuedBytes -= bytes;
     this.#sending++;
     const p = this.#deliver(batch).finally(() => {
       this.#sending--;
@@ -137,17 +160,18 @@ export class KafkaBatcher {
     for (const e of batch) e.resolve();
   }
 
+  #full(): boolean {
+    return (
+      this.#queue.length >= this.#opts.maxBatch || this.#queuedBytes >= this.#opts.maxBatchBytes
+    );
+  }
+
   /** After a request returns: send now if a batch is due, else when the oldest one lingered enough. */
   #next(): void {
     const oldest = this.#queue[0];
     if (!oldest) return;
     const waited = performance.now() - oldest.at;
-    if (
-      this.#queue.length >= this.#opts.maxBatch ||
-      waited >= this.#opts.lingerMs ||
-      this.#urgent > 0
-    )
-      this.#flush();
+    if (this.#full() || waited >= this.#opts.lingerMs || this.#urgent > 0) this.#flush();
     else this.#timer ??= setTimeout(() => this.#flush(), this.#opts.lingerMs - waited);
   }
 

@@ -103,6 +103,7 @@ export function startIngest({ config, log, metrics, app }: IngestDeps): IngestRo
       producer,
       lingerMs: config.ingest.lingerMs,
       maxBatch: config.ingest.maxKafkaBatch,
+      maxBatchBytes: config.ingest.maxKafkaBatchBytes,
       log,
       onSendError: (_err, topics) => {
         for (const t of topics) ingestMetrics.producerErrors.labels(t).inc();

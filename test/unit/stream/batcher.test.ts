@@ -40,7 +40,13 @@ const count = (b: ProducerBatch) =>
 describe('KafkaBatcher', () => {
   it('resolves a send only after Kafka acknowledged its batch', async () => {
     const fake = fakeProducer();
-    const batcher = new KafkaBatcher({ producer: fake.producer, lingerMs: 1, maxBatch: 100, log });
+    const batcher = new KafkaBatcher({
+      producer: fake.producer,
+      lingerMs: 1,
+      maxBatch: 100,
+      maxBatchBytes: 1 << 20,
+      log,
+    });
     let done = false;
     const p = batcher.send('t', { key: 'u', value: 'v' }).then(() => (done = true));
     await tick(5);
@@ -53,7 +59,13 @@ describe('KafkaBatcher', () => {
 
   it('keeps one request in flight and puts what arrives meanwhile in the next one', async () => {
     const fake = fakeProducer();
-    const batcher = new KafkaBatcher({ producer: fake.producer, lingerMs: 1, maxBatch: 1000, log });
+    const batcher = new KafkaBatcher({
+      producer: fake.producer,
+      lingerMs: 1,
+      maxBatch: 1000,
+      maxBatchBytes: 1 << 20,
+      log,
+    });
     const all = [batcher.send('t', { value: '0' })];
     await tick(5);
     for (let i = 1; i <= 50; i++) all.push(batcher.send(i % 2 ? 'a' : 'b', { value: String(i) }));
@@ -71,7 +83,13 @@ describe('KafkaBatcher', () => {
 
   it('splits at maxBatch', async () => {
     const fake = fakeProducer();
-    const batcher = new KafkaBatcher({ producer: fake.producer, lingerMs: 50, maxBatch: 10, log });
+    const batcher = new KafkaBatcher({
+      producer: fake.producer,
+      lingerMs: 50,
+      maxBatch: 10,
+      maxBatchBytes: 1 << 20,
+      log,
+    });
     const all = Array.from({ length: 25 }, (_, i) => batcher.send('t', { value: String(i) }));
     await tick(1);
     assert.equal(
@@ -99,6 +117,7 @@ describe('KafkaBatcher', () => {
       producer: fake.producer,
       lingerMs: 1,
       maxBatch: 10,
+      maxBatchBytes: 1 << 20,
       log,
       onSendError: (err, topics) => errors.push(`${(err as Error).message}@${topics.join(',')}`),
     });
@@ -115,7 +134,13 @@ describe('KafkaBatcher', () => {
 
   it('rejects what Kafka never acknowledged when closed, and refuses new sends', async () => {
     const fake = fakeProducer();
-    const batcher = new KafkaBatcher({ producer: fake.producer, lingerMs: 1, maxBatch: 10, log });
+    const batcher = new KafkaBatcher({
+      producer: fake.producer,
+      lingerMs: 1,
+      maxBatch: 10,
+      maxBatchBytes: 1 << 20,
+      log,
+    });
     const p = batcher.send('t', { value: 'x' });
     await tick(5);
     fake.requests[0]?.reject(new Error('broker down'));
@@ -131,7 +156,13 @@ describe('KafkaBatcher', () => {
       warnings.push(w.name);
     };
     process.on('warning', onWarning);
-    const batcher = new KafkaBatcher({ producer: fake.producer, lingerMs: 0, maxBatch: 1, log });
+    const batcher = new KafkaBatcher({
+      producer: fake.producer,
+      lingerMs: 0,
+      maxBatch: 1,
+      maxBatchBytes: 1 << 20,
+      log,
+    });
     for (let i = 0; i < 30; i++) {
       const p = batcher.send('t', { value: String(i) });
       await tick(1);
@@ -141,5 +172,29 @@ describe('KafkaBatcher', () => {
     await tick(5);
     process.off('warning', onWarning);
     assert.deepEqual(warnings, []);
+  });
+
+  it('bounds a request by payload bytes too, and sends an oversized message alone', async () => {
+    const fake = fakeProducer();
+    const batcher = new KafkaBatcher({
+      producer: fake.producer,
+      lingerMs: 1,
+      maxBatch: 100,
+      maxBatchBytes: 1000,
+      log,
+    });
+    const big = Buffer.alloc(1500);
+    const small = Buffer.alloc(400);
+    const all = [big, small, small, small, small].map((value) => batcher.send('t', { value }));
+    for (let i = 0; i < 10 && fake.requests.length < 3; i++) {
+      await tick(5);
+      fake.requests[fake.requests.length - 1]?.resolve();
+    }
+    await Promise.all(all);
+    assert.deepEqual(
+      fake.requests.map((r) => count(r.batch)),
+      [1, 2, 2],
+      'the 1500-byte message alone, then 400+400 (a third would pass 1000)',
+    );
   });
 });

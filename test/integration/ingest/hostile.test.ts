@@ -1,0 +1,81 @@
+/**
+ * Oversized payloads are refused with a bound and nothing else is lost: a burst of large
+ * payloads from one user (one Kafka partition) goes to the DLQ without wedging the bridge (their
+ * DLQ records together would pass Kafka's 1 MB request limit if batched carelessly), and a
+ * payload over the broker's packet bound never reaches the bridge at all.
+ */
+import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import type { DlqRecord, UserEvent } from '../../../schemas/types.js';
+import { requireServices, uniq } from '../harness.js';
+import {
+  addMqttUser,
+  AvroReader,
+  bridgeSetup,
+  Cleanup,
+  mosquittoPub,
+  validEvent,
+  waitForTopic,
+} from './bridge-process.js';
+
+const cleanup = new Cleanup();
+after(() => cleanup.run());
+
+test(
+  'a burst of oversized payloads goes to the DLQ and the stream keeps flowing',
+  { timeout: 120_000 },
+  async (t) => {
+    if (!(await requireServices(t, 'kafka', 'registry', 'mosquitto'))) return;
+    const setup = await bridgeSetup();
+    const user = uniq('uh');
+    const password = uniq('pw');
+    const bridge = cleanup.bridge(setup);
+    await Promise.all([bridge.waitReady(), addMqttUser(user, password)]);
+    const creds = { username: user, password, via: 's' as const };
+    const reader = new AvroReader();
+
+    // 12 payloads of 200 KiB, all at once: 2.4 MB of DLQ records for one partition.
+    const big = Array.from({ length: 12 }, (_, i) => Buffer.alloc(200 * 1024, 65 + i));
+    const results = await Promise.all(big.map((payload) => mosquittoPub(payload, creds)));
+    for (const r of results) assert.equal(r.code, 0, r.stderr);
+
+    // Over the broker's max_packet_size (256 KiB): the broker drops the client, not the bridge.
+    const huge = await mosquittoPub(Buffer.alloc(300 * 1024, 90), creds);
+    t.diagnostic(`300 KiB publish: exit ${huge.code} ${huge.stderr.trim()}`);
+
+    const after = validEvent(user);
+    assert.equal((await mosquittoPub(JSON.stringify(after), { username: user, password })).code, 0);
+
+    const events = await waitForTopic<UserEvent>(
+      reader,
+      setup.topics.events,
+      user,
+      (r) => r.some((x) => x.value.eventId === after.eventId),
+      60_000,
+    );
+    assert.ok(
+      events.some((x) => x.value.eventId === after.eventId),
+      'the valid event after the burst arrived',
+    );
+
+    const dlq = await waitForTopic<DlqRecord>(
+      reader,
+      setup.topics.dlq,
+      user,
+      (r) => r.length >= big.length,
+      60_000,
+    );
+    const tooLarge = dlq.filter((x) => x.value.reason === 'too_large');
+    assert.equal(tooLarge.length, big.length, 'every 200 KiB payload is in the DLQ once');
+    const originals = new Set(
+      tooLarge.map((x) => Buffer.from(x.value.original).toString('base64')),
+    );
+    for (const payload of big)
+      assert.ok(originals.has(payload.toString('base64')), 'original bytes kept');
+    assert.ok(
+      !dlq.some((x) => x.value.original.length > 256 * 1024),
+      'nothing over the broker bound got through',
+    );
+    assert.ok(bridge.alive);
+  },
+);
