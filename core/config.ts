@@ -86,8 +86,8 @@ export const VARIABLES: readonly VariableDoc[] = [
   },
   {
     name: 'RECSYS_HTTP_MAX_BODY_BYTES',
-    default: '1048576',
-    doc: 'largest HTTP request body, bytes',
+    default: '524288',
+    doc: "largest HTTP request body, bytes; at most 1000000 so a rejected body fits a DLQ record under Kafka's 1 MB limit",
   },
   {
     name: 'RECSYS_INGEST_HTTP_TIMEOUT_MS',
@@ -275,7 +275,7 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     http: {
       host: str('RECSYS_HTTP_HOST'),
       port: int('RECSYS_HTTP_PORT', 0, 65535),
-      maxBodyBytes: int('RECSYS_HTTP_MAX_BODY_BYTES', 1024, 64 << 20),
+      maxBodyBytes: int('RECSYS_HTTP_MAX_BODY_BYTES', 1024, 1_000_000),
     },
     ingest: {
       maxEventBytes: int('RECSYS_INGEST_MAX_EVENT_BYTES', 256, 1 << 20),

@@ -18,7 +18,7 @@
  * out with 503 and retry.
  */
 import type { Message, Producer, TopicMessages } from 'kafkajs';
-import { type Logger, retry } from '../core/index.js';
+import { DependencyUnavailableError, type Logger, retry } from '../core/index.js';
 
 interface Entry {
   /** performance.now() when queued. */
@@ -41,6 +41,13 @@ export interface BatcherOptions {
   onSendError?: (err: unknown, topics: string[]) => void;
   /** Called with the size of every batch Kafka acknowledged. */
   onBatch?: (size: number) => void;
+}
+
+/** A message the batcher gave up on because it was closed first; the caller may retry. */
+export class BatcherClosedError extends DependencyUnavailableError {
+  constructor(message: string) {
+    super('kafka', `batcher ${message}`);
+  }
 }
 
 function sizeOf(v: Buffer | string | null | undefined): number {
@@ -85,7 +92,8 @@ export class KafkaBatcher {
   }
 
   send(topic: string, message: Message): Promise<void> {
-    if (this.#closed.signal.aborted) return Promise.reject(new Error('batcher is closed'));
+    if (this.#closed.signal.aborted)
+      return Promise.reject(new BatcherClosedError('the Kafka writer is closed'));
     return new Promise<void>((resolve, reject) => {
       const bytes = sizeOf(message.key) + sizeOf(message.value);
       this.#queue.push({ at: performance.now(), bytes, topic, message, resolve, reject });
@@ -191,11 +199,11 @@ export class KafkaBatcher {
   /** Flushes, then rejects anything still waiting (a send that could not succeed). */
   async close(timeoutMs = 10_000): Promise<void> {
     const timer = setTimeout(
-      () => this.#closed.abort(new Error('batcher closed before Kafka acknowledged')),
+      () => this.#closed.abort(new BatcherClosedError('closed before Kafka acknowledged')),
       timeoutMs,
     );
     await this.flush();
     clearTimeout(timer);
-    this.#closed.abort(new Error('batcher closed'));
+    this.#closed.abort(new BatcherClosedError('closed'));
   }
 }

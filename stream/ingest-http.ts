@@ -5,7 +5,12 @@
  * non-JSON body; 503 when Kafka does not acknowledge in time (the client retries; eventId makes
  * a retried event harmless).
  */
-import { type IngestConfig, type Logger, withTimeout } from '../core/index.js';
+import {
+  DependencyUnavailableError,
+  type IngestConfig,
+  type Logger,
+  withTimeout,
+} from '../core/index.js';
 import { EventRejectedError } from '../schemas/index.js';
 import {
   HTTP_ERRORS,
@@ -28,6 +33,12 @@ export interface IngestHttpOptions {
   log: Logger;
   /** Counts every refused request by status and error code. */
   refused: Counter<'status' | 'code'>;
+}
+
+class KafkaTimeoutError extends DependencyUnavailableError {
+  constructor(ms: number) {
+    super('kafka', `Kafka did not acknowledge within ${ms} ms`);
+  }
 }
 
 /** `pipeline()` is null while the role is still connecting; requests then get 503. */
@@ -111,9 +122,9 @@ export function mountIngest(
       }
       try {
         const result = await withTimeout(
-          active.ingestHttp(events),
+          active.ingestHttp(events, body),
           opts.timeoutMs,
-          () => new Error(`Kafka did not acknowledge within ${opts.timeoutMs} ms`),
+          () => new KafkaTimeoutError(opts.timeoutMs),
         );
         const first = result.rejections[0];
         if (first) {
@@ -131,8 +142,12 @@ export function mountIngest(
         }
         sendJson(res, 202, { accepted: result.accepted }, state);
       } catch (err) {
-        opts.log.warn({ err: (err as Error).message }, 'http ingest failed');
-        refuse(res, HTTP_ERRORS.kafkaUnavailable, (err as Error).message, state);
+        if (err instanceof DependencyUnavailableError) {
+          opts.log.warn({ err: (err as Error).message }, 'http ingest: Kafka did not acknowledge');
+          return refuse(res, HTTP_ERRORS.kafkaUnavailable, (err as Error).message, state);
+        }
+        opts.log.error({ err }, 'http ingest failed');
+        refuse(res, HTTP_ERRORS.internal, 'internal error; see the server log', state);
       }
     }
   });

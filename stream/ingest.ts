@@ -150,6 +150,7 @@ export class IngestPipeline {
    */
   async ingestHttp(
     raws: readonly unknown[],
+    body: Buffer,
   ): Promise<{ accepted: number; rejections: HttpRejection[] }> {
     const receivedAt = this.#now();
     const t0 = performance.now();
@@ -159,12 +160,11 @@ export class IngestPipeline {
     for (let i = 0; i < raws.length; i++) {
       const raw = raws[i];
       try {
-        const size = Buffer.byteLength(JSON.stringify(raw) ?? '');
-        if (size > this.#o.limits.maxEventBytes) {
+        if (jsonSizeExceeds(raw, this.#o.limits.maxEventBytes)) {
           throw new EventRejectedError(
             'too_large',
             null,
-            `event is ${size} bytes; the limit is ${this.#o.limits.maxEventBytes}`,
+            `event is over the limit of ${this.#o.limits.maxEventBytes} bytes`,
           );
         }
         events.push(validateEvent(raw, this.#o.limits, ctx));
@@ -179,7 +179,7 @@ export class IngestPipeline {
           this.#toDlq(error, {
             source: 'http',
             topic: null,
-            original: Buffer.from(JSON.stringify(raws[index]) ?? ''),
+            original: originalOf(raws[index], body),
             receivedAt,
             userId: userIdOf(raws[index]),
           }),
@@ -241,6 +241,48 @@ export class IngestPipeline {
       'event rejected to DLQ',
     );
   }
+}
+
+/**
+ * The bytes of one event of an HTTP batch, re-serialised (JSON.parse kept no byte spans). A
+ * value too deep to serialise (a hostile `[[[[...]]]]`) is kept as the whole request body
+ * instead, which the body bound keeps below Kafka's message limit.
+ */
+function originalOf(raw: unknown, body: Buffer): Buffer {
+  try {
+    return Buffer.from(JSON.stringify(raw) ?? 'null');
+  } catch {
+    return body;
+  }
+}
+
+/**
+ * Whether `value` serialised as JSON would pass `limit` bytes, walked without recursion (so a
+ * deeply nested body cannot overflow the stack) and stopping as soon as it does. Strings are
+ * counted as their UTF-8 bytes plus quotes, ignoring escapes: close enough for a bound.
+ */
+export function jsonSizeExceeds(value: unknown, limit: number): boolean {
+  let size = 0;
+  const stack: unknown[] = [value];
+  while (stack.length > 0) {
+    const v = stack.pop();
+    if (typeof v === 'string') size += Buffer.byteLength(v) + 2;
+    else if (typeof v === 'number' || typeof v === 'boolean') size += String(v).length;
+    else if (v === null || v === undefined) size += 4;
+    else if (Array.isArray(v)) {
+      size += 1 + v.length;
+      for (const item of v) stack.push(item);
+    } else if (typeof v === 'object') {
+      const keys = Object.keys(v);
+      size += 1 + keys.length;
+      for (const k of keys) {
+        size += Buffer.byteLength(k) + 3;
+        stack.push((v as Record<string, unknown>)[k]);
+      }
+    }
+    if (size > limit) return true;
+  }
+  return false;
 }
 
 function safeTopicUser(topic: string, prefix: string): string | null {

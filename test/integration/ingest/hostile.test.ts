@@ -79,3 +79,61 @@ test(
     assert.ok(bridge.alive);
   },
 );
+
+test(
+  'hostile HTTP bodies get a clear 4xx, never a crash or a 5xx',
+  { timeout: 120_000 },
+  async (t) => {
+    if (!(await requireServices(t, 'kafka', 'registry', 'mosquitto'))) return;
+    // Nobody publishes under this prefix: this bridge sees only its own HTTP traffic.
+    const setup = await bridgeSetup({
+      RECSYS_MQTT_TOPIC_PREFIX: `recsys/events/none-${uniq('x')}`,
+    });
+    const bridge = cleanup.bridge(setup);
+    await bridge.waitReady();
+    const post = async (
+      body: string,
+    ): Promise<{ status: number; json: { error?: { code: string; reason?: string } } }> => {
+      const res = await fetch(`${setup.baseUrl}/v1/events`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body,
+      });
+      return {
+        status: res.status,
+        json: (await res.json()) as { error?: { code: string; reason?: string } },
+      };
+    };
+    const depth = 100_000;
+    const cases: Array<[string, string, number, string]> = [
+      ['deeply nested array as the batch', '['.repeat(depth) + ']'.repeat(depth), 413, 'too_large'],
+      [
+        'deeply nested array inside a batch',
+        '[' + '['.repeat(depth) + ']'.repeat(depth) + ']',
+        413,
+        'too_large',
+      ],
+      [
+        'deeply nested object as a field',
+        '{"eventId":' + '{"a":'.repeat(depth / 2) + '1' + '}'.repeat(depth / 2) + '}',
+        413,
+        'too_large',
+      ],
+      ['a number', '42', 400, 'not_object'],
+      [
+        '__proto__ smuggling',
+        JSON.stringify({ ...validEvent('u-x'), ['__proto__']: { admin: true } }),
+        400,
+        'unknown_field',
+      ],
+    ];
+    for (const [name, body, status, reason] of cases) {
+      const res = await post(body);
+      assert.equal(res.status, status, `${name}: ${JSON.stringify(res.json)}`);
+      assert.equal(res.json.error?.reason, reason, name);
+    }
+    const fine = await post(JSON.stringify(validEvent('u-after')));
+    assert.equal(fine.status, 202);
+    assert.ok(bridge.alive);
+  },
+);
