@@ -4,7 +4,7 @@
  * Phases, all in one run so the numbers share the machine's state:
  * 1. baseline: the same publishers into Mosquitto with a plain QoS 1 subscriber (mqtt.js, acks
  *    at once, no Kafka): what the broker path alone sustains on this machine.
- * 2. sustained: publishers at fixed rates, rising (BENCH_RATES, default 10k,15k,20k,25k,30k,40k
+ * 2. sustained: publishers at fixed rates, rising (BENCH_RATES, default 10k to 60k
  *    events/s), BENCH_DURATION_MS each. A rate is sustained when Kafka received at least 97% of
  *    it over the window after the warm-up and the backlog drained within 2 s of the publishers
  *    stopping. The ramp stops at the first rate that is not. An unthrottled publisher would
@@ -35,7 +35,7 @@ const num = (name: string, fallback: number): number => Number(process.env[name]
 const DURATION_MS = num('BENCH_DURATION_MS', 20_000);
 const WARMUP_MS = num('BENCH_WARMUP_MS', 3_000);
 const STEADY_RATE = num('BENCH_STEADY_RATE', 5_000);
-const RATES = (process.env.BENCH_RATES ?? '10000,15000,20000,25000,30000,40000')
+const RATES = (process.env.BENCH_RATES ?? '10000,15000,20000,25000,30000,40000,50000,60000')
   .split(',')
   .map(Number);
 const PUBLISHERS = num('BENCH_PUBLISHERS', 4);
