@@ -5,6 +5,8 @@
  * interfaces from outside the project.
  */
 import { spawn } from 'node:child_process';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
 import type { TestContext } from 'node:test';
 import { loadConfig } from '../../core/config.js';
 import { SERVICES, type ServiceName, type StackContext } from '../../deploy/local/services.js';
@@ -80,6 +82,18 @@ export function runBytes(
 export async function run(cmd: string, args: string[], opts: RunOptions = {}): Promise<RunResult> {
   const res = await runBytes(cmd, args, opts);
   return { ...res, stdout: res.stdout.toString() };
+}
+
+/** The stack's own CLI; the tests run from the checkout root. */
+export const CLI = join(process.cwd(), 'dist', 'deploy', 'local', 'cli.js');
+
+/**
+ * Adds (or updates) an MQTT account with the stack's own tool, which returns once Mosquitto
+ * accepts the account (it reloads its password file asynchronously after SIGHUP).
+ */
+export async function addMqttUser(username: string, password: string): Promise<void> {
+  const res = await run('node', [CLI, 'mqtt-user', username, password], { timeoutMs: 30_000 });
+  assert.equal(res.code, 0, `mqtt-user ${username} failed: ${res.stderr}`);
 }
 
 /** Host and port of the first Kafka broker, for kcat's -b. */

@@ -4,43 +4,22 @@
  * Payloads must cross byte for byte in both directions.
  */
 import { spawn } from 'node:child_process';
-import { join } from 'node:path';
 import { before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { withTimeout } from '../../../core/retry.js';
 import { connectMqtt, type MqttClient } from '../../../stream/mqtt.js';
-import { config, requireServices, run, uniq } from '../harness.js';
+import { addMqttUser, config, requireServices, run, uniq } from '../harness.js';
 
 const HOST = new URL(config.mqtt.url).hostname;
 const PORT = new URL(config.mqtt.url).port || '1883';
 
-/** The tests run from the checkout root. */
-const CLI = join(process.cwd(), 'dist', 'deploy', 'local', 'cli.js');
-
-/** Adds a user with the stack's own tool (which SIGHUPs mosquitto to reload its accounts). */
-async function addUser(username: string, password: string): Promise<void> {
-  const res = await run('node', [CLI, 'mqtt-user', username, password], { timeoutMs: 30_000 });
-  assert.equal(res.code, 0, `mqtt-user failed: ${res.stderr}`);
-}
-
-/**
- * Connects as a freshly added user. Mosquitto reloads its password file asynchronously after
- * SIGHUP, so the first attempts may be refused; retry for a bounded time.
- */
-async function connectAs(username: string, password: string): Promise<MqttClient> {
-  const deadline = Date.now() + 10_000;
-  for (;;) {
-    try {
-      return await withTimeout(
-        connectMqtt({ url: config.mqtt.url, username, password, connectTimeoutMs: 3000 }),
-        5000,
-        () => new Error(`mqtt: no CONNACK for ${username} within 5 s`),
-      );
-    } catch (err) {
-      if (Date.now() > deadline) throw err;
-      await new Promise((r) => setTimeout(r, 200));
-    }
-  }
+/** Connects with the project's client, bounded. */
+function connectAs(username: string, password: string): Promise<MqttClient> {
+  return withTimeout(
+    connectMqtt({ url: config.mqtt.url, username, password, connectTimeoutMs: 3000 }),
+    5000,
+    () => new Error(`mqtt: no CONNACK for ${username} within 5 s`),
+  );
 }
 
 function event(userId: string): string {
@@ -62,7 +41,7 @@ describe('mqtt', () => {
   before(async () => {
     // Runs before the guards; a missing broker makes the guard skip or fail, not this.
     // The tests rethrow its error after their guard.
-    await addUser(user, password).catch((err: unknown) => {
+    await addMqttUser(user, password).catch((err: unknown) => {
       addUserError = err;
     });
   });

@@ -16,13 +16,12 @@ import kafkajs from 'kafkajs';
 import { sleep } from '../../../core/retry.js';
 import { connectMqtt } from '../../../stream/mqtt.js';
 import type { UserEvent } from '../../../schemas/types.js';
-import { config, kafkaBroker, run, runBytes, uniq } from '../harness.js';
+import { addMqttUser, CLI, config, kafkaBroker, run, runBytes, uniq } from '../harness.js';
 
-export { run };
+export { addMqttUser, CLI, run };
 
 /** The tests run from the checkout root. */
 export const ROOT = process.cwd();
-export const CLI = join(ROOT, 'dist', 'deploy', 'local', 'cli.js');
 export const MAIN = join(ROOT, 'dist', 'stream', 'main.js');
 export const MQTT_HOST = new URL(config.mqtt.url).hostname;
 export const MQTT_PORT = new URL(config.mqtt.url).port || '1883';
@@ -207,42 +206,6 @@ export async function topicSize(admin: kafkajs.Admin, topic: string): Promise<nu
 }
 
 // ---------------------------------------------------------------- MQTT accounts and publishing
-
-/**
- * Adds an MQTT account with the stack's tool (which SIGHUPs mosquitto), then waits until the
- * broker accepts it: a QoS 0 publish to a topic the user may not write is dropped silently, so
- * it proves the login without putting anything in front of a bridge. The password file has no
- * lock, so a concurrent `mqtt-user` (another test run) can overwrite the update: when the login
- * is still refused after a few seconds, the account is written again.
- */
-export async function addMqttUser(username: string, password: string): Promise<void> {
-  const deadline = Date.now() + 30_000;
-  let lastError = '';
-  while (Date.now() < deadline) {
-    const res = await run('node', [CLI, 'mqtt-user', username, password], { timeoutMs: 30_000 });
-    assert.equal(res.code, 0, `mqtt-user failed: ${res.stderr}`);
-    const retryAt = Date.now() + 4000;
-    while (Date.now() < retryAt) {
-      const probe = await run(
-        'mosquitto_pub',
-        ['-h', MQTT_HOST, '-p', MQTT_PORT, '-V', 'mqttv5', '-q', '0'].concat([
-          '-u',
-          username,
-          '-P',
-          password,
-          '-t',
-          `recsys/probe/${username}`,
-          '-n',
-        ]),
-        { timeoutMs: 10_000 },
-      );
-      if (probe.code === 0) return;
-      lastError = probe.stderr;
-      await sleep(200);
-    }
-  }
-  assert.fail(`account ${username} not accepted within 30 s: ${lastError}`);
-}
 
 export interface PublishOptions {
   username?: string;

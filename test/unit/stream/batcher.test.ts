@@ -1,7 +1,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import type { Producer, ProducerBatch } from 'kafkajs';
-import { KafkaBatcher } from '../../../stream/batcher.js';
+import { KafkaBatcher, type BatcherOptions } from '../../../stream/batcher.js';
 import { createLogger } from '../../../core/log.js';
 
 const log = createLogger('silent');
@@ -33,6 +33,21 @@ function fakeProducer() {
   return { producer, requests, maxConcurrent: () => maxConcurrent };
 }
 
+/** A batcher over `fake`; bounds are roomy unless a test sets its own. */
+function batcherOn(
+  fake: ReturnType<typeof fakeProducer>,
+  opts: Partial<BatcherOptions> = {},
+): KafkaBatcher {
+  return new KafkaBatcher({
+    producer: fake.producer,
+    lingerMs: 1,
+    maxBatch: 100,
+    maxBatchBytes: 1 << 20,
+    log,
+    ...opts,
+  });
+}
+
 const tick = (ms = 0) => new Promise((r) => setTimeout(r, ms));
 const count = (b: ProducerBatch) =>
   (b.topicMessages ?? []).reduce((n, t) => n + t.messages.length, 0);
@@ -40,13 +55,7 @@ const count = (b: ProducerBatch) =>
 describe('KafkaBatcher', () => {
   it('resolves a send only after Kafka acknowledged its batch', async () => {
     const fake = fakeProducer();
-    const batcher = new KafkaBatcher({
-      producer: fake.producer,
-      lingerMs: 1,
-      maxBatch: 100,
-      maxBatchBytes: 1 << 20,
-      log,
-    });
+    const batcher = batcherOn(fake);
     let done = false;
     const p = batcher.send('t', { key: 'u', value: 'v' }).then(() => (done = true));
     await tick(5);
@@ -59,13 +68,7 @@ describe('KafkaBatcher', () => {
 
   it('keeps one request in flight and puts what arrives meanwhile in the next one', async () => {
     const fake = fakeProducer();
-    const batcher = new KafkaBatcher({
-      producer: fake.producer,
-      lingerMs: 1,
-      maxBatch: 1000,
-      maxBatchBytes: 1 << 20,
-      log,
-    });
+    const batcher = batcherOn(fake, { maxBatch: 1000 });
     const all = [batcher.send('t', { value: '0' })];
     await tick(5);
     for (let i = 1; i <= 50; i++) all.push(batcher.send(i % 2 ? 'a' : 'b', { value: String(i) }));
@@ -83,13 +86,7 @@ describe('KafkaBatcher', () => {
 
   it('splits at maxBatch', async () => {
     const fake = fakeProducer();
-    const batcher = new KafkaBatcher({
-      producer: fake.producer,
-      lingerMs: 50,
-      maxBatch: 10,
-      maxBatchBytes: 1 << 20,
-      log,
-    });
+    const batcher = batcherOn(fake, { lingerMs: 50, maxBatch: 10 });
     const all = Array.from({ length: 25 }, (_, i) => batcher.send('t', { value: String(i) }));
     await tick(1);
     assert.equal(
@@ -113,12 +110,8 @@ describe('KafkaBatcher', () => {
   it('retries a failed request with the same messages and reports the error', async () => {
     const fake = fakeProducer();
     const errors: string[] = [];
-    const batcher = new KafkaBatcher({
-      producer: fake.producer,
-      lingerMs: 1,
+    const batcher = batcherOn(fake, {
       maxBatch: 10,
-      maxBatchBytes: 1 << 20,
-      log,
       onSendError: (err, topics) => errors.push(`${(err as Error).message}@${topics.join(',')}`),
     });
     const p = batcher.send('t', { value: 'x' });
@@ -134,13 +127,7 @@ describe('KafkaBatcher', () => {
 
   it('rejects what Kafka never acknowledged when closed, and refuses new sends', async () => {
     const fake = fakeProducer();
-    const batcher = new KafkaBatcher({
-      producer: fake.producer,
-      lingerMs: 1,
-      maxBatch: 10,
-      maxBatchBytes: 1 << 20,
-      log,
-    });
+    const batcher = batcherOn(fake, { maxBatch: 10 });
     const p = batcher.send('t', { value: 'x' });
     await tick(5);
     fake.requests[0]?.reject(new Error('broker down'));
@@ -156,13 +143,7 @@ describe('KafkaBatcher', () => {
       warnings.push(w.name);
     };
     process.on('warning', onWarning);
-    const batcher = new KafkaBatcher({
-      producer: fake.producer,
-      lingerMs: 0,
-      maxBatch: 1,
-      maxBatchBytes: 1 << 20,
-      log,
-    });
+    const batcher = batcherOn(fake, { lingerMs: 0, maxBatch: 1 });
     for (let i = 0; i < 30; i++) {
       const p = batcher.send('t', { value: String(i) });
       await tick(1);
@@ -176,13 +157,7 @@ describe('KafkaBatcher', () => {
 
   it('bounds a request by payload bytes too, and sends an oversized message alone', async () => {
     const fake = fakeProducer();
-    const batcher = new KafkaBatcher({
-      producer: fake.producer,
-      lingerMs: 1,
-      maxBatch: 100,
-      maxBatchBytes: 1000,
-      log,
-    });
+    const batcher = batcherOn(fake, { maxBatchBytes: 1000 });
     const big = Buffer.alloc(1500);
     const small = Buffer.alloc(400);
     const all = [big, small, small, small, small].map((value) => batcher.send('t', { value }));
