@@ -122,6 +122,127 @@ export const VARIABLES: readonly VariableDoc[] = [
     doc: 'payload bytes after which a Kafka produce request goes out (below the broker 1 MB limit)',
   },
   {
+    name: 'RECSYS_TOPIC_ITEMS',
+    default: 'recsys.items.v1',
+    doc: 'item catalog updates (JSON, key = itemId, compacted)',
+  },
+  {
+    name: 'RECSYS_CONSUMER_MAX_WAIT_MS',
+    default: '100',
+    doc: 'longest the broker holds a consumer fetch while no data is there, ms',
+  },
+  {
+    name: 'RECSYS_CONSUMER_MIN_BYTES',
+    default: '1',
+    doc: 'bytes the broker waits for before answering a fetch (1 = at once, lowest latency)',
+  },
+  {
+    name: 'RECSYS_CONSUMER_CHUNK_SIZE',
+    default: '500',
+    doc: 'records a consumer makes durable at once (one Redis pipeline, one bulk request)',
+  },
+  {
+    name: 'RECSYS_CONSUMER_CONCURRENCY',
+    default: '3',
+    doc: 'partitions one consumer process works on at the same time',
+  },
+  {
+    name: 'RECSYS_CONSUMER_COMMIT_INTERVAL_MS',
+    default: '1000',
+    doc: 'how often consumers commit the offsets whose effects are durable, ms',
+  },
+  {
+    name: 'RECSYS_CONSUMER_SESSION_TIMEOUT_MS',
+    default: '30000',
+    doc: 'consumer group session timeout, ms',
+  },
+  {
+    name: 'RECSYS_GROUP_FEATURES',
+    default: 'recsys-features',
+    doc: 'consumer group of the session-feature consumer',
+  },
+  {
+    name: 'RECSYS_GROUP_INDEXER',
+    default: 'recsys-indexer',
+    doc: 'consumer group of the Elasticsearch indexer',
+  },
+  {
+    name: 'RECSYS_GROUP_LAKE',
+    default: 'recsys-lake',
+    doc: 'consumer group of the Parquet lake sink',
+  },
+  {
+    name: 'RECSYS_GROUP_CATALOG',
+    default: 'recsys-catalog',
+    doc: 'consumer group of the catalog loader (items topic to Redis)',
+  },
+  {
+    name: 'RECSYS_FEATURES_HALF_LIFE_MS',
+    default: '86400000',
+    doc: "half-life of a user's category affinities, ms (1 day)",
+  },
+  {
+    name: 'RECSYS_FEATURES_SESSION_GAP_MS',
+    default: '1800000',
+    doc: 'inactivity after which a new session starts when the client sends no sessionId, ms',
+  },
+  {
+    name: 'RECSYS_FEATURES_RECENT_ITEMS',
+    default: '20',
+    doc: "items kept in a user's recent list",
+  },
+  {
+    name: 'RECSYS_FEATURES_MAX_CATEGORIES',
+    default: '8',
+    doc: 'category affinities kept per user (the weakest is dropped)',
+  },
+  {
+    name: 'RECSYS_FEATURES_DEDUP_WINDOW',
+    default: '16',
+    doc: 'latest eventIds remembered per user to drop re-sent events (Kafka redelivery is exact via offsets)',
+  },
+  {
+    name: 'RECSYS_FEATURES_TTL_S',
+    default: '2592000',
+    doc: "a user's features expire after this much inactivity, seconds (30 days)",
+  },
+  {
+    name: 'RECSYS_TRENDING_WINDOWS_S',
+    default: '3600,86400',
+    doc: 'sliding windows trending items are counted over, seconds',
+  },
+  {
+    name: 'RECSYS_TRENDING_BUCKETS',
+    default: '60',
+    doc: 'buckets per trending window (its time resolution is window / buckets)',
+  },
+  {
+    name: 'RECSYS_ES_NAMESPACE',
+    default: 'default',
+    doc: 'data stream namespace: logs-recsys.events-<ns> and logs-recsys.served-<ns>',
+  },
+  {
+    name: 'RECSYS_INDEXER_BULK_DOCS',
+    default: '1000',
+    doc: 'documents per Elasticsearch bulk request',
+  },
+  {
+    name: 'RECSYS_INDEXER_MAX_INFLIGHT',
+    default: '2',
+    doc: 'bulk requests in flight per indexer process (backpressure beyond)',
+  },
+  { name: 'RECSYS_LAKE_DIR', default: '.local/lake', doc: 'root directory of the Parquet lake' },
+  {
+    name: 'RECSYS_LAKE_ROLL_RECORDS',
+    default: '100000',
+    doc: 'records after which the lake sink closes a Parquet file',
+  },
+  {
+    name: 'RECSYS_LAKE_ROLL_MS',
+    default: '60000',
+    doc: 'age after which the lake sink closes an open Parquet file, ms',
+  },
+  {
     name: 'RECSYS_HEALTH_TIMEOUT_MS',
     default: '2000',
     doc: 'how long one dependency health check may take, ms',
@@ -156,7 +277,7 @@ export const VARIABLES: readonly VariableDoc[] = [
 export interface KafkaConfig {
   brokers: string[];
   clientId: string;
-  topics: { events: string; dlq: string; served: string };
+  topics: { events: string; dlq: string; served: string; items: string };
   partitions: number;
 }
 
@@ -182,6 +303,42 @@ export interface IngestConfig {
   httpTimeoutMs: number;
 }
 
+export interface ConsumerConfig {
+  maxWaitMs: number;
+  minBytes: number;
+  chunkSize: number;
+  concurrency: number;
+  commitIntervalMs: number;
+  sessionTimeoutMs: number;
+  groups: { features: string; indexer: string; lake: string; catalog: string };
+}
+
+export interface FeaturesConfig {
+  halfLifeMs: number;
+  sessionGapMs: number;
+  recentItems: number;
+  maxCategories: number;
+  dedupWindow: number;
+  ttlSec: number;
+}
+
+export interface TrendingConfig {
+  windowsSec: number[];
+  buckets: number;
+}
+
+export interface IndexerConfig {
+  namespace: string;
+  bulkDocs: number;
+  maxInFlight: number;
+}
+
+export interface LakeConfig {
+  dir: string;
+  rollRecords: number;
+  rollMs: number;
+}
+
 export interface LocalConfig {
   dir: string;
   cacheDir: string;
@@ -199,6 +356,11 @@ export interface Config {
   mqtt: MqttConfig;
   http: { host: string; port: number; maxBodyBytes: number };
   ingest: IngestConfig;
+  consumer: ConsumerConfig;
+  features: FeaturesConfig;
+  trending: TrendingConfig;
+  indexer: IndexerConfig;
+  lake: LakeConfig;
   healthTimeoutMs: number;
   local: LocalConfig;
 }
@@ -256,6 +418,7 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
         events: str('RECSYS_TOPIC_EVENTS'),
         dlq: str('RECSYS_TOPIC_DLQ'),
         served: str('RECSYS_TOPIC_SERVED'),
+        items: str('RECSYS_TOPIC_ITEMS'),
       },
       partitions: int('RECSYS_TOPIC_PARTITIONS', 1, 1024),
     },
@@ -286,6 +449,48 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
       maxKafkaBatch: int('RECSYS_INGEST_MAX_BATCH', 1, 10_000),
       maxKafkaBatchBytes: int('RECSYS_INGEST_MAX_BATCH_BYTES', 1024, 64 << 20),
       httpTimeoutMs: int('RECSYS_INGEST_HTTP_TIMEOUT_MS', 100),
+    },
+    consumer: {
+      maxWaitMs: int('RECSYS_CONSUMER_MAX_WAIT_MS', 0, 60_000),
+      minBytes: int('RECSYS_CONSUMER_MIN_BYTES', 1, 64 << 20),
+      chunkSize: int('RECSYS_CONSUMER_CHUNK_SIZE', 1, 100_000),
+      concurrency: int('RECSYS_CONSUMER_CONCURRENCY', 1, 1024),
+      commitIntervalMs: int('RECSYS_CONSUMER_COMMIT_INTERVAL_MS', 10, 600_000),
+      sessionTimeoutMs: int('RECSYS_CONSUMER_SESSION_TIMEOUT_MS', 6000, 600_000),
+      groups: {
+        features: str('RECSYS_GROUP_FEATURES'),
+        indexer: str('RECSYS_GROUP_INDEXER'),
+        lake: str('RECSYS_GROUP_LAKE'),
+        catalog: str('RECSYS_GROUP_CATALOG'),
+      },
+    },
+    features: {
+      halfLifeMs: int('RECSYS_FEATURES_HALF_LIFE_MS', 1000),
+      sessionGapMs: int('RECSYS_FEATURES_SESSION_GAP_MS', 1000),
+      recentItems: int('RECSYS_FEATURES_RECENT_ITEMS', 1, 1000),
+      maxCategories: int('RECSYS_FEATURES_MAX_CATEGORIES', 1, 1000),
+      dedupWindow: int('RECSYS_FEATURES_DEDUP_WINDOW', 0, 10_000),
+      ttlSec: int('RECSYS_FEATURES_TTL_S', 1),
+    },
+    trending: {
+      windowsSec: list('RECSYS_TRENDING_WINDOWS_S').map((w) => {
+        const n = Number(w);
+        if (!Number.isInteger(n) || n < 60) {
+          throw new ConfigError('RECSYS_TRENDING_WINDOWS_S', `expected seconds >= 60, got "${w}"`);
+        }
+        return n;
+      }),
+      buckets: int('RECSYS_TRENDING_BUCKETS', 1, 10_000),
+    },
+    indexer: {
+      namespace: str('RECSYS_ES_NAMESPACE'),
+      bulkDocs: int('RECSYS_INDEXER_BULK_DOCS', 1, 100_000),
+      maxInFlight: int('RECSYS_INDEXER_MAX_INFLIGHT', 1, 64),
+    },
+    lake: {
+      dir: str('RECSYS_LAKE_DIR'),
+      rollRecords: int('RECSYS_LAKE_ROLL_RECORDS', 1),
+      rollMs: int('RECSYS_LAKE_ROLL_MS', 100),
     },
     healthTimeoutMs: int('RECSYS_HEALTH_TIMEOUT_MS', 50, 60_000),
     local: {

@@ -9,7 +9,12 @@
 export { loadConfig, VARIABLES } from './config.js';
 export type {
   Config,
+  ConsumerConfig,
+  FeaturesConfig,
+  IndexerConfig,
   IngestConfig,
+  LakeConfig,
+  TrendingConfig,
   KafkaConfig,
   LocalConfig,
   MqttConfig,

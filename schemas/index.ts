@@ -8,12 +8,15 @@
  */
 export {
   compatibilityOf,
+  createDecoder,
   createEncoder,
   createRegistry,
   decode,
   registerSchema,
   registryHealth,
   SchemaIncompatibleError,
+  UndecodableError,
+  type Decoder,
   type Encoder,
 } from './registry.js';
 export { readSchema, subjectsFor, type SchemaName } from './subjects.js';

@@ -136,6 +136,62 @@ export function decode<T>(registry: SchemaRegistry, message: Buffer): Promise<T>
   return registry.decode(message) as Promise<T>;
 }
 
+/** A Confluent-framed value that cannot be decoded (bad frame or body); not worth a retry. */
+export class UndecodableError extends RecsysError {
+  constructor(message: string, options: { cause?: unknown } = {}) {
+    super('RECSYS_AVRO_UNDECODABLE', message, { cause: options.cause });
+  }
+}
+
+/**
+ * A decoder for consumers' hot path: the writer schema of each id is fetched once, then every
+ * message decodes synchronously with a compiled avsc type. (The registry client's own `decode`
+ * is async per message; at 20,000 records/s the promise per record showed in profiles.)
+ */
+export interface Decoder<T> {
+  /** Ids not seen yet are fetched first; call before `decode` for a batch. */
+  prepare(messages: readonly (Buffer | null)[]): Promise<void>;
+  /** Throws {@link UndecodableError} for a bad frame, an unknown id or a bad body. */
+  decode(message: Buffer | null): T;
+}
+
+export function createDecoder<T>(baseUrl: string): Decoder<T> {
+  const types = new Map<number, avro.Type>();
+  const idOf = (message: Buffer | null): number => {
+    if (!message || message.length < 5 || message[0] !== 0) return -1;
+    return message.readUInt32BE(1);
+  };
+  return {
+    async prepare(messages) {
+      for (const m of messages) {
+        const id = idOf(m);
+        if (id < 0 || types.has(id)) continue;
+        // `call` throws DependencyUnavailableError (retriable) when the registry is away.
+        const res = await call(`${baseUrl}/schemas/ids/${id}`);
+        // An id the registry does not know cannot be decoded by waiting; its records fail
+        // in `decode` and go to the DLQ.
+        if (res.status === 404) continue;
+        if (res.status !== 200 || typeof res.body.schema !== 'string') {
+          throw new DependencyUnavailableError('registry', `schema ${id}: HTTP ${res.status}`);
+        }
+        const schema = res.body.schema;
+        types.set(id, avro.Type.forSchema(JSON.parse(schema) as avro.Schema));
+      }
+    },
+    decode(message) {
+      const id = idOf(message);
+      if (id < 0 || !message) throw new UndecodableError('not a Confluent Avro frame');
+      const type = types.get(id);
+      if (!type) throw new UndecodableError(`unknown schema id ${id}`);
+      try {
+        return type.fromBuffer(message.subarray(5)) as T;
+      } catch (err) {
+        throw new UndecodableError(`schema ${id}: ${(err as Error).message}`, { cause: err });
+      }
+    },
+  };
+}
+
 export async function registryHealth(baseUrl: string, timeoutMs: number): Promise<void> {
   await withTimeout(
     (async () => {

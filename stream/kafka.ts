@@ -62,6 +62,10 @@ export async function ensureTopics(kafka: Kafka, config: KafkaConfig, log: Logge
         topic,
         numPartitions: config.partitions,
         replicationFactor: -1,
+        // The catalog topic holds the latest record per itemId for ever: a new loader replays
+        // it in full.
+        configEntries:
+          topic === config.topics.items ? [{ name: 'cleanup.policy', value: 'compact' }] : [],
       })),
     });
     log.info({ topics: wanted, partitions: config.partitions }, 'created topics');

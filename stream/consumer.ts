@@ -1,0 +1,316 @@
+/**
+ * The loop every stateful consumer (session features, Elasticsearch indexer, lake sink) runs on:
+ * its own consumer group, Avro values decoded with the writer schema, records handed to the
+ * role in chunks, and offsets resolved only after the role's `handle` resolved, i.e. after its
+ * side effect is durable. Together with effects keyed by eventId (or by topic-partition-offset)
+ * this is at-least-once delivery with exactly-once effect.
+ *
+ * Steps for one fetched batch of one partition:
+ *   1. split it into chunks of `chunkSize` records;
+ *   2. for each chunk: stop if the consumer is stopping or the batch went stale (a rebalance
+ *      took the partition away); decode; call `handle`, retrying retriable failures for as long
+ *      as it takes while heartbeating, so a Redis or Elasticsearch outage pauses the partition
+ *      instead of losing the group membership or the records;
+ *   3. resolve the chunk's last offset and heartbeat; kafkajs commits resolved offsets every
+ *      `commitIntervalMs` and on rebalance, never beyond what was resolved.
+ * A record whose value cannot be decoded goes to `undecodable` (the role's DLQ) and is skipped.
+ *
+ * @example
+ *   const consumer = startConsumer({ kafka, groupId: 'recsys-features', topics: [events],
+ *     decoder, handle: (records) => store.apply(records), log, metrics, tuning });
+ *   await consumer.stop();
+ */
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import type { Consumer, Kafka, KafkaMessage } from 'kafkajs';
+import { type Logger, retry, sleep } from '../core/index.js';
+import { UndecodableError, type Decoder } from '../schemas/index.js';
+
+/** One decoded record, with where it came from (the identity of its side effects). */
+export interface ConsumedRecord<T> {
+  topic: string;
+  partition: number;
+  /** Kafka offset, as kafkajs gives it (a decimal string; offsets pass 2^53 in theory). */
+  offset: string;
+  key: string | null;
+  value: T;
+  /** Kafka record timestamp, epoch ms. */
+  timestamp: number;
+}
+
+/** A record whose value did not decode, for the role to dead-letter. */
+export interface UndecodableRecord {
+  topic: string;
+  partition: number;
+  offset: string;
+  message: KafkaMessage;
+  error: UndecodableError;
+}
+
+export interface ConsumerTuning {
+  /** Longest the broker holds a fetch when fewer than `minBytes` are there, ms. */
+  maxWaitMs: number;
+  /** Bytes the broker waits for before answering a fetch (1 = answer at once). */
+  minBytes: number;
+  /** Records handed to `handle` at once (one Redis pipeline, one bulk request, ...). */
+  chunkSize: number;
+  /** Partitions processed at the same time by this process. */
+  concurrency: number;
+  /** How often resolved offsets are committed, ms. */
+  commitIntervalMs: number;
+  /** Group session timeout, ms; `handle` heartbeats while it retries. */
+  sessionTimeoutMs: number;
+}
+
+export interface ConsumerOptions<T> {
+  kafka: Kafka;
+  groupId: string;
+  topics: string[];
+  /** Where a new group starts. @default true (the whole retained log) */
+  fromBeginning?: boolean;
+  /** One decoder per value schema family; `null` hands raw bytes through untouched. */
+  decoder: Decoder<T> | null;
+  /** Makes the chunk's effect durable; resolve only when it is. Throw to retry. */
+  handle: (records: ConsumedRecord<T>[]) => Promise<void>;
+  /** Dead-letters a record that cannot be decoded; retried like `handle`. */
+  undecodable: (records: UndecodableRecord[]) => Promise<void>;
+  log: Logger;
+  metrics: ConsumerMetrics;
+  tuning: ConsumerTuning;
+}
+
+export interface ConsumerHandle {
+  /** Resolves once the consumer joined its group and runs. */
+  ready: Promise<void>;
+  /** True while the group membership is held and no handler is stuck retrying. */
+  healthy(): boolean;
+  /** Rejects when the consumer hit an error no retry can fix (a programming error). */
+  failed: Promise<never>;
+  /** Finishes the chunk in hand, commits what was resolved and leaves the group. */
+  stop(): Promise<void>;
+}
+
+/** Metrics of all consumers in one process, labelled by group. Create once per registry. */
+export interface ConsumerMetrics {
+  lag: Gauge<'group' | 'topic' | 'partition'>;
+  records: Counter<'group'>;
+  undecodable: Counter<'group'>;
+  chunkSeconds: Histogram<'group'>;
+  chunkRecords: Histogram<'group'>;
+  ageSeconds: Histogram<'group'>;
+  handleFailures: Counter<'group'>;
+}
+
+const metricsByRegistry = new WeakMap<Registry, ConsumerMetrics>();
+
+export function consumerMetrics(registry: Registry): ConsumerMetrics {
+  const existing = metricsByRegistry.get(registry);
+  if (existing) return existing;
+  const registers = [registry];
+  const metrics: ConsumerMetrics = {
+    lag: new Gauge({
+      name: 'recsys_consumer_lag_messages',
+      help: 'records between the high watermark and the last resolved offset, per group and partition',
+      labelNames: ['group', 'topic', 'partition'],
+      registers,
+    }),
+    records: new Counter({
+      name: 'recsys_consumer_records_total',
+      help: 'records whose effect was made durable',
+      labelNames: ['group'],
+      registers,
+    }),
+    undecodable: new Counter({
+      name: 'recsys_consumer_undecodable_total',
+      help: 'records that could not be decoded and went to the DLQ',
+      labelNames: ['group'],
+      registers,
+    }),
+    chunkSeconds: new Histogram({
+      name: 'recsys_consumer_chunk_seconds',
+      help: 'time to make one chunk durable (decode, handle), retries included',
+      labelNames: ['group'],
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+      registers,
+    }),
+    chunkRecords: new Histogram({
+      name: 'recsys_consumer_chunk_records',
+      help: 'records per chunk handed to the role',
+      labelNames: ['group'],
+      buckets: [1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500],
+      registers,
+    }),
+    ageSeconds: new Histogram({
+      name: 'recsys_consumer_record_age_seconds',
+      help: 'Kafka record timestamp to effect durable (freshness of what the role serves)',
+      labelNames: ['group'],
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers,
+    }),
+    handleFailures: new Counter({
+      name: 'recsys_consumer_handle_failures_total',
+      help: 'failed attempts to make a chunk durable (each is retried)',
+      labelNames: ['group'],
+      registers,
+    }),
+  };
+  metricsByRegistry.set(registry, metrics);
+  return metrics;
+}
+
+export function startConsumer<T>(options: ConsumerOptions<T>): ConsumerHandle {
+  const { kafka, groupId, topics, decoder, handle, undecodable, log, metrics, tuning } = options;
+  const clog = log.child({ component: 'consumer', group: groupId });
+  const stopping = new AbortController();
+  let consumer = null as Consumer | null;
+  let joined = false;
+  let stuck = false;
+  let fail: (err: Error) => void = () => undefined;
+  const failed = new Promise<never>((_, reject) => {
+    fail = reject;
+  });
+  // A rejection nobody awaits yet must not crash the process before main attaches its handler.
+  failed.catch(() => undefined);
+
+  const g = { group: groupId };
+  const chunkTimer = metrics.chunkSeconds.labels(g);
+  const chunkSize = metrics.chunkRecords.labels(g);
+  const age = metrics.ageSeconds.labels(g);
+  const recordsDone = metrics.records.labels(g);
+
+  /** Retries `fn` until it succeeds, the consumer stops, or the error is not retriable. */
+  const durably = async (what: string, fn: () => Promise<void>, heartbeat: () => Promise<void>) => {
+    try {
+      await retry(fn, {
+        attempts: Number.POSITIVE_INFINITY,
+        initialDelayMs: 100,
+        maxDelayMs: 5000,
+        signal: stopping.signal,
+        onRetry: (err, attempt, delayMs) => {
+          stuck = true;
+          metrics.handleFailures.inc(g);
+          clog.warn({ err: (err as Error).message, attempt, delayMs }, `${what} failed; retrying`);
+          // Keep the group membership while the dependency is away.
+          void heartbeat().catch(() => undefined);
+        },
+      });
+    } finally {
+      stuck = false;
+    }
+  };
+
+  const run = async (): Promise<void> => {
+    consumer = kafka.consumer({
+      groupId,
+      allowAutoTopicCreation: false,
+      maxWaitTimeInMs: tuning.maxWaitMs,
+      minBytes: tuning.minBytes,
+      sessionTimeout: tuning.sessionTimeoutMs,
+      heartbeatInterval: Math.max(100, Math.floor(tuning.sessionTimeoutMs / 10)),
+      // kafkajs retries a failing fetch/commit itself; after that the consumer crashes and,
+      // for retriable errors, restarts (the `crash` event below logs it).
+      retry: { initialRetryTime: 200, maxRetryTime: 5000, retries: 10 },
+    });
+    const c = consumer;
+    c.on(c.events.GROUP_JOIN, (e) => {
+      joined = true;
+      clog.info({ assignment: e.payload.memberAssignment }, 'joined group');
+    });
+    c.on(c.events.CRASH, (e) => {
+      joined = false;
+      clog.error({ err: e.payload.error.message, restart: e.payload.restart }, 'consumer crashed');
+      if (!e.payload.restart && !stopping.signal.aborted) fail(e.payload.error);
+    });
+    c.on(c.events.STOP, () => {
+      joined = false;
+    });
+    await c.connect();
+    await c.subscribe({ topics, fromBeginning: options.fromBeginning ?? true });
+    await c.run({
+      autoCommit: true,
+      autoCommitInterval: tuning.commitIntervalMs,
+      eachBatchAutoResolve: false,
+      partitionsConsumedConcurrently: tuning.concurrency,
+      eachBatch: async ({ batch, resolveOffset, heartbeat, isRunning, isStale }) => {
+        const { topic, partition, messages } = batch;
+        const lag = metrics.lag.labels({ group: groupId, topic, partition: String(partition) });
+        const high = Number(batch.highWatermark);
+        for (let i = 0; i < messages.length; i += tuning.chunkSize) {
+          if (!isRunning() || isStale() || stopping.signal.aborted) return;
+          const slice = messages.slice(i, i + tuning.chunkSize);
+          const t0 = performance.now();
+          const good: ConsumedRecord<T>[] = [];
+          const bad: UndecodableRecord[] = [];
+          if (decoder) {
+            await durably(
+              'schema fetch',
+              () => decoder.prepare(slice.map((m) => m.value)),
+              heartbeat,
+            );
+          }
+          for (const m of slice) {
+            try {
+              const value = decoder ? decoder.decode(m.value) : (m.value as T);
+              good.push({
+                topic,
+                partition,
+                offset: m.offset,
+                key: m.key ? m.key.toString() : null,
+                value,
+                timestamp: Number(m.timestamp),
+              });
+            } catch (err) {
+              if (!(err instanceof UndecodableError)) throw err;
+              bad.push({ topic, partition, offset: m.offset, message: m, error: err });
+            }
+          }
+          if (bad.length > 0) {
+            await durably('dead-lettering', () => undecodable(bad), heartbeat);
+            metrics.undecodable.inc(g, bad.length);
+            clog.warn(
+              { topic, partition, count: bad.length, err: bad[0]?.error.message },
+              'undecodable records dead-lettered',
+            );
+          }
+          if (good.length > 0) await durably('handle', () => handle(good), heartbeat);
+          const last = slice[slice.length - 1] as KafkaMessage;
+          resolveOffset(last.offset);
+          const now = Date.now();
+          chunkTimer.observe((performance.now() - t0) / 1000);
+          chunkSize.observe(slice.length);
+          recordsDone.inc(good.length);
+          for (const r of good) age.observe(Math.max(0, now - r.timestamp) / 1000);
+          lag.set(Math.max(0, high - Number(last.offset) - 1));
+          await heartbeat();
+        }
+      },
+    });
+  };
+
+  const ready = (async () => {
+    for (;;) {
+      try {
+        await run();
+        clog.info({ topics }, 'consuming');
+        return;
+      } catch (err) {
+        if (stopping.signal.aborted) return;
+        clog.warn({ err: (err as Error).message }, 'consumer start failed; retrying');
+        await consumer?.disconnect().catch(() => undefined);
+        await sleep(1000, stopping.signal).catch(() => undefined);
+      }
+    }
+  })();
+  ready.catch(() => undefined);
+
+  return {
+    ready,
+    failed,
+    healthy: () => joined && !stuck,
+    async stop() {
+      stopping.abort(new Error('consumer stopping'));
+      await ready.catch(() => undefined);
+      // kafkajs waits for the batch in hand, commits resolved offsets and leaves the group.
+      await consumer?.disconnect();
+    },
+  };
+}
