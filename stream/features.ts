@@ -1,0 +1,344 @@
+/**
+ * Per-user session features in Redis, updated by one Lua script per user and chunk, so every
+ * update is atomic and a replayed event changes nothing.
+ *
+ * For each event, in Kafka order, the script:
+ *   1. skips it as *redelivered* when the user's last applied record (`o`) is on the same
+ *      partition at this offset or later: exact for Kafka redelivery whatever its age;
+ *   2. skips it as *duplicate* when its eventId hash is among the user's latest
+ *      `dedupWindow` applied eventIds (`d`): a client or bridge re-sent it;
+ *   3. otherwise applies it: total and per-type counts; session id, start, last activity and
+ *      length (a new derived session after `sessionGapMs` of inactivity when the client sends
+ *      no sessionId); category affinities with exponential decay; the recent (and purchased)
+ *      distinct items, newest first, capped.
+ * If anything was applied it refreshes the key's TTL and publishes the userId on
+ * {@link FEATURE_CHANNEL}. Nothing is written for skipped events, so one pass and two passes
+ * leave the same bytes.
+ *
+ * Affinity decay: a user's affinity to category c at time T is
+ *   sum over applied events e in c of weight(type_e) * 2^(-(T - ts_e) / halfLife).
+ * The hash stores the values at a reference time `at` (the latest event time). A newer event
+ * multiplies every stored value by 2^(-(ts - at) / halfLife), moves `at` to ts, then adds its
+ * weight; an older event adds its weight decayed to `at`. The result does not depend on the
+ * order events arrive in. Values are kept to 6 significant digits. Readers decay to "now" the
+ * same way ({@link readFeatures}).
+ */
+import { createHash } from 'node:crypto';
+import type { Redis } from 'ioredis';
+import { EVENT_TYPES, type EventType } from '../schemas/index.js';
+import { FEATURE_CHANNEL, USER_FIELDS as F, userFeaturesKey } from './keys.js';
+
+/** Weight of each event type in the category affinities (a purchase says more than a view). */
+export const TYPE_WEIGHTS: Readonly<Record<EventType, number>> = {
+  view: 1,
+  click: 2,
+  like: 3,
+  add_to_cart: 4,
+  purchase: 5,
+};
+
+export interface FeatureOptions {
+  halfLifeMs: number;
+  sessionGapMs: number;
+  recentItems: number;
+  maxCategories: number;
+  /** eventIds remembered per user; 0 turns re-send detection off. */
+  dedupWindow: number;
+  ttlSec: number;
+}
+
+/** One event as the feature store needs it. */
+export interface FeatureEvent {
+  userId: string;
+  eventId: string;
+  itemId: string;
+  type: EventType;
+  ts: number;
+  sessionId: string | null;
+  /** The item's categoryL1, or null for an item not in the catalog (counts, no affinity). */
+  category: string | null;
+  partition: number;
+  offset: string;
+}
+
+export const APPLIED = 0;
+export const REDELIVERED = 1;
+export const DUPLICATE = 2;
+/** What the script did with one event. */
+export type ApplyStatus = typeof APPLIED | typeof REDELIVERED | typeof DUPLICATE;
+
+const ARGS_PER_EVENT = 8;
+const FIXED_ARGS = 8;
+
+// Lua 5.1 inside Redis: numbers are doubles; integers are formatted with %d (tostring would
+// write 1.7e+12 for an epoch-ms), fractions with 6 significant digits.
+const SCRIPT = `
+local key = KEYS[1]
+local channel, user = ARGV[1], ARGV[2]
+local halfLife, gap = tonumber(ARGV[3]), tonumber(ARGV[4])
+local recentCap, maxCats = tonumber(ARGV[5]), tonumber(ARGV[6])
+local dedupBytes, ttl = tonumber(ARGV[7]) * 8, tonumber(ARGV[8])
+local W = {${EVENT_TYPES.map((t) => `${t}=${TYPE_WEIGHTS[t]}`).join(', ')}}
+
+local h, changed, removed = {}, {}, {}
+local flat = redis.call('HGETALL', key)
+for i = 1, #flat, 2 do h[flat[i]] = flat[i + 1] end
+
+local function fmt(v)
+  if v == math.floor(v) and math.abs(v) < 9007199254740992 then return string.format('%d', v) end
+  return string.format('%.6g', v)
+end
+local function set(f, v)
+  if type(v) == 'number' then v = fmt(v) end
+  h[f] = v; changed[f] = true; removed[f] = nil
+end
+local function del(f)
+  h[f] = nil; changed[f] = nil; removed[f] = true
+end
+local function push(f, item, cap)
+  local list = {item}
+  for it in string.gmatch(h[f] or '', '%S+') do
+    if #list >= cap then break end
+    if it ~= item then list[#list + 1] = it end
+  end
+  set(f, table.concat(list, ' '))
+end
+
+local results, applied = {}, 0
+for i = ${FIXED_ARGS + 1}, #ARGV, ${ARGS_PER_EVENT} do
+  local part, off, idh, item = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2], ARGV[i + 3]
+  local typ, ts, sid, cat = ARGV[i + 4], tonumber(ARGV[i + 5]), ARGV[i + 6], ARGV[i + 7]
+  local status = 0
+  local o = h['${F.offset}']
+  if o then
+    local sep = string.find(o, ':', 1, true)
+    if string.sub(o, 1, sep - 1) == part and off <= tonumber(string.sub(o, sep + 1)) then
+      status = 1
+    end
+  end
+  if status == 0 and dedupBytes > 0 then
+    local d = h['${F.dedup}'] or ''
+    for j = 1, #d, 8 do
+      if string.sub(d, j, j + 7) == idh then status = 2; break end
+    end
+  end
+  if status == 0 then
+    applied = applied + 1
+    set('${F.offset}', part .. ':' .. fmt(off))
+    if dedupBytes > 0 then set('${F.dedup}', string.sub(idh .. (h['${F.dedup}'] or ''), 1, dedupBytes)) end
+    set('${F.total}', (tonumber(h['${F.total}']) or 0) + 1)
+    local cf = '${F.countPrefix}' .. typ
+    set(cf, (tonumber(h[cf]) or 0) + 1)
+
+    -- Session: the client's id wins; without one, a gap of inactivity starts a new session.
+    local last, cur = tonumber(h['${F.lastTs}']), h['${F.sessionId}']
+    local fresh
+    if sid ~= '' then
+      fresh = sid ~= cur
+    else
+      fresh = cur == nil or ts - last > gap
+      if fresh then sid = 'a' .. fmt(ts) end
+    end
+    if fresh then
+      set('${F.sessionId}', sid); set('${F.sessionStart}', ts); set('${F.sessionLength}', 1)
+    else
+      set('${F.sessionLength}', tonumber(h['${F.sessionLength}']) + 1)
+      if ts < tonumber(h['${F.sessionStart}']) then set('${F.sessionStart}', ts) end
+    end
+    if last == nil or ts > last then set('${F.lastTs}', ts) end
+
+    -- Affinities, decayed to the reference time (see the module comment).
+    if cat ~= '' then
+      local af = '${F.affinityPrefix}' .. cat
+      local at = tonumber(h['${F.affinityTs}'])
+      local add = W[typ]
+      if at == nil or ts >= at then
+        if at ~= nil and ts > at then
+          local f = math.pow(2, -(ts - at) / halfLife)
+          for field, v in pairs(h) do
+            if string.sub(field, 1, ${F.affinityPrefix.length}) == '${F.affinityPrefix}' then
+              h[field] = fmt(tonumber(v) * f); changed[field] = true
+            end
+          end
+        end
+        set('${F.affinityTs}', ts)
+      else
+        add = add * math.pow(2, -(at - ts) / halfLife)
+      end
+      set(af, (tonumber(h[af]) or 0) + add)
+      -- Keep the strongest maxCats categories; the one just touched always stays.
+      local n, weakest, weakestV = 0, nil, nil
+      for field, v in pairs(h) do
+        if string.sub(field, 1, ${F.affinityPrefix.length}) == '${F.affinityPrefix}' then
+          n = n + 1
+          local x = tonumber(v)
+          if field ~= af and (weakestV == nil or x < weakestV or (x == weakestV and field < weakest)) then
+            weakest, weakestV = field, x
+          end
+        end
+      end
+      if n > maxCats and weakest then del(weakest) end
+    end
+
+    push('${F.recent}', item, recentCap)
+    if typ == 'purchase' then push('${F.purchased}', item, recentCap) end
+  end
+  results[#results + 1] = status
+end
+
+if applied > 0 then
+  -- Fields in sorted order: new fields land in the hash in the same order however the events
+  -- were chunked, so equal histories give equal bytes.
+  local names, args = {}, {}
+  for f in pairs(changed) do names[#names + 1] = f end
+  table.sort(names)
+  for _, f in ipairs(names) do args[#args + 1] = f; args[#args + 1] = h[f] end
+  redis.call('HSET', key, unpack(args))
+  local gone = {}
+  for f in pairs(removed) do gone[#gone + 1] = f end
+  if #gone > 0 then redis.call('HDEL', key, unpack(gone)) end
+  redis.call('EXPIRE', key, ttl)
+  redis.call('PUBLISH', channel, user)
+end
+return results
+`;
+
+/** 8 bytes of MD5 over the lower-cased eventId: collisions within a user's window are ~2^-58. */
+export function eventIdHash(eventId: string): Buffer {
+  return createHash('md5').update(eventId.toLowerCase()).digest().subarray(0, 8);
+}
+
+type ScriptRedis = Redis & {
+  recsysApplyFeatures(key: string, ...args: (string | Buffer | number)[]): Promise<number[]>;
+};
+
+/** Applies events to users' features; see the module comment. */
+export class FeatureStore {
+  readonly #redis: ScriptRedis;
+  readonly #fixed: (string | number)[];
+
+  constructor(redis: Redis, options: FeatureOptions) {
+    // defineCommand sends EVALSHA and falls back to EVAL once after a script cache flush.
+    if (!('recsysApplyFeatures' in redis)) {
+      redis.defineCommand('recsysApplyFeatures', { numberOfKeys: 1, lua: SCRIPT });
+    }
+    this.#redis = redis as ScriptRedis;
+    this.#fixed = [
+      options.halfLifeMs,
+      options.sessionGapMs,
+      options.recentItems,
+      options.maxCategories,
+      options.dedupWindow,
+      options.ttlSec,
+    ];
+  }
+
+  /**
+   * Applies `events` (any users, each user's events in Kafka order) with one script call per
+   * user, pipelined in one round trip. Returns each event's status, in input order. Rejects when
+   * Redis did not acknowledge every call (the caller retries the whole chunk; applied events
+   * then come back as redelivered).
+   */
+  async apply(events: readonly FeatureEvent[]): Promise<ApplyStatus[]> {
+    const byUser = new Map<string, number[]>();
+    events.forEach((e, i) => {
+      const list = byUser.get(e.userId);
+      if (list) list.push(i);
+      else byUser.set(e.userId, [i]);
+    });
+    const pipeline = this.#redis.pipeline() as unknown as {
+      recsysApplyFeatures(key: string, ...args: (string | Buffer | number)[]): void;
+      exec(): Promise<[Error | null, unknown][] | null>;
+    };
+    const order: number[][] = [];
+    for (const [userId, indexes] of byUser) {
+      const args: (string | Buffer | number)[] = [FEATURE_CHANNEL, userId, ...this.#fixed];
+      for (const i of indexes) {
+        const e = events[i] as FeatureEvent;
+        args.push(
+          String(e.partition),
+          e.offset,
+          eventIdHash(e.eventId),
+          e.itemId,
+          e.type,
+          e.ts,
+          e.sessionId ?? '',
+          e.category ?? '',
+        );
+      }
+      pipeline.recsysApplyFeatures(userFeaturesKey(userId), ...args);
+      order.push(indexes);
+    }
+    const replies = await pipeline.exec();
+    if (!replies) throw new Error('redis pipeline aborted');
+    const statuses = new Array<ApplyStatus>(events.length);
+    replies.forEach(([err, reply], u) => {
+      if (err) throw err;
+      const indexes = order[u] as number[];
+      (reply as number[]).forEach((s, k) => {
+        statuses[indexes[k] as number] = s as ApplyStatus;
+      });
+    });
+    return statuses;
+  }
+}
+
+/** A user's features as readers (serving, tests) see them, affinities decayed to `now`. */
+export interface SessionFeatures {
+  total: number;
+  counts: Record<EventType, number>;
+  session: { id: string; start: number; last: number; length: number } | null;
+  /** Category -> decayed affinity at `now`, strongest first. */
+  affinities: [string, number][];
+  recent: string[];
+  purchased: string[];
+}
+
+/** Reads one user's features; null when the user has none (new, or expired). */
+export async function readFeatures(
+  redis: Redis,
+  userId: string,
+  now: number,
+  halfLifeMs: number,
+): Promise<SessionFeatures | null> {
+  const h = await redis.hgetall(userFeaturesKey(userId));
+  return parseFeatures(h, now, halfLifeMs);
+}
+
+/** Turns the raw hash into {@link SessionFeatures}; exported for readers that pipeline HGETALLs. */
+export function parseFeatures(
+  h: Record<string, string>,
+  now: number,
+  halfLifeMs: number,
+): SessionFeatures | null {
+  if (!h[F.total]) return null;
+  const counts = Object.fromEntries(
+    EVENT_TYPES.map((t) => [t, Number(h[F.countPrefix + t] ?? 0)]),
+  ) as Record<EventType, number>;
+  const at = Number(h[F.affinityTs] ?? now);
+  const decay = 2 ** (-Math.max(0, now - at) / halfLifeMs);
+  const affinities: [string, number][] = [];
+  for (const [field, value] of Object.entries(h)) {
+    if (field.startsWith(F.affinityPrefix)) {
+      affinities.push([field.slice(F.affinityPrefix.length), Number(value) * decay]);
+    }
+  }
+  affinities.sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1));
+  const split = (v: string | undefined): string[] => (v ? v.split(' ') : []);
+  const sessionId = h[F.sessionId];
+  return {
+    total: Number(h[F.total]),
+    counts,
+    session: sessionId
+      ? {
+          id: sessionId,
+          start: Number(h[F.sessionStart]),
+          last: Number(h[F.lastTs]),
+          length: Number(h[F.sessionLength]),
+        }
+      : null,
+    affinities,
+    recent: split(h[F.recent]),
+    purchased: split(h[F.purchased]),
+  };
+}

@@ -1,0 +1,80 @@
+/**
+ * Every Redis key, field and channel name the stack uses, built in this one module: the stream
+ * consumers write them, `serving/` and `batch/` read them.
+ *
+ * Layout:
+ * - `{u:<userId>}:f` hash: one user's session features, one key per user so a Lua script
+ *   updates them atomically and Redis Cluster keeps them in one slot (hash tag). One hash rather
+ *   than a hash, a list and a set per user: each extra key costs about 70 bytes of overhead,
+ *   more than a small user's features (see {@link USER_FIELDS}).
+ * - `item:<itemId>` hash: the catalog entry (see {@link ITEM_FIELDS}).
+ * - `{trend}:...`: trending counts; one hash tag so one script updates a whole chunk.
+ * - channel {@link FEATURE_CHANNEL}: a user's features changed (message = userId).
+ */
+
+/** Hash of one user's features. */
+export function userFeaturesKey(userId: string): string {
+  return `{u:${userId}}:f`;
+}
+
+/** Fields of the user hash. Short names: they are stored once per user. */
+export const USER_FIELDS = {
+  /** Events applied in all. */
+  total: 'n',
+  /** Prefix of per-type counts: `c:view`, `c:purchase`, ... */
+  countPrefix: 'c:',
+  /** Current session: id (client's, or `a<startMs>` when derived from the inactivity gap). */
+  sessionId: 'sid',
+  /** Current session start, epoch ms. */
+  sessionStart: 'ss',
+  /** Latest event time seen, epoch ms (last activity). */
+  lastTs: 'sl',
+  /** Events in the current session. */
+  sessionLength: 'sn',
+  /** Reference time of the affinities, epoch ms: each `a:<category>` is its value at `at`. */
+  affinityTs: 'at',
+  /** Prefix of category affinities: `a:<categoryL1>`. */
+  affinityPrefix: 'a:',
+  /** Recent distinct items, newest first, space-separated. */
+  recent: 'r',
+  /** Recently purchased distinct items, newest first, space-separated. */
+  purchased: 'b',
+  /** Last applied Kafka record, `<partition>:<offset>` (exact redelivery detection). */
+  offset: 'o',
+  /** Latest applied eventIds as packed 8-byte hashes, newest first (re-send detection). */
+  dedup: 'd',
+} as const;
+
+/** Catalog entry of one item. */
+export function itemKey(itemId: string): string {
+  return `item:${itemId}`;
+}
+
+export const ITEM_FIELDS = {
+  categoryL1: 'c1',
+  categoryL2: 'c2',
+  price: 'p',
+  isAvailable: 'av',
+  createdAt: 'ct',
+} as const;
+
+/** Published after a user's features changed; the message is the userId. */
+export const FEATURE_CHANNEL = 'recsys:features:changed';
+
+/** Trending keys for one window (seconds) and optionally one category. */
+export const TRENDING = {
+  /** Running counts of the whole window: a sorted set item -> count. */
+  window: (windowSec: number, category: string | null): string =>
+    category === null ? `{trend}:w${windowSec}` : `{trend}:w${windowSec}:c:${category}`,
+  /** Counts of one time bucket, subtracted from the window when the bucket leaves it. */
+  bucket: (windowSec: number, bucket: number, category: string | null): string =>
+    category === null
+      ? `{trend}:w${windowSec}:b${bucket}`
+      : `{trend}:w${windowSec}:b${bucket}:c:${category}`,
+  /** Sorted set of the live bucket numbers of a window (score = bucket number). */
+  buckets: (windowSec: number): string => `{trend}:w${windowSec}:idx`,
+  /** Set of categories that have trending keys. */
+  categories: '{trend}:cats',
+  /** Hash: `h:<windowSec>` oldest live bucket, `o:<topic>:<partition>` last applied offset. */
+  meta: '{trend}:meta',
+} as const;
