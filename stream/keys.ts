@@ -61,18 +61,21 @@ export const ITEM_FIELDS = {
 /** Published after a user's features changed; the message is the userId. */
 export const FEATURE_CHANNEL = 'recsys:features:changed';
 
-/** Trending keys for one window (seconds) and optionally one category. */
+/**
+ * Trending keys for one window (seconds) and optionally one category. The builders also take
+ * Lua expressions in place of numbers and names, so the trending scripts build the same names.
+ */
 export const TRENDING = {
   /** Running counts of the whole window: a sorted set item -> count. */
-  window: (windowSec: number, category: string | null): string =>
+  window: (windowSec: number | string, category: string | null): string =>
     category === null ? `{trend}:w${windowSec}` : `{trend}:w${windowSec}:c:${category}`,
   /** Counts of one time bucket, subtracted from the window when the bucket leaves it. */
-  bucket: (windowSec: number, bucket: number, category: string | null): string =>
+  bucket: (windowSec: number | string, bucket: number | string, category: string | null): string =>
     category === null
       ? `{trend}:w${windowSec}:b${bucket}`
       : `{trend}:w${windowSec}:b${bucket}:c:${category}`,
   /** Sorted set of the live bucket numbers of a window (score = bucket number). */
-  buckets: (windowSec: number): string => `{trend}:w${windowSec}:idx`,
+  buckets: (windowSec: number | string): string => `{trend}:w${windowSec}:idx`,
   /** Set of categories that have trending keys. */
   categories: '{trend}:cats',
   /** Hash: `h:<windowSec>` oldest live bucket, `o:<topic>:<partition>` last applied offset. */

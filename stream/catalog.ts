@@ -1,0 +1,221 @@
+/**
+ * The item catalog in Redis (`item:<itemId>` hashes): loaded from a JSON Lines or CSV file, or
+ * from the compacted items topic (JSON value per item, key = itemId, empty value = delete),
+ * and read by the feature consumer (category for affinities) and the server (filters).
+ *
+ * @example
+ *   const catalog = new CatalogStore(redis, { cacheTtlMs: 30_000, cacheSize: 100_000 });
+ *   await catalog.upsert(parseCatalog(readFileSync('items.jsonl', 'utf8'), 'items.jsonl'));
+ *   const items = await catalog.get(['i1', 'i2']); // Map, unknown ids absent
+ */
+import type { Redis } from 'ioredis';
+import { RecsysError } from '../core/index.js';
+import { ITEM_FIELDS as F, itemKey } from './keys.js';
+
+export interface CatalogItem {
+  itemId: string;
+  categoryL1: string;
+  categoryL2: string | null;
+  price: number | null;
+  isAvailable: boolean;
+  /** When the item was added to the catalog, epoch ms. */
+  createdAt: number;
+}
+
+/** A catalog record that cannot be used; names the line or record. */
+export class CatalogRecordError extends RecsysError {
+  readonly where: string;
+  constructor(where: string, message: string) {
+    super('RECSYS_CATALOG_INVALID', `${where}: ${message}`);
+    this.where = where;
+  }
+}
+
+const ID = /^[A-Za-z0-9_.:@-]{1,128}$/;
+// Categories become parts of Redis keys and field names: no spaces or braces.
+const CATEGORY = /^[^\s{}]{1,128}$/;
+
+/** Validates one catalog object (as parsed from JSON or a CSV row). */
+export function toCatalogItem(raw: Record<string, unknown>, where: string): CatalogItem {
+  const fail = (m: string): never => {
+    throw new CatalogRecordError(where, m);
+  };
+  const itemId = raw.itemId;
+  if (typeof itemId !== 'string' || !ID.test(itemId)) fail('itemId: 1..128 of [A-Za-z0-9_.:@-]');
+  const c1 = raw.categoryL1;
+  if (typeof c1 !== 'string' || !CATEGORY.test(c1)) fail('categoryL1: 1..128 chars, no spaces');
+  const c2 = raw.categoryL2 ?? null;
+  if (c2 !== null && (typeof c2 !== 'string' || !CATEGORY.test(c2))) {
+    fail('categoryL2: 1..128 chars, no spaces');
+  }
+  const priceRaw = raw.price ?? null;
+  const price = priceRaw === null || priceRaw === '' ? null : Number(priceRaw);
+  if (price !== null && !(Number.isFinite(price) && price >= 0)) fail('price: a number >= 0');
+  const av = raw.isAvailable ?? true;
+  const isAvailable = av === true || av === 'true' || av === '1' || av === 1;
+  if (!isAvailable && !(av === false || av === 'false' || av === '0' || av === 0)) {
+    fail('isAvailable: true or false');
+  }
+  const ctRaw = raw.createdAt ?? null;
+  const createdAt =
+    typeof ctRaw === 'number' ? ctRaw : typeof ctRaw === 'string' ? parseTime(ctRaw) : NaN;
+  if (!Number.isFinite(createdAt)) fail('createdAt: epoch ms or an ISO 8601 time');
+  return {
+    itemId: itemId as string,
+    categoryL1: c1 as string,
+    categoryL2: c2 as string | null,
+    price,
+    isAvailable,
+    createdAt,
+  };
+}
+
+function parseTime(s: string): number {
+  return /^\d+$/.test(s) ? Number(s) : Date.parse(s);
+}
+
+/**
+ * Parses a whole catalog file: JSON Lines (one object per line) or CSV with a header row naming
+ * the fields (`itemId,categoryL1,categoryL2,price,isAvailable,createdAt`; no quoted commas).
+ * Throws on the first bad record, naming its line.
+ */
+export function parseCatalog(text: string, name: string): CatalogItem[] {
+  const lines = text.split(/\r?\n/);
+  const items: CatalogItem[] = [];
+  const first = lines.find((l) => l.trim() !== '') ?? '';
+  if (first.trimStart().startsWith('{')) {
+    lines.forEach((line, i) => {
+      if (line.trim() === '') return;
+      let raw: unknown;
+      try {
+        raw = JSON.parse(line);
+      } catch (err) {
+        throw new CatalogRecordError(`${name}:${i + 1}`, `bad JSON: ${(err as Error).message}`);
+      }
+      if (!raw || typeof raw !== 'object' || Array.isArray(raw)) {
+        throw new CatalogRecordError(`${name}:${i + 1}`, 'not a JSON object');
+      }
+      items.push(toCatalogItem(raw as Record<string, unknown>, `${name}:${i + 1}`));
+    });
+    return items;
+  }
+  const header = first.split(',').map((h) => h.trim());
+  let seenHeader = false;
+  lines.forEach((line, i) => {
+    if (line.trim() === '') return;
+    if (!seenHeader) {
+      seenHeader = true;
+      return;
+    }
+    const cells = line.split(',');
+    if (cells.length !== header.length) {
+      throw new CatalogRecordError(
+        `${name}:${i + 1}`,
+        `${cells.length} cells, header has ${header.length}`,
+      );
+    }
+    const raw = Object.fromEntries(header.map((h, k) => [h, cells[k]?.trim() || null]));
+    items.push(toCatalogItem(raw, `${name}:${i + 1}`));
+  });
+  return items;
+}
+
+export interface CatalogOptions {
+  /** How long a looked-up item (or its absence) is trusted in memory, ms. */
+  cacheTtlMs: number;
+  /** Items kept in memory at most (oldest entries go first). */
+  cacheSize: number;
+}
+
+/** Catalog reads and writes, with a small in-process cache for the per-event lookups. */
+export class CatalogStore {
+  readonly #redis: Redis;
+  readonly #options: CatalogOptions;
+  // Map keeps insertion order: deleting and re-inserting on refresh makes it a FIFO by age.
+  readonly #cache = new Map<string, { at: number; item: CatalogItem | null }>();
+
+  constructor(redis: Redis, options: CatalogOptions) {
+    this.#redis = redis;
+    this.#options = options;
+  }
+
+  async upsert(items: readonly CatalogItem[]): Promise<void> {
+    for (let i = 0; i < items.length; i += 1000) {
+      const pipeline = this.#redis.pipeline();
+      for (const item of items.slice(i, i + 1000)) {
+        const key = itemKey(item.itemId);
+        pipeline.del(key);
+        pipeline.hset(key, encodeItem(item));
+        this.#cache.delete(item.itemId);
+      }
+      const replies = await pipeline.exec();
+      for (const [err] of replies ?? []) if (err) throw err;
+    }
+  }
+
+  async remove(itemIds: readonly string[]): Promise<void> {
+    if (itemIds.length === 0) return;
+    await this.#redis.del(...itemIds.map(itemKey));
+    for (const id of itemIds) this.#cache.delete(id);
+  }
+
+  /** The catalog entries of `itemIds` that exist (one pipelined round trip for cache misses). */
+  async get(itemIds: Iterable<string>): Promise<Map<string, CatalogItem>> {
+    const now = Date.now();
+    const found = new Map<string, CatalogItem>();
+    const missing: string[] = [];
+    for (const id of new Set(itemIds)) {
+      const hit = this.#cache.get(id);
+      if (hit && now - hit.at < this.#options.cacheTtlMs) {
+        if (hit.item) found.set(id, hit.item);
+      } else missing.push(id);
+    }
+    if (missing.length > 0) {
+      const pipeline = this.#redis.pipeline();
+      for (const id of missing) pipeline.hgetall(itemKey(id));
+      const replies = (await pipeline.exec()) ?? [];
+      missing.forEach((id, i) => {
+        const [err, h] = replies[i] ?? [new Error('no reply'), null];
+        if (err) throw err;
+        const item = decodeItem(id, h as Record<string, string>);
+        this.#remember(id, now, item);
+        if (item) found.set(id, item);
+      });
+    }
+    return found;
+  }
+
+  #remember(id: string, at: number, item: CatalogItem | null): void {
+    this.#cache.delete(id);
+    this.#cache.set(id, { at, item });
+    while (this.#cache.size > this.#options.cacheSize) {
+      const oldest = this.#cache.keys().next().value as string;
+      this.#cache.delete(oldest);
+    }
+  }
+}
+
+function encodeItem(item: CatalogItem): Record<string, string> {
+  const h: Record<string, string> = {
+    [F.categoryL1]: item.categoryL1,
+    [F.isAvailable]: item.isAvailable ? '1' : '0',
+    [F.createdAt]: String(item.createdAt),
+  };
+  if (item.categoryL2 !== null) h[F.categoryL2] = item.categoryL2;
+  if (item.price !== null) h[F.price] = String(item.price);
+  return h;
+}
+
+/** Decodes an `item:<id>` hash; null when the item is not in the catalog. */
+export function decodeItem(itemId: string, h: Record<string, string>): CatalogItem | null {
+  const c1 = h[F.categoryL1];
+  if (c1 === undefined) return null;
+  return {
+    itemId,
+    categoryL1: c1,
+    categoryL2: h[F.categoryL2] ?? null,
+    price: h[F.price] === undefined ? null : Number(h[F.price]),
+    isAvailable: h[F.isAvailable] !== '0',
+    createdAt: Number(h[F.createdAt] ?? 0),
+  };
+}

@@ -1,0 +1,192 @@
+/**
+ * Trending items: event counts per item over sliding windows (default 1 h and 24 h), overall and
+ * per category, kept in Redis sorted sets so the top k is read in O(log n + k).
+ *
+ * Each window W is cut into B buckets of W/B (its resolution). An event adds 1 to its item in
+ * the bucket of its time and in the window's running set. {@link TrendingStore.advance}, run
+ * on a timer, takes every bucket that left the window and subtracts its counts from the running
+ * set (member by member: O(bucket size * log n), not a union over the whole window), then
+ * deletes it. So the running set always equals the sum of the live buckets.
+ *
+ * Exactly once under redelivery: each chunk comes from one Kafka partition; the script stores
+ * the partition's last applied offset and applies a chunk only if the stored offset is still
+ * the one the caller read before (compare-and-set), then moves it to the chunk's last offset.
+ * Records at or below the stored offset are filtered out before counting.
+ */
+import type { Redis } from 'ioredis';
+import { TRENDING } from './keys.js';
+
+export interface TrendingOptions {
+  windowsSec: readonly number[];
+  buckets: number;
+}
+
+/** One record to count: its item, the item's category (null when unknown) and time. */
+export interface TrendingRecord {
+  itemId: string;
+  category: string | null;
+  ts: number;
+  offset: string;
+}
+
+// Lua expressions standing in for the window, bucket and category, so the names come from
+// the builders in keys.ts.
+const L = { sec: "' .. sec .. '", b: "' .. b .. '", cat: "' .. cat .. '" };
+const lua = (s: string): string => `'${s}'`;
+
+const APPLY = `
+local meta = KEYS[1]
+local wmField, expected, newWm = ARGV[1], ARGV[2], ARGV[3]
+if (redis.call('HGET', meta, wmField) or '') ~= expected then return 0 end
+local nw = tonumber(ARGV[4])
+local secs, heads = {}, {}
+for w = 1, nw do
+  secs[w] = ARGV[4 + w]
+  heads[w] = tonumber(redis.call('HGET', meta, 'h:' .. secs[w]))
+end
+local cats = {}
+local i = 5 + nw
+while i <= #ARGV do
+  local item, cat, n = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+  for w = 1, nw do
+    local sec, b = secs[w], tonumber(ARGV[i + 2 + w])
+    -- A bucket that already left the window is not counted (it would never be subtracted).
+    if heads[w] == nil or b >= heads[w] then
+      redis.call('ZINCRBY', ${lua(TRENDING.bucket(L.sec, L.b, null))}, n, item)
+      redis.call('ZINCRBY', ${lua(TRENDING.window(L.sec, null))}, n, item)
+      redis.call('ZADD', ${lua(TRENDING.buckets(L.sec))}, b, b)
+      if cat ~= '' then
+        redis.call('ZINCRBY', ${lua(TRENDING.bucket(L.sec, L.b, L.cat))}, n, item)
+        redis.call('ZINCRBY', ${lua(TRENDING.window(L.sec, L.cat))}, n, item)
+        cats[cat] = true
+      end
+    end
+  end
+  i = i + 3 + nw
+end
+local list = {}
+for c in pairs(cats) do list[#list + 1] = c end
+if #list > 0 then redis.call('SADD', ${lua(TRENDING.categories)}, unpack(list)) end
+redis.call('HSET', meta, wmField, newWm)
+return 1
+`;
+
+const ADVANCE = `
+local meta = KEYS[1]
+local now = tonumber(ARGV[1])
+local cats = redis.call('SMEMBERS', ${lua(TRENDING.categories)})
+local function subtract(bucketKey, windowKey)
+  local rows = redis.call('ZRANGE', bucketKey, 0, -1, 'WITHSCORES')
+  for j = 1, #rows, 2 do
+    if tonumber(redis.call('ZINCRBY', windowKey, -tonumber(rows[j + 1]), rows[j])) <= 0 then
+      redis.call('ZREM', windowKey, rows[j])
+    end
+  end
+  redis.call('DEL', bucketKey)
+end
+local moved = 0
+for w = 2, #ARGV, 3 do
+  local sec, width, count = ARGV[w], tonumber(ARGV[w + 1]), tonumber(ARGV[w + 2])
+  local head = math.floor(now / width) - count + 1
+  local old = tonumber(redis.call('HGET', meta, 'h:' .. sec))
+  if old == nil or head > old then
+    local expired = redis.call('ZRANGEBYSCORE', ${lua(TRENDING.buckets(L.sec))}, '-inf', '(' .. head)
+    for _, b in ipairs(expired) do
+      subtract(${lua(TRENDING.bucket(L.sec, L.b, null))}, ${lua(TRENDING.window(L.sec, null))})
+      for _, cat in ipairs(cats) do
+        subtract(${lua(TRENDING.bucket(L.sec, L.b, L.cat))}, ${lua(TRENDING.window(L.sec, L.cat))})
+      end
+      redis.call('ZREM', ${lua(TRENDING.buckets(L.sec))}, b)
+      moved = moved + 1
+    end
+    redis.call('HSET', meta, 'h:' .. sec, string.format('%d', head))
+  end
+end
+return moved
+`;
+
+type ScriptRedis = Redis & {
+  recsysTrendingApply(key: string, ...args: (string | number)[]): Promise<number>;
+  recsysTrendingAdvance(key: string, ...args: (string | number)[]): Promise<number>;
+};
+
+export class TrendingStore {
+  readonly #redis: ScriptRedis;
+  readonly #windows: { sec: number; widthMs: number }[];
+  readonly #buckets: number;
+
+  constructor(redis: Redis, options: TrendingOptions) {
+    if (!('recsysTrendingApply' in redis)) {
+      redis.defineCommand('recsysTrendingApply', { numberOfKeys: 1, lua: APPLY });
+      redis.defineCommand('recsysTrendingAdvance', { numberOfKeys: 1, lua: ADVANCE });
+    }
+    this.#redis = redis as ScriptRedis;
+    this.#buckets = options.buckets;
+    this.#windows = options.windowsSec.map((sec) => ({
+      sec,
+      widthMs: Math.max(1, Math.floor((sec * 1000) / options.buckets)),
+    }));
+  }
+
+  /**
+   * Counts one chunk of one topic-partition, once. Records at or below the partition's applied
+   * offset are skipped; a concurrent writer (a rebalance in progress) makes the call re-read.
+   */
+  async apply(
+    topic: string,
+    partition: number,
+    records: readonly TrendingRecord[],
+    now = Date.now(),
+  ): Promise<void> {
+    if (records.length === 0) return;
+    const field = `o:${topic}:${partition}`;
+    for (;;) {
+      const applied = await this.#redis.hget(TRENDING.meta, field);
+      const floor = applied === null ? -1n : BigInt(applied);
+      const fresh = records.filter((r) => BigInt(r.offset) > floor);
+      if (fresh.length === 0) return;
+      const last = (records[records.length - 1] as TrendingRecord).offset;
+      // One increment per distinct (item, category, buckets): a chunk of a popular item costs
+      // one ZINCRBY, not one per event.
+      const counts = new Map<string, { r: TrendingRecord; b: number[]; n: number }>();
+      for (const r of fresh) {
+        // A clock ahead of ours would park counts in a future bucket; count them as now.
+        const ts = Math.min(r.ts, now);
+        const b = this.#windows.map((w) => Math.floor(ts / w.widthMs));
+        const k = `${r.itemId}\u0000${r.category ?? ''}\u0000${b.join(',')}`;
+        const hit = counts.get(k);
+        if (hit) hit.n += 1;
+        else counts.set(k, { r, b, n: 1 });
+      }
+      const args: (string | number)[] = [
+        field,
+        applied ?? '',
+        last,
+        this.#windows.length,
+        ...this.#windows.map((w) => w.sec),
+      ];
+      for (const { r, b, n } of counts.values()) args.push(r.itemId, r.category ?? '', n, ...b);
+      if ((await this.#redis.recsysTrendingApply(TRENDING.meta, ...args)) === 1) return;
+    }
+  }
+
+  /** Retires buckets that left their window; returns how many. Safe from many processes. */
+  async advance(now = Date.now()): Promise<number> {
+    const args: (string | number)[] = [now];
+    for (const w of this.#windows) args.push(w.sec, w.widthMs, this.#buckets);
+    return this.#redis.recsysTrendingAdvance(TRENDING.meta, ...args);
+  }
+
+  /** Top `k` items of a window, overall or in one category, with their counts. */
+  async top(windowSec: number, category: string | null, k: number): Promise<[string, number][]> {
+    const flat = await this.#redis.zrevrange(
+      TRENDING.window(windowSec, category),
+      0,
+      k - 1,
+      'WITHSCORES',
+    );
+    const out: [string, number][] = [];
+    for (let i = 0; i < flat.length; i += 2) out.push([flat[i] as string, Number(flat[i + 1])]);
+    return out;
+  }
+}
