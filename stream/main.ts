@@ -1,33 +1,80 @@
 /**
- * The ingest process: `node dist/stream/main.js`. Reads config, builds the HTTP server
- * (health, readiness, metrics, POST /v1/events) and the MQTT bridge, and stops gracefully on
- * SIGTERM/SIGINT (in-flight Kafka writes finish and are acknowledged before exit).
+ * Stream processes: `node dist/stream/main.js [role ...]`, roles `ingest` (MQTT and HTTP into
+ * Kafka), `features` (session features and trending in Redis), `catalog` (items topic into
+ * Redis), `indexer` (Elasticsearch) and `lake` (Parquet), or `all`. Default: `ingest`. Every
+ * process serves `/healthz`, `/readyz` (all its roles' dependencies) and `/metrics` on
+ * RECSYS_HTTP_PORT, and stops gracefully on SIGTERM/SIGINT: work in hand is made durable and
+ * its offsets committed (or its MQTT messages acknowledged) before exit.
  */
 import { createLogger, createMetricsRegistry, loadConfig } from '../core/index.js';
 import { createHttpServer } from '../serving/index.js';
 import { startIngest } from './bridge.js';
+import { startCatalog } from './catalog-role.js';
+import { startFeatures } from './features-role.js';
+import type { HealthReport } from './health.js';
+import type { RoleDeps, StreamRole } from './role.js';
+
+const ROLES = ['ingest', 'features', 'catalog'] as const;
+type RoleName = (typeof ROLES)[number];
+
+const args = process.argv.slice(2);
+const names: RoleName[] = args.length === 0 ? ['ingest'] : args.includes('all') ? [...ROLES] : [];
+for (const a of args) {
+  if (a === 'all') continue;
+  if (!(ROLES as readonly string[]).includes(a)) {
+    process.stderr.write(`unknown role "${a}"; expected one of: ${ROLES.join(', ')}, all\n`);
+    process.exit(2);
+  }
+  if (!names.includes(a as RoleName)) names.push(a as RoleName);
+}
 
 const config = loadConfig(process.env);
-const log = createLogger(config.logLevel, 'recsys-ingest');
-const metrics = createMetricsRegistry('ingest');
-
-let ingest: ReturnType<typeof startIngest> | null = null;
+const log = createLogger(config.logLevel, `recsys-${names.join('+')}`);
+const metrics = createMetricsRegistry(names.join('+'));
+const roles = new Map<RoleName, StreamRole>();
 let stopping = false;
+
 const server = createHttpServer({
   host: config.http.host,
   port: config.http.port,
   log,
   metrics,
-  readiness: () => (ingest ? ingest.readiness() : Promise.resolve({ ok: false, checks: {} })),
+  readiness: async () => {
+    // One report for the process: each role's checks, prefixed with the role when several run.
+    const reports = await Promise.all(
+      [...roles].map(async ([name, role]) => [name, await role.readiness()] as const),
+    );
+    const merged: HealthReport = { ok: reports.length === names.length, checks: {} };
+    for (const [name, report] of reports) {
+      merged.ok &&= report.ok;
+      for (const [check, r] of Object.entries(report.checks)) {
+        merged.checks[names.length > 1 ? `${name}.${check}` : check] = r;
+      }
+    }
+    return merged;
+  },
 });
-ingest = startIngest({ config, log, metrics, app: server.app });
-// Dependencies that are down are retried for as long as it takes; what rejects here is a
-// refusal no retry can fix (the broker rejects our credentials or subscription).
-ingest.ready.catch((err: Error) => {
-  if (stopping) return;
-  log.fatal({ err: err.message }, 'ingest cannot start');
-  process.exit(1);
-});
+
+const deps: RoleDeps = { config, log, metrics };
+for (const name of names) {
+  let role: StreamRole;
+  if (name === 'ingest') {
+    const ingest = startIngest({ ...deps, app: server.app });
+    role = { ...ingest, failed: ingest.ready.then(() => new Promise<never>(() => undefined)) };
+  } else if (name === 'features') role = startFeatures(deps);
+  else role = startCatalog(deps);
+  roles.set(name, role);
+  // Dependencies that are down are retried for as long as it takes; what rejects here is a
+  // refusal no retry can fix (credentials, a programming error). Exit non-zero: nothing was
+  // committed past what is durable, so a restart loses nothing.
+  for (const p of [role.ready, role.failed]) {
+    p.catch((err: Error) => {
+      if (stopping) return;
+      log.fatal({ role: name, err: err.message }, 'role cannot continue');
+      process.exit(1);
+    });
+  }
+}
 await server.listen();
 
 for (const signal of ['SIGTERM', 'SIGINT'] as const) {
@@ -36,8 +83,7 @@ for (const signal of ['SIGTERM', 'SIGINT'] as const) {
     stopping = true;
     log.info({ signal }, 'stopping');
     server.close();
-    ingest
-      ?.stop()
+    Promise.all([...roles.values()].map((r) => r.stop()))
       .then(() => process.exit(0))
       .catch((err: Error) => {
         log.error({ err: err.message }, 'unclean stop');

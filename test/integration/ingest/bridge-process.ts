@@ -81,9 +81,9 @@ export class BridgeProcess {
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   #output = '';
 
-  private constructor(setup: BridgeSetup) {
+  private constructor(setup: BridgeSetup, roles: string[]) {
     this.baseUrl = setup.baseUrl;
-    this.child = spawn(process.execPath, [MAIN], {
+    this.child = spawn(process.execPath, [MAIN, ...roles], {
       cwd: ROOT,
       env: setup.env,
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -98,8 +98,9 @@ export class BridgeProcess {
     });
   }
 
-  static start(setup: BridgeSetup): BridgeProcess {
-    return new BridgeProcess(setup);
+  /** Starts `dist/stream/main.js` with `roles` (none: the ingest role). */
+  static start(setup: BridgeSetup, roles: string[] = []): BridgeProcess {
+    return new BridgeProcess(setup, roles);
   }
 
   get alive(): boolean {

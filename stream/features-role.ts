@@ -1,0 +1,165 @@
+/**
+ * The session-feature role: consumes `recsys.events.v1` in its own group and, per chunk of one
+ * partition, looks up the items' categories, applies the events to the users' features (one
+ * atomic script per user, see features.ts) and counts them into trending (see trending.ts).
+ * Offsets are resolved only after both are in Redis. A timer retires trending buckets.
+ *
+ * @example
+ *   const role = startFeatures({ config, log, metrics });
+ *   await role.ready;
+ */
+import { Counter } from 'prom-client';
+import { retry } from '../core/index.js';
+import { createDecoder, type UserEvent } from '../schemas/index.js';
+import { CatalogStore } from './catalog.js';
+import { consumerMetrics, startConsumer, type ConsumerHandle } from './consumer.js';
+import { createDeadLetter, undecodableToDlq, type DeadLetter } from './dead-letter.js';
+import { APPLIED, DUPLICATE, FeatureStore, REDELIVERED, type FeatureEvent } from './features.js';
+import { checkHealth } from './health.js';
+import { createKafka, createProducer, ensureTopics, kafkaHealth } from './kafka.js';
+import { createRedis, redisHealth } from './redis.js';
+import type { RoleDeps, StreamRole } from './role.js';
+import { TrendingStore } from './trending.js';
+
+const OUTCOMES = { [APPLIED]: 'applied', [REDELIVERED]: 'redelivered', [DUPLICATE]: 'duplicate' };
+
+export function startFeatures({ config, log: parent, metrics }: RoleDeps): StreamRole {
+  const log = parent.child({ role: 'features' });
+  const kafka = createKafka(config.kafka, log, 'features');
+  const producer = createProducer(kafka);
+  const redis = createRedis(config.redis.url, 'recsys-features');
+  const features = new FeatureStore(redis, config.features);
+  const trending = new TrendingStore(redis, config.trending);
+  const catalog = new CatalogStore(redis, { cacheTtlMs: 30_000, cacheSize: 200_000 });
+  const stopping = new AbortController();
+  let consumer: ConsumerHandle | null = null;
+  let advanceTimer: NodeJS.Timeout | null = null;
+
+  const events = new Counter({
+    name: 'recsys_features_events_total',
+    help: 'events seen by the feature consumer, by outcome (applied, redelivered, duplicate)',
+    labelNames: ['outcome'],
+    registers: [metrics],
+  });
+  const byOutcome = {
+    [APPLIED]: events.labels(OUTCOMES[APPLIED]),
+    [REDELIVERED]: events.labels(OUTCOMES[REDELIVERED]),
+    [DUPLICATE]: events.labels(OUTCOMES[DUPLICATE]),
+  };
+  const unknownItems = new Counter({
+    name: 'recsys_features_unknown_item_events_total',
+    help: 'events for items missing from the catalog (counted, no category affinity)',
+    registers: [metrics],
+  });
+
+  const retryForever = <T>(what: string, fn: () => Promise<T>): Promise<T> =>
+    retry(fn, {
+      attempts: Number.POSITIVE_INFINITY,
+      initialDelayMs: 250,
+      maxDelayMs: 5000,
+      signal: stopping.signal,
+      retriable: () => true,
+      onRetry: (err, attempt, delayMs) =>
+        log.warn({ err: (err as Error).message, attempt, delayMs }, `${what} failed; retrying`),
+    });
+
+  const ready = (async () => {
+    await retryForever('kafka topics', () => ensureTopics(kafka, config.kafka, log));
+    await retryForever('kafka producer connect', () => producer.connect());
+    const deadLetter: DeadLetter = await retryForever('dlq schema', () =>
+      createDeadLetter(config, producer),
+    );
+    const tuning = config.consumer;
+    consumer = startConsumer<UserEvent>({
+      kafka,
+      groupId: tuning.groups.features,
+      topics: [config.kafka.topics.events],
+      decoder: createDecoder<UserEvent>(config.registry.url),
+      log,
+      metrics: consumerMetrics(metrics),
+      tuning,
+      undecodable: (bad) => deadLetter(bad.map((r) => undecodableToDlq(r))),
+      handle: async (records) => {
+        const items = await catalog.get(records.map((r) => r.value.itemId));
+        const batch: FeatureEvent[] = records.map((r) => {
+          const e = r.value;
+          const category = items.get(e.itemId)?.categoryL1 ?? null;
+          return {
+            userId: e.userId,
+            eventId: e.eventId,
+            itemId: e.itemId,
+            type: e.type,
+            ts: e.ts,
+            sessionId: e.sessionId,
+            category,
+            partition: r.partition,
+            offset: r.offset,
+          };
+        });
+        const statuses = await features.apply(batch);
+        let unknown = 0;
+        batch.forEach((e, i) => {
+          byOutcome[statuses[i] as 0 | 1 | 2].inc();
+          if (e.category === null && statuses[i] === APPLIED) unknown += 1;
+        });
+        if (unknown > 0) unknownItems.inc(unknown);
+        // A chunk holds one partition's records (see consumer.ts). Re-sent duplicates are not
+        // trending; redelivered records are (trending skips those it already counted itself).
+        const first = records[0];
+        if (first) {
+          await trending.apply(
+            first.topic,
+            first.partition,
+            batch
+              .filter((_, i) => statuses[i] !== DUPLICATE)
+              .map((e) => ({ itemId: e.itemId, category: e.category, ts: e.ts, offset: e.offset })),
+          );
+        }
+      },
+    });
+    const width = (Math.min(...config.trending.windowsSec) * 1000) / config.trending.buckets;
+    advanceTimer = setInterval(
+      () => {
+        trending
+          .advance()
+          .catch((err: Error) => log.warn({ err: err.message }, 'trending advance failed'));
+      },
+      Math.max(1000, Math.min(10_000, width / 2)),
+    );
+    advanceTimer.unref();
+    await consumer.ready;
+    log.info({ group: tuning.groups.features }, 'feature consumer ready');
+  })();
+  ready.catch(() => undefined);
+
+  let fail: (err: Error) => void = () => undefined;
+  const failed = new Promise<never>((_, reject) => (fail = reject));
+  failed.catch(() => undefined);
+  void ready.then(() => consumer?.failed.catch(fail));
+
+  return {
+    ready,
+    failed,
+    readiness: () =>
+      checkHealth(
+        {
+          kafka: () => kafkaHealth(kafka, config.healthTimeoutMs),
+          redis: () => redisHealth(redis, config.healthTimeoutMs),
+          consumer: () => {
+            if (!consumer?.healthy())
+              throw new Error('consumer: not in its group, or retrying a chunk');
+          },
+        },
+        config.healthTimeoutMs,
+      ),
+    async stop() {
+      stopping.abort(new Error('stopping'));
+      if (advanceTimer) clearInterval(advanceTimer);
+      await ready.catch(() => undefined);
+      await consumer?.stop();
+      await producer.disconnect().catch(() => undefined);
+      redis.disconnect();
+      log.info('feature consumer stopped');
+    },
+  };
+}
