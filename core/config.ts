@@ -198,7 +198,7 @@ export const VARIABLES: readonly VariableDoc[] = [
   },
   {
     name: 'RECSYS_FEATURES_DEDUP_WINDOW',
-    default: '16',
+    default: '8',
     doc: 'latest eventIds remembered per user to drop re-sent events (Kafka redelivery is exact via offsets)',
   },
   {

@@ -17,16 +17,16 @@
  *
  * Affinity decay: a user's affinity to category c at time T is
  *   sum over applied events e in c of weight(type_e) * 2^(-(T - ts_e) / halfLife).
- * The hash stores the values at a reference time `at` (the latest event time). A newer event
- * multiplies every stored value by 2^(-(ts - at) / halfLife), moves `at` to ts, then adds its
- * weight; an older event adds its weight decayed to `at`. The result does not depend on the
- * order events arrive in. Values are kept to 6 significant digits. Readers decay to "now" the
+ * The hash stores the values at the reference time `sl` (the latest event time). A newer event
+ * multiplies every stored value by 2^(-(ts - sl) / halfLife), moves `sl` to ts, then adds its
+ * weight; an older event adds its weight decayed to `sl`. The result does not depend on the
+ * order events arrive in. Values are kept to 5 significant digits. Readers decay to "now" the
  * same way ({@link readFeatures}).
  */
 import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { EVENT_TYPES, type EventType } from '../schemas/index.js';
-import { FEATURE_CHANNEL, USER_FIELDS as F, userFeaturesKey } from './keys.js';
+import { COUNT_FIELDS, FEATURE_CHANNEL, USER_FIELDS as F, userFeaturesKey } from './keys.js';
 
 /** Weight of each event type in the category affinities (a purchase says more than a view). */
 export const TYPE_WEIGHTS: Readonly<Record<EventType, number>> = {
@@ -77,8 +77,9 @@ local key = KEYS[1]
 local channel, user = ARGV[1], ARGV[2]
 local halfLife, gap = tonumber(ARGV[3]), tonumber(ARGV[4])
 local recentCap, maxCats = tonumber(ARGV[5]), tonumber(ARGV[6])
-local dedupBytes, ttl = tonumber(ARGV[7]) * 8, tonumber(ARGV[8])
+local dedupBytes, ttl = tonumber(ARGV[7]) * 6, tonumber(ARGV[8])
 local W = {${EVENT_TYPES.map((t) => `${t}=${TYPE_WEIGHTS[t]}`).join(', ')}}
+local C = {${EVENT_TYPES.map((t) => `${t}='${COUNT_FIELDS[t]}'`).join(', ')}}
 
 local h, changed, removed = {}, {}, {}
 local flat = redis.call('HGETALL', key)
@@ -86,7 +87,7 @@ for i = 1, #flat, 2 do h[flat[i]] = flat[i + 1] end
 
 local function fmt(v)
   if v == math.floor(v) and math.abs(v) < 9007199254740992 then return string.format('%d', v) end
-  return string.format('%.6g', v)
+  return string.format('%.5g', v)
 end
 local function set(f, v)
   if type(v) == 'number' then v = fmt(v) end
@@ -118,8 +119,8 @@ for i = ${FIXED_ARGS + 1}, #ARGV, ${ARGS_PER_EVENT} do
   end
   if status == 0 and dedupBytes > 0 then
     local d = h['${F.dedup}'] or ''
-    for j = 1, #d, 8 do
-      if string.sub(d, j, j + 7) == idh then status = 2; break end
+    for j = 1, #d, 6 do
+      if string.sub(d, j, j + 5) == idh then status = 2; break end
     end
   end
   if status == 0 then
@@ -127,44 +128,41 @@ for i = ${FIXED_ARGS + 1}, #ARGV, ${ARGS_PER_EVENT} do
     set('${F.offset}', part .. ':' .. fmt(off))
     if dedupBytes > 0 then set('${F.dedup}', string.sub(idh .. (h['${F.dedup}'] or ''), 1, dedupBytes)) end
     set('${F.total}', (tonumber(h['${F.total}']) or 0) + 1)
-    local cf = '${F.countPrefix}' .. typ
+    local cf = C[typ]
     set(cf, (tonumber(h[cf]) or 0) + 1)
 
-    -- Session: the client's id wins; without one, a gap of inactivity starts a new session.
+    -- Session: the client's id wins; without one, a gap of inactivity starts a new session
+    -- whose id is derived from its start (not stored: 'a' .. start).
     local last, cur = tonumber(h['${F.lastTs}']), h['${F.sessionId}']
     local fresh
     if sid ~= '' then
       fresh = sid ~= cur
     else
-      fresh = cur == nil or ts - last > gap
-      if fresh then sid = 'a' .. fmt(ts) end
+      fresh = last == nil or ts - last > gap
     end
     if fresh then
-      set('${F.sessionId}', sid); set('${F.sessionStart}', ts); set('${F.sessionLength}', 1)
+      if sid ~= '' then set('${F.sessionId}', sid) elseif cur then del('${F.sessionId}') end
+      set('${F.sessionStart}', ts); set('${F.sessionLength}', 1)
     else
       set('${F.sessionLength}', tonumber(h['${F.sessionLength}']) + 1)
       if ts < tonumber(h['${F.sessionStart}']) then set('${F.sessionStart}', ts) end
     end
-    if last == nil or ts > last then set('${F.lastTs}', ts) end
 
-    -- Affinities, decayed to the reference time (see the module comment).
+    -- Affinities are kept at the reference time sl (see the module comment): a newer event
+    -- first decays them all to its time.
+    if last ~= nil and ts > last then
+      local f = math.pow(2, -(ts - last) / halfLife)
+      for field, v in pairs(h) do
+        if string.sub(field, 1, ${F.affinityPrefix.length}) == '${F.affinityPrefix}' then
+          h[field] = fmt(tonumber(v) * f); changed[field] = true
+        end
+      end
+    end
+    if last == nil or ts > last then set('${F.lastTs}', ts) end
     if cat ~= '' then
       local af = '${F.affinityPrefix}' .. cat
-      local at = tonumber(h['${F.affinityTs}'])
       local add = W[typ]
-      if at == nil or ts >= at then
-        if at ~= nil and ts > at then
-          local f = math.pow(2, -(ts - at) / halfLife)
-          for field, v in pairs(h) do
-            if string.sub(field, 1, ${F.affinityPrefix.length}) == '${F.affinityPrefix}' then
-              h[field] = fmt(tonumber(v) * f); changed[field] = true
-            end
-          end
-        end
-        set('${F.affinityTs}', ts)
-      else
-        add = add * math.pow(2, -(at - ts) / halfLife)
-      end
+      if last ~= nil and ts < last then add = add * math.pow(2, -(last - ts) / halfLife) end
       set(af, (tonumber(h[af]) or 0) + add)
       -- Keep the strongest maxCats categories; the one just touched always stays.
       local n, weakest, weakestV = 0, nil, nil
@@ -203,9 +201,13 @@ end
 return results
 `;
 
-/** 8 bytes of MD5 over the lower-cased eventId: collisions within a user's window are ~2^-58. */
+/**
+ * 6 bytes of MD5 over the lower-cased eventId. With a window of 8 per user, a new event is
+ * mistaken for a re-send with probability 8 / 2^48 (about 3e-14): 6 bytes rather than 16 keep
+ * the window at 48 bytes per user.
+ */
 export function eventIdHash(eventId: string): Buffer {
-  return createHash('md5').update(eventId.toLowerCase()).digest().subarray(0, 8);
+  return createHash('md5').update(eventId.toLowerCase()).digest().subarray(0, 6);
 }
 
 type ScriptRedis = Redis & {
@@ -313,9 +315,9 @@ export function parseFeatures(
 ): SessionFeatures | null {
   if (!h[F.total]) return null;
   const counts = Object.fromEntries(
-    EVENT_TYPES.map((t) => [t, Number(h[F.countPrefix + t] ?? 0)]),
+    EVENT_TYPES.map((t) => [t, Number(h[COUNT_FIELDS[t]] ?? 0)]),
   ) as Record<EventType, number>;
-  const at = Number(h[F.affinityTs] ?? now);
+  const at = Number(h[F.lastTs] ?? now);
   const decay = 2 ** (-Math.max(0, now - at) / halfLifeMs);
   const affinities: [string, number][] = [];
   for (const [field, value] of Object.entries(h)) {
@@ -325,7 +327,8 @@ export function parseFeatures(
   }
   affinities.sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1));
   const split = (v: string | undefined): string[] => (v ? v.split(' ') : []);
-  const sessionId = h[F.sessionId];
+  const start = h[F.sessionStart];
+  const sessionId = h[F.sessionId] ?? (start === undefined ? undefined : `a${start}`);
   return {
     total: Number(h[F.total]),
     counts,

@@ -21,19 +21,15 @@ export function userFeaturesKey(userId: string): string {
 export const USER_FIELDS = {
   /** Events applied in all. */
   total: 'n',
-  /** Prefix of per-type counts: `c:view`, `c:purchase`, ... */
-  countPrefix: 'c:',
-  /** Current session: id (client's, or `a<startMs>` when derived from the inactivity gap). */
+  /** The client's session id; absent while the session is derived (its id is then `a<start>`). */
   sessionId: 'sid',
   /** Current session start, epoch ms. */
   sessionStart: 'ss',
-  /** Latest event time seen, epoch ms (last activity). */
+  /** Latest event time seen, epoch ms (last activity); also the reference time of `a:*`. */
   lastTs: 'sl',
   /** Events in the current session. */
   sessionLength: 'sn',
-  /** Reference time of the affinities, epoch ms: each `a:<category>` is its value at `at`. */
-  affinityTs: 'at',
-  /** Prefix of category affinities: `a:<categoryL1>`. */
+  /** Prefix of category affinities: `a:<categoryL1>`, each its value at `sl`. */
   affinityPrefix: 'a:',
   /** Recent distinct items, newest first, space-separated. */
   recent: 'r',
@@ -41,8 +37,17 @@ export const USER_FIELDS = {
   purchased: 'b',
   /** Last applied Kafka record, `<partition>:<offset>` (exact redelivery detection). */
   offset: 'o',
-  /** Latest applied eventIds as packed 8-byte hashes, newest first (re-send detection). */
+  /** Latest applied eventIds as packed 6-byte hashes, newest first (re-send detection). */
   dedup: 'd',
+} as const;
+
+/** Per-type count fields of the user hash (one letter each: they are stored per user). */
+export const COUNT_FIELDS = {
+  view: 'cv',
+  click: 'cc',
+  add_to_cart: 'ca',
+  like: 'cl',
+  purchase: 'cp',
 } as const;
 
 /** Catalog entry of one item. */
