@@ -74,15 +74,14 @@ export const TRENDING = {
   /** Running counts of the whole window: a sorted set item -> count. */
   window: (windowSec: number | string, category: string | null): string =>
     category === null ? `{trend}:w${windowSec}` : `{trend}:w${windowSec}:c:${category}`,
-  /** Counts of one time bucket, subtracted from the window when the bucket leaves it. */
-  bucket: (windowSec: number | string, bucket: number | string, category: string | null): string =>
-    category === null
-      ? `{trend}:w${windowSec}:b${bucket}`
-      : `{trend}:w${windowSec}:b${bucket}:c:${category}`,
+  /**
+   * Counts of one time bucket (members `<category> <item>`, or `<item>` when the category is
+   * unknown), subtracted from the windows when the bucket leaves them.
+   */
+  bucket: (windowSec: number | string, bucket: number | string): string =>
+    `{trend}:w${windowSec}:b${bucket}`,
   /** Sorted set of the live bucket numbers of a window (score = bucket number). */
   buckets: (windowSec: number | string): string => `{trend}:w${windowSec}:idx`,
-  /** Set of categories that have trending keys. */
-  categories: '{trend}:cats',
   /** Hash: `h:<windowSec>` oldest live bucket, `o:<topic>:<partition>` last applied offset. */
   meta: '{trend}:meta',
 } as const;

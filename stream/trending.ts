@@ -3,7 +3,8 @@
  * per category, kept in Redis sorted sets so the top k is read in O(log n + k).
  *
  * Each window W is cut into B buckets of W/B (its resolution). An event adds 1 to its item in
- * the bucket of its time and in the window's running set. {@link TrendingStore.advance}, run
+ * the bucket of its time and in the window's running sets (overall and its category's); a
+ * bucket member is `<category> <item>`, so one bucket set per window serves both. {@link TrendingStore.advance}, run
  * on a timer, takes every bucket that left the window and subtracts its counts from the running
  * set (member by member: O(bucket size * log n), not a union over the whole window), then
  * deletes it. So the running set always equals the sum of the live buckets.
@@ -44,7 +45,6 @@ for w = 1, nw do
   secs[w] = ARGV[4 + w]
   heads[w] = tonumber(redis.call('HGET', meta, 'h:' .. secs[w]))
 end
-local cats = {}
 local i = 5 + nw
 while i <= #ARGV do
   local item, cat, n = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
@@ -52,21 +52,20 @@ while i <= #ARGV do
     local sec, b = secs[w], tonumber(ARGV[i + 2 + w])
     -- A bucket that already left the window is not counted (it would never be subtracted).
     if heads[w] == nil or b >= heads[w] then
-      redis.call('ZINCRBY', ${lua(TRENDING.bucket(L.sec, L.b, null))}, n, item)
+      -- One bucket set per window; members carry their category ('<cat> <item>', neither has
+      -- spaces) so retiring a bucket can subtract from the category's window too.
+      local member = item
+      if cat ~= '' then member = cat .. ' ' .. item end
+      redis.call('ZINCRBY', ${lua(TRENDING.bucket(L.sec, L.b))}, n, member)
       redis.call('ZINCRBY', ${lua(TRENDING.window(L.sec, null))}, n, item)
       redis.call('ZADD', ${lua(TRENDING.buckets(L.sec))}, b, b)
       if cat ~= '' then
-        redis.call('ZINCRBY', ${lua(TRENDING.bucket(L.sec, L.b, L.cat))}, n, item)
         redis.call('ZINCRBY', ${lua(TRENDING.window(L.sec, L.cat))}, n, item)
-        cats[cat] = true
       end
     end
   end
   i = i + 3 + nw
 end
-local list = {}
-for c in pairs(cats) do list[#list + 1] = c end
-if #list > 0 then redis.call('SADD', ${lua(TRENDING.categories)}, unpack(list)) end
 redis.call('HSET', meta, wmField, newWm)
 return 1
 `;
@@ -74,15 +73,10 @@ return 1
 const ADVANCE = `
 local meta = KEYS[1]
 local now = tonumber(ARGV[1])
-local cats = redis.call('SMEMBERS', ${lua(TRENDING.categories)})
-local function subtract(bucketKey, windowKey)
-  local rows = redis.call('ZRANGE', bucketKey, 0, -1, 'WITHSCORES')
-  for j = 1, #rows, 2 do
-    if tonumber(redis.call('ZINCRBY', windowKey, -tonumber(rows[j + 1]), rows[j])) <= 0 then
-      redis.call('ZREM', windowKey, rows[j])
-    end
+local function decr(windowKey, n, item)
+  if tonumber(redis.call('ZINCRBY', windowKey, -n, item)) <= 0 then
+    redis.call('ZREM', windowKey, item)
   end
-  redis.call('DEL', bucketKey)
 end
 local moved = 0
 for w = 2, #ARGV, 3 do
@@ -92,10 +86,20 @@ for w = 2, #ARGV, 3 do
   if old == nil or head > old then
     local expired = redis.call('ZRANGEBYSCORE', ${lua(TRENDING.buckets(L.sec))}, '-inf', '(' .. head)
     for _, b in ipairs(expired) do
-      subtract(${lua(TRENDING.bucket(L.sec, L.b, null))}, ${lua(TRENDING.window(L.sec, null))})
-      for _, cat in ipairs(cats) do
-        subtract(${lua(TRENDING.bucket(L.sec, L.b, L.cat))}, ${lua(TRENDING.window(L.sec, L.cat))})
+      local bucketKey = ${lua(TRENDING.bucket(L.sec, L.b))}
+      local rows = redis.call('ZRANGE', bucketKey, 0, -1, 'WITHSCORES')
+      for j = 1, #rows, 2 do
+        local member, n = rows[j], tonumber(rows[j + 1])
+        local sp = string.find(member, ' ', 1, true)
+        if sp then
+          local cat, item = string.sub(member, 1, sp - 1), string.sub(member, sp + 1)
+          decr(${lua(TRENDING.window(L.sec, null))}, n, item)
+          decr(${lua(TRENDING.window(L.sec, L.cat))}, n, item)
+        else
+          decr(${lua(TRENDING.window(L.sec, null))}, n, member)
+        end
       end
+      redis.call('DEL', bucketKey)
       redis.call('ZREM', ${lua(TRENDING.buckets(L.sec))}, b)
       moved = moved + 1
     end
