@@ -15,13 +15,23 @@
  *      `commitIntervalMs` and on rebalance, never beyond what was resolved.
  * A record whose value cannot be decoded goes to `undecodable` (the role's DLQ) and is skipped.
  *
+ * A role whose effect becomes durable only later than `handle` (the lake sink seals a file every
+ * `rollMs`) passes `deferred` and commits by itself; see {@link DeferredCommit}.
+ *
  * @example
  *   const consumer = startConsumer({ kafka, groupId: 'recsys-features', topics: [events],
  *     decoder, handle: (records) => store.apply(records), log, metrics, tuning });
  *   await consumer.stop();
  */
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
-import type { Consumer, Kafka, KafkaMessage } from 'kafkajs';
+import type {
+  Batch,
+  Consumer,
+  EachBatchPayload,
+  Kafka,
+  KafkaMessage,
+  TopicPartitionOffsetAndMetadata,
+} from 'kafkajs';
 import { type Logger, retry, sleep } from '../core/index.js';
 import { UndecodableError, type Decoder } from '../schemas/index.js';
 
@@ -35,6 +45,13 @@ export interface ConsumedRecord<T> {
   value: T;
   /** Kafka record timestamp, epoch ms. */
   timestamp: number;
+}
+
+/** Where a chunk ends: its partition and last offset, whether or not that record decoded. */
+export interface ChunkEnd {
+  topic: string;
+  partition: number;
+  lastOffset: string;
 }
 
 /** A record whose value did not decode, for the role to dead-letter. */
@@ -69,13 +86,48 @@ export interface ConsumerOptions<T> {
   fromBeginning?: boolean;
   /** One decoder per value schema family; `null` hands raw bytes through untouched. */
   decoder: Decoder<T> | null;
-  /** Makes the chunk's effect durable; resolve only when it is. Throw to retry. */
-  handle: (records: ConsumedRecord<T>[]) => Promise<void>;
+  /**
+   * Makes the chunk's effect durable; resolve only when it is. Throw to retry. `chunk` names the
+   * chunk's partition and last offset (undecodable records included).
+   */
+  handle: (records: ConsumedRecord<T>[], chunk: ChunkEnd) => Promise<void>;
   /** Dead-letters a record that cannot be decoded; retried like `handle`. */
   undecodable: (records: UndecodableRecord[]) => Promise<void>;
   log: Logger;
   metrics: ConsumerMetrics;
   tuning: ConsumerTuning;
+  /** For a role that commits later than `handle` resolves. @default undefined (commit on resolve) */
+  deferred?: DeferredCommit;
+}
+
+/**
+ * For a role whose effect becomes durable only after `handle` returned (the lake sink seals a
+ * Parquet file every `rollMs`; holding `handle` until then would stall the partition). The loop
+ * moves past a chunk once `handle` took it, and commits only what the role passes to `commit`.
+ * kafkajs fetches from the last resolved offset, so resolving cannot wait for the role: in this
+ * mode kafkajs' auto-commit is off and the loop commits by hand. `handle` is then called for
+ * every chunk, also one with no decodable record, so the role sees every offset.
+ *
+ * A rebalance takes every partition away (kafkajs' eager protocol): `revoked` runs, and each
+ * partition is then given to `assigned` again, with the offset consumption restarts at, before
+ * its first chunk. Releases of an earlier assignment are dropped, never committed.
+ */
+export interface DeferredCommit {
+  /** Every partition may have moved (rebalance, consumer restart, stop): stop writing them. */
+  revoked(): void;
+  /**
+   * `partition`'s first chunk of this assignment follows; consumption restarts at `offset` (the
+   * committed offset, or where a new group starts). `commit(next)` commits `next` (one past the
+   * last durable record) while this assignment lasts and is a no-op after. Retried like `handle`.
+   */
+  assigned(
+    topic: string,
+    partition: number,
+    offset: string,
+    commit: (next: string) => void,
+  ): Promise<void>;
+  /** Called by `stop()` after the last `handle`: make durable and `commit` what was taken. */
+  drain(): Promise<void>;
 }
 
 export interface ConsumerHandle {
@@ -159,6 +211,7 @@ export function consumerMetrics(registry: Registry): ConsumerMetrics {
 
 export function startConsumer<T>(options: ConsumerOptions<T>): ConsumerHandle {
   const { kafka, groupId, topics, decoder, handle, undecodable, log, metrics, tuning } = options;
+  const { deferred } = options;
   const clog = log.child({ component: 'consumer', group: groupId });
   const stopping = new AbortController();
   let consumer = null as Consumer | null;
@@ -176,6 +229,61 @@ export function startConsumer<T>(options: ConsumerOptions<T>): ConsumerHandle {
   const chunkSize = metrics.chunkRecords.labels(g);
   const age = metrics.ageSeconds.labels(g);
   const recordsDone = metrics.records.labels(g);
+
+  // Deferred commits: `assignment` changes whenever partitions may have been revoked; `started`
+  // holds the partitions handed to `assigned` since; `released` what the role made durable.
+  let assignment = 0;
+  const started = new Set<string>();
+  const released = new Map<string, TopicPartitionOffsetAndMetadata>();
+  const inBatch = new Set<Promise<void>>();
+  let committing = Promise.resolve();
+  const revoke = (): void => {
+    assignment += 1;
+    started.clear();
+    released.clear();
+    deferred?.revoked();
+  };
+  const commitReleased = (): Promise<void> => {
+    committing = committing.then(async () => {
+      const at = assignment;
+      const offsets = [...released.values()];
+      released.clear();
+      if (offsets.length === 0 || !consumer) return;
+      try {
+        await consumer.commitOffsets(offsets);
+      } catch (err) {
+        clog.warn({ err: (err as Error).message }, 'commit failed; retrying');
+        // Put back what no newer release replaced, unless the partitions were revoked since.
+        for (const o of offsets) {
+          const key = `${o.topic}|${o.partition}`;
+          if (at === assignment && !released.has(key)) released.set(key, o);
+        }
+      }
+    });
+    return committing;
+  };
+  // A commit that failed is tried again with the next release or after this interval.
+  const commitTimer = deferred ? setInterval(commitReleased, tuning.commitIntervalMs) : null;
+  commitTimer?.unref();
+  /** Hands a partition to `assigned` before its first chunk; false if revoked meanwhile. */
+  const assign = async (batch: Batch, heartbeat: () => Promise<void>): Promise<boolean> => {
+    const { topic, partition } = batch;
+    const key = `${topic}|${partition}`;
+    if (!deferred || started.has(key)) return true;
+    const at = assignment;
+    const commit = (next: string): void => {
+      if (at !== assignment) return;
+      released.set(key, { topic, partition, offset: next });
+      void commitReleased();
+    };
+    // A Batch keeps the offset it was fetched from (on an assignment's first fetch, the
+    // committed one), though kafkajs' types do not declare it.
+    const from = (batch as unknown as { fetchedOffset: string }).fetchedOffset;
+    await durably('assignment', () => deferred.assigned(topic, partition, from, commit), heartbeat);
+    if (at !== assignment) return false;
+    started.add(key);
+    return true;
+  };
 
   /** Retries `fn` until it succeeds, the consumer stops, or the error is not retriable. */
   const durably = async (what: string, fn: () => Promise<void>, heartbeat: () => Promise<void>) => {
@@ -223,66 +331,89 @@ export function startConsumer<T>(options: ConsumerOptions<T>): ConsumerHandle {
     c.on(c.events.STOP, () => {
       joined = false;
     });
+    if (deferred) {
+      for (const event of [c.events.REBALANCING, c.events.GROUP_JOIN, c.events.CRASH]) {
+        c.on(event, revoke);
+      }
+    }
     await c.connect();
     await c.subscribe({ topics, fromBeginning: options.fromBeginning ?? true });
+    const eachBatch = async (payload: EachBatchPayload): Promise<void> => {
+      const { batch, resolveOffset, heartbeat, isRunning, isStale } = payload;
+      const { topic, partition, messages } = batch;
+      if (deferred && (stopping.signal.aborted || !(await assign(batch, heartbeat)))) return;
+      const at = assignment;
+      const lag = metrics.lag.labels({ group: groupId, topic, partition: String(partition) });
+      const high = Number(batch.highWatermark);
+      for (let i = 0; i < messages.length; i += tuning.chunkSize) {
+        if (!isRunning() || isStale() || stopping.signal.aborted || at !== assignment) return;
+        const slice = messages.slice(i, i + tuning.chunkSize);
+        const t0 = performance.now();
+        const good: ConsumedRecord<T>[] = [];
+        const bad: UndecodableRecord[] = [];
+        if (decoder) {
+          await durably(
+            'schema fetch',
+            () => decoder.prepare(slice.map((m) => m.value)),
+            heartbeat,
+          );
+        }
+        for (const m of slice) {
+          try {
+            const value = decoder ? decoder.decode(m.value) : (m.value as T);
+            good.push({
+              topic,
+              partition,
+              offset: m.offset,
+              key: m.key ? m.key.toString() : null,
+              value,
+              timestamp: Number(m.timestamp),
+            });
+          } catch (err) {
+            if (!(err instanceof UndecodableError)) throw err;
+            bad.push({ topic, partition, offset: m.offset, message: m, error: err });
+          }
+        }
+        if (bad.length > 0) {
+          await durably('dead-lettering', () => undecodable(bad), heartbeat);
+          metrics.undecodable.inc(g, bad.length);
+          clog.warn(
+            { topic, partition, count: bad.length, err: bad[0]?.error.message },
+            'undecodable records dead-lettered',
+          );
+        }
+        const last = slice[slice.length - 1] as KafkaMessage;
+        if (good.length > 0 || deferred) {
+          const chunk = { topic, partition, lastOffset: last.offset };
+          await durably('handle', () => handle(good, chunk), heartbeat);
+        }
+        // Revoked while the role worked: the next assignment starts from the committed offset.
+        if (at !== assignment) return;
+        resolveOffset(last.offset);
+        const now = Date.now();
+        chunkTimer.observe((performance.now() - t0) / 1000);
+        chunkSize.observe(slice.length);
+        recordsDone.inc(good.length);
+        for (const r of good) age.observe(Math.max(0, now - r.timestamp) / 1000);
+        lag.set(Math.max(0, high - Number(last.offset) - 1));
+        await heartbeat();
+      }
+    };
     await c.run({
-      autoCommit: true,
+      autoCommit: !deferred,
       autoCommitInterval: tuning.commitIntervalMs,
       eachBatchAutoResolve: false,
       partitionsConsumedConcurrently: tuning.concurrency,
-      eachBatch: async ({ batch, resolveOffset, heartbeat, isRunning, isStale }) => {
-        const { topic, partition, messages } = batch;
-        const lag = metrics.lag.labels({ group: groupId, topic, partition: String(partition) });
-        const high = Number(batch.highWatermark);
-        for (let i = 0; i < messages.length; i += tuning.chunkSize) {
-          if (!isRunning() || isStale() || stopping.signal.aborted) return;
-          const slice = messages.slice(i, i + tuning.chunkSize);
-          const t0 = performance.now();
-          const good: ConsumedRecord<T>[] = [];
-          const bad: UndecodableRecord[] = [];
-          if (decoder) {
-            await durably(
-              'schema fetch',
-              () => decoder.prepare(slice.map((m) => m.value)),
-              heartbeat,
-            );
-          }
-          for (const m of slice) {
-            try {
-              const value = decoder ? decoder.decode(m.value) : (m.value as T);
-              good.push({
-                topic,
-                partition,
-                offset: m.offset,
-                key: m.key ? m.key.toString() : null,
-                value,
-                timestamp: Number(m.timestamp),
-              });
-            } catch (err) {
-              if (!(err instanceof UndecodableError)) throw err;
-              bad.push({ topic, partition, offset: m.offset, message: m, error: err });
-            }
-          }
-          if (bad.length > 0) {
-            await durably('dead-lettering', () => undecodable(bad), heartbeat);
-            metrics.undecodable.inc(g, bad.length);
-            clog.warn(
-              { topic, partition, count: bad.length, err: bad[0]?.error.message },
-              'undecodable records dead-lettered',
-            );
-          }
-          if (good.length > 0) await durably('handle', () => handle(good), heartbeat);
-          const last = slice[slice.length - 1] as KafkaMessage;
-          resolveOffset(last.offset);
-          const now = Date.now();
-          chunkTimer.observe((performance.now() - t0) / 1000);
-          chunkSize.observe(slice.length);
-          recordsDone.inc(good.length);
-          for (const r of good) age.observe(Math.max(0, now - r.timestamp) / 1000);
-          lag.set(Math.max(0, high - Number(last.offset) - 1));
-          await heartbeat();
-        }
-      },
+      // Deferred mode: `stop()` waits for the batches in hand before it drains the role.
+      eachBatch: !deferred
+        ? eachBatch
+        : (payload) => {
+            const running = eachBatch(payload);
+            const tracked = running.catch(() => undefined);
+            inBatch.add(tracked);
+            void tracked.then(() => inBatch.delete(tracked));
+            return running;
+          },
     });
   };
 
@@ -309,6 +440,12 @@ export function startConsumer<T>(options: ConsumerOptions<T>): ConsumerHandle {
     async stop() {
       stopping.abort(new Error('consumer stopping'));
       await ready.catch(() => undefined);
+      if (deferred) {
+        await Promise.all(inBatch);
+        await deferred.drain();
+        await commitReleased();
+        if (commitTimer) clearInterval(commitTimer);
+      }
       // kafkajs waits for the batch in hand, commits resolved offsets and leaves the group.
       await consumer?.disconnect();
     },

@@ -11,3 +11,6 @@ export { checkHealth, type HealthCheck, type HealthReport } from './health.js';
 export { createConsumer, createKafka, createProducer, ensureTopics, kafkaHealth } from './kafka.js';
 export { canConnectMqtt, connectMqtt, discardMqttSession, mqttHealth } from './mqtt.js';
 export { createRedis, redisHealth, type Redis } from './redis.js';
+export { startLake } from './lake.js';
+export { lakeGlob } from './lake-layout.js';
+export { startIndexer } from './indexer.js';

@@ -12,9 +12,11 @@ import { startIngest } from './bridge.js';
 import { startCatalog } from './catalog-role.js';
 import { startFeatures } from './features-role.js';
 import type { HealthReport } from './health.js';
+import { startIndexer } from './indexer.js';
+import { startLake } from './lake.js';
 import type { RoleDeps, StreamRole } from './role.js';
 
-const ROLES = ['ingest', 'features', 'catalog'] as const;
+const ROLES = ['ingest', 'features', 'catalog', 'indexer', 'lake'] as const;
 type RoleName = (typeof ROLES)[number];
 
 const args = process.argv.slice(2);
@@ -62,7 +64,9 @@ for (const name of names) {
     const ingest = startIngest({ ...deps, app: server.app });
     role = { ...ingest, failed: ingest.ready.then(() => new Promise<never>(() => undefined)) };
   } else if (name === 'features') role = startFeatures(deps);
-  else role = startCatalog(deps);
+  else if (name === 'catalog') role = startCatalog(deps);
+  else if (name === 'indexer') role = startIndexer(deps);
+  else role = startLake(deps);
   roles.set(name, role);
   // Dependencies that are down are retried for as long as it takes; what rejects here is a
   // refusal no retry can fix (credentials, a programming error). Exit non-zero: nothing was

@@ -73,8 +73,9 @@ describe('feature consumer', () => {
     const prefix = uniq('rp');
     const env = isolatedEnv();
     topics.push(env.RECSYS_TOPIC_EVENTS as string, env.RECSYS_TOPIC_DLQ as string);
-    // 1,000 users x 10 events; half of the 200 items are in the catalog.
-    const events = makeEvents(prefix, 1000, 10);
+    // 1,250 users x 8 events (re-sends are recognised within the last RECSYS_FEATURES_DEDUP_WINDOW
+    // = 8 events of a user; Kafka redelivery at any distance); half the items are in the catalog.
+    const events = makeEvents(prefix, 1250, 8);
     const userIds = [...new Set(events.map((e) => e.userId))];
     userIds.forEach((u) => users.add(u));
     const catalog = new CatalogStore(redis, { cacheTtlMs: 0, cacheSize: 0 });
