@@ -366,6 +366,15 @@ async function main(): Promise<void> {
   const memAfter = await usedMemory(redis);
   const throughput = Math.round((total * 1000) / (lastMs - firstMs));
   const bytesPerUser = Math.round((memAfter - memBefore) / USERS);
+  // The delta also holds what is not per user (trending sets, Lua, buffers); MEMORY USAGE of
+  // sampled user hashes gives the per-user part alone.
+  const sample = Array.from({ length: 1000 }, (_, i) =>
+    userFeaturesKey(`b${id}-${Math.floor((i * USERS) / 1000)}`),
+  );
+  const sizes = await Promise.all(sample.map((k) => redis.memory('USAGE', k, 'SAMPLES', 0)));
+  const userHashBytes = Math.round(
+    sizes.reduce<number>((a, b) => a + Number(b ?? 0), 0) / sample.length,
+  );
   console.log(
     `features: ${throughput} events/s (${((lastMs - t) / 1000).toFixed(1)} s in all); ${bytesPerUser} bytes/user`,
   );
@@ -406,6 +415,7 @@ async function main(): Promise<void> {
       ratioToBaseline: Number((throughput / baselineRate).toFixed(3)),
       redisBytes: memAfter - memBefore,
       bytesPerUser,
+      userHashBytes,
       gibPerMillionUsers: Number(((bytesPerUser * 1e6) / 2 ** 30).toFixed(3)),
     },
     freshness: fresh,
