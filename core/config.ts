@@ -243,6 +243,56 @@ export const VARIABLES: readonly VariableDoc[] = [
     doc: 'age after which the lake sink closes an open Parquet file, ms',
   },
   {
+    name: 'RECSYS_BATCH_DIR',
+    default: '.local/batch',
+    doc: 'batch working directory (ETL tables, training data, evaluation reports)',
+  },
+  {
+    name: 'RECSYS_MODEL_REGISTRY_URL',
+    default: 'file://.local/models',
+    doc: 'model registry: file://<dir> (local directory) or the MLflow tracking URL; MLFLOW_TRACKING_URI, when set, wins',
+  },
+  {
+    name: 'MLFLOW_TRACKING_URI',
+    default: '',
+    doc: 'MLflow tracking server; when set the model registry is MLflow',
+  },
+  {
+    name: 'RECSYS_MODEL_NAME',
+    default: 'recsys-reranker',
+    doc: 'registered model name of the reranker',
+  },
+  {
+    name: 'RECSYS_MODEL_MIN_NDCG',
+    default: '0.05',
+    doc: 'a new model becomes champion only with NDCG@10 at least this and above the champion',
+  },
+  {
+    name: 'RECSYS_PYTHON_VENV',
+    default: '~/.cache/recsys/venv',
+    doc: 'virtual environment the batch Python steps (LightGBM, ONNX export, MLflow) run in; created by the project',
+  },
+  {
+    name: 'RECSYS_CANDIDATES_PER_USER',
+    default: '200',
+    doc: 'batch home-feed candidates kept per user',
+  },
+  {
+    name: 'RECSYS_NEIGHBOURS_PER_ITEM',
+    default: '50',
+    doc: 'co-visitation neighbours kept per item',
+  },
+  {
+    name: 'RECSYS_CANDIDATES_KEEP_VERSIONS',
+    default: '2',
+    doc: 'batch output versions kept in Redis (the live one and rollbacks); older ones expire',
+  },
+  {
+    name: 'RECSYS_BATCH_SCHEDULE',
+    default: '',
+    doc: 'cron expression for `npm run batch -- --schedule` (empty: run once)',
+  },
+  {
     name: 'RECSYS_HEALTH_TIMEOUT_MS',
     default: '2000',
     doc: 'how long one dependency health check may take, ms',
@@ -339,6 +389,20 @@ export interface LakeConfig {
   rollMs: number;
 }
 
+export interface BatchConfig {
+  dir: string;
+  /** `file://<dir>` or an MLflow tracking URL (`http(s)://`). */
+  registryUrl: string;
+  modelName: string;
+  minNdcg: number;
+  pythonVenv: string;
+  candidatesPerUser: number;
+  neighboursPerItem: number;
+  keepVersions: number;
+  /** Cron expression, or '' for none. */
+  schedule: string;
+}
+
 export interface LocalConfig {
   dir: string;
   cacheDir: string;
@@ -361,6 +425,7 @@ export interface Config {
   trending: TrendingConfig;
   indexer: IndexerConfig;
   lake: LakeConfig;
+  batch: BatchConfig;
   healthTimeoutMs: number;
   local: LocalConfig;
 }
@@ -491,6 +556,30 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
       dir: str('RECSYS_LAKE_DIR'),
       rollRecords: int('RECSYS_LAKE_ROLL_RECORDS', 1),
       rollMs: int('RECSYS_LAKE_ROLL_MS', 100),
+    },
+    batch: {
+      dir: str('RECSYS_BATCH_DIR'),
+      registryUrl: (() => {
+        const mlflow = str('MLFLOW_TRACKING_URI');
+        if (mlflow) return url('MLFLOW_TRACKING_URI', ['http:', 'https:']);
+        return url('RECSYS_MODEL_REGISTRY_URL', ['file:', 'http:', 'https:']);
+      })(),
+      modelName: str('RECSYS_MODEL_NAME'),
+      minNdcg: (() => {
+        const raw = str('RECSYS_MODEL_MIN_NDCG');
+        const n = Number(raw);
+        if (!(n >= 0 && n <= 1))
+          throw new ConfigError(
+            'RECSYS_MODEL_MIN_NDCG',
+            `expected a number in [0, 1], got "${raw}"`,
+          );
+        return n;
+      })(),
+      pythonVenv: str('RECSYS_PYTHON_VENV').replace(/^~(?=\/|$)/, home),
+      candidatesPerUser: int('RECSYS_CANDIDATES_PER_USER', 1, 10_000),
+      neighboursPerItem: int('RECSYS_NEIGHBOURS_PER_ITEM', 1, 10_000),
+      keepVersions: int('RECSYS_CANDIDATES_KEEP_VERSIONS', 1, 100),
+      schedule: str('RECSYS_BATCH_SCHEDULE'),
     },
     healthTimeoutMs: int('RECSYS_HEALTH_TIMEOUT_MS', 50, 60_000),
     local: {

@@ -8,6 +8,7 @@
  */
 export { loadConfig, VARIABLES } from './config.js';
 export type {
+  BatchConfig,
   Config,
   ConsumerConfig,
   FeaturesConfig,

@@ -64,7 +64,7 @@ describe('loadConfig', () => {
         .find((line) => new RegExp(`^\\|\\s*\`${v.name}\`\\s*\\|`).test(line));
       assert.ok(row, `README has no row for ${v.name}`);
       assert.ok(
-        row.includes(`\`${v.default}\``),
+        v.default === '' ? row.includes('(unset)') : row.includes(`\`${v.default}\``),
         `README row for ${v.name} does not show its default ${v.default}`,
       );
     }
