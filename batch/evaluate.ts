@@ -1,0 +1,103 @@
+/**
+ * Offline evaluation of ranked lists against what users did next (the validation split):
+ * NDCG@10, Recall@20, MRR@20, HitRate@10 per user, averaged over users with at least one
+ * relevant item, and catalog coverage (share of the catalog that appears in anyone's top 10).
+ *
+ * Definitions (the usual ones, so numbers compare with published results):
+ * - gain of an item = its relevance (1 for "interacted", or a graded value); DCG@k =
+ *   sum over ranks i < k of (2^gain - 1) / log2(i + 2); NDCG@k = DCG@k / ideal DCG@k;
+ * - Recall@k = relevant items in the top k / min(k, relevant items) (so a perfect list scores 1
+ *   even when a user has more than k relevant items);
+ * - MRR@k = 1 / rank of the first relevant item within the top k, else 0;
+ * - HitRate@k = 1 if any relevant item is in the top k.
+ *
+ * @example
+ *   const m = evaluate(recommendations, relevance, catalogSize);
+ *   writeReport(dir, { popularity: m1, covisitation: m2, hybrid: m3 });
+ */
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+
+export interface Metrics {
+  ndcg_at_10: number;
+  recall_at_20: number;
+  mrr_at_20: number;
+  hit_rate_at_10: number;
+  coverage_at_10: number;
+  users: number;
+}
+
+export type Relevance = ReadonlyMap<string, ReadonlyMap<string, number>>;
+
+function dcg(gains: readonly number[]): number {
+  let s = 0;
+  for (let i = 0; i < gains.length; i++) s += (2 ** (gains[i] as number) - 1) / Math.log2(i + 2);
+  return s;
+}
+
+/** Metrics of `recommendations` (user -> ranked item ids) against `relevance` (user -> item -> gain). */
+export function evaluate(
+  recommendations: ReadonlyMap<string, readonly string[]>,
+  relevance: Relevance,
+  catalogSize: number,
+): Metrics {
+  let ndcg = 0;
+  let recall = 0;
+  let mrr = 0;
+  let hits = 0;
+  let users = 0;
+  const shown = new Set<string>();
+  for (const [user, rel] of relevance) {
+    if (rel.size === 0) continue;
+    users += 1;
+    const list = recommendations.get(user) ?? [];
+    for (const item of list.slice(0, 10)) shown.add(item);
+    const gains10 = list.slice(0, 10).map((i) => rel.get(i) ?? 0);
+    const ideal = [...rel.values()].sort((a, b) => b - a).slice(0, 10);
+    const idcg = dcg(ideal);
+    ndcg += idcg > 0 ? dcg(gains10) / idcg : 0;
+    const top20 = list.slice(0, 20);
+    const found = top20.filter((i) => rel.has(i)).length;
+    recall += found / Math.min(20, rel.size);
+    const first = top20.findIndex((i) => rel.has(i));
+    mrr += first >= 0 ? 1 / (first + 1) : 0;
+    hits += list.slice(0, 10).some((i) => rel.has(i)) ? 1 : 0;
+  }
+  const avg = (x: number): number => (users > 0 ? x / users : 0);
+  return {
+    ndcg_at_10: avg(ndcg),
+    recall_at_20: avg(recall),
+    mrr_at_20: avg(mrr),
+    hit_rate_at_10: avg(hits),
+    coverage_at_10: catalogSize > 0 ? shown.size / catalogSize : 0,
+    users,
+  };
+}
+
+/** A Markdown table, one row per method, best NDCG@10 first. */
+export function toMarkdown(results: Readonly<Record<string, Metrics>>): string {
+  const f = (x: number): string => x.toFixed(4);
+  const rows = Object.entries(results).sort((a, b) => b[1].ndcg_at_10 - a[1].ndcg_at_10);
+  return [
+    '| method | NDCG@10 | Recall@20 | MRR@20 | HitRate@10 | coverage@10 | users |',
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: |',
+    ...rows.map(
+      ([name, m]) =>
+        `| ${name} | ${f(m.ndcg_at_10)} | ${f(m.recall_at_20)} | ${f(m.mrr_at_20)} | ${f(m.hit_rate_at_10)} | ${f(m.coverage_at_10)} | ${m.users} |`,
+    ),
+  ].join('\n');
+}
+
+/** Writes `evaluation.json` and `evaluation.md` into `dir`; returns their paths. */
+export async function writeReport(
+  dir: string,
+  results: Readonly<Record<string, Metrics>>,
+  extra: Record<string, unknown> = {},
+): Promise<{ json: string; markdown: string }> {
+  await mkdir(dir, { recursive: true });
+  const json = join(dir, 'evaluation.json');
+  const markdown = join(dir, 'evaluation.md');
+  await writeFile(json, JSON.stringify({ ...extra, results }, null, 2) + '\n');
+  await writeFile(markdown, `# Offline evaluation\n\n${toMarkdown(results)}\n`);
+  return { json, markdown };
+}
