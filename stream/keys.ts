@@ -85,3 +85,37 @@ export const TRENDING = {
   /** Hash: `h:<windowSec>` oldest live bucket, `o:<topic>:<partition>` last applied offset. */
   meta: '{trend}:meta',
 } as const;
+
+// ------------------------------------------------------------------------------ batch output
+// Written by `batch/publish.ts`, read by serving through its reader functions. Every batch
+// writes under a new version; `BATCH.current` names the live one, so readers never see half a
+// batch. Values are compact strings (`<id>,<score>[,<source>]` entries joined by spaces): a
+// 200-entry sorted set costs several times the memory of the same list as one string.
+
+export const BATCH = {
+  /** String: the live version. */
+  current: 'batch:current',
+  /** Sorted set: published versions still kept (score = version number). */
+  versions: 'batch:versions',
+  /** Counter the next version number comes from. */
+  sequence: 'batch:seq',
+  /** Hash: what a version holds (counts, creation time). */
+  meta: (version: number | string): string => `batch:v${version}:meta`,
+  /** One user's home-feed candidates; the hash tag keeps it in the user's slot. */
+  candidates: (userId: string, version: number | string): string =>
+    `{u:${userId}}:cand:v${version}`,
+  /** One item's co-visitation neighbours. */
+  neighbours: (itemId: string, version: number | string): string => `nb:v${version}:${itemId}`,
+  /** Popular items overall (category null) or of one category. */
+  popular: (category: string | null, version: number | string): string =>
+    category === null ? `pop:v${version}` : `pop:v${version}:c:${category}`,
+  /** The version a batch output key belongs to, or null for any other key. */
+  versionOf: (key: string): number | null => {
+    const m =
+      /^(?:\{u:[^}]*\}:cand:v(\d+)|nb:v(\d+):.*|pop:v(\d+)(?::c:.*)?|batch:v(\d+):meta)$/s.exec(
+        key,
+      );
+    if (!m) return null;
+    return Number(m[1] ?? m[2] ?? m[3] ?? m[4]);
+  },
+} as const;

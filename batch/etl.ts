@@ -1,0 +1,264 @@
+/**
+ * The lake ETL: DuckDB SQL over the events topic's Parquet files, writing the tables the rest of
+ * the batch reads as Parquet under `<config.batch.dir>/etl/` (each rerun overwrites them).
+ *
+ * Steps:
+ *   1. Read `topic=<events>/*\/*\/*.parquet` (Hive partitions), keep one row per eventId (the
+ *      idempotency key: a replay or a rewritten lake file may hold an event twice).
+ *   2. Sessions: the client's sessionId when sent; otherwise a new session after a 30-minute
+ *      gap (`config.features.sessionGapMs`), as the stream's feature consumer derives them.
+ *   3. Join the catalog (category per item; 'unknown' for items it lacks) and the weight of each
+ *      event type (`TYPE_WEIGHTS`, shared with the stream so both agree).
+ *   4. Time split: events at or after `cutoffTs` (the last `validationShare` of the time span)
+ *      are validation, the rest train. A time cut, not a random one: candidates and models see
+ *      only the past of what they are evaluated on.
+ *   5. Tables: `events` (clean, sessionised, split), `interactions_train` / `interactions_valid`
+ *      (weighted implicit feedback per user and item), `item_stats` (train: counts per type,
+ *      distinct users, last seen, time-decayed popularity with overall and per-category rank),
+ *      `items` (the catalog used).
+ *
+ * The SQL sticks to what Spark SQL also has (window functions, CASE, GROUP BY, `count(DISTINCT)`),
+ * with the DuckDB-only parts noted: `read_parquet`/`COPY`, `epoch_ms` (Spark: `unix_millis`).
+ *
+ * @example
+ *   const etl = await runEtl(config, log);
+ *   etl.paths.trainInteractions; // '<batch>/etl/interactions_train.parquet'
+ */
+import { existsSync } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import type { Config, Logger } from '../core/index.js';
+import { EVENT_TYPES } from '../schemas/index.js';
+import { lakeGlob } from '../stream/lake-layout.js';
+import { TYPE_WEIGHTS } from '../stream/features.js';
+import { openBatchDb, sqlString, type BatchDb, type BatchDbOptions } from './duck.js';
+
+export interface EtlOptions extends BatchDbOptions {
+  /** Lake root. @default config.lake.dir */
+  lakeDir?: string;
+  /** Output root; tables go to `<dir>/etl`. @default config.batch.dir */
+  batchDir?: string;
+  /** Catalog JSON Lines. @default `<batchDir>/catalog.jsonl` when it exists (else no categories) */
+  catalogPath?: string;
+  /** Share of the time span (the latest part) held out for validation. @default 0.1 */
+  validationShare?: number;
+  /** Half-life of the popularity decay, ms. @default 3 days */
+  popularityHalfLifeMs?: number;
+}
+
+export interface EtlPaths {
+  events: string;
+  trainInteractions: string;
+  validInteractions: string;
+  itemStats: string;
+  items: string;
+}
+
+export interface EtlResult {
+  dir: string;
+  paths: EtlPaths;
+  /** Train events are before this time, validation events at or after it (epoch ms). */
+  cutoffTs: number;
+  minTs: number;
+  maxTs: number;
+  counts: {
+    /** Rows read from the lake. */
+    raw: number;
+    /** Distinct events (raw - duplicates). */
+    events: number;
+    duplicates: number;
+    users: number;
+    items: number;
+    sessions: number;
+    trainEvents: number;
+    validEvents: number;
+    trainInteractions: number;
+    validInteractions: number;
+  };
+  durationMs: number;
+}
+
+/** `CASE type WHEN 'view' THEN 1 ... END` from the stream's weights. */
+export function typeWeightSql(column = 'type'): string {
+  const whens = EVENT_TYPES.map((t) => `WHEN '${t}' THEN ${TYPE_WEIGHTS[t]}`).join(' ');
+  return `CASE ${column} ${whens} ELSE 0 END`;
+}
+
+const PARQUET = '(FORMAT parquet, COMPRESSION zstd)';
+
+/**
+ * Runs the ETL; see the module doc for the steps and tables.
+ *
+ * @example
+ *   const etl = await runEtl(config, log, { validationShare: 0.1 });
+ *   log.info(etl.counts, 'etl done');
+ */
+export async function runEtl(
+  config: Readonly<Config>,
+  log: Logger,
+  options: EtlOptions = {},
+): Promise<EtlResult> {
+  const t0 = performance.now();
+  const lakeDir = resolve(options.lakeDir ?? config.lake.dir);
+  const batchDir = resolve(options.batchDir ?? config.batch.dir);
+  const dir = join(batchDir, 'etl');
+  await mkdir(dir, { recursive: true });
+  const catalogPath = options.catalogPath ?? join(batchDir, 'catalog.jsonl');
+  const validationShare = options.validationShare ?? 0.1;
+  const halfLifeMs = options.popularityHalfLifeMs ?? 3 * 86_400_000;
+  const gapMs = config.features.sessionGapMs;
+  const paths: EtlPaths = {
+    events: join(dir, 'events.parquet'),
+    trainInteractions: join(dir, 'interactions_train.parquet'),
+    validInteractions: join(dir, 'interactions_valid.parquet'),
+    itemStats: join(dir, 'item_stats.parquet'),
+    items: join(dir, 'items.parquet'),
+  };
+  const db = await openBatchDb(options);
+  try {
+    const { conn } = db;
+    const glob = lakeGlob(lakeDir, config.kafka.topics.events);
+    // 1. Dedupe: the first copy of each eventId (by receive time). DuckDB-only: read_parquet.
+    await conn.run(`
+      CREATE TEMP TABLE raw AS
+      SELECT eventId, userId, sessionId, itemId, type,
+             epoch_ms(ts) AS ts_ms,            -- Spark: unix_millis(ts)
+             epoch_ms(receivedAt) AS received_ms
+      FROM read_parquet(${sqlString(glob)}, hive_partitioning = true, union_by_name = true)`);
+    const rawCount = await scalar(db, 'SELECT count(*) FROM raw');
+    if (rawCount === 0) throw new Error(`no events in the lake at ${glob}`);
+
+    // 3. The catalog (first-class columns only; JSON Lines as catalog.ts writes them).
+    if (existsSync(catalogPath)) {
+      await conn.run(`
+        CREATE TEMP TABLE items AS
+        SELECT DISTINCT ON (itemId) itemId, categoryL1, categoryL2, price, isAvailable, createdAt
+        FROM read_json(${sqlString(catalogPath)}, format = 'newline_delimited',
+          columns = {itemId: 'VARCHAR', categoryL1: 'VARCHAR', categoryL2: 'VARCHAR',
+                     price: 'DOUBLE', isAvailable: 'BOOLEAN', createdAt: 'BIGINT'})`);
+    } else {
+      log.warn({ catalogPath }, 'no catalog file: every item is in category "unknown"');
+      await conn.run(`
+        CREATE TEMP TABLE items (itemId VARCHAR, categoryL1 VARCHAR, categoryL2 VARCHAR,
+          price DOUBLE, isAvailable BOOLEAN, createdAt BIGINT)`);
+    }
+
+    // 1-3. Dedupe, sessionise, weigh. A row starts a session when it is the user's first, when
+    // the client's sessionId changes, or (no client id) after the inactivity gap; the running
+    // sum of those starts numbers the sessions per user.
+    await conn.run(`
+      CREATE TEMP TABLE ev AS
+      WITH dedup AS (
+        SELECT * FROM (
+          SELECT *, row_number() OVER (PARTITION BY eventId ORDER BY received_ms, ts_ms) AS copy_no
+          FROM raw) d
+        WHERE copy_no = 1
+      ), ordered AS (
+        SELECT *,
+          lag(ts_ms) OVER (PARTITION BY userId ORDER BY ts_ms, eventId) AS prev_ts,
+          lag(sessionId) OVER (PARTITION BY userId ORDER BY ts_ms, eventId) AS prev_sid
+        FROM dedup
+      ), starts AS (
+        SELECT *,
+          CASE WHEN prev_ts IS NULL THEN 1
+               WHEN sessionId IS NOT NULL AND sessionId IS DISTINCT FROM prev_sid THEN 1
+               WHEN sessionId IS NULL AND (prev_sid IS NOT NULL OR ts_ms - prev_ts > ${gapMs}) THEN 1
+               ELSE 0 END AS is_start
+        FROM ordered
+      )
+      SELECT s.eventId, s.userId, s.itemId, s.type, s.ts_ms,
+        s.userId || '#' || sum(s.is_start) OVER (
+          PARTITION BY s.userId ORDER BY s.ts_ms, s.eventId ROWS UNBOUNDED PRECEDING) AS session_key,
+        ${typeWeightSql('s.type')} AS weight,
+        coalesce(i.categoryL1, 'unknown') AS categoryL1
+      FROM starts s LEFT JOIN items i ON i.itemId = s.itemId`);
+
+    // 4. Time split.
+    const span = await db.conn.runAndReadAll('SELECT min(ts_ms), max(ts_ms) FROM ev');
+    const [minRaw, maxRaw] = span.getRowsJS()[0] as [bigint, bigint];
+    const minTs = Number(minRaw);
+    const maxTs = Number(maxRaw);
+    const cutoffTs = Math.floor(maxTs - (maxTs - minTs) * validationShare);
+    await conn.run(`ALTER TABLE ev ADD COLUMN split VARCHAR`);
+    await conn.run(
+      `UPDATE ev SET split = CASE WHEN ts_ms < ${cutoffTs} THEN 'train' ELSE 'valid' END`,
+    );
+    await conn.run(`COPY ev TO ${sqlString(paths.events)} ${PARQUET}`);
+
+    // 5. Interactions per (user, item) and split.
+    const counts = EVENT_TYPES.map(
+      (t) => `sum(CASE WHEN type = '${t}' THEN 1 ELSE 0 END) AS n_${t}`,
+    ).join(', ');
+    for (const [split, path] of [
+      ['train', paths.trainInteractions],
+      ['valid', paths.validInteractions],
+    ] as const) {
+      await conn.run(`
+        COPY (
+          SELECT userId, itemId, any_value(categoryL1) AS categoryL1,
+            sum(weight) AS weight, count(*) AS events, ${counts},
+            min(ts_ms) AS first_ts, max(ts_ms) AS last_ts
+          FROM ev WHERE split = '${split}'
+          GROUP BY userId, itemId
+        ) TO ${sqlString(path)} ${PARQUET}`);
+    }
+
+    // Item statistics over train; popularity = sum of weights decayed to the cutoff
+    // (weight * 2^(-(cutoff - ts) / halfLife)).
+    await conn.run(`
+      COPY (
+        WITH s AS (
+          SELECT itemId, any_value(categoryL1) AS categoryL1, count(*) AS events, ${counts},
+            count(DISTINCT userId) AS users, sum(weight) AS weight, max(ts_ms) AS last_ts,
+            sum(weight * pow(2, -(${cutoffTs} - ts_ms) / ${halfLifeMs})) AS popularity
+          FROM ev WHERE split = 'train'
+          GROUP BY itemId
+        )
+        SELECT *,
+          row_number() OVER (ORDER BY popularity DESC, itemId) AS pop_rank,
+          row_number() OVER (PARTITION BY categoryL1 ORDER BY popularity DESC, itemId) AS pop_rank_in_category
+        FROM s
+      ) TO ${sqlString(paths.itemStats)} ${PARQUET}`);
+    await conn.run(`COPY items TO ${sqlString(paths.items)} ${PARQUET}`);
+
+    const c = (
+      await conn.runAndReadAll(`
+      SELECT count(*), count(DISTINCT userId), count(DISTINCT itemId), count(DISTINCT session_key),
+        sum(CASE WHEN split = 'train' THEN 1 ELSE 0 END), sum(CASE WHEN split = 'valid' THEN 1 ELSE 0 END),
+        (SELECT count(*) FROM read_parquet(${sqlString(paths.trainInteractions)})),
+        (SELECT count(*) FROM read_parquet(${sqlString(paths.validInteractions)}))
+      FROM ev`)
+    ).getRowsJS()[0] as bigint[];
+    const n = c.map((v) => Number(v ?? 0));
+    const result: EtlResult = {
+      dir,
+      paths,
+      cutoffTs,
+      minTs,
+      maxTs,
+      counts: {
+        raw: rawCount,
+        events: n[0] as number,
+        duplicates: rawCount - (n[0] as number),
+        users: n[1] as number,
+        items: n[2] as number,
+        sessions: n[3] as number,
+        trainEvents: n[4] as number,
+        validEvents: n[5] as number,
+        trainInteractions: n[6] as number,
+        validInteractions: n[7] as number,
+      },
+      durationMs: performance.now() - t0,
+    };
+    log.info({ ...result.counts, cutoffTs, durationMs: Math.round(result.durationMs) }, 'etl done');
+    return result;
+  } finally {
+    db.close();
+  }
+}
+
+/** First column of the first row, as a number. */
+export async function scalar(db: BatchDb, sql: string): Promise<number> {
+  const r = await db.conn.runAndReadAll(sql);
+  return Number((r.getRowsJS()[0]?.[0] as bigint | number | null) ?? 0);
+}
