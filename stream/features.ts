@@ -45,6 +45,8 @@ export interface FeatureOptions {
   /** eventIds remembered per user; 0 turns re-send detection off. */
   dedupWindow: number;
   ttlSec: number;
+  /** Channel the change signal goes to. @default FEATURE_CHANNEL (the batch uses its own) */
+  channel?: string;
 }
 
 /** One event as the feature store needs it. */
@@ -218,6 +220,7 @@ type ScriptRedis = Redis & {
 export class FeatureStore {
   readonly #redis: ScriptRedis;
   readonly #fixed: (string | number)[];
+  readonly #channel: string;
 
   constructor(redis: Redis, options: FeatureOptions) {
     // defineCommand sends EVALSHA and falls back to EVAL once after a script cache flush.
@@ -225,6 +228,7 @@ export class FeatureStore {
       redis.defineCommand('recsysApplyFeatures', { numberOfKeys: 1, lua: SCRIPT });
     }
     this.#redis = redis as ScriptRedis;
+    this.#channel = options.channel ?? FEATURE_CHANNEL;
     this.#fixed = [
       options.halfLifeMs,
       options.sessionGapMs,
@@ -254,7 +258,7 @@ export class FeatureStore {
     };
     const order: number[][] = [];
     for (const [userId, indexes] of byUser) {
-      const args: (string | Buffer | number)[] = [FEATURE_CHANNEL, userId, ...this.#fixed];
+      const args: (string | Buffer | number)[] = [this.#channel, userId, ...this.#fixed];
       for (const i of indexes) {
         const e = events[i] as FeatureEvent;
         args.push(
