@@ -293,6 +293,58 @@ export const VARIABLES: readonly VariableDoc[] = [
     doc: 'cron expression for `npm run batch -- --schedule` (empty: run once)',
   },
   {
+    name: 'RECSYS_JWT_SECRET',
+    default: 'recsys-local-dev-secret-change-me-0123456789',
+    doc: 'HS256 secret of the feed tokens (sub = userId); at least 32 characters; set it in production',
+  },
+  { name: 'RECSYS_JWT_ISSUER', default: 'recsys', doc: 'issuer the feed tokens must carry' },
+  {
+    name: 'RECSYS_CORS_ORIGINS',
+    default: '*',
+    doc: 'comma-separated origins allowed to call the feed API from a browser (* = any)',
+  },
+  {
+    name: 'RECSYS_FEED_DEFAULT_LIMIT',
+    default: '20',
+    doc: 'items in a feed when the request names no limit',
+  },
+  { name: 'RECSYS_FEED_MAX_LIMIT', default: '100', doc: 'most items a feed request may ask for' },
+  {
+    name: 'RECSYS_FEED_CANDIDATES',
+    default: '200',
+    doc: 'candidates reranked per feed (batch, real-time, trending, popularity together)',
+  },
+  {
+    name: 'RECSYS_FEED_MAX_PER_CATEGORY',
+    default: '3',
+    doc: 'diversity: most items of one category in the top 10',
+  },
+  {
+    name: 'RECSYS_FEED_FATIGUE_IMPRESSIONS',
+    default: '3',
+    doc: 'impressions without interaction after which an item is demoted for a user',
+  },
+  {
+    name: 'RECSYS_RATE_LIMIT_PER_S',
+    default: '50',
+    doc: 'feed requests per second one user (token) may make',
+  },
+  {
+    name: 'RECSYS_MODEL_POLL_MS',
+    default: '10000',
+    doc: 'how often the server checks the registry for a new champion, ms',
+  },
+  {
+    name: 'RECSYS_LIVE_COALESCE_MS',
+    default: '20',
+    doc: 'feature changes of one user within this window make one live push, ms',
+  },
+  {
+    name: 'RECSYS_WS_MAX_BUFFERED_BYTES',
+    default: '1048576',
+    doc: 'a socket with more unsent bytes than this gets no new frames (superseded ones are dropped)',
+  },
+  {
     name: 'RECSYS_HEALTH_TIMEOUT_MS',
     default: '2000',
     doc: 'how long one dependency health check may take, ms',
@@ -403,6 +455,21 @@ export interface BatchConfig {
   schedule: string;
 }
 
+export interface ServingConfig {
+  jwtSecret: string;
+  jwtIssuer: string;
+  corsOrigins: string[];
+  defaultLimit: number;
+  maxLimit: number;
+  candidates: number;
+  maxPerCategory: number;
+  fatigueImpressions: number;
+  rateLimitPerSec: number;
+  modelPollMs: number;
+  liveCoalesceMs: number;
+  wsMaxBufferedBytes: number;
+}
+
 export interface LocalConfig {
   dir: string;
   cacheDir: string;
@@ -426,6 +493,7 @@ export interface Config {
   indexer: IndexerConfig;
   lake: LakeConfig;
   batch: BatchConfig;
+  serving: ServingConfig;
   healthTimeoutMs: number;
   local: LocalConfig;
 }
@@ -580,6 +648,25 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
       neighboursPerItem: int('RECSYS_NEIGHBOURS_PER_ITEM', 1, 10_000),
       keepVersions: int('RECSYS_CANDIDATES_KEEP_VERSIONS', 1, 100),
       schedule: str('RECSYS_BATCH_SCHEDULE'),
+    },
+    serving: {
+      jwtSecret: (() => {
+        const secret = str('RECSYS_JWT_SECRET');
+        if (secret.length < 32)
+          throw new ConfigError('RECSYS_JWT_SECRET', 'at least 32 characters');
+        return secret;
+      })(),
+      jwtIssuer: str('RECSYS_JWT_ISSUER'),
+      corsOrigins: list('RECSYS_CORS_ORIGINS'),
+      defaultLimit: int('RECSYS_FEED_DEFAULT_LIMIT', 1, 1000),
+      maxLimit: int('RECSYS_FEED_MAX_LIMIT', 1, 1000),
+      candidates: int('RECSYS_FEED_CANDIDATES', 1, 10_000),
+      maxPerCategory: int('RECSYS_FEED_MAX_PER_CATEGORY', 1, 1000),
+      fatigueImpressions: int('RECSYS_FEED_FATIGUE_IMPRESSIONS', 1, 1000),
+      rateLimitPerSec: int('RECSYS_RATE_LIMIT_PER_S', 1, 1_000_000),
+      modelPollMs: int('RECSYS_MODEL_POLL_MS', 100),
+      liveCoalesceMs: int('RECSYS_LIVE_COALESCE_MS', 0, 10_000),
+      wsMaxBufferedBytes: int('RECSYS_WS_MAX_BUFFERED_BYTES', 1024),
     },
     healthTimeoutMs: int('RECSYS_HEALTH_TIMEOUT_MS', 50, 60_000),
     local: {

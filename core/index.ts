@@ -19,6 +19,7 @@ export type {
   KafkaConfig,
   LocalConfig,
   MqttConfig,
+  ServingConfig,
   VariableDoc,
 } from './config.js';
 export { ConfigError, DependencyUnavailableError, isRetriable, RecsysError } from './errors.js';
