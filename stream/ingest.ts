@@ -12,8 +12,10 @@ import type { IngestConfig, Logger } from '../core/index.js';
 import {
   type DlqRecord,
   type Encoder,
+  EVENT_TYPES,
   EventRejectedError,
   type EventSource,
+  type EventType,
   parseEventBytes,
   requireUserIdFromTopic,
   type UserEvent,
@@ -25,6 +27,7 @@ export type IngestOutcome = 'accepted' | 'rejected';
 
 export interface IngestMetrics {
   events: Counter<'source' | 'outcome'>;
+  byType: Counter<'type'>;
   dlq: Counter<'reason' | 'source'>;
   publishSeconds: Histogram<'source'>;
   producerErrors: Counter<'topic'>;
@@ -38,6 +41,12 @@ export function createIngestMetrics(registry: Registry): IngestMetrics {
       name: 'recsys_ingest_events_total',
       help: 'Events received, by source (mqtt, http) and outcome (accepted: in Kafka; rejected: in the DLQ; failed: not written)',
       labelNames: ['source', 'outcome'],
+      registers: [registry],
+    }),
+    byType: new Counter({
+      name: 'recsys_ingest_events_by_type_total',
+      help: 'Accepted events by type (view, click, ...); clicks over served items is the online CTR (deploy/prometheus)',
+      labelNames: ['type'],
       registers: [registry],
     }),
     dlq: new Counter({
@@ -99,6 +108,7 @@ export class IngestPipeline {
   readonly #accepted: Record<EventSource, Counter.Internal>;
   readonly #rejected: Record<EventSource, Counter.Internal>;
   readonly #latency: Record<EventSource, Histogram.Internal<'source'>>;
+  readonly #byType: Record<EventType, Counter.Internal>;
 
   constructor(options: IngestPipelineOptions) {
     this.#o = options;
@@ -116,6 +126,10 @@ export class IngestPipeline {
       mqtt: m.publishSeconds.labels('mqtt'),
       http: m.publishSeconds.labels('http'),
     };
+    this.#byType = Object.fromEntries(EVENT_TYPES.map((t) => [t, m.byType.labels(t)])) as Record<
+      EventType,
+      Counter.Internal
+    >;
   }
 
   /**
@@ -140,6 +154,7 @@ export class IngestPipeline {
     }
     await this.#write(event);
     this.#accepted.mqtt.inc();
+    this.#byType[event.type].inc();
     this.#latency.mqtt.observe((performance.now() - t0) / 1000);
     return 'accepted';
   }
@@ -189,6 +204,7 @@ export class IngestPipeline {
     }
     await Promise.all(events.map((e) => this.#write(e)));
     this.#accepted.http.inc(events.length);
+    for (const e of events) this.#byType[e.type].inc();
     const seconds = (performance.now() - t0) / 1000;
     for (let i = 0; i < events.length; i++) this.#latency.http.observe(seconds);
     return { accepted: events.length, rejections };

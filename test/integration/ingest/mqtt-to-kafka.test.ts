@@ -240,5 +240,11 @@ describe('ingest: MQTT → Kafka', () => {
     });
     assert.ok(accepted >= 6, `accepted mqtt events: ${accepted}, expected at least 6`);
     assert.ok(rejected >= 6, `rejected mqtt events: ${rejected}, expected at least 6`);
+    // Accepted events by type, the clicks side of the online CTR (deploy/prometheus).
+    const byType = ['view', 'click', 'add_to_cart', 'like', 'purchase'].reduce(
+      (sum, type) => sum + metricValue(text, 'recsys_ingest_events_by_type_total', { type }),
+      0,
+    );
+    assert.equal(byType, accepted, 'events by type add up to the accepted events');
   });
 });
