@@ -172,6 +172,11 @@ export const VARIABLES: readonly VariableDoc[] = [
     doc: 'consumer group of the Parquet lake sink',
   },
   {
+    name: 'RECSYS_GROUP_IMPRESSIONS',
+    default: 'recsys-impressions',
+    doc: 'consumer group of the impressions role (served feeds add, interactions reset)',
+  },
+  {
     name: 'RECSYS_GROUP_CATALOG',
     default: 'recsys-catalog',
     doc: 'consumer group of the catalog loader (items topic to Redis)',
@@ -412,7 +417,7 @@ export interface ConsumerConfig {
   concurrency: number;
   commitIntervalMs: number;
   sessionTimeoutMs: number;
-  groups: { features: string; indexer: string; lake: string; catalog: string };
+  groups: { features: string; indexer: string; lake: string; catalog: string; impressions: string };
 }
 
 export interface FeaturesConfig {
@@ -595,6 +600,7 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
         indexer: str('RECSYS_GROUP_INDEXER'),
         lake: str('RECSYS_GROUP_LAKE'),
         catalog: str('RECSYS_GROUP_CATALOG'),
+        impressions: str('RECSYS_GROUP_IMPRESSIONS'),
       },
     },
     features: {

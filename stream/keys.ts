@@ -119,3 +119,18 @@ export const BATCH = {
     return Number(m[1] ?? m[2] ?? m[3] ?? m[4]);
   },
 } as const;
+
+// ------------------------------------------------------------------------------ impressions
+// Written by the impressions role (`stream/impressions.ts`) from the served log, read by the
+// feed service (impression fatigue). One hash per user in the user's slot.
+
+/** Hash of one user's impression counts: itemId -> times shown without an interaction since. */
+export function userImpressionsKey(userId: string): string {
+  return `{u:${userId}}:imp`;
+}
+
+/**
+ * Field of the impressions hash holding the last applied served-log record,
+ * `<partition>:<offset>` (exact redelivery detection). `~` is not allowed in item ids.
+ */
+export const IMPRESSIONS_OFFSET_FIELD = '~o';

@@ -1,7 +1,8 @@
 /**
  * Stream processes: `node dist/stream/main.js [role ...]`, roles `ingest` (MQTT and HTTP into
  * Kafka), `features` (session features and trending in Redis), `catalog` (items topic into
- * Redis), `indexer` (Elasticsearch) and `lake` (Parquet), or `all`. Default: `ingest`. Every
+ * Redis), `indexer` (Elasticsearch), `lake` (Parquet) and `impressions` (served feeds into
+ * per-user impression counts), or `all`. Default: `ingest`. Every
  * process serves `/healthz`, `/readyz` (all its roles' dependencies) and `/metrics` on
  * RECSYS_HTTP_PORT, and stops gracefully on SIGTERM/SIGINT: work in hand is made durable and
  * its offsets committed (or its MQTT messages acknowledged) before exit.
@@ -12,11 +13,12 @@ import { startIngest } from './bridge.js';
 import { startCatalog } from './catalog-role.js';
 import { startFeatures } from './features-role.js';
 import type { HealthReport } from './health.js';
+import { startImpressions } from './impressions.js';
 import { startIndexer } from './indexer.js';
 import { startLake } from './lake.js';
 import type { RoleDeps, StreamRole } from './role.js';
 
-const ROLES = ['ingest', 'features', 'catalog', 'indexer', 'lake'] as const;
+const ROLES = ['ingest', 'features', 'catalog', 'indexer', 'lake', 'impressions'] as const;
 type RoleName = (typeof ROLES)[number];
 
 const args = process.argv.slice(2);
@@ -66,6 +68,7 @@ for (const name of names) {
   } else if (name === 'features') role = startFeatures(deps);
   else if (name === 'catalog') role = startCatalog(deps);
   else if (name === 'indexer') role = startIndexer(deps);
+  else if (name === 'impressions') role = startImpressions(deps);
   else role = startLake(deps);
   roles.set(name, role);
   // Dependencies that are down are retried for as long as it takes; what rejects here is a

@@ -1,0 +1,183 @@
+/**
+ * The reranker the feed service scores with, loaded from the model registry's champion and
+ * hot-swapped when the champion changes.
+ *
+ * Steps of one poll (at start, then every `pollMs`):
+ *   1. ask the registry for the champion; nothing to do when its version is the one serving or
+ *      the one that last failed to load (a registered version never changes);
+ *   2. load and warm the new model beside the old one (`loadRanker` runs one scoring pass);
+ *   3. swap with one reference assignment: a request that already took the old model finishes
+ *      with it, the next one gets the new model; the old session is released once the last
+ *      request using it finished.
+ * A model that fails to load (corrupt file, wrong features) leaves the old one serving and
+ * counts `recsys_model_load_failures_total`; a registry that cannot be read is logged and
+ * retried at the next poll.
+ *
+ * @example
+ *   const models = startModelHolder({ registry, log, metrics, pollMs: 10_000 });
+ *   const lease = models.acquire(); // null until a model is loaded
+ *   try { await lease?.ranker.score(x, n); } finally { lease?.release(); }
+ */
+import { Counter, Gauge, type Registry } from 'prom-client';
+import type { Logger } from '../core/index.js';
+import type { ModelRegistry } from '../batch/registry/index.js';
+import { loadRanker, type Ranker } from './ranker.js';
+
+export interface LoadedModel {
+  version: string;
+  ranker: Ranker;
+}
+
+/** A model taken for one request; `release` exactly once when done with it. */
+export interface ModelLease extends LoadedModel {
+  release(): void;
+}
+
+export interface ModelHolder {
+  /** The serving model for one request, or null before any model loaded. */
+  acquire(): ModelLease | null;
+  version(): string | null;
+  /** Checks the registry now (also what the timer does); resolves when the check is done. */
+  poll(): Promise<void>;
+  /** Resolves after the first poll (whether or not it found a model). */
+  readonly started: Promise<void>;
+  close(): Promise<void>;
+}
+
+interface Slot extends LoadedModel {
+  inUse: number;
+  retired: boolean;
+}
+
+export interface ModelHolderOptions {
+  registry: ModelRegistry;
+  log: Logger;
+  metrics: Registry;
+  /** How often the registry is polled, ms. */
+  pollMs: number;
+  /** Loads a model file. @default loadRanker */
+  load?: (path: string) => Promise<Ranker>;
+}
+
+export function startModelHolder(options: ModelHolderOptions): ModelHolder {
+  const { registry, log, metrics } = options;
+  const load = options.load ?? ((path: string) => loadRanker(path));
+  const failures = new Counter({
+    name: 'recsys_model_load_failures_total',
+    help: 'champion models that could not be loaded (the previous model kept serving)',
+    registers: [metrics],
+  });
+  const info = new Gauge({
+    name: 'recsys_model_info',
+    help: 'the reranker model serving (1 for the loaded version)',
+    labelNames: ['version'],
+    registers: [metrics],
+  });
+  const loads = new Counter({
+    name: 'recsys_model_loads_total',
+    help: 'models loaded and swapped in',
+    registers: [metrics],
+  });
+
+  let current: Slot | null = null;
+  let failedVersion: string | null = null;
+  let polling: Promise<void> | null = null;
+  let closed = false;
+
+  const releaseIfIdle = (slot: Slot): void => {
+    if (slot.retired && slot.inUse === 0) {
+      slot.ranker
+        .release()
+        .catch((err: Error) => log.warn({ err: err.message }, 'model release failed'));
+    }
+  };
+
+  const check = async (): Promise<void> => {
+    let champion;
+    try {
+      champion = await registry.champion();
+    } catch (err) {
+      log.warn({ err: (err as Error).message }, 'model registry unreadable; keeping the model');
+      return;
+    }
+    if (!champion || closed) return;
+    if (champion.version === current?.version || champion.version === failedVersion) return;
+    let ranker: Ranker;
+    const t0 = performance.now();
+    try {
+      ranker = await load(champion.onnxPath);
+    } catch (err) {
+      failedVersion = champion.version;
+      failures.inc();
+      log.error(
+        { version: champion.version, path: champion.onnxPath, err: (err as Error).message },
+        current ? 'new champion failed to load; keeping the old model' : 'model failed to load',
+      );
+      return;
+    }
+    if (closed) {
+      await ranker.release();
+      return;
+    }
+    const old = current;
+    // The swap: one assignment. Requests holding `old` finish with it.
+    current = { version: champion.version, ranker, inUse: 0, retired: false };
+    failedVersion = null;
+    loads.inc();
+    info.reset();
+    info.labels(champion.version).set(1);
+    log.info(
+      { version: champion.version, previous: old?.version ?? null, loadMs: performance.now() - t0 },
+      'model loaded',
+    );
+    if (old) {
+      old.retired = true;
+      releaseIfIdle(old);
+    }
+  };
+
+  const poll = (): Promise<void> => {
+    // One check at a time: a slow load must not start a second load of the same version.
+    polling ??= check().finally(() => {
+      polling = null;
+    });
+    return polling;
+  };
+
+  const started = poll();
+  const timer = setInterval(() => void poll(), options.pollMs);
+  timer.unref();
+
+  return {
+    started,
+    poll,
+    version: () => current?.version ?? null,
+    acquire() {
+      const slot = current;
+      if (!slot) return null;
+      slot.inUse++;
+      let done = false;
+      return {
+        version: slot.version,
+        ranker: slot.ranker,
+        release() {
+          if (done) return;
+          done = true;
+          slot.inUse--;
+          releaseIfIdle(slot);
+        },
+      };
+    },
+    async close() {
+      closed = true;
+      clearInterval(timer);
+      await polling?.catch(() => undefined);
+      if (current) {
+        current.retired = true;
+        releaseIfIdle(current);
+        current = null;
+      }
+      await registry.close();
+    },
+  };
+}

@@ -1,0 +1,171 @@
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import {
+  demoteFatigued,
+  diversify,
+  excludeItems,
+  mixCandidates,
+  type MixInput,
+} from '../../../serving/candidates.js';
+import { parseImpressions } from '../../../stream/impressions.js';
+import { IMPRESSIONS_OFFSET_FIELD, userImpressionsKey } from '../../../stream/keys.js';
+
+const s = (itemId: string, score: number) => ({ itemId, score });
+const empty: MixInput = { batch: [], recent: [], neighbours: new Map(), trending: [], popular: [] };
+
+describe('mixCandidates', () => {
+  it('keeps every source score of an item, dedupes, and attributes it to the first source', () => {
+    const mixed = mixCandidates(
+      {
+        batch: [s('a', 0.9), s('b', 0.5)],
+        recent: ['r1', 'r2'],
+        neighbours: new Map([
+          ['r1', [s('b', 1), s('c', 0.5)]],
+          ['r2', [s('c', 1), s('d', 0.4)]],
+        ]),
+        trending: [[s('c', 30), s('e', 10)], [s('e', 12)]],
+        popular: [s('a', 100), s('f', 50)],
+      },
+      100,
+    );
+    const byId = new Map(mixed.map((c) => [c.itemId, c]));
+    assert.equal(mixed.length, 6);
+    assert.deepEqual(byId.get('a')?.scores, { batch: 0.9, popularity: 100 });
+    assert.equal(byId.get('a')?.source, 'batch');
+    // covis: score / (1 + position): b from r1 = 1; c = max(0.5 / 1, 1 / 2) = 0.5; d = 0.4 / 2.
+    assert.deepEqual(byId.get('b')?.scores, { batch: 0.5, covis: 1 });
+    assert.deepEqual(byId.get('c')?.scores, { covis: 0.5, trending: 30 });
+    assert.equal(byId.get('c')?.source, 'covis');
+    assert.deepEqual(byId.get('d')?.scores, { covis: 0.2 });
+    // The best count of an item over the trending lists.
+    assert.deepEqual(byId.get('e')?.scores, { trending: 12 });
+    assert.equal(byId.get('f')?.source, 'popularity');
+  });
+
+  it('caps round-robin over the sources so a long batch list cannot crowd out real time', () => {
+    const batch = Array.from({ length: 300 }, (_, i) => s(`b${i}`, 1 - i / 1000));
+    const mixed = mixCandidates(
+      {
+        ...empty,
+        batch,
+        recent: ['x'],
+        neighbours: new Map([['x', [s('n1', 1), s('n2', 0.5)]]]),
+        popular: [s('p1', 9)],
+      },
+      10,
+    );
+    assert.equal(mixed.length, 10);
+    const ids = mixed.map((c) => c.itemId);
+    assert.ok(ids.includes('n1') && ids.includes('n2') && ids.includes('p1'), ids.join());
+    assert.equal(ids[0], 'b0');
+  });
+
+  it('a new user gets trending and popular items only', () => {
+    const mixed = mixCandidates({ ...empty, trending: [[s('t', 3)]], popular: [s('p', 7)] }, 200);
+    assert.deepEqual(
+      mixed.map((c) => [c.itemId, c.source]),
+      [
+        ['t', 'trending'],
+        ['p', 'popularity'],
+      ],
+    );
+    assert.deepEqual(mixCandidates(empty, 200), []);
+  });
+});
+
+describe('excludeItems', () => {
+  it('drops purchased and unavailable items, keeps order', () => {
+    const kept = excludeItems(
+      [{ itemId: 'a' }, { itemId: 'b' }, { itemId: 'c' }, { itemId: 'd' }],
+      {
+        purchased: ['b'],
+        unavailable: new Set(['d']),
+      },
+    );
+    assert.deepEqual(
+      kept.map((c) => c.itemId),
+      ['a', 'c'],
+    );
+  });
+});
+
+describe('demoteFatigued', () => {
+  const ranked = ['a', 'b', 'c', 'd'].map((itemId) => ({ itemId }));
+  it('moves items shown threshold times or more after the rest, both groups in order', () => {
+    const out = demoteFatigued(
+      ranked,
+      new Map([
+        ['a', 3],
+        ['c', 5],
+        ['d', 2],
+      ]),
+      3,
+    );
+    assert.deepEqual(
+      out.map((c) => c.itemId),
+      ['b', 'd', 'a', 'c'],
+    );
+  });
+  it('never demotes items the user interacted with', () => {
+    const out = demoteFatigued(ranked, new Map([['a', 9]]), 3, ['a']);
+    assert.deepEqual(
+      out.map((c) => c.itemId),
+      ['a', 'b', 'c', 'd'],
+    );
+  });
+});
+
+describe('diversify', () => {
+  it('allows at most maxPerCategory of one category in the top, deferring the rest', () => {
+    const ranked = [
+      ...['x1', 'x2', 'x3', 'x4', 'x5'].map((itemId) => ({ itemId, categoryL1: 'x' })),
+      { itemId: 'y1', categoryL1: 'y' },
+      { itemId: 'n1', categoryL1: null },
+      ...['y2', 'y3', 'y4'].map((itemId) => ({ itemId, categoryL1: 'y' })),
+      { itemId: 'z1', categoryL1: 'z' },
+      { itemId: 'z2', categoryL1: 'z' },
+    ];
+    const out = diversify(ranked, 2, 5);
+    assert.deepEqual(
+      out.map((c) => c.itemId),
+      // top 5: x1 x2 (x3..x5 deferred) y1 n1 y2; then deferred x3 x4 x5, then the rest in order.
+      ['x1', 'x2', 'y1', 'n1', 'y2', 'x3', 'x4', 'x5', 'y3', 'y4', 'z1', 'z2'],
+    );
+    assert.equal(out.length, ranked.length);
+  });
+
+  it('fills the top from deferred items when there is not enough variety', () => {
+    const ranked = ['a', 'b', 'c', 'd'].map((itemId) => ({ itemId, categoryL1: 'x' }));
+    assert.deepEqual(
+      diversify(ranked, 1, 3).map((c) => c.itemId),
+      ['a', 'b', 'c', 'd'],
+    );
+  });
+
+  it('holds the rule for every category in the top 10 of a long list', () => {
+    const cats = ['a', 'a', 'a', 'a', 'a', 'b', 'b', 'b', 'b', 'c', 'c', 'c', 'c', 'd', 'e'];
+    const ranked = cats.map((categoryL1, i) => ({ itemId: `i${i}`, categoryL1 }));
+    const top = diversify(ranked, 3, 10).slice(0, 10);
+    const counts = new Map<string, number>();
+    for (const c of top) counts.set(c.categoryL1, (counts.get(c.categoryL1) ?? 0) + 1);
+    assert.ok(
+      [...counts.values()].every((n) => n <= 3),
+      JSON.stringify([...counts]),
+    );
+    assert.equal(new Set(top.map((c) => c.itemId)).size, 10);
+  });
+});
+
+describe('impressions keys', () => {
+  it('a user hash in the user slot, offset field skipped when parsed', () => {
+    assert.equal(userImpressionsKey('u1'), '{u:u1}:imp');
+    const m = parseImpressions({ a: '2', b: '1', [IMPRESSIONS_OFFSET_FIELD]: '3:17' });
+    assert.deepEqual(
+      [...m],
+      [
+        ['a', 2],
+        ['b', 1],
+      ],
+    );
+  });
+});
