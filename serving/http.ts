@@ -20,29 +20,43 @@ export type { HttpRequest, HttpResponse, TemplatedApp };
 const STATUS_TEXT: Record<number, string> = {
   200: '200 OK',
   202: '202 Accepted',
+  204: '204 No Content',
   400: '400 Bad Request',
+  401: '401 Unauthorized',
+  403: '403 Forbidden',
   404: '404 Not Found',
   405: '405 Method Not Allowed',
   413: '413 Payload Too Large',
+  414: '414 URI Too Long',
   415: '415 Unsupported Media Type',
+  429: '429 Too Many Requests',
+  431: '431 Request Header Fields Too Large',
   500: '500 Internal Server Error',
   503: '503 Service Unavailable',
 };
 
-/** Writes a JSON response; safe to call after an await (corks, and skips aborted requests). */
+/** The status line text uWS writes for `status`. */
+export function statusText(status: number): string {
+  return STATUS_TEXT[status] ?? `${status}`;
+}
+
+/**
+ * Writes a JSON response; safe to call after an await (corks, and skips aborted requests).
+ * `headers` are written as given (e.g. CORS, Retry-After).
+ */
 export function sendJson(
   res: HttpResponse,
   status: number,
   body: unknown,
   state?: { aborted: boolean },
+  headers?: Readonly<Record<string, string>>,
 ): void {
   if (state?.aborted) return;
   const text = JSON.stringify(body);
   res.cork(() => {
-    res
-      .writeStatus(STATUS_TEXT[status] ?? `${status}`)
-      .writeHeader('content-type', 'application/json')
-      .end(text);
+    res.writeStatus(statusText(status)).writeHeader('content-type', 'application/json');
+    if (headers) for (const name in headers) res.writeHeader(name, headers[name] as string);
+    res.end(text);
   });
 }
 
@@ -52,8 +66,9 @@ export function sendError(
   message: string,
   state?: { aborted: boolean },
   details: Record<string, unknown> = {},
+  headers?: Readonly<Record<string, string>>,
 ): void {
-  sendJson(res, kind.status, { error: { code: kind.code, message, ...details } }, state);
+  sendJson(res, kind.status, { error: { code: kind.code, message, ...details } }, state, headers);
 }
 
 /**

@@ -125,6 +125,8 @@ export const DEBIAN_PACKAGES: Readonly<Record<string, string>> = {
   unzip: 'unzip',
   curl: 'curl',
   unshare: 'util-linux',
+  // Headless browser of the serving page's test (driven by playwright-core).
+  chromium: 'chromium',
 };
 
 export async function ensureDebianPackages(log: Logger): Promise<void> {

@@ -1,0 +1,318 @@
+/**
+ * `npm run bench:serve`: the feed server on the real stack.
+ *
+ * Set-up: `runBatch` on BENCH_EVENTS generated events (temp lake, local registry, Redis
+ * database 7) so the server has a champion model and batch candidates; then, as processes, the
+ * stream roles `ingest features` and the server (`dist/serving/main.js`).
+ *
+ * Phases, in one run so the numbers share the machine's state:
+ * 1. feed requests at fixed rates (BENCH_RATES, BENCH_DURATION_MS each; up to 200 candidates
+ *    reranked per request), open loop from a child process (`bench/http-load.ts`): throughput,
+ *    p50/p99 from the scheduled send time. The ramp stops at the first rate not sustained (under
+ *    97% completed, or p99 over 1 s).
+ * 2. live push: BENCH_SUBSCRIBERS WebSocket subscribers; events for them are posted to the
+ *    ingest's `POST /v1/events` at BENCH_EVENT_RATE/s; push latency = frame received - event
+ *    posted (same clock, this process), through bridge → Kafka → feature consumer → Redis
+ *    PUBLISH → server → socket.
+ * 3. memory: sockets opened up to BENCH_SOCKETS in all; the server's RSS read from /proc.
+ *
+ * Writes bench/results/serve-<time>.json and prints a summary.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { cpus, loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Redis } from 'ioredis';
+import WebSocket from 'ws';
+import { createLogger, loadConfig, sleep } from '../core/index.js';
+import { runBatch } from '../batch/main.js';
+import { mintToken, WS_PROTOCOL } from '../serving/auth.js';
+import type { LoadSpec } from './http-load.js';
+
+const num = (name: string, fallback: number): number => Number(process.env[name] ?? fallback);
+const EVENTS = num('BENCH_EVENTS', 200_000);
+const RATES = (process.env.BENCH_RATES ?? '500,1000,2000,3000,4000,5000,6000,8000')
+  .split(',')
+  .map(Number);
+const DURATION_MS = num('BENCH_DURATION_MS', 8000);
+const SUBSCRIBERS = num('BENCH_SUBSCRIBERS', 1000);
+const EVENT_RATE = num('BENCH_EVENT_RATE', 200);
+const SOCKETS = num('BENCH_SOCKETS', 10_000);
+const root = process.cwd();
+const log = createLogger(process.env.RECSYS_LOG_LEVEL ?? 'warn', 'bench');
+const id = `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`;
+
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const srv = createServer();
+    srv.listen(0, '127.0.0.1', () => {
+      const port = (srv.address() as { port: number }).port;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+async function startProcess(
+  script: string,
+  args: string[],
+  env: Record<string, string>,
+  port: number,
+): Promise<ChildProcess> {
+  const child = spawn(process.execPath, [join(root, script), ...args], {
+    cwd: root,
+    env: { ...process.env, ...env, RECSYS_HTTP_PORT: String(port) },
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
+  const deadline = Date.now() + 90_000;
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null) throw new Error(`${script} exited ${child.exitCode}`);
+    const ok = await fetch(`http://127.0.0.1:${port}/readyz`).then(
+      (r) => r.status === 200,
+      () => false,
+    );
+    if (ok) return child;
+    await sleep(250);
+  }
+  child.kill('SIGKILL');
+  throw new Error(`${script} ${args.join(' ')} not ready within 90 s`);
+}
+
+async function stop(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null) return;
+  const exited = new Promise((r) => child.once('exit', r));
+  child.kill('SIGTERM');
+  await Promise.race([exited, sleep(15_000)]);
+  if (child.exitCode === null) child.kill('SIGKILL');
+}
+
+function load(spec: LoadSpec): Promise<{
+  achievedPerSec: number;
+  completed: number;
+  sent: number;
+  statuses: Record<string, number>;
+  latencyMs: Record<string, number>;
+}> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [join(root, 'dist/bench/http-load.js')], {
+      env: { ...process.env, BENCH_LOAD: JSON.stringify(spec) },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.on('close', (code) =>
+      code === 0
+        ? resolve(JSON.parse(out.trim().split('\n').pop() as string))
+        : reject(new Error(`load exited ${code}`)),
+    );
+  });
+}
+
+async function rssMiB(pid: number): Promise<number> {
+  const status = await readFile(`/proc/${pid}/status`, 'utf8');
+  return Math.round(Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024);
+}
+
+function percentiles(values: number[]) {
+  const s = Array.from(Float64Array.from(values).sort());
+  const at = (p: number): number =>
+    s[Math.min(s.length - 1, Math.floor(p * s.length))] ?? Number.NaN;
+  return {
+    p50: at(0.5),
+    p90: at(0.9),
+    p99: at(0.99),
+    max: s[s.length - 1] ?? NaN,
+    samples: s.length,
+  };
+}
+
+async function main(): Promise<void> {
+  const dir = await mkdtemp(join(tmpdir(), 'bench-serve-'));
+  const base = loadConfig(process.env);
+  const env: Record<string, string> = {
+    RECSYS_REDIS_URL: `${base.redis.url}/7`,
+    RECSYS_LAKE_DIR: join(dir, 'lake'),
+    RECSYS_BATCH_DIR: join(dir, 'batch'),
+    RECSYS_MODEL_REGISTRY_URL: `file://${join(dir, 'models')}`,
+    RECSYS_TOPIC_EVENTS: `bench-${id}.events`,
+    RECSYS_TOPIC_DLQ: `bench-${id}.dlq`,
+    RECSYS_TOPIC_SERVED: `bench-${id}.served`,
+    RECSYS_TOPIC_ITEMS: `bench-${id}.items`,
+    RECSYS_GROUP_FEATURES: `bench-${id}-features`,
+    RECSYS_MQTT_SHARE_GROUP: `bench-${id}`,
+    RECSYS_MQTT_CLIENT_ID: `bench-${id}-bridge`,
+    RECSYS_RATE_LIMIT_PER_S: '1000000',
+    RECSYS_LOG_LEVEL: 'warn',
+  };
+  const config = loadConfig({ ...process.env, ...env });
+  const redis = new Redis(config.redis.url);
+  await redis.flushdb();
+  const t0 = performance.now();
+  const batch = await runBatch(
+    config,
+    log,
+    redis,
+    { generateEvents: EVENTS, seed: 11 },
+    () => undefined,
+  );
+  console.log(
+    `set-up: batch on ${EVENTS} events in ${((performance.now() - t0) / 1000).toFixed(1)} s (model ${batch.model.version})`,
+  );
+
+  const streamPort = await freePort();
+  const servePort = await freePort();
+  const stream = await startProcess('dist/stream/main.js', ['ingest', 'features'], env, streamPort);
+  const server = await startProcess('dist/serving/main.js', [], env, servePort);
+  const users = Array.from({ length: Math.max(SUBSCRIBERS, 2000) }, (_, i) => `u${i}`);
+  const tokens = new Map<string, string>();
+  for (const u of users) tokens.set(u, await mintToken(config.serving, u, 3600));
+  const targets = users
+    .slice(0, 2000)
+    .map((u) => ({ path: `/v1/users/${u}/feed?limit=20`, token: tokens.get(u) as string }));
+
+  // 1. Feed requests at fixed rates.
+  const http: {
+    rate: number;
+    sent: number;
+    achievedPerSec: number;
+    completed: number;
+    statuses: Record<string, number>;
+    latencyMs: Record<string, number>;
+  }[] = [];
+  for (const rate of RATES) {
+    const r = await load({
+      host: '127.0.0.1',
+      port: servePort,
+      targets,
+      rate,
+      durationMs: DURATION_MS,
+      connections: 64,
+    });
+    http.push({ rate, ...r });
+    console.log(
+      `feed @${rate}/s: ${r.achievedPerSec}/s, p50 ${r.latencyMs.p50?.toFixed(2)} ms, p99 ${r.latencyMs.p99?.toFixed(2)} ms, statuses ${JSON.stringify(r.statuses)}`,
+    );
+    if (r.completed < 0.97 * r.sent || (r.latencyMs.p99 ?? Infinity) > 1000) break;
+    await sleep(1000);
+  }
+
+  // 2. Live push to subscribers while events flow.
+  const pending = new Map<string, number[]>();
+  const pushLatencies: number[] = [];
+  const sockets: WebSocket[] = [];
+  const open = (u: string, track: boolean): Promise<void> =>
+    new Promise((resolve, reject) => {
+      const ws = new WebSocket(`ws://127.0.0.1:${servePort}/v1/feed`, [
+        WS_PROTOCOL,
+        tokens.get(u) ?? '',
+      ]);
+      let first = true;
+      ws.on('message', () => {
+        if (first) {
+          first = false;
+          resolve();
+          return;
+        }
+        if (!track) return;
+        const now = performance.now();
+        const sent = pending.get(u) ?? [];
+        for (const at of sent) pushLatencies.push(now - at);
+        pending.set(u, []);
+      });
+      ws.on('error', reject);
+      sockets.push(ws);
+    });
+  for (let i = 0; i < SUBSCRIBERS; i += 100) {
+    await Promise.all(users.slice(i, Math.min(i + 100, SUBSCRIBERS)).map((u) => open(u, true)));
+  }
+  const pushT0 = performance.now();
+  let posted = 0;
+  while (performance.now() - pushT0 < 15_000) {
+    const due = Math.floor(((performance.now() - pushT0) * EVENT_RATE) / 1000);
+    while (posted < due) {
+      const u = users[Math.floor(Math.random() * SUBSCRIBERS)] as string;
+      const body = JSON.stringify({
+        eventId: crypto.randomUUID(),
+        userId: u,
+        itemId: `i${Math.floor(Math.random() * 2000)}`,
+        type: 'view',
+        ts: Date.now(),
+      });
+      const list = pending.get(u) ?? [];
+      list.push(performance.now());
+      pending.set(u, list);
+      void fetch(`http://127.0.0.1:${streamPort}/v1/events`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body,
+      });
+      posted++;
+    }
+    await sleep(5);
+  }
+  await sleep(3000);
+  const push = percentiles(pushLatencies);
+  console.log(
+    `push: ${posted} events posted, ${push.samples} pushes measured, p50 ${push.p50.toFixed(1)} ms, p99 ${push.p99.toFixed(1)} ms`,
+  );
+
+  // 3. Server memory with many open sockets.
+  const rssBefore = await rssMiB(server.pid as number);
+  for (let i = sockets.length; i < SOCKETS; i += 200) {
+    const batchUsers = Array.from(
+      { length: Math.min(200, SOCKETS - i) },
+      (_, k) => users[(i + k) % users.length] as string,
+    );
+    await Promise.all(batchUsers.map((u) => open(u, false)));
+  }
+  await sleep(2000);
+  const rssSockets = await rssMiB(server.pid as number);
+  console.log(
+    `server RSS: ${rssBefore} MiB with ${SUBSCRIBERS} sockets, ${rssSockets} MiB with ${sockets.length}`,
+  );
+  for (const ws of sockets) ws.terminate();
+
+  await stop(server);
+  await stop(stream);
+  await redis.flushdb();
+  redis.disconnect();
+  await rm(dir, { recursive: true, force: true });
+
+  // Sustained: nearly everything completed, with a p99 under a second.
+  const peak = http
+    .filter((h) => h.completed >= 0.97 * h.sent && (h.latencyMs.p99 ?? Infinity) <= 1000)
+    .reduce((m, h) => Math.max(m, h.achievedPerSec), 0);
+  const at2000 = http.find((h) => h.rate === 2000);
+  const result = {
+    bench: 'serve',
+    at: new Date().toISOString(),
+    machine: { cpus: cpus().length, loadavg: loadavg() },
+    settings: {
+      events: EVENTS,
+      rates: RATES,
+      durationMs: DURATION_MS,
+      subscribers: SUBSCRIBERS,
+      eventRate: EVENT_RATE,
+      sockets: SOCKETS,
+      candidates: config.serving.candidates,
+    },
+    batch: { stepsMs: batch.stepsMs, model: batch.model },
+    http,
+    peakSustainedPerSec: peak,
+    feedAt2000: at2000 ? at2000.latencyMs : null,
+    push: { posted, latencyMs: push },
+    rssMiB: { withSubscribers: rssBefore, withSockets: rssSockets, sockets: sockets.length },
+    targets: { p99At2000Ms: 10, peakPerSec: 5000, pushP99Ms: 100, rssMiBAt10kSockets: 512 },
+  };
+  await mkdir(join(root, 'bench/results'), { recursive: true });
+  const file = join(root, 'bench/results', `serve-${result.at.replace(/[:.]/g, '-')}.json`);
+  await writeFile(file, JSON.stringify(result, null, 2) + '\n');
+  console.log(`\n${file}`);
+  console.log(
+    `feed: peak ${peak}/s; at 2,000/s p50 ${at2000?.latencyMs.p50?.toFixed(2)} ms p99 ${at2000?.latencyMs.p99?.toFixed(2)} ms | ` +
+      `push p50 ${push.p50.toFixed(1)} ms p99 ${push.p99.toFixed(1)} ms | RSS ${rssSockets} MiB with ${sockets.length} sockets`,
+  );
+}
+
+await main();
+process.exit(0);

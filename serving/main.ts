@@ -1,0 +1,47 @@
+/**
+ * The serving process: `node dist/serving/main.js` (`npm run serve`). Reads the configuration,
+ * connects Redis (one connection for feeds, one in subscriber mode for live pushes), starts the
+ * feed service and the HTTP + WebSocket server on RECSYS_HTTP_HOST:RECSYS_HTTP_PORT.
+ *
+ * On SIGTERM/SIGINT it stops gracefully: the listen socket closes, in-flight requests finish,
+ * WebSockets close with 1001 (going away), then the feed service (its served-log producer
+ * flushes) and Redis close. `POST /v1/events` is served by the stream process (ingest role).
+ */
+import { createLogger, createMetricsRegistry, loadConfig } from '../core/index.js';
+import { createRedis } from '../stream/redis.js';
+import { startFeedService } from './feed.js';
+import { startServing } from './server.js';
+
+const config = loadConfig(process.env);
+const log = createLogger(config.logLevel, 'recsys-serving');
+const metrics = createMetricsRegistry('serving');
+const redis = createRedis(config.redis.url, 'recsys-serving');
+const subscriber = createRedis(config.redis.url, 'recsys-serving-live');
+// Errors surface through /readyz and the retrying subscription; without a listener ioredis
+// would print every failed reconnect as an unhandled error event.
+for (const r of [redis, subscriber]) {
+  r.on('error', (err: Error) => log.warn({ err: err.message }, 'redis connection error'));
+}
+
+const feed = startFeedService({ config, log, metrics, redis });
+const serving = await startServing({ config, log, metrics, feed, redisSubscriber: subscriber });
+
+let stopping = false;
+for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+  process.on(signal, () => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'stopping');
+    (async () => {
+      await serving.stop();
+      await feed.close();
+      await Promise.all([redis.quit(), subscriber.quit()].map((p) => p.catch(() => undefined)));
+    })().then(
+      () => process.exit(0),
+      (err: Error) => {
+        log.error({ err: err.message }, 'unclean stop');
+        process.exit(1);
+      },
+    );
+  });
+}

@@ -1,0 +1,234 @@
+/**
+ * The serving process over real sockets, with the real feed service on Redis: curl for HTTP
+ * (owner-only reads, malformed requests answered with JSON while the process keeps serving),
+ * a `ws` client for the live feed (refused without the right token, feed on connect, a new
+ * frame after `PUBLISH` on FEATURE_CHANNEL), the demo page in headless Chromium, and SIGTERM
+ * closing sockets with 1001.
+ */
+import { after, before, describe, it, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { WebSocket } from 'ws';
+import type { Feed } from '../../../serving/feed.js';
+import { requireServices, uniq } from '../harness.js';
+import { curl, publishFeatureChange, ServingProcess } from './server-process.js';
+
+interface Frame {
+  type: string;
+  feed: Feed;
+}
+
+/** Opens a socket and collects frames; `refused` holds the HTTP status of a refused upgrade. */
+function connect(url: string, protocols?: string[]) {
+  const ws = new WebSocket(url, protocols);
+  const frames: Array<{ at: number; frame: Frame }> = [];
+  const waiters: Array<() => void> = [];
+  ws.on('message', (data) => {
+    frames.push({ at: performance.now(), frame: JSON.parse(String(data)) as Frame });
+    for (const w of waiters.splice(0)) w();
+  });
+  const opened = new Promise<{ ok: true } | { ok: false; status: number; body: string }>(
+    (resolve) => {
+      ws.once('open', () => resolve({ ok: true }));
+      ws.once('unexpected-response', (_req, res) => {
+        let body = '';
+        res.on('data', (d: Buffer) => (body += d.toString()));
+        res.on('end', () => resolve({ ok: false, status: res.statusCode ?? 0, body }));
+      });
+      ws.once('error', () => resolve({ ok: false, status: 0, body: '' }));
+    },
+  );
+  const closed = new Promise<{ code: number; reason: string }>((resolve) =>
+    ws.once('close', (code, reason) => resolve({ code, reason: reason.toString() })),
+  );
+  const frame = async (n: number, timeoutMs = 10_000): Promise<Frame> => {
+    const deadline = Date.now() + timeoutMs;
+    while (frames.length < n) {
+      if (Date.now() > deadline) throw new Error(`no frame #${n} within ${timeoutMs} ms`);
+      await new Promise<void>((r) => {
+        waiters.push(r);
+        setTimeout(r, 100);
+      });
+    }
+    return (frames[n - 1] as { frame: Frame }).frame;
+  };
+  return { ws, frames, opened, closed, frame };
+}
+
+describe('serving server (real process, real feed service)', { timeout: 180_000 }, () => {
+  const server = new ServingProcess();
+  const alice = uniq('alice');
+  const bob = uniq('bob');
+  let aliceToken = '';
+  let skip = false;
+
+  before(async (t) => {
+    const ctx = t as unknown as TestContext;
+    if (!(await requireServices(ctx, 'redis', 'kafka'))) {
+      skip = true;
+      return;
+    }
+    await server.start({ RECSYS_RATE_LIMIT_PER_S: '1000', RECSYS_LIVE_COALESCE_MS: '20' });
+    aliceToken = await server.token(alice);
+  });
+  after(() => server.stop());
+
+  it('serves the token owner and nobody else over HTTP (curl)', async (t) => {
+    if (skip) return t.skip('services down');
+    const auth = ['-H', `authorization: Bearer ${aliceToken}`];
+    const own = await curl(`${server.baseUrl}/v1/users/${alice}/feed?limit=5`, auth);
+    assert.equal(own.status, 200, own.body);
+    const feed = own.json as Feed;
+    assert.equal(feed.userId, alice);
+    assert.ok(feed.items.length > 0 && feed.items.length <= 5, own.body);
+    assert.equal(feed.items[0]?.itemId, 'it-1', 'the most trending item leads an unranked feed');
+
+    const other = await curl(`${server.baseUrl}/v1/users/${bob}/feed`, auth);
+    assert.equal(other.status, 403);
+    assert.equal((other.json as { error: { code: string } }).error.code, 'RECSYS_FORBIDDEN');
+  });
+
+  it('answers malformed requests with JSON errors and keeps serving', async (t) => {
+    if (skip) return t.skip('services down');
+    const auth = ['-H', `authorization: Bearer ${aliceToken}`];
+    const base = `${server.baseUrl}/v1/users/${alice}/feed`;
+    const cases: Array<[string, string, string[], number, string]> = [
+      ['no token', base, [], 401, 'RECSYS_UNAUTHENTICATED'],
+      ['garbage token', base, ['-H', 'authorization: Bearer a.b.c'], 401, 'RECSYS_UNAUTHENTICATED'],
+      ['not bearer', base, ['-H', 'authorization: Basic eDp5'], 401, 'RECSYS_UNAUTHENTICATED'],
+      ['limit 0', `${base}?limit=0`, auth, 400, 'RECSYS_BAD_REQUEST'],
+      ['limit over max', `${base}?limit=101`, auth, 400, 'RECSYS_BAD_REQUEST'],
+      ['limit text', `${base}?limit=ten`, auth, 400, 'RECSYS_BAD_REQUEST'],
+      ['bad escape', `${server.baseUrl}/v1/users/%ZZ/feed`, auth, 400, 'RECSYS_BAD_REQUEST'],
+      ['no such path', `${server.baseUrl}/v1/nope`, auth, 404, 'RECSYS_NOT_FOUND'],
+      ['POST', base, [...auth, '-X', 'POST'], 405, 'RECSYS_METHOD_NOT_ALLOWED'],
+      [
+        'huge header',
+        base,
+        [...auth, '-H', `x-pad: ${'a'.repeat(20_000)}`],
+        431,
+        'RECSYS_HEADERS_TOO_LARGE',
+      ],
+      ['long URL', `${base}?limit=5&pad=${'a'.repeat(5000)}`, auth, 414, 'RECSYS_URI_TOO_LONG'],
+    ];
+    for (const [name, url, args, status, code] of cases) {
+      const res = await curl(url, args);
+      assert.equal(res.status, status, `${name}: ${res.body}`);
+      assert.equal((res.json as { error: { code: string } } | null)?.error.code, code, name);
+    }
+    const still = await curl(`${base}?limit=3`, auth);
+    assert.equal(still.status, 200, 'still serving');
+    assert.ok(server.child.exitCode === null);
+  });
+
+  it('answers CORS preflights', async (t) => {
+    if (skip) return t.skip('services down');
+    const res = await curl(`${server.baseUrl}/v1/users/${alice}/feed`, [
+      '-X',
+      'OPTIONS',
+      '-H',
+      'origin: https://shop.example',
+      '-H',
+      'access-control-request-method: GET',
+      '-D',
+      '-',
+    ]);
+    assert.equal(res.status, 204);
+    assert.match(res.body, /access-control-allow-origin: \*/i);
+    assert.match(res.body, /access-control-allow-headers: authorization/i);
+  });
+
+  it('refuses WebSocket upgrades without the right token', async (t) => {
+    if (skip) return t.skip('services down');
+    const none = connect(server.wsUrl);
+    assert.deepEqual(
+      { ...(await none.opened), body: undefined },
+      { ok: false, status: 401, body: undefined },
+    );
+    const bad = connect(`${server.wsUrl}?token=a.b.c`);
+    assert.equal(((await bad.opened) as { status: number }).status, 401);
+    const other = connect(`${server.wsUrl}?token=${aliceToken}&userId=${bob}`);
+    const refused = (await other.opened) as { ok: false; status: number; body: string };
+    assert.equal(refused.status, 403);
+    assert.equal(JSON.parse(refused.body).error.code, 'RECSYS_FORBIDDEN');
+  });
+
+  it('pushes the feed on connect and a new one after PUBLISH on FEATURE_CHANNEL', async (t) => {
+    if (skip) return t.skip('services down');
+    // Token as a sub-protocol, as the browser page sends it.
+    const c = connect(`${server.wsUrl}?limit=4`, ['recsys.feed.v1', `bearer.${aliceToken}`]);
+    assert.deepEqual(await c.opened, { ok: true });
+    assert.equal(c.ws.protocol, 'recsys.feed.v1', 'the token is not echoed');
+    const first = await c.frame(1);
+    assert.equal(first.type, 'feed');
+    assert.equal(first.feed.userId, alice);
+    assert.equal(first.feed.items.length, 4);
+
+    const second = connect(`${server.wsUrl}?token=${aliceToken}&limit=4`);
+    await second.frame(1);
+    const latencies: number[] = [];
+    for (let i = 0; i < 20; i++) {
+      const t0 = performance.now();
+      await publishFeatureChange(alice);
+      const f = await c.frame(2 + i);
+      latencies.push((c.frames[1 + i]?.at ?? 0) - t0);
+      assert.notEqual(f.feed.requestId, first.feed.requestId);
+    }
+    await second.frame(21);
+    latencies.sort((a, b) => a - b);
+    t.diagnostic(
+      `redis-cli PUBLISH -> frame (incl. redis-cli start): p50 ${latencies[10]?.toFixed(1)} ms, max ${latencies[19]?.toFixed(1)} ms`,
+    );
+    const metrics = await curl(`${server.baseUrl}/metrics`);
+    assert.match(metrics.body, /recsys_ws_open_sockets\{[^}]*\} 2/);
+    assert.match(metrics.body, /recsys_live_push_seconds_count\{[^}]*\} [1-9]/);
+    c.ws.close();
+    second.ws.close();
+    await Promise.all([c.closed, second.closed]);
+  });
+
+  it('the demo page renders the feed and animates an update in (headless Chromium)', async (t) => {
+    if (skip) return t.skip('services down');
+    const { chromium } = await import('playwright-core');
+    const browser = await chromium.launch({
+      executablePath: process.env.CHROMIUM_PATH ?? '/usr/bin/chromium',
+      args: ['--no-sandbox'],
+    });
+    try {
+      const page = await browser.newPage({ viewport: { width: 900, height: 700 } });
+      const errors: string[] = [];
+      page.on('pageerror', (e) => errors.push(e.message));
+      await page.goto(`${server.baseUrl}/?token=${aliceToken}`);
+      await page.waitForSelector('#state[data-state="open"]', { timeout: 10_000 });
+      await page.waitForSelector('#feed li', { timeout: 10_000 });
+      const before = await page.$$eval('#feed li', (lis) => lis.map((li) => li.dataset.item));
+      assert.equal(before[0], 'it-1');
+      // A new item starts trending hard, then the user's features change.
+      await server.trend([['it-9', 50]]);
+      await publishFeatureChange(alice);
+      await page.waitForSelector('body[data-frames="2"]', { timeout: 10_000 });
+      const fresh = await page.$$eval('#feed li.fresh', (lis) => lis.map((li) => li.dataset.item));
+      assert.ok(fresh.includes('it-9'), `animated: ${fresh.join(',')}`);
+      const firstItem = await page.$eval('#feed li', (li) => li.dataset.item);
+      assert.equal(firstItem, 'it-9');
+      const dir = join(process.cwd(), 'test', 'artifacts');
+      await mkdir(dir, { recursive: true });
+      await page.screenshot({ path: join(dir, 'serving-live-feed.png') });
+      assert.deepEqual(errors, []);
+    } finally {
+      await browser.close();
+    }
+  });
+
+  it('SIGTERM closes sockets with 1001 and exits 0', async (t) => {
+    if (skip) return t.skip('services down');
+    const c = connect(`${server.wsUrl}?token=${aliceToken}`);
+    await c.frame(1);
+    server.child.kill('SIGTERM');
+    const closed = await c.closed;
+    assert.equal(closed.code, 1001);
+    const exit = await server.exited;
+    assert.equal(exit.code, 0, server.output);
+  });
+});

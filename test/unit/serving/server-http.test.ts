@@ -1,0 +1,133 @@
+/**
+ * The server in-process with a feed double (no services): 429 with Retry-After past the
+ * per-token rate, stop() finishing an in-flight request before closing sockets with 1001, and
+ * the HTTP latency of a feed request through uWS (the double answers at once).
+ */
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { connect } from 'node:net';
+import { Registry } from 'prom-client';
+import { WebSocket } from 'ws';
+import { loadConfig } from '../../../core/config.js';
+import { createLogger } from '../../../core/log.js';
+import { mintToken } from '../../../serving/auth.js';
+import type { Feed } from '../../../serving/feed.js';
+import { startServing } from '../../../serving/server.js';
+
+const log = createLogger('silent');
+
+function double(delayMs = 0) {
+  return {
+    async getFeed(userId: string, limit: number): Promise<Feed> {
+      if (delayMs) await new Promise((r) => setTimeout(r, delayMs));
+      return {
+        requestId: crypto.randomUUID(),
+        userId,
+        ts: Date.now(),
+        items: Array.from({ length: limit }, (_, i) => ({
+          itemId: `i${i}`,
+          score: 1 / (i + 1),
+          source: 'popular',
+          categoryL1: null,
+        })),
+        modelVersion: 'v1',
+        latencyMs: 0,
+      };
+    },
+    readiness: async () => ({ ok: true, checks: {} }),
+  };
+}
+
+async function start(env: Record<string, string>, delayMs = 0) {
+  const config = loadConfig({ RECSYS_HTTP_PORT: '0', ...env });
+  const serving = await startServing({
+    config,
+    log,
+    metrics: new Registry(),
+    feed: double(delayMs),
+  });
+  const base = `http://127.0.0.1:${serving.port}`;
+  return { config, serving, base, token: await mintToken(config.serving, 'u1', 60) };
+}
+
+describe('server over real sockets (feed double)', () => {
+  it('answers 429 with Retry-After past the per-token rate', async () => {
+    const { serving, base, token } = await start({ RECSYS_RATE_LIMIT_PER_S: '5' });
+    try {
+      const statuses: number[] = [];
+      let retryAfter: string | null = null;
+      for (let i = 0; i < 8; i++) {
+        const res = await fetch(`${base}/v1/users/u1/feed`, {
+          headers: { authorization: `Bearer ${token}` },
+        });
+        statuses.push(res.status);
+        if (res.status === 429) {
+          retryAfter = res.headers.get('retry-after');
+          const body = (await res.json()) as { error: { code: string } };
+          assert.equal(body.error.code, 'RECSYS_RATE_LIMITED');
+        } else await res.arrayBuffer();
+      }
+      assert.deepEqual(statuses.slice(0, 5), [200, 200, 200, 200, 200]);
+      assert.ok(
+        statuses.slice(5).every((s) => s === 429),
+        statuses.join(','),
+      );
+      assert.equal(retryAfter, '1');
+    } finally {
+      await serving.stop();
+    }
+  });
+
+  it('stop() finishes in-flight requests, then closes sockets with 1001', async () => {
+    const { serving, base, token } = await start({}, 150);
+    const ws = new WebSocket(`${base.replace('http', 'ws')}/v1/feed?token=${token}`);
+    const firstFrame = new Promise((r) => ws.once('message', r));
+    const closed = new Promise<number>((r) => ws.once('close', (code) => r(code)));
+    await firstFrame;
+    const inFlight = fetch(`${base}/v1/users/u1/feed`, {
+      headers: { authorization: `Bearer ${token}` },
+    });
+    await new Promise((r) => setTimeout(r, 20));
+    const stopped = serving.stop();
+    const res = await inFlight;
+    assert.equal(res.status, 200);
+    await stopped;
+    assert.equal(await closed, 1001);
+    // New connections are refused (kept-alive ones may still be open).
+    await assert.rejects(
+      new Promise((resolve, reject) => {
+        const socket = connect(Number(new URL(base).port), '127.0.0.1', () => {
+          socket.destroy();
+          resolve(null);
+        });
+        socket.once('error', reject);
+      }),
+      /ECONNREFUSED/,
+    );
+  });
+
+  it('serves a feed request in about a millisecond', async (t) => {
+    const { serving, base, token } = await start({ RECSYS_RATE_LIMIT_PER_S: '1000000' });
+    try {
+      const url = `${base}/v1/users/u1/feed?limit=20`;
+      const headers = { authorization: `Bearer ${token}` };
+      for (let i = 0; i < 200; i++) await (await fetch(url, { headers })).arrayBuffer();
+      const ms: number[] = [];
+      for (let i = 0; i < 2000; i++) {
+        const t0 = performance.now();
+        const res = await fetch(url, { headers });
+        await res.arrayBuffer();
+        ms.push(performance.now() - t0);
+        assert.equal(res.status, 200);
+      }
+      ms.sort((a, b) => a - b);
+      const p = (q: number): number => ms[Math.floor(q * ms.length)] as number;
+      t.diagnostic(
+        `fetch keep-alive, 2000 sequential: p50 ${p(0.5).toFixed(2)} ms, p99 ${p(0.99).toFixed(2)} ms`,
+      );
+      assert.ok(p(0.5) < 20, `p50 ${p(0.5)} ms`);
+    } finally {
+      await serving.stop();
+    }
+  });
+});
