@@ -4,8 +4,10 @@
  * scheduled time (so a slow server shows as latency, not as a lower offered rate:
  * no coordinated omission).
  *
- * Input: env BENCH_LOAD (JSON of LoadSpec). Output: one JSON line on stdout.
+ * Input: env BENCH_LOAD_FILE, a JSON file holding a LoadSpec (tokens make it too large for an
+ * environment variable). Output: one JSON line on stdout.
  */
+import { readFileSync } from 'node:fs';
 import http from 'node:http';
 
 export interface LoadSpec {
@@ -18,7 +20,7 @@ export interface LoadSpec {
   connections: number;
 }
 
-const spec = JSON.parse(process.env.BENCH_LOAD ?? '{}') as LoadSpec;
+const spec = JSON.parse(readFileSync(process.env.BENCH_LOAD_FILE ?? '', 'utf8')) as LoadSpec;
 const agent = new http.Agent({ keepAlive: true, maxSockets: spec.connections });
 const latencies: number[] = [];
 const statuses: Record<string, number> = {};

@@ -19,6 +19,7 @@
  * Writes bench/results/serve-<time>.json and prints a summary.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import { mkdtemp, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { cpus, loadavg, tmpdir } from 'node:os';
@@ -32,7 +33,7 @@ import type { LoadSpec } from './http-load.js';
 
 const num = (name: string, fallback: number): number => Number(process.env[name] ?? fallback);
 const EVENTS = num('BENCH_EVENTS', 200_000);
-const RATES = (process.env.BENCH_RATES ?? '500,1000,2000,3000,4000,5000,6000,8000')
+const RATES = (process.env.BENCH_RATES ?? '250,500,1000,1500,2000,3000,5000')
   .split(',')
   .map(Number);
 const DURATION_MS = num('BENCH_DURATION_MS', 8000);
@@ -94,8 +95,10 @@ function load(spec: LoadSpec): Promise<{
   latencyMs: Record<string, number>;
 }> {
   return new Promise((resolve, reject) => {
+    const file = join(tmpdir(), `bench-load-${process.pid}.json`);
+    writeFileSync(file, JSON.stringify(spec));
     const child = spawn(process.execPath, [join(root, 'dist/bench/http-load.js')], {
-      env: { ...process.env, BENCH_LOAD: JSON.stringify(spec) },
+      env: { ...process.env, BENCH_LOAD_FILE: file },
       stdio: ['ignore', 'pipe', 'inherit'],
     });
     let out = '';
@@ -163,6 +166,10 @@ async function main(): Promise<void> {
   const servePort = await freePort();
   const stream = await startProcess('dist/stream/main.js', ['ingest', 'features'], env, streamPort);
   const server = await startProcess('dist/serving/main.js', [], env, servePort);
+  // Never leave the children behind (they hold this process's stderr open).
+  process.on('exit', () => {
+    for (const c of [stream, server]) if (c.exitCode === null) c.kill('SIGKILL');
+  });
   const users = Array.from({ length: Math.max(SUBSCRIBERS, 2000) }, (_, i) => `u${i}`);
   const tokens = new Map<string, string>();
   for (const u of users) tokens.set(u, await mintToken(config.serving, u, 3600));
@@ -204,7 +211,7 @@ async function main(): Promise<void> {
     new Promise((resolve, reject) => {
       const ws = new WebSocket(`ws://127.0.0.1:${servePort}/v1/feed`, [
         WS_PROTOCOL,
-        tokens.get(u) ?? '',
+        `bearer.${tokens.get(u) ?? ''}`,
       ]);
       let first = true;
       ws.on('message', () => {
