@@ -111,9 +111,14 @@ function load(spec: LoadSpec): Promise<{
   });
 }
 
+/** Resident memory of a process and its children (the workers of RECSYS_SERVING_WORKERS), MiB. */
 async function rssMiB(pid: number): Promise<number> {
   const status = await readFile(`/proc/${pid}/status`, 'utf8');
-  return Math.round(Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024);
+  let kib = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0);
+  const children = await readFile(`/proc/${pid}/task/${pid}/children`, 'utf8').catch(() => '');
+  for (const child of children.split(/\s+/).filter(Boolean))
+    kib += (await rssMiB(Number(child))) * 1024;
+  return Math.round(kib / 1024);
 }
 
 function percentiles(values: number[]) {
@@ -295,6 +300,7 @@ async function main(): Promise<void> {
     at: new Date().toISOString(),
     machine: { cpus: cpus().length, loadavg: loadavg() },
     settings: {
+      workers: config.serving.workers,
       events: EVENTS,
       rates: RATES,
       durationMs: DURATION_MS,

@@ -345,6 +345,11 @@ export const VARIABLES: readonly VariableDoc[] = [
     doc: 'feature changes of one user within this window make one live push, ms',
   },
   {
+    name: 'RECSYS_SERVING_WORKERS',
+    default: '1',
+    doc: 'server processes sharing the port (SO_REUSEPORT); each keeps its own model, sockets and metrics',
+  },
+  {
     name: 'RECSYS_WS_MAX_BUFFERED_BYTES',
     default: '1048576',
     doc: 'a socket with more unsent bytes than this gets no new frames (superseded ones are dropped)',
@@ -473,6 +478,7 @@ export interface ServingConfig {
   modelPollMs: number;
   liveCoalesceMs: number;
   wsMaxBufferedBytes: number;
+  workers: number;
 }
 
 export interface LocalConfig {
@@ -673,6 +679,7 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
       modelPollMs: int('RECSYS_MODEL_POLL_MS', 100),
       liveCoalesceMs: int('RECSYS_LIVE_COALESCE_MS', 0, 10_000),
       wsMaxBufferedBytes: int('RECSYS_WS_MAX_BUFFERED_BYTES', 1024),
+      workers: int('RECSYS_SERVING_WORKERS', 1, 64),
     },
     healthTimeoutMs: int('RECSYS_HEALTH_TIMEOUT_MS', 50, 60_000),
     local: {

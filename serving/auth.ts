@@ -29,6 +29,8 @@ type TokenConfig = Pick<ServingConfig, 'jwtSecret' | 'jwtIssuer'>;
 
 /** Longest token accepted before any parsing (a JWT of ours is about 200 bytes). */
 export const MAX_TOKEN_BYTES = 4096;
+/** Verified tokens remembered (until their expiry). */
+const VERIFIED_CACHE = 100_000;
 /** Clock skew tolerated between the token minter and this server, seconds. */
 const CLOCK_TOLERANCE_S = 5;
 
@@ -42,9 +44,28 @@ export class TokenVerifier {
   }
 
   /** Verifies signature (HS256 only), issuer, expiry and subject. Throws {@link AuthError}. */
+  // Tokens already verified, until they expire: a client sends the same token with every
+  // request, and jose's HMAC runs through WebCrypto (async, on the thread pool). Bounded; the
+  // oldest entries go first.
+  readonly #verified = new Map<string, TokenClaims>();
+
   async verify(token: string): Promise<TokenClaims> {
     if (!token) throw new AuthError('no token');
     if (token.length > MAX_TOKEN_BYTES) throw new AuthError('token too long');
+    const known = this.#verified.get(token);
+    if (known) {
+      if (known.exp > Date.now() / 1000 - CLOCK_TOLERANCE_S) return known;
+      this.#verified.delete(token);
+    }
+    const claims = await this.#verify(token);
+    this.#verified.set(token, claims);
+    if (this.#verified.size > VERIFIED_CACHE) {
+      this.#verified.delete(this.#verified.keys().next().value as string);
+    }
+    return claims;
+  }
+
+  async #verify(token: string): Promise<TokenClaims> {
     try {
       const { payload } = await jwtVerify(token, this.#key, {
         algorithms: ['HS256'],

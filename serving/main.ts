@@ -7,6 +7,7 @@
  * WebSockets close with 1001 (going away), then the feed service (its served-log producer
  * flushes) and Redis close. `POST /v1/events` is served by the stream process (ingest role).
  */
+import cluster from 'node:cluster';
 import { createLogger, createMetricsRegistry, loadConfig } from '../core/index.js';
 import { createRedis } from '../stream/redis.js';
 import { startFeedService } from './feed.js';
@@ -14,34 +15,66 @@ import { startServing } from './server.js';
 
 const config = loadConfig(process.env);
 const log = createLogger(config.logLevel, 'recsys-serving');
-const metrics = createMetricsRegistry('serving');
-const redis = createRedis(config.redis.url, 'recsys-serving');
-const subscriber = createRedis(config.redis.url, 'recsys-serving-live');
-// Errors surface through /readyz and the retrying subscription; without a listener ioredis
-// would print every failed reconnect as an unhandled error event.
-for (const r of [redis, subscriber]) {
-  r.on('error', (err: Error) => log.warn({ err: err.message }, 'redis connection error'));
+
+// With RECSYS_SERVING_WORKERS > 1 this process only supervises: it forks that many copies, each
+// listening on the same port (uWS sets SO_REUSEPORT, the kernel spreads connections), restarts
+// one that dies, and passes SIGTERM on. One Node process tops out near one core.
+if (config.serving.workers > 1 && cluster.isPrimary) {
+  let stopping = false;
+  const fork = (): void => {
+    cluster.fork().once('exit', (code, signal) => {
+      if (stopping) return;
+      log.error({ code, signal }, 'serving worker died; starting another');
+      setTimeout(fork, 500);
+    });
+  };
+  for (let i = 0; i < config.serving.workers; i++) fork();
+  for (const sig of ['SIGTERM', 'SIGINT'] as const) {
+    process.on(sig, () => {
+      stopping = true;
+      for (const w of Object.values(cluster.workers ?? {})) w?.process.kill(sig);
+      const check = setInterval(() => {
+        if (Object.keys(cluster.workers ?? {}).length === 0) {
+          clearInterval(check);
+          process.exit(0);
+        }
+      }, 50);
+    });
+  }
+} else {
+  await serve();
 }
 
-const feed = startFeedService({ config, log, metrics, redis });
-const serving = await startServing({ config, log, metrics, feed, redisSubscriber: subscriber });
+async function serve(): Promise<void> {
+  const metrics = createMetricsRegistry('serving');
+  const redis = createRedis(config.redis.url, 'recsys-serving');
+  const subscriber = createRedis(config.redis.url, 'recsys-serving-live');
+  // Errors surface through /readyz and the retrying subscription; without a listener ioredis
+  // would print every failed reconnect as an unhandled error event.
+  for (const r of [redis, subscriber]) {
+    r.on('error', (err: Error) => log.warn({ err: err.message }, 'redis connection error'));
+  }
 
-let stopping = false;
-for (const signal of ['SIGTERM', 'SIGINT'] as const) {
-  process.on(signal, () => {
-    if (stopping) return;
-    stopping = true;
-    log.info({ signal }, 'stopping');
-    (async () => {
-      await serving.stop();
-      await feed.close();
-      await Promise.all([redis.quit(), subscriber.quit()].map((p) => p.catch(() => undefined)));
-    })().then(
-      () => process.exit(0),
-      (err: Error) => {
-        log.error({ err: err.message }, 'unclean stop');
-        process.exit(1);
-      },
-    );
-  });
+  const feed = startFeedService({ config, log, metrics, redis });
+  const serving = await startServing({ config, log, metrics, feed, redisSubscriber: subscriber });
+
+  let stopping = false;
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+    process.on(signal, () => {
+      if (stopping) return;
+      stopping = true;
+      log.info({ signal }, 'stopping');
+      (async () => {
+        await serving.stop();
+        await feed.close();
+        await Promise.all([redis.quit(), subscriber.quit()].map((p) => p.catch(() => undefined)));
+      })().then(
+        () => process.exit(0),
+        (err: Error) => {
+          log.error({ err: err.message }, 'unclean stop');
+          process.exit(1);
+        },
+      );
+    });
+  }
 }
