@@ -10,6 +10,7 @@ import assert from 'node:assert/strict';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { WebSocket } from 'ws';
+import { sleep } from '../../../core/retry.js';
 import type { Feed } from '../../../serving/feed.js';
 import { requireServices, uniq } from '../harness.js';
 import { curl, publishFeatureChange, ServingProcess } from './server-process.js';
@@ -206,6 +207,9 @@ describe('serving server (real process, real feed service)', { timeout: 180_000 
       assert.equal(before[0], 'it-1');
       // A new item starts trending hard, then the user's features change.
       await server.trend([['it-9', 50]]);
+      // The server reuses trending lists for a second (serving/feed.ts), so the change is
+      // published once that has passed.
+      await sleep(1100);
       await publishFeatureChange(alice);
       await page.waitForSelector('body[data-frames="2"]', { timeout: 10_000 });
       const fresh = await page.$$eval('#feed li.fresh', (lis) => lis.map((li) => li.dataset.item));
