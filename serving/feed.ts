@@ -6,8 +6,9 @@
  *   1. one pipeline: the user's session features, the live batch version, the user's
  *      impression counts;
  *   2. concurrently: the user's batch candidates, co-visitation neighbours of the 5 most recent
- *      items, trending items (largest window) overall and in the 3 strongest categories,
- *      popular items overall and in those categories; mixed into at most
+ *      items, trending items (largest window) overall and in the 3 strongest categories (lists
+ *      reused for a second), popular items overall and in those categories (kept per batch
+ *      version); mixed into at most
  *      `config.serving.candidates` candidates the way training mixes them (`candidates.ts`);
  *   3. the catalog entries of the candidates and the recent items (cached in-process);
  *      purchased and unavailable items are dropped;
