@@ -11,7 +11,7 @@
  */
 import { hostname } from 'node:os';
 import { Gauge, type Registry } from 'prom-client';
-import { type Config, type Logger, retry } from '../core/index.js';
+import type { Config, Logger } from '../core/index.js';
 import {
   createEncoder,
   type DlqRecord,
@@ -22,6 +22,7 @@ import {
 } from '../schemas/index.js';
 import type { TemplatedApp } from '../serving/index.js';
 import { KafkaBatcher } from './batcher.js';
+import { retryForever } from './role.js';
 import { checkHealth, type HealthReport } from './health.js';
 import { createIngestMetrics, IngestPipeline } from './ingest.js';
 import { mountIngest } from './ingest-http.js';
@@ -72,21 +73,12 @@ export function startIngest({ config, log, metrics, app }: IngestDeps): IngestRo
     refused: ingestMetrics.httpRefused,
   });
 
-  const retryForever = <T>(what: string, fn: () => Promise<T>): Promise<T> =>
-    retry(fn, {
-      attempts: Number.POSITIVE_INFINITY,
-      initialDelayMs: 250,
-      maxDelayMs: 5000,
-      signal: stopping.signal,
-      retriable: () => true,
-      onRetry: (err, attempt, delayMs) =>
-        log.warn({ err: (err as Error).message, attempt, delayMs }, `${what} failed; retrying`),
-    });
+  const forever = retryForever(log, stopping.signal);
 
   const ready = (async () => {
-    await retryForever('kafka topics', () => ensureTopics(kafka, config.kafka, log));
+    await forever('kafka topics', () => ensureTopics(kafka, config.kafka, log));
     const subjects = subjectsFor(config.kafka.topics);
-    const ids = await retryForever('schema registration', () =>
+    const ids = await forever('schema registration', () =>
       Promise.all(subjects.map((s) => registerSchema(config.registry.url, s))),
     );
     const schemaOf = (name: string): object =>
@@ -97,7 +89,7 @@ export function startIngest({ config, log, metrics, app }: IngestDeps): IngestRo
       { subjects: subjects.map((s, i) => ({ subject: s.subject, id: ids[i] })) },
       'schemas registered (BACKWARD)',
     );
-    await retryForever('kafka producer connect', () => producer.connect());
+    await forever('kafka producer connect', () => producer.connect());
 
     batcher = new KafkaBatcher({
       producer,

@@ -5,7 +5,6 @@
  * the chunk, and replaying an upsert is harmless.
  */
 import { Counter } from 'prom-client';
-import { retry } from '../core/index.js';
 import type { DlqRecord } from '../schemas/index.js';
 import { CatalogRecordError, CatalogStore, toCatalogItem, type CatalogItem } from './catalog.js';
 import { consumerMetrics, startConsumer, type ConsumerHandle } from './consumer.js';
@@ -13,7 +12,13 @@ import { createDeadLetter, type DeadLetter } from './dead-letter.js';
 import { checkHealth } from './health.js';
 import { createKafka, createProducer, ensureTopics, kafkaHealth } from './kafka.js';
 import { createRedis, redisHealth } from './redis.js';
-import type { RoleDeps, StreamRole } from './role.js';
+import {
+  consumerCheck,
+  consumerFailure,
+  retryForever,
+  type RoleDeps,
+  type StreamRole,
+} from './role.js';
 
 export function startCatalog({ config, log: parent, metrics }: RoleDeps): StreamRole {
   const log = parent.child({ role: 'catalog' });
@@ -31,15 +36,7 @@ export function startCatalog({ config, log: parent, metrics }: RoleDeps): Stream
   });
 
   const ready = (async () => {
-    const forever = <T>(what: string, fn: () => Promise<T>) =>
-      retry(fn, {
-        attempts: Number.POSITIVE_INFINITY,
-        initialDelayMs: 250,
-        maxDelayMs: 5000,
-        signal: stopping.signal,
-        retriable: () => true,
-        onRetry: (err) => log.warn({ err: (err as Error).message }, `${what} failed; retrying`),
-      });
+    const forever = retryForever(log, stopping.signal);
     await forever('kafka topics', () => ensureTopics(kafka, config.kafka, log));
     await forever('kafka producer connect', () => producer.connect());
     const deadLetter: DeadLetter = await forever('dlq schema', () =>
@@ -94,10 +91,7 @@ export function startCatalog({ config, log: parent, metrics }: RoleDeps): Stream
     await consumer.ready;
   })();
   ready.catch(() => undefined);
-  let fail: (err: Error) => void = () => undefined;
-  const failed = new Promise<never>((_, reject) => (fail = reject));
-  failed.catch(() => undefined);
-  void ready.then(() => consumer?.failed.catch(fail));
+  const failed = consumerFailure(ready, () => consumer);
 
   return {
     ready,
@@ -107,9 +101,7 @@ export function startCatalog({ config, log: parent, metrics }: RoleDeps): Stream
         {
           kafka: () => kafkaHealth(kafka, config.healthTimeoutMs),
           redis: () => redisHealth(redis, config.healthTimeoutMs),
-          consumer: () => {
-            if (!consumer?.healthy()) throw new Error('consumer: not in its group, or retrying');
-          },
+          consumer: consumerCheck(() => consumer),
         },
         config.healthTimeoutMs,
       ),

@@ -11,7 +11,6 @@
  *   await role.ready;
  */
 import { Counter } from 'prom-client';
-import { retry } from '../core/index.js';
 import { createDecoder, type UserEvent } from '../schemas/index.js';
 import { CatalogStore } from './catalog.js';
 import { consumerMetrics, startConsumer, type ConsumerHandle } from './consumer.js';
@@ -20,7 +19,13 @@ import { APPLIED, DUPLICATE, FeatureStore, REDELIVERED, type FeatureEvent } from
 import { checkHealth } from './health.js';
 import { createKafka, createProducer, ensureTopics, kafkaHealth } from './kafka.js';
 import { createRedis, redisHealth } from './redis.js';
-import type { RoleDeps, StreamRole } from './role.js';
+import {
+  consumerCheck,
+  consumerFailure,
+  retryForever,
+  type RoleDeps,
+  type StreamRole,
+} from './role.js';
 import { TrendingStore, type TrendingRecord } from './trending.js';
 
 /** How often trending counts go to Redis (and offsets get committed), ms. */
@@ -59,16 +64,7 @@ export function startFeatures({ config, log: parent, metrics }: RoleDeps): Strea
     registers: [metrics],
   });
 
-  const retryForever = <T>(what: string, fn: () => Promise<T>): Promise<T> =>
-    retry(fn, {
-      attempts: Number.POSITIVE_INFINITY,
-      initialDelayMs: 250,
-      maxDelayMs: 5000,
-      signal: stopping.signal,
-      retriable: () => true,
-      onRetry: (err, attempt, delayMs) =>
-        log.warn({ err: (err as Error).message, attempt, delayMs }, `${what} failed; retrying`),
-    });
+  const forever = retryForever(log, stopping.signal);
 
   // Trending counts per partition, waiting for the next flush. Aggregating a second of events
   // (instead of one chunk) cut the sorted-set writes, which were a third of Redis's time per
@@ -121,9 +117,9 @@ export function startFeatures({ config, log: parent, metrics }: RoleDeps): Strea
   };
 
   const ready = (async () => {
-    await retryForever('kafka topics', () => ensureTopics(kafka, config.kafka, log));
-    await retryForever('kafka producer connect', () => producer.connect());
-    const deadLetter: DeadLetter = await retryForever('dlq schema', () =>
+    await forever('kafka topics', () => ensureTopics(kafka, config.kafka, log));
+    await forever('kafka producer connect', () => producer.connect());
+    const deadLetter: DeadLetter = await forever('dlq schema', () =>
       createDeadLetter(config, producer),
     );
     const tuning = config.consumer;
@@ -210,10 +206,7 @@ export function startFeatures({ config, log: parent, metrics }: RoleDeps): Strea
   })();
   ready.catch(() => undefined);
 
-  let fail: (err: Error) => void = () => undefined;
-  const failed = new Promise<never>((_, reject) => (fail = reject));
-  failed.catch(() => undefined);
-  void ready.then(() => consumer?.failed.catch(fail));
+  const failed = consumerFailure(ready, () => consumer);
 
   return {
     ready,
@@ -223,10 +216,7 @@ export function startFeatures({ config, log: parent, metrics }: RoleDeps): Strea
         {
           kafka: () => kafkaHealth(kafka, config.healthTimeoutMs),
           redis: () => redisHealth(redis, config.healthTimeoutMs),
-          consumer: () => {
-            if (!consumer?.healthy())
-              throw new Error('consumer: not in its group, or retrying a chunk');
-          },
+          consumer: consumerCheck(() => consumer),
         },
         config.healthTimeoutMs,
       ),

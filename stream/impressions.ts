@@ -19,14 +19,19 @@
  *   const counts = await store.read('u1'); // Map { 'i1' => 1, 'i2' => 1 }
  */
 import type { Redis } from 'ioredis';
-import { retry } from '../core/index.js';
 import { createDecoder, type ServedFeed, type UserEvent } from '../schemas/index.js';
 import { consumerMetrics, startConsumer, type ConsumerHandle } from './consumer.js';
 import { checkHealth } from './health.js';
 import { createKafka, ensureTopics, kafkaHealth } from './kafka.js';
 import { IMPRESSIONS_OFFSET_FIELD, userImpressionsKey } from './keys.js';
 import { createRedis, redisHealth } from './redis.js';
-import type { RoleDeps, StreamRole } from './role.js';
+import {
+  consumerCheck,
+  consumerFailure,
+  retryForever,
+  type RoleDeps,
+  type StreamRole,
+} from './role.js';
 
 export interface ImpressionOptions {
   /** Items kept per user at most. @default 500 */
@@ -167,13 +172,9 @@ export function startImpressions({
   let consumer: ConsumerHandle | null = null;
 
   const ready = (async () => {
-    await retry(() => ensureTopics(kafka, config.kafka, log), {
-      attempts: Number.POSITIVE_INFINITY,
-      initialDelayMs: 250,
-      maxDelayMs: 5000,
-      signal: stopping.signal,
-      retriable: () => true,
-    });
+    await retryForever(log, stopping.signal)('kafka topics', () =>
+      ensureTopics(kafka, config.kafka, log),
+    );
     consumer = startConsumer<ServedFeed | UserEvent>({
       kafka,
       groupId,
@@ -222,10 +223,7 @@ export function startImpressions({
   })();
   ready.catch(() => undefined);
 
-  let fail: (err: Error) => void = () => undefined;
-  const failed = new Promise<never>((_, reject) => (fail = reject));
-  failed.catch(() => undefined);
-  void ready.then(() => consumer?.failed.catch(fail));
+  const failed = consumerFailure(ready, () => consumer);
 
   return {
     ready,
@@ -235,10 +233,7 @@ export function startImpressions({
         {
           kafka: () => kafkaHealth(kafka, config.healthTimeoutMs),
           redis: () => redisHealth(redis, config.healthTimeoutMs),
-          consumer: () => {
-            if (!consumer?.healthy())
-              throw new Error('consumer: not in its group, or retrying a chunk');
-          },
+          consumer: consumerCheck(() => consumer),
         },
         config.healthTimeoutMs,
       ),

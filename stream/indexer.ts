@@ -36,7 +36,7 @@
 import { createHash } from 'node:crypto';
 import { Counter, Histogram, type Registry } from 'prom-client';
 import type { Message } from 'kafkajs';
-import { DependencyUnavailableError, retry } from '../core/index.js';
+import { DependencyUnavailableError, isRetriable } from '../core/index.js';
 import {
   createDecoder,
   createEncoder,
@@ -73,7 +73,7 @@ import {
   type StreamName,
 } from './indexer-docs.js';
 import { createKafka, createProducer, ensureTopics, kafkaHealth } from './kafka.js';
-import type { RoleDeps, StreamRole } from './role.js';
+import { retryForever, type RoleDeps, type StreamRole } from './role.js';
 
 type Value = UserEvent | ServedFeed | DlqRecord;
 
@@ -394,41 +394,23 @@ export function startIndexer({ config, log: parentLog, metrics }: RoleDeps): Str
     );
   };
 
-  const retryForever = <T>(
-    what: string,
-    fn: () => Promise<T>,
-    retriable?: (err: unknown) => boolean,
-  ): Promise<T> =>
-    retry(fn, {
-      attempts: Number.POSITIVE_INFINITY,
-      initialDelayMs: 250,
-      maxDelayMs: 5000,
-      signal: stopping.signal,
-      ...(retriable ? { retriable } : {}),
-      onRetry: (err, attempt, delayMs) =>
-        log.warn({ err: (err as Error).message, attempt, delayMs }, `${what} failed; retrying`),
-    });
+  const forever = retryForever(log, stopping.signal);
 
   let consuming = false;
   const ready = (async () => {
-    await retryForever(
-      'kafka topics',
-      () => ensureTopics(kafka, config.kafka, log),
-      () => true,
-    );
+    await forever('kafka topics', () => ensureTopics(kafka, config.kafka, log));
     const dlqSubject = subjects.find((s) => s.name === 'DlqRecord') as (typeof subjects)[0];
-    const dlqId = await retryForever('schema registration', () =>
-      registerSchema(config.registry.url, dlqSubject),
+    // A refused schema is not retried: the role stops (see `failed`).
+    const dlqId = await forever(
+      'schema registration',
+      () => registerSchema(config.registry.url, dlqSubject),
+      isRetriable,
     );
     dlqEncoder = createEncoder<DlqRecord>(dlqId, dlqSubject.schema);
-    await retryForever(
-      'kafka producer connect',
-      () => producer.connect(),
-      () => true,
-    );
+    await forever('kafka producer connect', () => producer.connect());
     // Before the first write: without our templates, the built-in `logs-*-*` one would create
     // the data streams with its dynamic mappings.
-    await retryForever(
+    await forever(
       'elasticsearch index templates',
       () => installTemplates(es, namespace, log),
       elasticRetriable,

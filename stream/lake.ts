@@ -16,7 +16,6 @@ import { randomUUID } from 'node:crypto';
 import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Counter } from 'prom-client';
-import { retry } from '../core/index.js';
 import { createDecoder, type DlqRecord, type UserEvent } from '../schemas/index.js';
 import {
   consumerMetrics,
@@ -29,7 +28,13 @@ import { checkHealth } from './health.js';
 import { createKafka, createProducer, ensureTopics, kafkaHealth } from './kafka.js';
 import { isLakeTime } from './lake-layout.js';
 import { lakeMetrics, LakeWriter } from './lake-writer.js';
-import type { RoleDeps, StreamRole } from './role.js';
+import {
+  consumerCheck,
+  consumerFailure,
+  retryForever,
+  type RoleDeps,
+  type StreamRole,
+} from './role.js';
 
 export function startLake({ config, log: parent, metrics }: RoleDeps): StreamRole {
   const log = parent.child({ role: 'lake' });
@@ -45,16 +50,7 @@ export function startLake({ config, log: parent, metrics }: RoleDeps): StreamRol
     registers: [metrics],
   });
 
-  const forever = <T>(what: string, fn: () => Promise<T>): Promise<T> =>
-    retry(fn, {
-      attempts: Number.POSITIVE_INFINITY,
-      initialDelayMs: 250,
-      maxDelayMs: 5000,
-      signal: stopping.signal,
-      retriable: () => true,
-      onRetry: (err, attempt, delayMs) =>
-        log.warn({ err: (err as Error).message, attempt, delayMs }, `${what} failed; retrying`),
-    });
+  const forever = retryForever(log, stopping.signal);
 
   const ready = (async () => {
     await forever('kafka topics', () => ensureTopics(kafka, config.kafka, log));
@@ -115,10 +111,7 @@ export function startLake({ config, log: parent, metrics }: RoleDeps): StreamRol
   })();
   ready.catch(() => undefined);
 
-  let fail: (err: Error) => void = () => undefined;
-  const failed = new Promise<never>((_, reject) => (fail = reject));
-  failed.catch(() => undefined);
-  void ready.then(() => consumer?.failed.catch(fail));
+  const failed = consumerFailure(ready, () => consumer);
 
   return {
     ready,
@@ -133,10 +126,7 @@ export function startLake({ config, log: parent, metrics }: RoleDeps): StreamRol
             if (failure) throw new Error(`lake: writing files fails: ${failure.message}`);
             await probeWritable(config.lake.dir);
           },
-          consumer: () => {
-            if (!consumer?.healthy())
-              throw new Error('consumer: not in its group, or retrying a chunk');
-          },
+          consumer: consumerCheck(() => consumer),
         },
         config.healthTimeoutMs,
       ),

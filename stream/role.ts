@@ -3,7 +3,8 @@
  * entry point can run any set of them in one process and report their readiness together.
  */
 import type { Registry } from 'prom-client';
-import type { Config, Logger } from '../core/index.js';
+import { type Config, type Logger, retry } from '../core/index.js';
+import type { ConsumerHandle } from './consumer.js';
 import type { HealthReport } from './health.js';
 
 export interface RoleDeps {
@@ -21,4 +22,55 @@ export interface StreamRole {
   failed: Promise<never>;
   /** Finishes work in hand, makes it durable, commits, disconnects. */
   stop(): Promise<void>;
+}
+
+/** Runs `fn` until it succeeds; see {@link retryForever}. */
+export type ForeverRetry = <T>(
+  what: string,
+  fn: () => Promise<T>,
+  retriable?: (err: unknown) => boolean,
+) => Promise<T>;
+
+/**
+ * The start-up wait every role uses: a dependency that is down (Kafka, the registry, Redis,
+ * Elasticsearch) is retried with the shared capped, jittered backoff and each failure logged,
+ * until it answers or `signal` aborts. Every error is retried unless `retriable` says otherwise
+ * (e.g. `isRetriable`, so an incompatible schema stops the role instead of looping).
+ */
+export function retryForever(log: Logger, signal: AbortSignal): ForeverRetry {
+  return (what, fn, retriable = () => true) =>
+    retry(fn, {
+      attempts: Number.POSITIVE_INFINITY,
+      initialDelayMs: 250,
+      maxDelayMs: 5000,
+      signal,
+      retriable,
+      onRetry: (err, attempt, delayMs) =>
+        log.warn({ err: (err as Error).message, attempt, delayMs }, `${what} failed; retrying`),
+    });
+}
+
+/**
+ * A role's `failed`: rejects when its consumer (known once `ready` resolved) fails for good.
+ * Never rejects unobserved.
+ */
+export function consumerFailure(
+  ready: Promise<void>,
+  consumer: () => ConsumerHandle | null,
+): Promise<never> {
+  let fail: (err: Error) => void = () => undefined;
+  const failed = new Promise<never>((_, reject) => (fail = reject));
+  failed.catch(() => undefined);
+  void ready.then(
+    () => consumer()?.failed.catch(fail),
+    () => undefined,
+  );
+  return failed;
+}
+
+/** The readiness check of a role's consumer: in its group and not stuck retrying a chunk. */
+export function consumerCheck(consumer: () => ConsumerHandle | null): () => void {
+  return () => {
+    if (!consumer()?.healthy()) throw new Error('consumer: not in its group, or retrying a chunk');
+  };
 }
