@@ -24,7 +24,7 @@ import {
 } from '../schemas/index.js';
 import { KafkaBatcher } from '../stream/batcher.js';
 import { createKafka, createProducer, ensureTopics } from '../stream/kafka.js';
-import { retry } from '../core/index.js';
+import { retryForever } from '../stream/role.js';
 
 export interface ServedLog {
   /** Queues one record; never throws, never waits. */
@@ -105,13 +105,14 @@ export function startServedLog(options: ServedLogOptions): ServedLog {
   };
 
   const ready = (async () => {
-    const forever = { attempts: Number.POSITIVE_INFINITY, initialDelayMs: 250, maxDelayMs: 5000 };
-    const opts = { ...forever, signal: stopping.signal, retriable: () => true };
-    await retry(() => ensureTopics(kafka, config.kafka, log), opts);
-    await retry(() => producer.connect(), opts);
+    const forever = retryForever(log, stopping.signal);
+    await forever('kafka topics', () => ensureTopics(kafka, config.kafka, log));
+    await forever('kafka producer connect', () => producer.connect());
     const subject = subjectsFor(config.kafka.topics).find((s) => s.name === 'ServedFeed');
     if (!subject) throw new Error('no ServedFeed subject');
-    const id = await retry(() => registerSchema(config.registry.url, subject), opts);
+    const id = await forever('schema registration', () =>
+      registerSchema(config.registry.url, subject),
+    );
     encoder = createEncoder<ServedFeed>(id, subject.schema);
     batcher = new KafkaBatcher({
       producer,
