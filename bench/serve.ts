@@ -16,6 +16,8 @@
  *    PUBLISH → server → socket.
  * 3. memory: sockets opened up to BENCH_SOCKETS in all; the server's RSS read from /proc.
  *
+ * BENCH_SERVER_NODE_ARGS adds Node options to the server process (e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`).
+ *
  * Writes bench/results/serve-<time>.json and prints a summary.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -59,8 +61,9 @@ async function startProcess(
   args: string[],
   env: Record<string, string>,
   port: number,
+  nodeArgs: string[] = [],
 ): Promise<ChildProcess> {
-  const child = spawn(process.execPath, [join(root, script), ...args], {
+  const child = spawn(process.execPath, [...nodeArgs, join(root, script), ...args], {
     cwd: root,
     env: { ...process.env, ...env, RECSYS_HTTP_PORT: String(port) },
     stdio: ['ignore', 'ignore', 'inherit'],
@@ -170,7 +173,13 @@ async function main(): Promise<void> {
   const streamPort = await freePort();
   const servePort = await freePort();
   const stream = await startProcess('dist/stream/main.js', ['ingest', 'features'], env, streamPort);
-  const server = await startProcess('dist/serving/main.js', [], env, servePort);
+  const server = await startProcess(
+    'dist/serving/main.js',
+    [],
+    env,
+    servePort,
+    (process.env.BENCH_SERVER_NODE_ARGS ?? '').split(' ').filter(Boolean),
+  );
   // Never leave the children behind (they hold this process's stderr open).
   process.on('exit', () => {
     for (const c of [stream, server]) if (c.exitCode === null) c.kill('SIGKILL');

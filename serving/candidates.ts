@@ -3,8 +3,8 @@
  * fatigue and the diversity rule. No I/O here (the feed service reads Redis and passes the
  * lists in), so every rule is unit-tested on in-memory inputs.
  *
- * The mix is the one training builds (`batch/rerank.ts`, step 3), so the reranker scores the
- * same kind of candidate lists it learnt on:
+ * The mix follows the one training builds (`batch/rerank.ts`, step 3), so the reranker scores
+ * the same kind of candidate lists it learnt on:
  *   - `batch`: the user's precomputed candidates, with their batch score;
  *   - `covis`: co-visitation neighbours of the user's most recent items (newest first), scored
  *     neighbour score / (1 + position of the recent item);
@@ -12,45 +12,68 @@
  *   - `popularity`: the most popular items overall (decayed interaction counts).
  * An item proposed by several sources keeps each source's (best) score.
  *
+ * Candidates are columns ({@link CandidateRows}), not an object per candidate: a feed request
+ * mixes some 600 proposals into 200 rows, and one object (plus a scores object) per row was most
+ * of the serving CPU and garbage at thousands of feeds a second.
+ *
  * @example
- *   const mixed = mixCandidates({ batch, recent, neighbours, trending, popular }, 200);
- *   const kept = excludeItems(mixed, { purchased, unavailable });
+ *   const rows = mixCandidates({ batch, recent, neighbours, trending, popular }, 200);
+ *   keepRows(rows, (i) => !bought.has(rows.ids[i] as string));
  */
-import type { CandidateSource } from './rank-features.js';
+import { SOURCES, type CandidateSource } from './rank-features.js';
 
-export interface Scored {
-  itemId: string;
-  score: number;
+/** A ranked list of scored items as two parallel arrays, best first. */
+export interface ScoredList {
+  readonly ids: readonly string[];
+  readonly scores: ArrayLike<number>;
 }
+
+export const EMPTY_LIST: ScoredList = Object.freeze({ ids: [], scores: [] });
 
 export interface MixInput {
   /** Batch candidates, best first. */
-  batch: readonly Scored[];
+  batch: ScoredList;
   /** The user's recent items, newest first (only those whose neighbours count). */
   recent: readonly string[];
   /** Co-visitation neighbours per recent item, best first. */
-  neighbours: ReadonlyMap<string, readonly Scored[]>;
+  neighbours: ReadonlyMap<string, ScoredList>;
   /** Trending lists (overall and per category), each best first. */
-  trending: readonly (readonly Scored[])[];
+  trending: readonly ScoredList[];
   /** Popular items overall, best first. */
-  popular: readonly Scored[];
+  popular: ScoredList;
 }
 
-export interface MixedCandidate {
-  itemId: string;
-  /** Score from each source that proposed the item. */
-  scores: Partial<Record<CandidateSource, number>>;
-  /** The source the item is shown as coming from: the first of `SOURCE_PRIORITY` that proposed it. */
-  source: CandidateSource;
+/** Number of candidate sources; the stride of {@link CandidateRows.scores}. */
+export const NS = SOURCES.length;
+
+/**
+ * Candidates as columns; row i is candidate i. Owned by one request: {@link keepRows} compacts
+ * it in place.
+ */
+export interface CandidateRows {
+  n: number;
+  ids: string[];
+  /** Bit s is set when `SOURCES[s]` proposed the candidate. */
+  proposed: Uint8Array;
+  /** The score `SOURCES[s]` gave candidate i, at `i * NS + s` (0 where not proposed). */
+  scores: Float64Array;
 }
 
-/** Which source an item proposed by several is attributed to (served log, `FeedItem.source`). */
-export const SOURCE_PRIORITY: readonly CandidateSource[] = [
-  'batch',
-  'covis',
-  'trending',
-  'popularity',
-];
+/**
+ * The source a candidate is shown as coming from (served log, `FeedItem.source`): the first of
+ * `SOURCES` (batch, covis, trending, popularity) that proposed it.
+ */
+export function shownSource(rows: CandidateRows, i: number): CandidateSource {
+  const bits = rows.proposed[i] as number;
+  for (let s = 0; s < NS; s++) if (bits & (1 << s)) return SOURCES[s] as CandidateSource;
+  throw new RangeError(`candidate ${i} has no source`);
+}
+
+// Scratch for mixing, grown to the largest input seen. Mixing is synchronous, so one set serves
+// every request of the process.
+let best = new Float64Array(0);
+let bits = new Uint8Array(0);
+const TAKEN = 0x80;
 
 /**
  * Mixes the sources into at most `cap` distinct candidates.
@@ -58,63 +81,116 @@ export const SOURCE_PRIORITY: readonly CandidateSource[] = [
  * Steps: (1) each source's ranked list (co-visitation lists merged by their position-discounted
  * score, trending lists by count) with the best score per item; (2) scores of every proposal
  * are kept for every item, whether or not it survives the cap; (3) which items survive the cap
- * is decided round-robin over the sources by rank, so a long batch list cannot crowd out the
- * real-time sources (a user who just touched items gets their neighbours ranked).
+ * is decided round-robin over the sources by rank (ties by item id), so a long batch list cannot
+ * crowd out the real-time sources (a user who just touched items gets their neighbours ranked).
  */
-export function mixCandidates(input: MixInput, cap: number): MixedCandidate[] {
-  const lists: Record<CandidateSource, Map<string, number>> = {
-    batch: new Map(),
-    covis: new Map(),
-    trending: new Map(),
-    popularity: new Map(),
-  };
-  const add = (source: CandidateSource, itemId: string, score: number): void => {
-    const m = lists[source];
-    const prev = m.get(itemId);
-    if (prev === undefined || score > prev) m.set(itemId, score);
-  };
-  for (const c of input.batch) add('batch', c.itemId, c.score);
-  input.recent.forEach((item, pos) => {
-    for (const nb of input.neighbours.get(item) ?? [])
-      add('covis', nb.itemId, nb.score / (1 + pos));
-  });
-  for (const list of input.trending) for (const c of list) add('trending', c.itemId, c.score);
-  for (const c of input.popular) add('popularity', c.itemId, c.score);
+export function mixCandidates(input: MixInput, cap: number): CandidateRows {
+  let total = input.batch.ids.length + input.popular.ids.length;
+  for (const item of input.recent) total += input.neighbours.get(item)?.ids.length ?? 0;
+  for (const list of input.trending) total += list.ids.length;
+  if (bits.length < total) {
+    best = new Float64Array(NS * total * 2);
+    bits = new Uint8Array(total * 2);
+  }
 
-  const ranked = SOURCE_PRIORITY.map((s) =>
-    [...lists[s]].sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0)),
-  );
-  const out: MixedCandidate[] = [];
-  const seen = new Set<string>();
-  const longest = Math.max(0, ...ranked.map((r) => r.length));
-  for (let rank = 0; rank < longest && out.length < cap; rank++) {
-    for (let s = 0; s < ranked.length && out.length < cap; s++) {
-      const entry = (ranked[s] as [string, number][])[rank];
-      if (!entry || seen.has(entry[0])) continue;
-      const itemId = entry[0];
-      seen.add(itemId);
-      const scores: Partial<Record<CandidateSource, number>> = {};
-      let source: CandidateSource | null = null;
-      for (const src of SOURCE_PRIORITY) {
-        const v = lists[src].get(itemId);
-        if (v !== undefined) {
-          scores[src] = v;
-          source ??= src;
-        }
-      }
-      out.push({ itemId, scores, source: source as CandidateSource });
+  // (1) + (2): one slot per distinct item; per source, the slots it proposed.
+  const slotOf = new Map<string, number>();
+  const ids: string[] = [];
+  const bySource: number[][] = [[], [], [], []];
+  const add = (s: number, id: string, score: number): void => {
+    let k = slotOf.get(id);
+    if (k === undefined) {
+      k = ids.length;
+      slotOf.set(id, k);
+      ids.push(id);
+      bits[k] = 0;
+    }
+    const bit = 1 << s;
+    const at = k * NS + s;
+    if (((bits[k] as number) & bit) === 0) {
+      bits[k] = (bits[k] as number) | bit;
+      best[at] = score;
+      (bySource[s] as number[]).push(k);
+    } else if (score > (best[at] as number)) best[at] = score;
+  };
+  const addList = (s: number, list: ScoredList, divide = 1): void => {
+    const n = list.ids.length;
+    for (let i = 0; i < n; i++) add(s, list.ids[i] as string, (list.scores[i] as number) / divide);
+  };
+  addList(0, input.batch);
+  input.recent.forEach((item, pos) => {
+    const nb = input.neighbours.get(item);
+    if (nb) addList(1, nb, 1 + pos);
+  });
+  for (const list of input.trending) addList(2, list);
+  addList(3, input.popular);
+
+  // Rank within each source: score descending, then item id. Lists usually arrive in that
+  // order already, so a linear check saves most sorts.
+  for (let s = 0; s < NS; s++) {
+    const list = bySource[s] as number[];
+    const cmp = (a: number, b: number): number => {
+      const d = (best[b * NS + s] as number) - (best[a * NS + s] as number);
+      if (d) return d;
+      const x = ids[a] as string;
+      const y = ids[b] as string;
+      return x < y ? -1 : x > y ? 1 : 0;
+    };
+    let sorted = true;
+    for (let i = 1; i < list.length && sorted; i++)
+      sorted = cmp(list[i - 1] as number, list[i] as number) <= 0;
+    if (!sorted) list.sort(cmp);
+  }
+
+  // (3) Round-robin by rank over the sources.
+  let longest = 0;
+  for (const list of bySource) longest = Math.max(longest, list.length);
+  const size = Math.min(cap, ids.length);
+  const rows: CandidateRows = {
+    n: 0,
+    ids: [],
+    proposed: new Uint8Array(size),
+    scores: new Float64Array(size * NS),
+  };
+  for (let rank = 0; rank < longest && rows.n < size; rank++) {
+    for (let s = 0; s < NS && rows.n < size; s++) {
+      const k = (bySource[s] as number[])[rank];
+      if (k === undefined || ((bits[k] as number) & TAKEN) !== 0) continue;
+      const b = bits[k] as number;
+      bits[k] = b | TAKEN;
+      const i = rows.n++;
+      rows.ids.push(ids[k] as string);
+      rows.proposed[i] = b;
+      for (let t = 0; t < NS; t++)
+        rows.scores[i * NS + t] = b & (1 << t) ? (best[k * NS + t] as number) : 0;
     }
   }
-  return out;
+  return rows;
 }
 
-/** Drops candidates the user must not see: items just purchased and unavailable items. */
-export function excludeItems<T extends { itemId: string }>(
-  candidates: readonly T[],
-  exclude: { purchased: Iterable<string>; unavailable: ReadonlySet<string> },
-): T[] {
-  const bought = new Set(exclude.purchased);
-  return candidates.filter((c) => !bought.has(c.itemId) && !exclude.unavailable.has(c.itemId));
+/**
+ * Keeps the rows for which `keep(i)` is true, in order, compacting `rows` in place; `also`
+ * arrays (aligned with the rows, e.g. their catalog entries) are compacted alongside.
+ */
+export function keepRows(
+  rows: CandidateRows,
+  keep: (i: number) => boolean,
+  ...also: unknown[][]
+): void {
+  let w = 0;
+  for (let r = 0; r < rows.n; r++) {
+    if (!keep(r)) continue;
+    if (w !== r) {
+      rows.ids[w] = rows.ids[r] as string;
+      rows.proposed[w] = rows.proposed[r] as number;
+      rows.scores.copyWithin(w * NS, r * NS, r * NS + NS);
+      for (const a of also) a[w] = a[r];
+    }
+    w++;
+  }
+  rows.n = w;
+  rows.ids.length = w;
+  for (const a of also) a.length = w;
 }
 
 /**
@@ -122,8 +198,9 @@ export function excludeItems<T extends { itemId: string }>(
  * move after the others; both groups keep their order. Items in `interacted` (the user's recent
  * items) are never demoted, whatever the count says.
  */
-export function demoteFatigued<T extends { itemId: string }>(
+export function demoteFatigued<T>(
   ranked: readonly T[],
+  idOf: (c: T) => string,
   impressions: ReadonlyMap<string, number>,
   threshold: number,
   interacted: Iterable<string> = [],
@@ -133,8 +210,9 @@ export function demoteFatigued<T extends { itemId: string }>(
   const fresh: T[] = [];
   const tired: T[] = [];
   for (const c of ranked) {
-    const n = impressions.get(c.itemId) ?? 0;
-    if (n >= threshold && !touched.has(c.itemId)) tired.push(c);
+    const id = idOf(c);
+    const n = impressions.get(id) ?? 0;
+    if (n >= threshold && !touched.has(id)) tired.push(c);
     else fresh.push(c);
   }
   return fresh.concat(tired);
@@ -146,8 +224,9 @@ export function demoteFatigued<T extends { itemId: string }>(
  * order) and placed after the top; if too few items qualify, the top is filled from the
  * deferred ones in order. Items of unknown category (null) are not limited.
  */
-export function diversify<T extends { categoryL1: string | null }>(
+export function diversify<T>(
   ranked: readonly T[],
+  categoryOf: (c: T) => string | null,
   maxPerCategory: number,
   top = 10,
 ): T[] {
@@ -157,7 +236,7 @@ export function diversify<T extends { categoryL1: string | null }>(
   let i = 0;
   for (; i < ranked.length && head.length < top; i++) {
     const c = ranked[i] as T;
-    const cat = c.categoryL1;
+    const cat = categoryOf(c);
     if (cat === null) {
       head.push(c);
       continue;

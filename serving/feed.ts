@@ -35,9 +35,9 @@
 import { randomUUID } from 'node:crypto';
 import { Counter, Histogram, type Registry } from 'prom-client';
 import type { Config, Logger } from '../core/index.js';
-import { readCandidates, readNeighbours, readPopular } from '../batch/publish.js';
+import { decodeScored } from '../batch/publish.js';
 import { openRegistry } from '../batch/registry/index.js';
-import { CatalogStore, type CatalogItem } from '../stream/catalog.js';
+import { CatalogStore } from '../stream/catalog.js';
 import { parseFeatures, type SessionFeatures } from '../stream/features.js';
 import { checkHealth } from '../stream/health.js';
 import { parseImpressions } from '../stream/impressions.js';
@@ -47,20 +47,15 @@ import { TrendingStore } from '../stream/trending.js';
 import {
   demoteFatigued,
   diversify,
-  excludeItems,
+  EMPTY_LIST,
+  keepRows,
   mixCandidates,
-  type MixedCandidate,
-  type Scored,
+  NS,
+  shownSource,
+  type ScoredList,
 } from './candidates.js';
 import { startModelHolder, type ModelHolder } from './model.js';
-import {
-  FEATURE_COUNT,
-  fillFeatures,
-  SOURCES,
-  userPriceLevel,
-  type RankCandidate,
-  type RankItem,
-} from './rank-features.js';
+import { FEATURE_COUNT, fillFeatureRows, SOURCES, userPriceLevel } from './rank-features.js';
 import { startServedLog, type ServedLog } from './served-log.js';
 
 export interface FeedItem {
@@ -114,6 +109,16 @@ const TRENDING_PER_CATEGORY = 20;
 const TRENDING_CACHE_MS = 1000;
 /** Positions the diversity rule applies to. */
 const DIVERSITY_TOP = 10;
+const NO_NEIGHBOURS: ReadonlyMap<string, ScoredList> = new Map();
+
+/** The first `k` entries of a list (the list itself when it is no longer). */
+function firstOf(list: ScoredList, k: number): ScoredList {
+  if (list.ids.length <= k) return list;
+  return {
+    ids: list.ids.slice(0, k),
+    scores: Array.prototype.slice.call(list.scores, 0, k) as number[],
+  };
+}
 
 /**
  * Feature matrices for concurrent requests. The ONNX run is asynchronous and reads the matrix
@@ -140,7 +145,8 @@ export function startFeedService(deps: FeedDeps): FeedService {
   const { config, metrics } = deps;
   const log = deps.log.child({ component: 'feed' });
   const ownRedis = deps.redis === undefined;
-  const redis = deps.redis ?? createRedis(config.redis.url, 'recsys-serving');
+  const redis =
+    deps.redis ?? createRedis(config.redis.url, 'recsys-serving', { autoPipelining: true });
   const trending = new TrendingStore(redis, config.trending);
   // Availability and categories change rarely; 5 s keeps a just-disabled item out quickly.
   const catalog = new CatalogStore(redis, { cacheTtlMs: 5000, cacheSize: 200_000 });
@@ -152,33 +158,50 @@ export function startFeedService(deps: FeedDeps): FeedService {
   // trending sets on every request was a tenth of the server's CPU at 1,200 feeds/s. Popularity
   // belongs to a batch version and never changes within it; trending moves by buckets of
   // a minute, so a second of staleness is invisible.
-  const popularCache = new Map<string, Promise<Scored[]>>();
-  let popularVersion: number | null = null;
-  const popularOf = (category: string | null, version: number): Promise<Scored[]> => {
-    if (version !== popularVersion) {
-      popularCache.clear();
-      popularVersion = version;
+  // Per batch version: the popular lists read so far, and the popularity of every item in any
+  // of them (an item's value is the same in every list that has it: its decayed count). A
+  // request keeps the state of the version it read, even if the live version moves meanwhile.
+  interface PopularState {
+    version: number;
+    lists: Map<string, Promise<ScoredList>>;
+    byId: Map<string, number>;
+    categories: Set<string>;
+  }
+  let popular: PopularState | null = null;
+  const popularState = (version: number): PopularState => {
+    if (popular?.version !== version) {
+      popular = { version, lists: new Map(), byId: new Map(), categories: new Set() };
     }
+    return popular;
+  };
+  const popularOf = (state: PopularState, category: string | null): Promise<ScoredList> => {
     const key = category ?? '';
-    let hit = popularCache.get(key);
+    let hit = state.lists.get(key);
     if (!hit) {
-      hit = readPopular(redis, category, cap, version);
+      hit = redis.get(BATCH.popular(category, state.version)).then((raw) => {
+        const list = decodeScored(raw);
+        list.ids.forEach((id, i) => {
+          if (!state.byId.has(id)) state.byId.set(id, list.scores[i] as number);
+        });
+        if (category !== null) state.categories.add(category);
+        return category === null ? firstOf(list, POPULAR_K) : list;
+      });
       // A failed read is not kept.
-      hit.catch(() => popularCache.delete(key));
-      popularCache.set(key, hit);
+      hit.catch(() => state.lists.delete(key));
+      state.lists.set(key, hit);
     }
     return hit;
   };
-  const trendingCache = new Map<string, { at: number; list: Promise<[string, number][]> }>();
-  const trendingOf = (
-    category: string | null,
-    k: number,
-    now: number,
-  ): Promise<[string, number][]> => {
+
+  const trendingCache = new Map<string, { at: number; list: Promise<ScoredList> }>();
+  const trendingOf = (category: string | null, k: number, now: number): Promise<ScoredList> => {
     const key = `${category ?? ''}|${k}`;
     const hit = trendingCache.get(key);
     if (hit && now - hit.at < TRENDING_CACHE_MS) return hit.list;
-    const list = trending.top(trendWindow, category, k);
+    const list = trending.top(trendWindow, category, k).then((top) => ({
+      ids: top.map(([id]) => id),
+      scores: Float64Array.from(top, ([, count]) => count),
+    }));
     list.catch(() => trendingCache.delete(key));
     trendingCache.set(key, { at: now, list });
     // Bounded: one entry per category ever asked for (categories are few).
@@ -229,114 +252,93 @@ export function startFeedService(deps: FeedDeps): FeedService {
     const t0 = performance.now();
     const now = Date.now();
 
-    // 1. Features, batch version, impressions: one round trip.
-    const first = await redis
-      .pipeline()
-      .hgetall(userFeaturesKey(userId))
-      .get(BATCH.current)
-      .hgetall(userImpressionsKey(userId))
-      .exec();
-    const reply = (i: number): unknown => {
-      const [err, value] = first?.[i] ?? [new Error('redis pipeline aborted'), null];
-      if (err) throw err;
-      return value;
-    };
+    // 1. Features, batch version, impressions: one round trip (auto-pipelined).
+    const [rawFeatures, rawVersion, rawImpressions] = await Promise.all([
+      redis.hgetall(userFeaturesKey(userId)),
+      redis.get(BATCH.current),
+      redis.hgetall(userImpressionsKey(userId)),
+    ]);
     const session: SessionFeatures | null = parseFeatures(
-      reply(0) as Record<string, string>,
+      rawFeatures,
       now,
       config.features.halfLifeMs,
     );
-    const rawVersion = reply(1) as string | null;
     const version = rawVersion === null ? null : Number(rawVersion);
-    const impressions = parseImpressions(reply(2) as Record<string, string>);
+    const impressions = parseImpressions(rawImpressions);
 
     // 2. The sources, concurrently (ioredis writes them back to back on one connection).
     const recent = (session?.recent ?? []).slice(0, RECENT_ITEMS);
     const topCategories = (session?.affinities ?? []).slice(0, TOP_CATEGORIES).map(([c]) => c);
-    const none = Promise.resolve([] as Scored[]);
-    const [batch, neighbours, trendLists, popular, catPopular] = await Promise.all([
-      version === null ? null : readCandidates(redis, userId, version),
-      version === null ? new Map<string, Scored[]>() : readNeighbours(redis, recent, version),
+    const pop = version === null ? null : popularState(version);
+    const [batchRaw, neighbours, trendLists, overall] = await Promise.all([
+      version === null ? null : redis.get(BATCH.candidates(userId, version)),
+      version === null ? NO_NEIGHBOURS : readNeighbourLists(recent, version),
       Promise.all([
         trendingOf(null, POPULAR_K, now),
         ...topCategories.map((c) => trendingOf(c, TRENDING_PER_CATEGORY, now)),
       ]),
-      version === null ? none : popularOf(null, version),
-      Promise.all(topCategories.map((c) => (version === null ? none : popularOf(c, version)))),
+      pop === null ? null : popularOf(pop, null),
     ]);
-    const mixed = mixCandidates(
+    const rows = mixCandidates(
       {
-        batch: batch?.items ?? [],
+        batch: decodeScored(batchRaw),
         recent,
         neighbours,
-        trending: trendLists.map((list) => list.map(([itemId, score]) => ({ itemId, score }))),
-        popular: popular.slice(0, POPULAR_K),
+        trending: trendLists,
+        popular: overall ?? EMPTY_LIST,
       },
       cap,
     );
 
-    // 3. Catalog facts; exclusions.
-    const items = await catalog.get(
-      recent.length > 0 ? mixed.map((c) => c.itemId).concat(recent) : mixed.map((c) => c.itemId),
+    // 3. Catalog facts (rows, then the recent items); exclusions.
+    const lookedUp = await catalog.lookup(recent.length > 0 ? rows.ids.concat(recent) : rows.ids);
+    const recentItems = lookedUp.slice(rows.n);
+    const items = lookedUp;
+    items.length = rows.n;
+    const bought = session && session.purchased.length > 0 ? new Set(session.purchased) : null;
+    keepRows(
+      rows,
+      (i) => items[i]?.isAvailable !== false && !bought?.has(rows.ids[i] as string),
+      items,
     );
-    const unavailable = new Set<string>();
-    for (const c of mixed)
-      if (items.get(c.itemId)?.isAvailable === false) unavailable.add(c.itemId);
-    const kept = excludeItems(mixed, { purchased: session?.purchased ?? [], unavailable });
+    const n = rows.n;
     // Counted per request, then one inc per source (not one per candidate and source).
-    let nBatch = 0;
-    let nCovis = 0;
-    let nTrending = 0;
-    let nPopular = 0;
-    for (const c of kept) {
-      const sc = c.scores;
-      if (sc.batch !== undefined) nBatch++;
-      if (sc.covis !== undefined) nCovis++;
-      if (sc.trending !== undefined) nTrending++;
-      if (sc.popularity !== undefined) nPopular++;
+    const perSource = new Uint32Array(NS);
+    for (let i = 0; i < n; i++) {
+      const b = rows.proposed[i] as number;
+      for (let s = 0; s < NS; s++) if (b & (1 << s)) perSource[s] = (perSource[s] as number) + 1;
     }
-    bySource.batch.inc(nBatch);
-    bySource.covis.inc(nCovis);
-    bySource.trending.inc(nTrending);
-    bySource.popularity.inc(nPopular);
+    SOURCES.forEach((s, k) => bySource[s].inc(perSource[k] as number));
 
-    // Popularity as training has it, where the batch lists carry it (module comment).
-    const popularity = new Map<string, number>();
-    for (const list of [popular, ...catPopular]) {
-      for (const p of list) if (!popularity.has(p.itemId)) popularity.set(p.itemId, p.score);
+    // Popularity as training has it (module comment), from the item's own category list: the
+    // lists of the rows' categories are read once per version, then one lookup per row.
+    const popularity = new Float64Array(n);
+    if (pop !== null) {
+      let loading: Promise<ScoredList>[] | null = null;
+      for (let i = 0; i < n; i++) {
+        const cat = items[i]?.categoryL1;
+        if (cat !== undefined && !pop.categories.has(cat))
+          (loading ??= []).push(popularOf(pop, cat));
+      }
+      if (loading) await Promise.all(loading);
+      for (let i = 0; i < n; i++) {
+        if (items[i]) popularity[i] = pop.byId.get(rows.ids[i] as string) ?? 0;
+      }
     }
-    const rankItem = (item: CatalogItem | undefined, itemId: string): RankItem | null =>
-      item
-        ? {
-            categoryL1: item.categoryL1,
-            price: item.price,
-            createdAt: item.createdAt,
-            popularity: popularity.get(itemId) ?? 0,
-          }
-        : null;
 
     // 4. Rerank.
     const lease = models.acquire();
     let scores: ArrayLike<number>;
-    if (lease && kept.length > 0) {
+    if (lease && n > 0) {
       const tr = performance.now();
-      const candidates: RankCandidate[] = kept.map((c) => ({
-        itemId: c.itemId,
-        scores: c.scores,
-        item: rankItem(items.get(c.itemId), c.itemId),
-      }));
-      const matrix = pool.take(candidates.length);
+      const matrix = pool.take(n);
       try {
-        fillFeatures(
+        fillFeatureRows(
           matrix,
-          {
-            now,
-            session,
-            userPriceLevel: userPriceLevel((session?.recent ?? []).map((i) => items.get(i))),
-          },
-          candidates,
+          { now, session, userPriceLevel: userPriceLevel(recentItems) },
+          { ...rows, items, popularity },
         );
-        scores = await lease.ranker.score(matrix, candidates.length);
+        scores = await lease.ranker.score(matrix, n);
       } finally {
         pool.give(matrix);
         lease.release();
@@ -345,31 +347,30 @@ export function startFeedService(deps: FeedDeps): FeedService {
       rankedFeeds.inc();
     } else {
       lease?.release();
-      scores = kept.map((_, i) => 1 / (1 + i));
+      scores = Float64Array.from({ length: n }, (_, i) => 1 / (1 + i));
       unrankedFeeds.inc();
     }
-    const order = kept
-      .map((_, i) => i)
-      .sort((a, b) => (scores[b] as number) - (scores[a] as number) || a - b);
-    const ranked: FeedItem[] = order.map((i) => {
-      const c = kept[i] as MixedCandidate;
-      return {
-        itemId: c.itemId,
-        score: scores[i] as number,
-        source: c.source,
-        categoryL1: items.get(c.itemId)?.categoryL1 ?? null,
-      };
-    });
+    const order: number[] = [];
+    for (let i = 0; i < n; i++) order.push(i);
+    order.sort((a, b) => (scores[b] as number) - (scores[a] as number) || a - b);
     const rested = demoteFatigued(
-      ranked,
+      order,
+      (i) => rows.ids[i] as string,
       impressions,
       config.serving.fatigueImpressions,
       session?.recent ?? [],
     );
-    const feedItems = diversify(rested, config.serving.maxPerCategory, DIVERSITY_TOP).slice(
+    const categoryOf = (i: number): string | null => items[i]?.categoryL1 ?? null;
+    const top = diversify(rested, categoryOf, config.serving.maxPerCategory, DIVERSITY_TOP).slice(
       0,
       Math.max(0, limit),
     );
+    const feedItems: FeedItem[] = top.map((i) => ({
+      itemId: rows.ids[i] as string,
+      score: scores[i] as number,
+      source: shownSource(rows, i),
+      categoryL1: categoryOf(i),
+    }));
 
     const latencyMs = performance.now() - t0;
     buildSeconds.observe(latencyMs / 1000);
@@ -391,6 +392,22 @@ export function startFeedService(deps: FeedDeps): FeedService {
       latencyMs,
     });
     return feed;
+  }
+
+  /** Co-visitation neighbours of each item (one pipelined round trip); items without any are absent. */
+  async function readNeighbourLists(
+    itemIds: readonly string[],
+    version: number,
+  ): Promise<Map<string, ScoredList>> {
+    const out = new Map<string, ScoredList>();
+    if (itemIds.length === 0) return out;
+    // GETs (auto-pipelined) rather than one MGET: the keys live in different cluster slots.
+    const values = await Promise.all(itemIds.map((id) => redis.get(BATCH.neighbours(id, version))));
+    itemIds.forEach((id, i) => {
+      const list = decodeScored(values[i] ?? null);
+      if (list.ids.length > 0) out.set(id, list);
+    });
+    return out;
   }
 
   return {

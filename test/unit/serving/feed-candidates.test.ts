@@ -3,30 +3,59 @@ import assert from 'node:assert/strict';
 import {
   demoteFatigued,
   diversify,
-  excludeItems,
+  EMPTY_LIST,
+  keepRows,
   mixCandidates,
+  NS,
+  shownSource,
+  type CandidateRows,
   type MixInput,
+  type ScoredList,
 } from '../../../serving/candidates.js';
+import { SOURCES } from '../../../serving/rank-features.js';
 import { parseImpressions } from '../../../stream/impressions.js';
 import { IMPRESSIONS_OFFSET_FIELD, userImpressionsKey } from '../../../stream/keys.js';
 
 const s = (itemId: string, score: number) => ({ itemId, score });
-const empty: MixInput = { batch: [], recent: [], neighbours: new Map(), trending: [], popular: [] };
+const list = (...entries: { itemId: string; score: number }[]): ScoredList => ({
+  ids: entries.map((e) => e.itemId),
+  scores: entries.map((e) => e.score),
+});
+const empty: MixInput = {
+  batch: EMPTY_LIST,
+  recent: [],
+  neighbours: new Map(),
+  trending: [],
+  popular: EMPTY_LIST,
+};
+
+/** The rows as one object per candidate: id, the scores of the sources that proposed it, source. */
+function asObjects(rows: CandidateRows) {
+  return Array.from({ length: rows.n }, (_, i) => {
+    const scores: Record<string, number> = {};
+    SOURCES.forEach((src, k) => {
+      if ((rows.proposed[i] as number) & (1 << k)) scores[src] = rows.scores[i * NS + k] as number;
+    });
+    return { itemId: rows.ids[i] as string, scores, source: shownSource(rows, i) };
+  });
+}
 
 describe('mixCandidates', () => {
   it('keeps every source score of an item, dedupes, and attributes it to the first source', () => {
-    const mixed = mixCandidates(
-      {
-        batch: [s('a', 0.9), s('b', 0.5)],
-        recent: ['r1', 'r2'],
-        neighbours: new Map([
-          ['r1', [s('b', 1), s('c', 0.5)]],
-          ['r2', [s('c', 1), s('d', 0.4)]],
-        ]),
-        trending: [[s('c', 30), s('e', 10)], [s('e', 12)]],
-        popular: [s('a', 100), s('f', 50)],
-      },
-      100,
+    const mixed = asObjects(
+      mixCandidates(
+        {
+          batch: list(s('a', 0.9), s('b', 0.5)),
+          recent: ['r1', 'r2'],
+          neighbours: new Map([
+            ['r1', list(s('b', 1), s('c', 0.5))],
+            ['r2', list(s('c', 1), s('d', 0.4))],
+          ]),
+          trending: [list(s('c', 30), s('e', 10)), list(s('e', 12))],
+          popular: list(s('a', 100), s('f', 50)),
+        },
+        100,
+      ),
     );
     const byId = new Map(mixed.map((c) => [c.itemId, c]));
     assert.equal(mixed.length, 6);
@@ -43,16 +72,18 @@ describe('mixCandidates', () => {
   });
 
   it('caps round-robin over the sources so a long batch list cannot crowd out real time', () => {
-    const batch = Array.from({ length: 300 }, (_, i) => s(`b${i}`, 1 - i / 1000));
-    const mixed = mixCandidates(
-      {
-        ...empty,
-        batch,
-        recent: ['x'],
-        neighbours: new Map([['x', [s('n1', 1), s('n2', 0.5)]]]),
-        popular: [s('p1', 9)],
-      },
-      10,
+    const batch = list(...Array.from({ length: 300 }, (_, i) => s(`b${i}`, 1 - i / 1000)));
+    const mixed = asObjects(
+      mixCandidates(
+        {
+          ...empty,
+          batch,
+          recent: ['x'],
+          neighbours: new Map([['x', list(s('n1', 1), s('n2', 0.5))]]),
+          popular: list(s('p1', 9)),
+        },
+        10,
+      ),
     );
     assert.equal(mixed.length, 10);
     const ids = mixed.map((c) => c.itemId);
@@ -61,7 +92,9 @@ describe('mixCandidates', () => {
   });
 
   it('a new user gets trending and popular items only', () => {
-    const mixed = mixCandidates({ ...empty, trending: [[s('t', 3)]], popular: [s('p', 7)] }, 200);
+    const mixed = asObjects(
+      mixCandidates({ ...empty, trending: [list(s('t', 3))], popular: list(s('p', 7)) }, 200),
+    );
     assert.deepEqual(
       mixed.map((c) => [c.itemId, c.source]),
       [
@@ -69,23 +102,38 @@ describe('mixCandidates', () => {
         ['p', 'popularity'],
       ],
     );
-    assert.deepEqual(mixCandidates(empty, 200), []);
+    assert.deepEqual(asObjects(mixCandidates(empty, 200)), []);
+  });
+
+  it('ranks an unsorted source by score, ties by item id', () => {
+    const mixed = asObjects(
+      mixCandidates({ ...empty, batch: list(s('c', 0.2), s('b', 0.5), s('a', 0.5)) }, 10),
+    );
+    assert.deepEqual(
+      mixed.map((c) => c.itemId),
+      ['a', 'b', 'c'],
+    );
   });
 });
 
-describe('excludeItems', () => {
-  it('drops purchased and unavailable items, keeps order', () => {
-    const kept = excludeItems(
-      [{ itemId: 'a' }, { itemId: 'b' }, { itemId: 'c' }, { itemId: 'd' }],
+describe('keepRows', () => {
+  it('compacts the rows and the aligned arrays in order', () => {
+    const rows = mixCandidates(
       {
-        purchased: ['b'],
-        unavailable: new Set(['d']),
+        ...empty,
+        batch: list(s('a', 4), s('b', 3), s('c', 2), s('d', 1)),
+        popular: list(s('c', 9)),
       },
+      10,
     );
-    assert.deepEqual(
-      kept.map((c) => c.itemId),
-      ['a', 'c'],
-    );
+    // Mix order (round robin): a, c (popularity's first), b, d.
+    const side = rows.ids.map((id) => id.toUpperCase());
+    keepRows(rows, (i) => rows.ids[i] !== 'b' && rows.ids[i] !== 'd', side);
+    assert.deepEqual(asObjects(rows), [
+      { itemId: 'a', scores: { batch: 4 }, source: 'batch' },
+      { itemId: 'c', scores: { batch: 2, popularity: 9 }, source: 'batch' },
+    ]);
+    assert.deepEqual(side, ['A', 'C']);
   });
 });
 
@@ -94,6 +142,7 @@ describe('demoteFatigued', () => {
   it('moves items shown threshold times or more after the rest, both groups in order', () => {
     const out = demoteFatigued(
       ranked,
+      (c) => c.itemId,
       new Map([
         ['a', 3],
         ['c', 5],
@@ -107,7 +156,7 @@ describe('demoteFatigued', () => {
     );
   });
   it('never demotes items the user interacted with', () => {
-    const out = demoteFatigued(ranked, new Map([['a', 9]]), 3, ['a']);
+    const out = demoteFatigued(ranked, (c) => c.itemId, new Map([['a', 9]]), 3, ['a']);
     assert.deepEqual(
       out.map((c) => c.itemId),
       ['a', 'b', 'c', 'd'],
@@ -125,7 +174,7 @@ describe('diversify', () => {
       { itemId: 'z1', categoryL1: 'z' },
       { itemId: 'z2', categoryL1: 'z' },
     ];
-    const out = diversify(ranked, 2, 5);
+    const out = diversify(ranked, (c) => c.categoryL1, 2, 5);
     assert.deepEqual(
       out.map((c) => c.itemId),
       // top 5: x1 x2 (x3..x5 deferred) y1 n1 y2; then deferred x3 x4 x5, then the rest in order.
@@ -137,7 +186,7 @@ describe('diversify', () => {
   it('fills the top from deferred items when there is not enough variety', () => {
     const ranked = ['a', 'b', 'c', 'd'].map((itemId) => ({ itemId, categoryL1: 'x' }));
     assert.deepEqual(
-      diversify(ranked, 1, 3).map((c) => c.itemId),
+      diversify(ranked, (c) => c.categoryL1, 1, 3).map((c) => c.itemId),
       ['a', 'b', 'c', 'd'],
     );
   });
@@ -145,7 +194,7 @@ describe('diversify', () => {
   it('holds the rule for every category in the top 10 of a long list', () => {
     const cats = ['a', 'a', 'a', 'a', 'a', 'b', 'b', 'b', 'b', 'c', 'c', 'c', 'c', 'd', 'e'];
     const ranked = cats.map((categoryL1, i) => ({ itemId: `i${i}`, categoryL1 }));
-    const top = diversify(ranked, 3, 10).slice(0, 10);
+    const top = diversify(ranked, (c) => c.categoryL1, 3, 10).slice(0, 10);
     const counts = new Map<string, number>();
     for (const c of top) counts.set(c.categoryL1, (counts.get(c.categoryL1) ?? 0) + 1);
     assert.ok(
