@@ -55,6 +55,7 @@ import {
   type ScoredList,
 } from './candidates.js';
 import { startModelHolder, type ModelHolder } from './model.js';
+import { descendingOrder } from './order.js';
 import { FEATURE_COUNT, fillFeatureRows, SOURCES, userPriceLevel } from './rank-features.js';
 import { startServedLog, type ServedLog } from './served-log.js';
 
@@ -110,6 +111,11 @@ const TRENDING_CACHE_MS = 1000;
 /** Positions the diversity rule applies to. */
 const DIVERSITY_TOP = 10;
 const NO_NEIGHBOURS: ReadonlyMap<string, ScoredList> = new Map();
+/**
+ * Neighbour lists kept in memory per process (oldest out first): at 50 neighbours a list is
+ * some 3 KB, so about 60 MB at most; recent items follow item popularity, so most reads hit.
+ */
+const NEIGHBOUR_CACHE_LISTS = 20_000;
 
 /** The first `k` entries of a list (the list itself when it is no longer). */
 function firstOf(list: ScoredList, k: number): ScoredList {
@@ -153,6 +159,10 @@ export function startFeedService(deps: FeedDeps): FeedService {
   const trendWindow = Math.max(...config.trending.windowsSec);
   const cap = config.serving.candidates;
   const pool = new MatrixPool();
+  /** The batch version the latest request read (its candidates are read in the first round trip). */
+  let liveVersion: number | null = null;
+  const neighbourCache = new Map<string, ScoredList | null>();
+  let neighbourVersion: number | null = null;
 
   // Lists shared by every user, kept in memory: parsing the popularity strings and reading the
   // trending sets on every request was a tenth of the server's CPU at 1,200 feeds/s. Popularity
@@ -252,11 +262,15 @@ export function startFeedService(deps: FeedDeps): FeedService {
     const t0 = performance.now();
     const now = Date.now();
 
-    // 1. Features, batch version, impressions: one round trip (auto-pipelined).
-    const [rawFeatures, rawVersion, rawImpressions] = await Promise.all([
+    // 1. Features, batch version, impressions, and the batch candidates of the version the last
+    // request saw: one round trip (auto-pipelined). When the version has just moved, the
+    // candidates are read again for the new one.
+    const guessed = liveVersion;
+    const [rawFeatures, rawVersion, rawImpressions, guessedBatch] = await Promise.all([
       redis.hgetall(userFeaturesKey(userId)),
       redis.get(BATCH.current),
       redis.hgetall(userImpressionsKey(userId)),
+      guessed === null ? null : redis.get(BATCH.candidates(userId, guessed)),
     ]);
     const session: SessionFeatures | null = parseFeatures(
       rawFeatures,
@@ -264,6 +278,7 @@ export function startFeedService(deps: FeedDeps): FeedService {
       config.features.halfLifeMs,
     );
     const version = rawVersion === null ? null : Number(rawVersion);
+    liveVersion = version;
     const impressions = parseImpressions(rawImpressions);
 
     // 2. The sources, concurrently (ioredis writes them back to back on one connection).
@@ -271,8 +286,10 @@ export function startFeedService(deps: FeedDeps): FeedService {
     const topCategories = (session?.affinities ?? []).slice(0, TOP_CATEGORIES).map(([c]) => c);
     const pop = version === null ? null : popularState(version);
     const [batchRaw, neighbours, trendLists, overall] = await Promise.all([
-      version === null ? null : redis.get(BATCH.candidates(userId, version)),
-      version === null ? NO_NEIGHBOURS : readNeighbourLists(recent, version),
+      version === null || version === guessed
+        ? guessedBatch
+        : redis.get(BATCH.candidates(userId, version)),
+      version === null ? NO_NEIGHBOURS : neighboursOf(recent, version),
       Promise.all([
         trendingOf(null, POPULAR_K, now),
         ...topCategories.map((c) => trendingOf(c, TRENDING_PER_CATEGORY, now)),
@@ -350,9 +367,7 @@ export function startFeedService(deps: FeedDeps): FeedService {
       scores = Float64Array.from({ length: n }, (_, i) => 1 / (1 + i));
       unrankedFeeds.inc();
     }
-    const order: number[] = [];
-    for (let i = 0; i < n; i++) order.push(i);
-    order.sort((a, b) => (scores[b] as number) - (scores[a] as number) || a - b);
+    const order = Array.from(descendingOrder(scores, n, new Uint32Array(n)));
     const rested = demoteFatigued(
       order,
       (i) => rows.ids[i] as string,
@@ -394,17 +409,38 @@ export function startFeedService(deps: FeedDeps): FeedService {
     return feed;
   }
 
-  /** Co-visitation neighbours of each item (one pipelined round trip); items without any are absent. */
-  async function readNeighbourLists(
+  /**
+   * Co-visitation neighbours of each item (items without any are absent). Lists belong to a batch
+   * version and never change within it, so they are kept in memory (the newest
+   * NEIGHBOUR_CACHE_LISTS, and the absence of a list too); misses take one round trip.
+   */
+  async function neighboursOf(
     itemIds: readonly string[],
     version: number,
   ): Promise<Map<string, ScoredList>> {
     const out = new Map<string, ScoredList>();
     if (itemIds.length === 0) return out;
+    if (neighbourVersion !== version) {
+      neighbourCache.clear();
+      neighbourVersion = version;
+    }
+    let missing: string[] | null = null;
+    for (const id of itemIds) {
+      const hit = neighbourCache.get(id);
+      if (hit === undefined) (missing ??= []).push(id);
+      else if (hit !== null) out.set(id, hit);
+    }
+    if (missing === null) return out;
     // GETs (auto-pipelined) rather than one MGET: the keys live in different cluster slots.
-    const values = await Promise.all(itemIds.map((id) => redis.get(BATCH.neighbours(id, version))));
-    itemIds.forEach((id, i) => {
+    const values = await Promise.all(missing.map((id) => redis.get(BATCH.neighbours(id, version))));
+    missing.forEach((id, i) => {
       const list = decodeScored(values[i] ?? null);
+      if (neighbourVersion === version) {
+        neighbourCache.set(id, list.ids.length > 0 ? list : null);
+        if (neighbourCache.size > NEIGHBOUR_CACHE_LISTS) {
+          neighbourCache.delete(neighbourCache.keys().next().value as string);
+        }
+      }
       if (list.ids.length > 0) out.set(id, list);
     });
     return out;

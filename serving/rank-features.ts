@@ -18,6 +18,7 @@
  */
 import type { EventType } from '../schemas/index.js';
 import type { SessionFeatures } from '../stream/features.js';
+import { descendingOrder } from './order.js';
 
 /** Candidate sources the mixer draws from, in feature order. `covis` = real-time neighbours. */
 export const SOURCES = ['batch', 'covis', 'trending', 'popularity'] as const;
@@ -119,7 +120,9 @@ const NS = SOURCES.length;
 // of N candidates needs NS * N values, allocated once instead of per call.
 let scoreScratch = new Float64Array(0);
 let rrankScratch = new Float32Array(0);
-const orderScratch: number[] = [];
+let valueScratch = new Float64Array(0);
+let rowScratch = new Uint32Array(0);
+let orderScratch = new Uint32Array(0);
 
 /**
  * Candidates as columns, the form serving builds (`serving/candidates.ts`); row i is candidate
@@ -224,32 +227,32 @@ export function fillFeatureRows(out: Float32Array, ctx: RankContext, rows: RankR
   }
   const priceLevel = ctx.userPriceLevel;
 
-  // (1b) Per-source reciprocal ranks: sort this request's proposed rows by score, per source,
-  // in source-major scratch arrays (typed arrays, no comparator on objects).
+  // (1b) Per-source reciprocal ranks: this request's proposed rows ordered by score, per source
+  // (`descendingOrder`: float32 precision, ties by row, NaN lowest), into source-major scratch.
   if (scoreScratch.length < NS * n) {
     scoreScratch = new Float64Array(NS * n * 2);
     rrankScratch = new Float32Array(NS * n * 2);
+    valueScratch = new Float64Array(n * 2);
+    rowScratch = new Uint32Array(n * 2);
+    orderScratch = new Uint32Array(n * 2);
   }
   const sc = scoreScratch;
   const rr = rrankScratch;
-  const order = orderScratch;
-  const byScore = (a: number, b: number): number => (sc[b] as number) - (sc[a] as number) || a - b;
   for (let s = 0; s < NS; s++) {
     const base = s * n;
     const bit = 1 << s;
-    order.length = 0;
+    let m = 0;
     for (let i = 0; i < n; i++) {
       rr[base + i] = 0;
       if (((rows.proposed[i] as number) & bit) !== 0) {
         const v = rows.scores[i * NS + s] as number;
-        // NaN would break the sort's ordering; it ranks as the lowest score instead.
-        sc[base + i] = Number.isNaN(v) ? -Infinity : v;
-        order.push(base + i);
+        sc[base + i] = v;
+        valueScratch[m] = v;
+        rowScratch[m++] = i;
       }
     }
-    // Ties keep the input order (the index breaks them), so equal inputs give equal features.
-    order.sort(byScore);
-    for (let r = 0; r < order.length; r++) rr[order[r] as number] = 1 / (r + 1);
+    const order = descendingOrder(valueScratch, m, orderScratch);
+    for (let r = 0; r < m; r++) rr[base + (rowScratch[order[r] as number] as number)] = 1 / (r + 1);
   }
 
   // (2) One row per candidate.
