@@ -287,6 +287,37 @@ function decode(value: string | null): Array<[string, number, string | undefined
   });
 }
 
+const POW10 = Array.from({ length: 16 }, (_, i) => 10 ** i);
+
+/**
+ * `Number(text.slice(from, to))` without the slice, for plain decimals (`-12.345`, at most 15
+ * digits): the digits as one exact integer divided by an exact power of ten is the correctly
+ * rounded value, the same double `Number` gives. Anything else goes to `Number`.
+ */
+function parseDecimal(text: string, from: number, to: number): number {
+  let i = from;
+  let negative = false;
+  if (text.charCodeAt(i) === 45) {
+    negative = true;
+    i++;
+  }
+  let digits = 0;
+  let mantissa = 0;
+  let fraction = -1;
+  for (; i < to; i++) {
+    const c = text.charCodeAt(i);
+    if (c >= 48 && c <= 57) {
+      mantissa = mantissa * 10 + (c - 48);
+      digits++;
+      if (fraction >= 0) fraction++;
+    } else if (c === 46 && fraction < 0) fraction = 0;
+    else return Number(text.slice(from, to));
+  }
+  if (digits === 0 || digits > 15) return Number(text.slice(from, to));
+  const value = fraction > 0 ? mantissa / (POW10[fraction] as number) : mantissa;
+  return negative ? -value : value;
+}
+
 /**
  * Decodes `id,score[,src] ...` into parallel arrays (the source is skipped), for readers on a
  * hot path: one scan, no object or array per entry. A missing score reads as NaN, as in
@@ -313,7 +344,7 @@ export function decodeScored(value: string | null): { ids: string[]; scores: Flo
       ids.push(value.slice(at, c1));
       let c2 = value.indexOf(',', c1 + 1);
       if (c2 === -1 || c2 > end) c2 = end;
-      scores[k] = Number(value.slice(c1 + 1, c2));
+      scores[k] = parseDecimal(value, c1 + 1, c2);
     }
     at = end + 1;
   }

@@ -20,6 +20,7 @@
  *   const rows = mixCandidates({ batch, recent, neighbours, trending, popular }, 200);
  *   keepRows(rows, (i) => !bought.has(rows.ids[i] as string));
  */
+import { descendingOrder } from './order.js';
 import { SOURCES, type CandidateSource } from './rank-features.js';
 
 /** A ranked list of scored items as two parallel arrays, best first. */
@@ -69,11 +70,43 @@ export function shownSource(rows: CandidateRows, i: number): CandidateSource {
   throw new RangeError(`candidate ${i} has no source`);
 }
 
-// Scratch for mixing, grown to the largest input seen. Mixing is synchronous, so one set serves
-// every request of the process.
+// Mixing state shared by every request of the process (mixing is synchronous, so no request
+// sees another's): item ids interned to dense numbers, so deduplication is one map lookup and
+// typed-array reads instead of a map that grows with every request; and per-slot scratch,
+// grown to the largest input seen.
+const INTERN_LIMIT = 1_000_000;
+let interned = new Map<string, number>();
+/** Per interned id: the request stamp that last used it, and its slot in that request. */
+let stampOf = new Uint32Array(1024);
+let slotOfId = new Uint32Array(1024);
+let stamp = 0;
 let best = new Float64Array(0);
 let bits = new Uint8Array(0);
+let values = new Float64Array(0);
+let order = new Uint32Array(0);
 const TAKEN = 0x80;
+
+function internId(id: string): number {
+  let k = interned.get(id);
+  if (k === undefined) {
+    if (interned.size >= INTERN_LIMIT) {
+      // A fresh table (ids of items gone from the catalog would otherwise pile up forever).
+      interned = new Map();
+      stampOf.fill(0);
+    }
+    k = interned.size;
+    interned.set(id, k);
+    if (k >= stampOf.length) {
+      const grown = new Uint32Array(stampOf.length * 2);
+      grown.set(stampOf);
+      stampOf = grown;
+      const slots = new Uint32Array(slotOfId.length * 2);
+      slots.set(slotOfId);
+      slotOfId = slots;
+    }
+  }
+  return k;
+}
 
 /**
  * Mixes the sources into at most `cap` distinct candidates.
@@ -81,7 +114,7 @@ const TAKEN = 0x80;
  * Steps: (1) each source's ranked list (co-visitation lists merged by their position-discounted
  * score, trending lists by count) with the best score per item; (2) scores of every proposal
  * are kept for every item, whether or not it survives the cap; (3) which items survive the cap
- * is decided round-robin over the sources by rank (ties by item id), so a long batch list cannot
+ * is decided round-robin over the sources by rank, so a long batch list cannot
  * crowd out the real-time sources (a user who just touched items gets their neighbours ranked).
  */
 export function mixCandidates(input: MixInput, cap: number): CandidateRows {
@@ -92,54 +125,66 @@ export function mixCandidates(input: MixInput, cap: number): CandidateRows {
     best = new Float64Array(NS * total * 2);
     bits = new Uint8Array(total * 2);
   }
+  if (++stamp === 0x100000000) {
+    stamp = 1;
+    stampOf.fill(0);
+  }
 
   // (1) + (2): one slot per distinct item; per source, the slots it proposed.
-  const slotOf = new Map<string, number>();
   const ids: string[] = [];
   const bySource: number[][] = [[], [], [], []];
-  const add = (s: number, id: string, score: number): void => {
-    let k = slotOf.get(id);
-    if (k === undefined) {
-      k = ids.length;
-      slotOf.set(id, k);
-      ids.push(id);
-      bits[k] = 0;
-    }
-    const bit = 1 << s;
-    const at = k * NS + s;
-    if (((bits[k] as number) & bit) === 0) {
-      bits[k] = (bits[k] as number) | bit;
-      best[at] = score;
-      (bySource[s] as number[]).push(k);
-    } else if (score > (best[at] as number)) best[at] = score;
-  };
-  const addList = (s: number, list: ScoredList, divide = 1): void => {
+  const addList = (s: number, list: ScoredList, divide: number): void => {
     const n = list.ids.length;
-    for (let i = 0; i < n; i++) add(s, list.ids[i] as string, (list.scores[i] as number) / divide);
+    const bit = 1 << s;
+    for (let i = 0; i < n; i++) {
+      const id = list.ids[i] as string;
+      const score = (list.scores[i] as number) / divide;
+      const g = internId(id);
+      let k: number;
+      if (stampOf[g] !== stamp) {
+        stampOf[g] = stamp;
+        k = ids.length;
+        slotOfId[g] = k;
+        ids.push(id);
+        bits[k] = 0;
+      } else k = slotOfId[g] as number;
+      const at = k * NS + s;
+      if (((bits[k] as number) & bit) === 0) {
+        bits[k] = (bits[k] as number) | bit;
+        best[at] = score;
+        (bySource[s] as number[]).push(k);
+      } else if (score > (best[at] as number)) best[at] = score;
+    }
   };
-  addList(0, input.batch);
+  addList(0, input.batch, 1);
   input.recent.forEach((item, pos) => {
     const nb = input.neighbours.get(item);
     if (nb) addList(1, nb, 1 + pos);
   });
-  for (const list of input.trending) addList(2, list);
-  addList(3, input.popular);
+  for (const list of input.trending) addList(2, list, 1);
+  addList(3, input.popular, 1);
 
-  // Rank within each source: score descending, then item id. Lists usually arrive in that
-  // order already, so a linear check saves most sorts.
+  // Rank within each source: score descending, ties in the order first proposed
+  // (`descendingOrder`). Lists usually arrive in that order already, so a linear check saves
+  // most sorts.
   for (let s = 0; s < NS; s++) {
     const list = bySource[s] as number[];
-    const cmp = (a: number, b: number): number => {
-      const d = (best[b * NS + s] as number) - (best[a * NS + s] as number);
-      if (d) return d;
-      const x = ids[a] as string;
-      const y = ids[b] as string;
-      return x < y ? -1 : x > y ? 1 : 0;
-    };
+    const m = list.length;
     let sorted = true;
-    for (let i = 1; i < list.length && sorted; i++)
-      sorted = cmp(list[i - 1] as number, list[i] as number) <= 0;
-    if (!sorted) list.sort(cmp);
+    for (let i = 1; i < m && sorted; i++) {
+      sorted =
+        (best[(list[i - 1] as number) * NS + s] as number) >=
+        (best[(list[i] as number) * NS + s] as number);
+    }
+    if (sorted) continue;
+    if (values.length < m) {
+      values = new Float64Array(m * 2);
+      order = new Uint32Array(m * 2);
+    }
+    for (let i = 0; i < m; i++) values[i] = best[(list[i] as number) * NS + s] as number;
+    descendingOrder(values, m, order);
+    const slots = list.slice();
+    for (let r = 0; r < m; r++) list[r] = slots[order[r] as number] as number;
   }
 
   // (3) Round-robin by rank over the sources.

@@ -105,13 +105,38 @@ describe('mixCandidates', () => {
     assert.deepEqual(asObjects(mixCandidates(empty, 200)), []);
   });
 
-  it('ranks an unsorted source by score, ties by item id', () => {
+  it('ranks an unsorted source by score, ties in the order first proposed', () => {
     const mixed = asObjects(
       mixCandidates({ ...empty, batch: list(s('c', 0.2), s('b', 0.5), s('a', 0.5)) }, 10),
     );
     assert.deepEqual(
       mixed.map((c) => c.itemId),
-      ['a', 'b', 'c'],
+      ['b', 'a', 'c'],
+    );
+  });
+
+  it('merges co-visitation lists by discounted score across recent items', () => {
+    const mixed = asObjects(
+      mixCandidates(
+        {
+          ...empty,
+          recent: ['r1', 'r2'],
+          neighbours: new Map([
+            ['r1', list(s('x', 0.3), s('y', 0.1))],
+            ['r2', list(s('z', 1), s('x', 0.9))],
+          ]),
+        },
+        10,
+      ),
+    );
+    // z = 1 / 2 = 0.5, x = max(0.3, 0.9 / 2) = 0.45, y = 0.1.
+    assert.deepEqual(
+      mixed.map((c) => [c.itemId, c.scores.covis]),
+      [
+        ['z', 0.5],
+        ['x', 0.45],
+        ['y', 0.1],
+      ],
     );
   });
 });
