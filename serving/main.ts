@@ -9,9 +9,6 @@
  */
 import cluster from 'node:cluster';
 import { createLogger, createMetricsRegistry, loadConfig } from '../core/index.js';
-import { createRedis } from '../stream/redis.js';
-import { startFeedService } from './feed.js';
-import { startServing } from './server.js';
 
 const config = loadConfig(process.env);
 const log = createLogger(config.logLevel, 'recsys-serving');
@@ -46,8 +43,14 @@ if (config.serving.workers > 1 && cluster.isPrimary) {
 }
 
 async function serve(): Promise<void> {
+  // Imported here, not at the top: a supervising primary never loads ONNX Runtime, uWS or the
+  // Kafka client (some 80 MB of resident memory it has no use for).
+  const { createRedis } = await import('../stream/redis.js');
+  const { startFeedService } = await import('./feed.js');
+  const { startServing } = await import('./server.js');
   const metrics = createMetricsRegistry('serving');
-  const redis = createRedis(config.redis.url, 'recsys-serving');
+  // Feed requests issue a few commands each: auto-pipelining writes those of one tick at once.
+  const redis = createRedis(config.redis.url, 'recsys-serving', { autoPipelining: true });
   const subscriber = createRedis(config.redis.url, 'recsys-serving-live');
   // Errors surface through /readyz and the retrying subscription; without a listener ioredis
   // would print every failed reconnect as an unhandled error event.

@@ -34,6 +34,13 @@ export function descendingOrder(
     const asc = u >= 0x80000000 ? ~u >>> 0 : (u | 0x80000000) >>> 0;
     keys[i] = (0xffffffff - asc) * POSITIONS + i;
   }
+  // Already in order (common: sources arrive ranked): no sort.
+  let inOrder = true;
+  for (let i = 1; i < n && inOrder; i++) inOrder = (keys[i - 1] as number) < (keys[i] as number);
+  if (inOrder) {
+    for (let r = 0; r < n; r++) out[r] = r;
+    return out;
+  }
   const sorted = keys.subarray(0, n).sort();
   for (let r = 0; r < n; r++) out[r] = (sorted[r] as number) % POSITIONS;
   return out;

@@ -158,6 +158,35 @@ export async function ensureDebianPackages(log: Logger): Promise<void> {
   }
 }
 
+/**
+ * A Go command built from its module with `go install` (through the Go module proxy) into
+ * `<cacheDir>/go-tools/<name>-<version>/`, once; returns the binary's path.
+ *
+ * @example
+ *   const vegeta = await ensureGoTool(config.local.cacheDir, 'vegeta', 'github.com/tsenart/vegeta/v12', '12.13.0', log);
+ */
+export async function ensureGoTool(
+  cacheDir: string,
+  name: string,
+  module: string,
+  version: string,
+  log: Logger,
+): Promise<string> {
+  const dir = join(cacheDir, 'go-tools', `${name}-${version}`);
+  await once(dir, async (tmp) => {
+    if (!onPath('go')) throw new InstallError(name, 'no `go` on PATH to build it with');
+    log.info({ module, version }, `building ${name} with go install`);
+    try {
+      await sh('go', ['install', `${module}@v${version}`], {
+        env: { ...process.env, GOBIN: tmp, CGO_ENABLED: '0' },
+      });
+    } catch (err) {
+      throw new InstallError(name, `go install ${module}@v${version} failed`, err);
+    }
+  });
+  return join(dir, name);
+}
+
 /** The Java home of the `java` on PATH, checked to be 17 or newer. */
 export async function javaHome(): Promise<string> {
   let out: string;

@@ -14,4 +14,6 @@ export const VERSIONS = Object.freeze({
   /** Debian bookworm's packages, which deploy/local installs with apt. */
   redis: '7.0.15',
   mosquitto: '2.0.11',
+  /** Load generator of `npm run bench:serve` (MIT), built with `go install`. */
+  vegeta: '12.13.0',
 });

@@ -1,0 +1,158 @@
+/**
+ * Fixed-rate HTTP load with vegeta (a load tester no one here wrote; built once by
+ * `deploy/local`'s `ensureGoTool`), and the CPU each process spent meanwhile.
+ *
+ * vegeta sends at the requested rate whatever the answers take (open loop: a slow server shows
+ * as latency, not as a lower offered rate), each request timed from its send. When all its
+ * workers are busy it falls behind the schedule: `sentPerSec` then says what was offered.
+ *
+ * @example
+ *   await writeTargets(file, [{ url, headers: { authorization: 'Bearer …' } }]);
+ *   const r = await attack(vegetaPath, file, 2000, 10_000); // r.latencyMs.p99
+ */
+import { spawn } from 'node:child_process';
+import { readFile, readdir, rm, writeFile } from 'node:fs/promises';
+
+export interface Target {
+  url: string;
+  headers?: Readonly<Record<string, string>>;
+}
+
+export interface AttackResult {
+  rate: number;
+  durationMs: number;
+  requests: number;
+  /** The rate vegeta actually sent at. */
+  sentPerSec: number;
+  /** Successful (2xx) responses per second. */
+  throughputPerSec: number;
+  successRatio: number;
+  statuses: Record<string, number>;
+  latencyMs: { mean: number; p50: number; p90: number; p95: number; p99: number; max: number };
+  /** CPU seconds per second of the attack, by process (server with its workers, vegeta, Redis). */
+  cpu: Record<string, number>;
+}
+
+export async function writeTargets(file: string, targets: readonly Target[]): Promise<void> {
+  let text = '';
+  for (const t of targets) {
+    text += `GET ${t.url}\n`;
+    for (const [k, v] of Object.entries(t.headers ?? {})) text += `${k}: ${v}\n`;
+    text += '\n';
+  }
+  await writeFile(file, text);
+}
+
+function run(cmd: string, args: string[]): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    child.on('error', reject);
+    child.on('close', (code) =>
+      code === 0 ? resolve(out) : reject(new Error(`${cmd} exited ${code}: ${err.trim()}`)),
+    );
+  });
+}
+
+/** utime + stime of a process, seconds (0 when it is gone). */
+async function cpuSeconds(pid: number | 'self', children = false): Promise<number> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+  if (!stat) return 0;
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  // Fields 14-17 of stat (utime stime cutime cstime) are at 11-14 after the command name.
+  const ticks = children ? Number(f[13]) + Number(f[14]) : Number(f[11]) + Number(f[12]);
+  // /proc counts in USER_HZ, 100 on Linux.
+  return ticks / 100;
+}
+
+/** CPU seconds of `pid` and its descendants (the server's cluster workers). */
+async function treeCpu(pid: number): Promise<number> {
+  let total = await cpuSeconds(pid);
+  const kids = await readFile(`/proc/${pid}/task/${pid}/children`, 'utf8').catch(() => '');
+  for (const k of kids.split(/\s+/).filter(Boolean)) total += await treeCpu(Number(k));
+  return total;
+}
+
+/** Pids of processes whose command name is `comm`. */
+async function pidsOf(comm: string): Promise<number[]> {
+  const out: number[] = [];
+  for (const p of await readdir('/proc')) {
+    if (!/^\d+$/.test(p)) continue;
+    const name = await readFile(`/proc/${p}/comm`, 'utf8').catch(() => '');
+    if (name.trim() === comm) out.push(Number(p));
+  }
+  return out;
+}
+
+export async function attack(
+  vegeta: string,
+  targetsFile: string,
+  rate: number,
+  durationMs: number,
+  options: { serverPid?: number; connections?: number; maxWorkers?: number } = {},
+): Promise<AttackResult> {
+  const out = `${targetsFile}.${rate}.bin`;
+  const redisPids = await pidsOf('redis-server');
+  const sample = async (): Promise<Record<string, number>> => {
+    let redis = 0;
+    for (const p of redisPids) redis += await cpuSeconds(p);
+    return {
+      server: options.serverPid ? await treeCpu(options.serverPid) : 0,
+      // vegeta is this process's child: its CPU lands in our children's total when it exits.
+      vegeta: await cpuSeconds('self', true),
+      redis,
+    };
+  };
+  const before = await sample();
+  const t0 = performance.now();
+  await run(vegeta, [
+    'attack',
+    `-targets=${targetsFile}`,
+    `-rate=${rate}/s`,
+    `-duration=${durationMs}ms`,
+    `-connections=${options.connections ?? 64}`,
+    `-max-workers=${options.maxWorkers ?? 1024}`,
+    '-timeout=10s',
+    `-output=${out}`,
+  ]);
+  const seconds = (performance.now() - t0) / 1000;
+  const after = await sample();
+  const cpu = Object.fromEntries(
+    Object.keys(before).map((k) => [
+      k,
+      Math.round((((after[k] ?? 0) - (before[k] ?? 0)) / seconds) * 100) / 100,
+    ]),
+  );
+  const report = JSON.parse(await run(vegeta, ['report', '-type=json', out])) as {
+    requests: number;
+    rate: number;
+    throughput: number;
+    success: number;
+    status_codes: Record<string, number>;
+    latencies: Record<string, number>;
+  };
+  await rm(out, { force: true });
+  const ms = (ns: number | undefined): number => Math.round((ns ?? NaN) / 1e3) / 1e3;
+  const l = report.latencies;
+  return {
+    rate,
+    durationMs,
+    requests: report.requests,
+    sentPerSec: Math.round(report.rate),
+    throughputPerSec: Math.round(report.throughput),
+    successRatio: report.success,
+    statuses: report.status_codes,
+    latencyMs: {
+      mean: ms(l.mean),
+      p50: ms(l['50th']),
+      p90: ms(l['90th']),
+      p95: ms(l['95th']),
+      p99: ms(l['99th']),
+      max: ms(l.max),
+    },
+    cpu,
+  };
+}
