@@ -120,6 +120,8 @@ export interface HttpServerOptions {
   port: number;
   log: Logger;
   metrics: Registry;
+  /** What `/metrics` answers; default: `metrics.metrics()` (a cluster worker passes the aggregated view). */
+  metricsText?: () => Promise<string>;
   readiness: () => Promise<HealthReport>;
 }
 
@@ -158,7 +160,7 @@ export function createHttpServer(opts: HttpServerOptions): HttpServer {
     res.onAborted(() => {
       state.aborted = true;
     });
-    opts.metrics.metrics().then(
+    (opts.metricsText ?? (() => opts.metrics.metrics()))().then(
       (text) => {
         if (state.aborted) return;
         res.cork(() => {

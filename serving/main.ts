@@ -9,13 +9,15 @@
  */
 import cluster from 'node:cluster';
 import { createLogger, createMetricsRegistry, loadConfig } from '../core/index.js';
+import { clusterMetricsText, startMetricsAggregator } from './cluster-metrics.js';
 
 const config = loadConfig(process.env);
 const log = createLogger(config.logLevel, 'recsys-serving');
 
 // With RECSYS_SERVING_WORKERS > 1 this process only supervises: it forks that many copies, each
 // listening on the same port (uWS sets SO_REUSEPORT, the kernel spreads connections), restarts
-// one that dies, and passes SIGTERM on. One Node process tops out near one core.
+// one that dies, passes SIGTERM on, and aggregates the workers' metrics for /metrics. One Node
+// process tops out near one core.
 if (config.serving.workers > 1 && cluster.isPrimary) {
   let stopping = false;
   const fork = (): void => {
@@ -25,6 +27,7 @@ if (config.serving.workers > 1 && cluster.isPrimary) {
       setTimeout(fork, 500);
     });
   };
+  startMetricsAggregator(log);
   for (let i = 0; i < config.serving.workers; i++) fork();
   for (const sig of ['SIGTERM', 'SIGINT'] as const) {
     process.on(sig, () => {
@@ -59,7 +62,15 @@ async function serve(): Promise<void> {
   }
 
   const feed = startFeedService({ config, log, metrics, redis });
-  const serving = await startServing({ config, log, metrics, feed, redisSubscriber: subscriber });
+  const serving = await startServing({
+    config,
+    log,
+    metrics,
+    feed,
+    redisSubscriber: subscriber,
+    // Several workers: /metrics answers for all of them (`cluster-metrics.ts`).
+    ...(cluster.isWorker ? { metricsText: clusterMetricsText(metrics) } : {}),
+  });
 
   let stopping = false;
   for (const signal of ['SIGTERM', 'SIGINT'] as const) {

@@ -59,6 +59,8 @@ export interface ServingDeps {
    * only the feed on connect.
    */
   redisSubscriber?: Redis;
+  /** What `/metrics` answers, when not this process's registry (cluster workers). */
+  metricsText?: () => Promise<string>;
   options?: ServingOptions;
 }
 
@@ -131,6 +133,7 @@ export async function startServing(deps: ServingDeps): Promise<Serving> {
     port: config.http.port,
     log,
     metrics,
+    ...(deps.metricsText ? { metricsText: deps.metricsText } : {}),
     readiness: async () => {
       const report = await feed.readiness();
       const checks = { ...report.checks };
