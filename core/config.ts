@@ -345,9 +345,14 @@ export const VARIABLES: readonly VariableDoc[] = [
     doc: 'feature changes of one user within this window make one live push, ms',
   },
   {
+    name: 'RECSYS_SERVED_LINGER_MS',
+    default: '50',
+    doc: 'how long the server gathers served-feed records into one Kafka batch, ms (off the request path)',
+  },
+  {
     name: 'RECSYS_SERVING_WORKERS',
     default: '1',
-    doc: 'server processes sharing the port (SO_REUSEPORT); each keeps its own model, sockets and metrics',
+    doc: 'server processes sharing the port (SO_REUSEPORT); each keeps its own model and sockets; `/metrics` answers for all',
   },
   {
     name: 'RECSYS_WS_MAX_BUFFERED_BYTES',
@@ -478,6 +483,7 @@ export interface ServingConfig {
   modelPollMs: number;
   liveCoalesceMs: number;
   wsMaxBufferedBytes: number;
+  servedLingerMs: number;
   workers: number;
 }
 
@@ -679,6 +685,7 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
       modelPollMs: int('RECSYS_MODEL_POLL_MS', 100),
       liveCoalesceMs: int('RECSYS_LIVE_COALESCE_MS', 0, 10_000),
       wsMaxBufferedBytes: int('RECSYS_WS_MAX_BUFFERED_BYTES', 1024),
+      servedLingerMs: int('RECSYS_SERVED_LINGER_MS', 0, 10_000),
       workers: int('RECSYS_SERVING_WORKERS', 1, 64),
     },
     healthTimeoutMs: int('RECSYS_HEALTH_TIMEOUT_MS', 50, 60_000),

@@ -2,27 +2,31 @@
  * The feed service: builds, ranks and returns one user's feed, and logs every feed served.
  * The HTTP/WebSocket server calls {@link FeedService.getFeed}; nothing here knows about HTTP.
  *
- * One request, in steps (three Redis round trips):
- *   1. one pipeline: the user's session features, the live batch version, the user's
- *      impression counts;
- *   2. concurrently: the user's batch candidates, co-visitation neighbours of the 5 most recent
- *      items, trending items (largest window) overall and in the 3 strongest categories (lists
- *      reused for a second), popular items overall and in those categories (kept per batch
- *      version); mixed into at most
- *      `config.serving.candidates` candidates the way training mixes them (`candidates.ts`);
+ * One request, in steps (usually one Redis round trip; the connection is auto-pipelined, so
+ * concurrent requests share writes):
+ *   1. together: the user's session features, the live batch version, the user's impression
+ *      counts, and the user's batch candidates of the version the previous request saw (read
+ *      again, in a second trip, only when the version has just moved);
+ *   2. concurrently, all kept in memory after the first read: co-visitation neighbours of the 5
+ *      most recent items (per batch version, `NEIGHBOUR_CACHE_LISTS` lists), trending items
+ *      (largest window) overall and in the 3 strongest categories (reused for a second), popular
+ *      items (per batch version); mixed into at most `config.serving.candidates` candidates the
+ *      way training mixes them (`candidates.ts`), as columns rather than an object each;
  *   3. the catalog entries of the candidates and the recent items (cached in-process);
  *      purchased and unavailable items are dropped;
- *   4. features into a pooled Float32Array and one ONNX run; sorted by score; items the user
- *      saw `fatigueImpressions` times without an interaction move after the rest; at most
- *      `maxPerCategory` items of one category in the top 10;
+ *   4. features into a pooled Float32Array (`fillFeatureRows`, the code training runs too) and
+ *      one ONNX run; ordered by score; items the user saw `fatigueImpressions` times without an
+ *      interaction move after the rest; at most `maxPerCategory` items of one category in the
+ *      top 10; only the first `limit` become objects;
  *   5. the record goes to the served log (queued, never awaited).
  *
  * Training/serving consistency. `RankItem.popularity` is the item's train popularity (decayed
- * interaction count) in training. Redis holds no per-item stats; the batch popularity lists do
- * carry exactly that number for the top items overall and per category, so serving reads the
- * overall list and the lists of the user's top categories and uses their score, and 0 for an
- * item in none of them (training would have its small count). The gap: long-tail items score
- * as popularity 0; closing it means publishing item stats with the batch output.
+ * interaction count) in training. Redis holds no per-item stats; the batch popularity lists
+ * carry exactly that number for the top `candidatesPerUser` items of every category, so serving
+ * reads the list of each candidate's own category (once per batch version) and uses its score,
+ * and 0 for an item beyond it (training would have its small count). The gap: items past the
+ * top of their category score as popularity 0; closing it means publishing item stats with the
+ * batch output.
  *
  * Without a model (none registered yet, or none loadable) `getFeed` still answers, unranked:
  * candidates in mix order with score 1/(1 + position), `modelVersion` "none"; `readiness`

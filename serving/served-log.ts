@@ -116,7 +116,9 @@ export function startServedLog(options: ServedLogOptions): ServedLog {
     encoder = createEncoder<ServedFeed>(id, subject.schema);
     batcher = new KafkaBatcher({
       producer,
-      lingerMs: config.ingest.lingerMs,
+      // Nobody waits for these records: a longer linger than ingest's makes fewer, larger
+      // produce requests (each costs the server CPU).
+      lingerMs: config.serving.servedLingerMs,
       maxBatch: config.ingest.maxKafkaBatch,
       maxBatchBytes: config.ingest.maxKafkaBatchBytes,
       log,
