@@ -59,6 +59,8 @@ export interface CandidatePaths {
   users: string;
   /** category (NULL = overall), itemId, score, rank */
   popular: string;
+  /** The ETL's item statistics (itemId, categoryL1, popularity, ...): every item's popularity. */
+  itemStats: string;
 }
 
 export interface CandidateResult {
@@ -108,6 +110,7 @@ export async function buildCandidates(
     neighbours: join(dir, 'neighbours.parquet'),
     users: join(dir, 'user_candidates.parquet'),
     popular: join(dir, 'popular.parquet'),
+    itemStats: etl.paths.itemStats,
   };
   const db = await openBatchDb(options);
   try {

@@ -6,7 +6,8 @@
  *   1. `INCR batch:seq` gives the new version v (never reused, so a half-written earlier attempt
  *      cannot mix with it).
  *   2. Write every key of v: `{u:<id>}:cand:v<v>` per user, `nb:v<v>:<item>` per item,
- *      `pop:v<v>` and `pop:v<v>:c:<cat>`, `batch:v<v>:meta`. Values are compact strings built by
+ *      `pop:v<v>` and `pop:v<v>:c:<cat>`, `ipop:v<v>:c:<cat>` (every item's popularity, per
+ *      category), `batch:v<v>:meta`. Values are compact strings built by
  *      DuckDB (`string_agg`), streamed in chunks and pipelined (one round trip per chunk).
  *   3. One `MULTI`: `SET batch:current v` and `ZADD batch:versions v v`. Readers read the
  *      pointer, then keys of that version: they see the old batch or the new one, never a mix.
@@ -16,7 +17,7 @@
  *      moment ago still finds its keys; 0 deletes at once. Found with one SCAN of the keyspace.
  *
  * Values: candidates `item,score,src item,score,src ...` (src: `n` co-visitation, `c` category),
- * neighbours and popular `item,score ...`, best first. About 20 bytes per entry: at 200 per user
+ * neighbours, popular and item popularity `item,score ...`, best first. About 20 bytes per entry: at 200 per user
  * a user costs some 4 KB, where a sorted set (skiplist beyond 128 members) would cost ~4 times that.
  *
  * @example
@@ -61,7 +62,7 @@ export interface PublishOptions {
 export interface PublishResult {
   version: number;
   previous: number | null;
-  keys: { users: number; items: number; popular: number };
+  keys: { users: number; items: number; popular: number; itemPopularity: number };
   /** Versions whose keys were given the grace TTL (or deleted). */
   retired: number[];
   durationMs: number;
@@ -93,7 +94,7 @@ export async function publishCandidates(
     .map(([name, code]) => `WHEN '${name}' THEN '${code}'`)
     .join(' ')} ELSE source END`;
   const db = await openBatchDb();
-  const keys = { users: 0, items: 0, popular: 0 };
+  const keys = { users: 0, items: 0, popular: 0, itemPopularity: 0 };
   try {
     // Scores at 4 decimals: enough to order and mix, and short.
     keys.users = await writeStrings(
@@ -124,6 +125,17 @@ export async function publishCandidates(
       (cat) => BATCH.popular(cat === '' ? null : cat, version),
       chunkKeys,
     );
+    // Every item's popularity, one list per category (the rank feature reads the candidate's
+    // own category's list, so serving has the value training used, not just the top items').
+    keys.itemPopularity = await writeStrings(
+      db.conn,
+      redis,
+      version,
+      `SELECT categoryL1, string_agg(itemId || ',' || round(popularity, 4), ' ' ORDER BY popularity DESC, itemId)
+       FROM read_parquet(${sqlString(p.itemStats)}) WHERE categoryL1 IS NOT NULL GROUP BY categoryL1`,
+      (cat) => BATCH.itemPopularity(cat, version),
+      chunkKeys,
+    );
   } finally {
     db.close();
   }
@@ -132,6 +144,7 @@ export async function publishCandidates(
     users: String(keys.users),
     items: String(keys.items),
     popular: String(keys.popular),
+    itemPopularity: String(keys.itemPopularity),
   });
 
   // 3. The switch: one transaction.

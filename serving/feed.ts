@@ -21,12 +21,10 @@
  *   5. the record goes to the served log (queued, never awaited).
  *
  * Training/serving consistency. `RankItem.popularity` is the item's train popularity (decayed
- * interaction count) in training. Redis holds no per-item stats; the batch popularity lists
- * carry exactly that number for the top `candidatesPerUser` items of every category, so serving
- * reads the list of each candidate's own category (once per batch version) and uses its score,
- * and 0 for an item beyond it (training would have its small count). The gap: items past the
- * top of their category score as popularity 0; closing it means publishing item stats with the
- * batch output.
+ * interaction count) in training, 0 for an item without statistics. The batch output carries
+ * the same number for every item with statistics, one list per category (`ipop:v<N>:c:<cat>`,
+ * to 4 decimals); serving reads the list of each candidate's own category once per batch
+ * version and uses its value, 0 for an item not in it: what training used.
  *
  * Without a model (none registered yet, or none loadable) `getFeed` still answers, unranked:
  * candidates in mix order with score 1/(1 + position), `modelVersion` "none"; `readiness`
@@ -192,7 +190,15 @@ export function startFeedService(deps: FeedDeps): FeedService {
     const key = category ?? '';
     let hit = state.lists.get(key);
     if (!hit) {
-      hit = redis.get(BATCH.popular(category, state.version)).then((raw) => {
+      // Overall: the popular list (a candidate source). Per category: every item's popularity
+      // (`ipop`), or the category's popular list for a version published before `ipop` existed.
+      const read =
+        category === null
+          ? redis.get(BATCH.popular(null, state.version))
+          : redis
+              .get(BATCH.itemPopularity(category, state.version))
+              .then((raw) => raw ?? redis.get(BATCH.popular(category, state.version)));
+      hit = read.then((raw) => {
         const list = decodeScored(raw);
         list.ids.forEach((id, i) => {
           if (!state.byId.has(id)) state.byId.set(id, list.scores[i] as number);

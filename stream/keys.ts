@@ -109,14 +109,20 @@ export const BATCH = {
   /** Popular items overall (category null) or of one category. */
   popular: (category: string | null, version: number | string): string =>
     category === null ? `pop:v${version}` : `pop:v${version}:c:${category}`,
+  /**
+   * The train popularity of every item of one category with statistics, `id,popularity ...`
+   * best first: the rank feature's value for any candidate (the `popular` lists stop at the top).
+   */
+  itemPopularity: (category: string, version: number | string): string =>
+    `ipop:v${version}:c:${category}`,
   /** The version a batch output key belongs to, or null for any other key. */
   versionOf: (key: string): number | null => {
     const m =
-      /^(?:\{u:[^}]*\}:cand:v(\d+)|nb:v(\d+):.*|pop:v(\d+)(?::c:.*)?|batch:v(\d+):meta)$/s.exec(
+      /^(?:\{u:[^}]*\}:cand:v(\d+)|nb:v(\d+):.*|pop:v(\d+)(?::c:.*)?|batch:v(\d+):meta|ipop:v(\d+):c:.*)$/s.exec(
         key,
       );
     if (!m) return null;
-    return Number(m[1] ?? m[2] ?? m[3] ?? m[4]);
+    return Number(m[1] ?? m[2] ?? m[3] ?? m[4] ?? m[5]);
   },
 } as const;
 

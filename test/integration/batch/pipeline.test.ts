@@ -16,6 +16,7 @@ import { runEtl, type EtlResult } from '../../../batch/etl.js';
 import { generate, type GenerateResult } from '../../../batch/generate.js';
 import {
   currentVersion,
+  decodeScored,
   publishCandidates,
   readCandidates,
   readNeighbours,
@@ -45,6 +46,23 @@ async function clearBatchKeys(r: Redis): Promise<void> {
     );
     if (mine.length > 0) await r.unlink(...mine);
   } while (cursor !== '0');
+}
+
+async function itemStatsOf(
+  path: string,
+): Promise<Map<string, { category: string; popularity: number }>> {
+  const db = await DuckDBInstance.create(':memory:');
+  const conn = await db.connect();
+  const r = await conn.runAndReadAll(
+    `SELECT itemId, categoryL1, popularity FROM read_parquet('${path}') WHERE categoryL1 IS NOT NULL`,
+  );
+  const out = new Map<string, { category: string; popularity: number }>();
+  for (const [id, category, popularity] of r.getRowsJS()) {
+    out.set(String(id), { category: String(category), popularity: Number(popularity) });
+  }
+  conn.closeSync();
+  db.closeSync();
+  return out;
 }
 
 async function neighboursOf(path: string): Promise<Map<string, string[]>> {
@@ -162,6 +180,21 @@ describe('batch pipeline', () => {
     assert.equal(pop.length, 10);
     const popCat = await readPopular(r, 'c00', 5);
     assert.equal(popCat.length, 5);
+    // Every item with statistics has its popularity published in its category's list, with the
+    // value the ETL computed (to 4 decimals).
+    const stats = await itemStatsOf(etl.paths.itemStats);
+    let published = 0;
+    for (const cat of new Set([...stats.values()].map((s) => s.category))) {
+      const list = decodeScored(await r.get(BATCH.itemPopularity(cat, v1.version)));
+      published += list.ids.length;
+      list.ids.forEach((id, i) => {
+        const want = stats.get(id);
+        assert.equal(want?.category, cat, id);
+        assert.ok(Math.abs((list.scores[i] as number) - want!.popularity) <= 5e-5, id);
+      });
+    }
+    assert.equal(published, stats.size);
+    assert.equal(v1.keys.itemPopularity, new Set([...stats.values()].map((s) => s.category)).size);
     assert.equal((await readCandidates(r, 'nobody')).items.length, 0);
 
     const v2 = await publishCandidates(config, r, log, cands);
