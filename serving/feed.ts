@@ -317,8 +317,12 @@ export function startFeedService(deps: FeedDeps): FeedService {
       cap,
     );
 
-    // 3. Catalog facts (rows, then the recent items); exclusions.
-    const lookedUp = await catalog.lookup(recent.length > 0 ? rows.ids.concat(recent) : rows.ids);
+    // 3. Catalog facts (rows, then all the user's recent items: their prices give the user's
+    // price level, as in training); exclusions.
+    const allRecent = session?.recent ?? [];
+    const lookedUp = await catalog.lookup(
+      allRecent.length > 0 ? rows.ids.concat(allRecent) : rows.ids,
+    );
     const recentItems = lookedUp.slice(rows.n);
     const items = lookedUp;
     items.length = rows.n;
