@@ -17,8 +17,9 @@
  *      moment ago still finds its keys; 0 deletes at once. Found with one SCAN of the keyspace.
  *
  * Values: candidates `item,score,src item,score,src ...` (src: `n` co-visitation, `c` category),
- * neighbours, popular and item popularity `item,score ...`, best first. About 20 bytes per entry: at 200 per user
- * a user costs some 4 KB, where a sorted set (skiplist beyond 128 members) would cost ~4 times that.
+ * neighbours, popular and item popularity `item,score ...`, best first. About 20 bytes per
+ * entry: at 200 per user a user costs some 4 KB, where a sorted set (skiplist beyond 128
+ * members) would cost ~4 times that.
  *
  * @example
  *   const { version } = await publishCandidates(config, redis, log, cands);

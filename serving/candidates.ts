@@ -89,11 +89,6 @@ const TAKEN = 0x80;
 function internId(id: string): number {
   let k = interned.get(id);
   if (k === undefined) {
-    if (interned.size >= INTERN_LIMIT) {
-      // A fresh table (ids of items gone from the catalog would otherwise pile up forever).
-      interned = new Map();
-      stampOf.fill(0);
-    }
     k = interned.size;
     interned.set(id, k);
     if (k >= stampOf.length) {
@@ -124,6 +119,12 @@ export function mixCandidates(input: MixInput, cap: number): CandidateRows {
   if (bits.length < total) {
     best = new Float64Array(NS * total * 2);
     bits = new Uint8Array(total * 2);
+  }
+  if (interned.size + total > INTERN_LIMIT) {
+    // A fresh table, never in the middle of a mix (ids of items gone from the catalog would
+    // otherwise pile up forever).
+    interned = new Map();
+    stampOf.fill(0);
   }
   if (++stamp === 0x100000000) {
     stamp = 1;
