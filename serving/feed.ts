@@ -161,7 +161,7 @@ export function startFeedService(deps: FeedDeps): FeedService {
   const trendWindow = Math.max(...config.trending.windowsSec);
   const cap = config.serving.candidates;
   const pool = new MatrixPool();
-  /** The batch version the latest request read (its candidates are read in the first round trip). */
+  /** The batch version the latest request read (the next reads its candidates in the first trip). */
   let liveVersion: number | null = null;
   const neighbourCache = new Map<string, ScoredList | null>();
   let neighbourVersion: number | null = null;

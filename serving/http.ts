@@ -120,7 +120,7 @@ export interface HttpServerOptions {
   port: number;
   log: Logger;
   metrics: Registry;
-  /** What `/metrics` answers; default: `metrics.metrics()` (a cluster worker passes the aggregated view). */
+  /** What `/metrics` answers; default `metrics.metrics()` (a cluster worker passes all workers'). */
   metricsText?: () => Promise<string>;
   readiness: () => Promise<HealthReport>;
 }

@@ -52,7 +52,7 @@ export const FEATURE_NAMES: readonly string[] = Object.freeze([
 
 export const FEATURE_COUNT = FEATURE_NAMES.length;
 
-/** The catalog facts of one candidate that features read (`CatalogItem` and `RankItem` have them). */
+/** The catalog facts of a candidate that features read (`CatalogItem` and `RankItem` have them). */
 export interface ItemFacts {
   categoryL1: string;
   price: number | null;
