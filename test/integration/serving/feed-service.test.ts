@@ -198,11 +198,20 @@ describe('feed service', { timeout: 600_000 }, () => {
     assert.ok(goneItem);
     await catalog.upsert([{ ...goneItem, isAvailable: false }]);
     await new FeatureStore(redis, config.features).apply(events(user, [[bought, 'purchase']]));
+    // A purchase counts at once (the user's features are read per request); an item made
+    // unavailable drops out once the service's catalog cache (5 s) has it again, and the
+    // warm-up may have just cached it as available.
     const feed = await (feeds as FeedService).getFeed(user, 100);
-    const ids = feed.items.map((i) => i.itemId);
-    assert.ok(ids.length > 0);
-    assert.ok(!ids.includes(bought), 'purchased item excluded');
-    assert.ok(!ids.includes(gone), 'unavailable item excluded');
+    assert.ok(feed.items.length > 0);
+    assert.ok(!feed.items.some((i) => i.itemId === bought), 'purchased item excluded');
+    await until(
+      'the unavailable item to leave the feed',
+      async () => {
+        const ids = (await (feeds as FeedService).getFeed(user, 100)).items.map((i) => i.itemId);
+        return ids.length > 0 && !ids.includes(gone) && !ids.includes(bought);
+      },
+      7000,
+    );
   });
 
   it('ranks a batch user with the champion: sources, model version, diversity', async (t) => {
@@ -338,7 +347,7 @@ describe('feed service', { timeout: 600_000 }, () => {
       const r = await (feeds as FeedService).readiness();
       return r.ok ? r : null;
     });
-    assert.deepEqual(Object.keys(report.checks).sort(), ['kafka', 'model', 'redis']);
+    assert.deepEqual(Object.keys(report.checks).sort(), ['kafka', 'model', 'redis', 'warm']);
   });
 
   it('measures getFeed latency over 1,000 calls with 200 candidates', async (t) => {
