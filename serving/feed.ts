@@ -88,6 +88,8 @@ export interface FeedService {
   }>;
   /** Current model version, or null before one is loaded. */
   modelVersion(): string | null;
+  /** Catalog entries changed (CATALOG_CHANNEL): their cached copies are dropped. */
+  itemsChanged(itemIds: readonly string[]): void;
   close(): Promise<void>;
 }
 
@@ -161,7 +163,8 @@ export function startFeedService(deps: FeedDeps): FeedService {
   const redis =
     deps.redis ?? createRedis(config.redis.url, 'recsys-serving', { autoPipelining: true });
   const trending = new TrendingStore(redis, config.trending);
-  // Availability and categories change rarely; 5 s keeps a just-disabled item out quickly.
+  // Availability and categories change rarely; entries written through `CatalogStore` are
+  // dropped at once (CATALOG_CHANNEL, `itemsChanged`), and 5 s bounds staleness otherwise.
   const catalog = new CatalogStore(redis, { cacheTtlMs: 5000, cacheSize: 200_000 });
   const trendWindow = Math.max(...config.trending.windowsSec);
   const cap = config.serving.candidates;
@@ -533,6 +536,7 @@ export function startFeedService(deps: FeedDeps): FeedService {
         config.healthTimeoutMs,
       ),
     modelVersion: () => models.version(),
+    itemsChanged: (itemIds) => catalog.forget(itemIds),
     async close() {
       stopWarmUp.abort();
       await models.close();

@@ -23,7 +23,7 @@
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import type { Logger } from '../core/index.js';
 import type { Redis } from '../stream/redis.js';
-import { FEATURE_CHANNEL } from '../stream/keys.js';
+import { CATALOG_CHANNEL, FEATURE_CHANNEL } from '../stream/keys.js';
 import type { Feed, FeedService } from './feed.js';
 
 /** What the hub needs of a socket; a uWS WebSocket has all of it. */
@@ -320,19 +320,24 @@ export class LiveHub {
 
 /**
  * Subscribes `subscriber` (a connection of its own: in subscriber mode it can run nothing else)
- * to FEATURE_CHANNEL once and forwards each userId. Returns an unsubscribe function.
+ * to FEATURE_CHANNEL, and to CATALOG_CHANNEL when `onCatalogChange` is given, once; forwards each
+ * userId, and each message's itemIds. Returns an unsubscribe function.
  */
 export async function subscribeFeatureChanges(
   subscriber: Redis,
   onChange: (userId: string) => void,
+  onCatalogChange?: (itemIds: string[]) => void,
 ): Promise<() => Promise<void>> {
+  const channels = onCatalogChange ? [FEATURE_CHANNEL, CATALOG_CHANNEL] : [FEATURE_CHANNEL];
   const listener = (channel: string, message: string): void => {
-    if (channel === FEATURE_CHANNEL && message) onChange(message);
+    if (!message) return;
+    if (channel === FEATURE_CHANNEL) onChange(message);
+    else if (channel === CATALOG_CHANNEL) onCatalogChange?.(message.split(' '));
   };
   subscriber.on('message', listener);
-  await subscriber.subscribe(FEATURE_CHANNEL);
+  await subscriber.subscribe(...channels);
   return async () => {
     subscriber.off('message', listener);
-    await subscriber.unsubscribe(FEATURE_CHANNEL).catch(() => undefined);
+    await subscriber.unsubscribe(...channels).catch(() => undefined);
   };
 }

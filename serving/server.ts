@@ -32,7 +32,8 @@ import { LiveHub, subscribeFeatureChanges, type Subscription } from './live.js';
 import { RateLimiter } from './rate-limit.js';
 
 /** What the server needs of the feed service (tests pass a double). */
-export type ServingFeed = Pick<FeedService, 'getFeed' | 'readiness'>;
+export type ServingFeed = Pick<FeedService, 'getFeed' | 'readiness'> &
+  Partial<Pick<FeedService, 'itemsChanged'>>;
 
 export interface ServingOptions {
   /** Longest path plus query string, bytes (414 beyond). @default 2048 */
@@ -449,7 +450,10 @@ export async function startServing(deps: ServingDeps): Promise<Serving> {
   if (redisSubscriber) {
     const onChange = (userId: string): void => hub.featureChanged(userId);
     // Redis may be down at start: keep trying in the background while /readyz says so.
-    retry(() => subscribeFeatureChanges(redisSubscriber, onChange), {
+    // Catalog changes drop the feed service's cached entries (an item made unavailable leaves
+    // feeds at once, not after the cache's 5 s).
+    const onCatalog = feed.itemsChanged?.bind(feed);
+    retry(() => subscribeFeatureChanges(redisSubscriber, onChange, onCatalog), {
       attempts: Number.POSITIVE_INFINITY,
       initialDelayMs: 250,
       maxDelayMs: 5000,

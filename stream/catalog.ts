@@ -10,7 +10,7 @@
  */
 import type { Redis } from 'ioredis';
 import { RecsysError } from '../core/index.js';
-import { ITEM_FIELDS as F, itemKey } from './keys.js';
+import { CATALOG_CHANNEL, ITEM_FIELDS as F, itemKey } from './keys.js';
 
 export interface CatalogItem {
   itemId: string;
@@ -139,23 +139,40 @@ export class CatalogStore {
     this.#options = options;
   }
 
+  /** Writes entries; then tells cache holders on {@link CATALOG_CHANNEL} (same pipeline). */
   async upsert(items: readonly CatalogItem[]): Promise<void> {
     for (let i = 0; i < items.length; i += 1000) {
+      const chunk = items.slice(i, i + 1000);
       const pipeline = this.#redis.pipeline();
-      for (const item of items.slice(i, i + 1000)) {
+      for (const item of chunk) {
         const key = itemKey(item.itemId);
         pipeline.del(key);
         pipeline.hset(key, encodeItem(item));
         this.#cache.delete(item.itemId);
       }
+      pipeline.publish(CATALOG_CHANNEL, chunk.map((item) => item.itemId).join(' '));
       const replies = await pipeline.exec();
       for (const [err] of replies ?? []) if (err) throw err;
     }
   }
 
+  /** Deletes entries; then tells cache holders on {@link CATALOG_CHANNEL}. */
   async remove(itemIds: readonly string[]): Promise<void> {
     if (itemIds.length === 0) return;
-    await this.#redis.del(...itemIds.map(itemKey));
+    for (let i = 0; i < itemIds.length; i += 1000) {
+      const chunk = itemIds.slice(i, i + 1000);
+      const replies = await this.#redis
+        .pipeline()
+        .del(...chunk.map(itemKey))
+        .publish(CATALOG_CHANNEL, chunk.join(' '))
+        .exec();
+      for (const [err] of replies ?? []) if (err) throw err;
+      for (const id of chunk) this.#cache.delete(id);
+    }
+  }
+
+  /** Drops cached entries (a message on {@link CATALOG_CHANNEL}); the next read fetches them. */
+  forget(itemIds: Iterable<string>): void {
     for (const id of itemIds) this.#cache.delete(id);
   }
 

@@ -10,6 +10,7 @@
  * - `item:<itemId>` hash: the catalog entry (see {@link ITEM_FIELDS}).
  * - `{trend}:...`: trending counts; one hash tag so one script updates a whole chunk.
  * - channel {@link FEATURE_CHANNEL}: a user's features changed (message = userId).
+ * - channel {@link CATALOG_CHANNEL}: catalog entries changed (message = itemIds, space-separated).
  */
 
 /** Hash of one user's features. */
@@ -65,6 +66,12 @@ export const ITEM_FIELDS = {
 
 /** Published after a user's features changed; the message is the userId. */
 export const FEATURE_CHANNEL = 'recsys:features:changed';
+
+/**
+ * Published after catalog entries were written or deleted; the message is their itemIds,
+ * space-separated. Readers that cache entries (the feed server) drop them at once.
+ */
+export const CATALOG_CHANNEL = 'recsys:catalog:changed';
 
 /**
  * Trending keys for one window (seconds) and optionally one category. The builders also take

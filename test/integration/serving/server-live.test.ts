@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { WebSocket } from 'ws';
 import { sleep } from '../../../core/retry.js';
 import type { Feed } from '../../../serving/feed.js';
+import { CatalogStore } from '../../../stream/catalog.js';
 import { requireServices, uniq } from '../harness.js';
 import { curl, publishFeatureChange, ServingProcess } from './server-process.js';
 
@@ -88,6 +89,36 @@ describe('serving server (real process, real feed service)', { timeout: 180_000 
     const other = await curl(`${server.baseUrl}/v1/users/${bob}/feed`, auth);
     assert.equal(other.status, 403);
     assert.equal((other.json as { error: { code: string } }).error.code, 'RECSYS_FORBIDDEN');
+  });
+
+  it('drops an item made unavailable at once (catalog change channel), not after its cache TTL', async (t) => {
+    if (skip) return t.skip('services down');
+    const auth = ['-H', `authorization: Bearer ${aliceToken}`];
+    const ids = async (): Promise<string[]> => {
+      const r = await curl(`${server.baseUrl}/v1/users/${alice}/feed?limit=9`, auth);
+      assert.equal(r.status, 200, r.body);
+      return (r.json as Feed).items.map((i) => i.itemId);
+    };
+    assert.ok((await ids()).includes('it-1'), 'it-1 served (and now in the server cache)');
+    const catalog = new CatalogStore(server.redis, { cacheTtlMs: 0, cacheSize: 0 });
+    const entry = (await catalog.get(['it-1'])).get('it-1');
+    assert.ok(entry);
+    try {
+      const t0 = Date.now();
+      await catalog.upsert([{ ...entry, isAvailable: false }]);
+      let served = await ids();
+      while (served.includes('it-1') && Date.now() - t0 < 5000) {
+        await sleep(50);
+        served = await ids();
+      }
+      const ms = Date.now() - t0;
+      assert.ok(!served.includes('it-1'), 'unavailable item still served after 5 s');
+      // The server's catalog cache keeps entries 5 s: gone well before, it was told.
+      assert.ok(ms < 1500, `unavailable item left the feed after ${ms} ms`);
+      t.diagnostic(`unavailable item gone from the feed ${ms} ms after the catalog write`);
+    } finally {
+      await catalog.upsert([entry]);
+    }
   });
 
   it('answers malformed requests with JSON errors and keeps serving', async (t) => {
