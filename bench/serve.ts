@@ -8,6 +8,10 @@
  * and popular lists); then, as processes, the stream roles `ingest features` and the server
  * (`dist/serving/main.js`, RECSYS_SERVING_WORKERS processes; 2 unless set).
  *
+ * The shared host's speed moves the numbers (the same code measured 30% more CPU per feed in a
+ * busy hour): `calibrate` times a fixed ONNX run in this process at the start and the end, so
+ * two runs can be compared.
+ *
  * Phases, in one run so the numbers share the machine's state:
  * 0. warm-up: BENCH_WARMUP_MS of feeds at 500/s (JIT, catalog and list caches); then the
  *    baseline: `GET /healthz` at 2,000/s, the floor of HTTP plus load generator on this machine.
@@ -36,6 +40,9 @@ import { Redis } from 'ioredis';
 import WebSocket from 'ws';
 import { createLogger, loadConfig, sleep } from '../core/index.js';
 import { runBatch } from '../batch/main.js';
+import { openRegistry } from '../batch/registry/index.js';
+import { loadRanker } from '../serving/ranker.js';
+import { FEATURE_COUNT } from '../serving/rank-features.js';
 import { ensureGoTool } from '../deploy/local/install.js';
 import { VERSIONS } from '../deploy/local/versions.js';
 import { mintToken, WS_PROTOCOL } from '../serving/auth.js';
@@ -110,6 +117,30 @@ async function rssMiB(pid: number): Promise<number> {
   return Math.round(kib / 1024);
 }
 
+/**
+ * This machine's speed right now: CPU µs of one ONNX Runtime run of the champion over a fixed
+ * 200-row matrix in this process (median of 2,000, nothing else running in the process). It
+ * moves with the load of the shared host, and server numbers move with it: taken at the start
+ * and the end of the run, it says how comparable two runs are.
+ */
+async function calibrate(onnxPath: string): Promise<number> {
+  const ranker = await loadRanker(onnxPath);
+  let seed = 5;
+  const matrix = Float32Array.from(
+    { length: 200 * FEATURE_COUNT },
+    () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31,
+  );
+  const us: number[] = [];
+  for (let i = 0; i < 2200; i++) {
+    const c0 = process.cpuUsage();
+    await ranker.score(matrix, 200);
+    const c = process.cpuUsage(c0);
+    if (i >= 200) us.push(c.user + c.system);
+  }
+  await ranker.release();
+  return percentiles(us).p50;
+}
+
 function percentiles(values: number[]) {
   const s = Array.from(Float64Array.from(values).sort());
   const at = (p: number): number =>
@@ -155,6 +186,12 @@ async function main(): Promise<void> {
   );
   console.log(
     `set-up: batch on ${EVENTS} events in ${((performance.now() - t0) / 1000).toFixed(1)} s (model ${batch.model.version})`,
+  );
+  const champion = await openRegistry(config.batch, log).champion();
+  if (!champion) throw new Error('the batch run left no champion model');
+  const calibrationBefore = await calibrate(champion.onnxPath);
+  console.log(
+    `calibration: one ONNX run of 200 rows takes ${calibrationBefore} µs of CPU here now`,
   );
   const benchUsers = Array.from({ length: 2000 }, (_, i) => `u${i}`);
   const seeded = await seedFeatures(config, redis, benchUsers, SEED_EVENTS);
@@ -305,6 +342,7 @@ async function main(): Promise<void> {
 
   await stop(server);
   await stop(stream);
+  const calibrationAfter = await calibrate(champion.onnxPath);
   await redis.flushdb();
   redis.disconnect();
   await rm(dir, { recursive: true, force: true });
@@ -329,6 +367,8 @@ async function main(): Promise<void> {
       candidates: config.serving.candidates,
     },
     batch: { stepsMs: batch.stepsMs, model: batch.model },
+    /** CPU µs of one ONNX run of 200 rows in the bench process, at the start and the end. */
+    calibrationUs: { before: calibrationBefore, after: calibrationAfter },
     warmup,
     baseline,
     http,
@@ -350,7 +390,8 @@ async function main(): Promise<void> {
     `feed: peak ${peak}/s; at 2,000/s p50 ${at2000?.latencyMs.p50?.toFixed(2)} ms p99 ${at2000?.latencyMs.p99?.toFixed(2)} ms ` +
       `(${result.p99VsBaselineAt2000}x the /healthz p99 of ${baseline.latencyMs.p99.toFixed(2)} ms), ` +
       `server CPU ${at2000?.serverCpuUsPerRequest} µs per feed | ` +
-      `push p50 ${push.p50.toFixed(1)} ms p99 ${push.p99.toFixed(1)} ms | RSS ${rssSockets} MiB with ${sockets.length} sockets`,
+      `push p50 ${push.p50.toFixed(1)} ms p99 ${push.p99.toFixed(1)} ms | RSS ${rssSockets} MiB with ${sockets.length} sockets | ` +
+      `calibration ${calibrationBefore} / ${calibrationAfter} µs`,
   );
 }
 
