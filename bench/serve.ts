@@ -9,8 +9,8 @@
  * (`dist/serving/main.js`, RECSYS_SERVING_WORKERS processes; 2 unless set).
  *
  * The shared host's speed moves the numbers (the same code measured 30% more CPU per feed in a
- * busy hour): `calibrate` times a fixed ONNX run in this process at the start and the end, so
- * two runs can be compared.
+ * busy hour): `inProcessCpuPerFeed` builds the same feeds in this process, without HTTP, at the
+ * start and the end, so two runs can be compared.
  *
  * Phases, in one run so the numbers share the machine's state:
  * 0. warm-up: BENCH_WARMUP_MS of feeds at 500/s (JIT, catalog and list caches); then the
@@ -40,9 +40,8 @@ import { Redis } from 'ioredis';
 import WebSocket from 'ws';
 import { createLogger, loadConfig, sleep } from '../core/index.js';
 import { runBatch } from '../batch/main.js';
-import { openRegistry } from '../batch/registry/index.js';
-import { loadRanker } from '../serving/ranker.js';
-import { FEATURE_COUNT } from '../serving/rank-features.js';
+import { Registry } from 'prom-client';
+import { startFeedService } from '../serving/feed.js';
 import { ensureGoTool } from '../deploy/local/install.js';
 import { VERSIONS } from '../deploy/local/versions.js';
 import { mintToken, WS_PROTOCOL } from '../serving/auth.js';
@@ -118,27 +117,40 @@ async function rssMiB(pid: number): Promise<number> {
 }
 
 /**
- * This machine's speed right now: CPU µs of one ONNX Runtime run of the champion over a fixed
- * 200-row matrix in this process (median of 2,000, nothing else running in the process). It
- * moves with the load of the shared host, and server numbers move with it: taken at the start
- * and the end of the run, it says how comparable two runs are.
+ * The same feeds without HTTP or other processes in the way: the feed service in this process
+ * builds `n` feeds for the bench users (16 at a time) and the CPU it spent is divided by `n`.
+ * Taken in the same run as the server's numbers (start and end), it says how fast this shared
+ * host is right now, and how much the server adds (HTTP, worker processes) to a feed's CPU.
  */
-async function calibrate(onnxPath: string): Promise<number> {
-  const ranker = await loadRanker(onnxPath);
-  let seed = 5;
-  const matrix = Float32Array.from(
-    { length: 200 * FEATURE_COUNT },
-    () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31,
-  );
-  const us: number[] = [];
-  for (let i = 0; i < 2200; i++) {
+async function inProcessCpuPerFeed(
+  config: ReturnType<typeof loadConfig>,
+  users: readonly string[],
+  n: number,
+): Promise<number> {
+  const feeds = startFeedService({ config, log, metrics: new Registry() });
+  try {
+    const deadline = Date.now() + 60_000;
+    while (!(await feeds.readiness()).ok) {
+      if (Date.now() > deadline) throw new Error('in-process feed service not ready in 60 s');
+      await sleep(100);
+    }
+    let next = 0;
+    const batch = async (count: number): Promise<void> => {
+      const end = next + count;
+      await Promise.all(
+        Array.from({ length: 16 }, async () => {
+          while (next < end) await feeds.getFeed(users[next++ % users.length] as string, 20);
+        }),
+      );
+    };
+    await batch(1000);
     const c0 = process.cpuUsage();
-    await ranker.score(matrix, 200);
+    await batch(n);
     const c = process.cpuUsage(c0);
-    if (i >= 200) us.push(c.user + c.system);
+    return Math.round((c.user + c.system) / n);
+  } finally {
+    await feeds.close();
   }
-  await ranker.release();
-  return percentiles(us).p50;
 }
 
 function percentiles(values: number[]) {
@@ -187,15 +199,11 @@ async function main(): Promise<void> {
   console.log(
     `set-up: batch on ${EVENTS} events in ${((performance.now() - t0) / 1000).toFixed(1)} s (model ${batch.model.version})`,
   );
-  const champion = await openRegistry(config.batch, log).champion();
-  if (!champion) throw new Error('the batch run left no champion model');
-  const calibrationBefore = await calibrate(champion.onnxPath);
-  console.log(
-    `calibration: one ONNX run of 200 rows takes ${calibrationBefore} µs of CPU here now`,
-  );
   const benchUsers = Array.from({ length: 2000 }, (_, i) => `u${i}`);
   const seeded = await seedFeatures(config, redis, benchUsers, SEED_EVENTS);
   console.log(`set-up: ${seeded} events applied as live sessions of ${benchUsers.length} users`);
+  const inProcessBefore = await inProcessCpuPerFeed(config, benchUsers, 5000);
+  console.log(`in-process: ${inProcessBefore} µs of CPU per feed (no HTTP)`);
   const vegeta = await ensureGoTool(
     config.local.cacheDir,
     'vegeta',
@@ -342,7 +350,7 @@ async function main(): Promise<void> {
 
   await stop(server);
   await stop(stream);
-  const calibrationAfter = await calibrate(champion.onnxPath);
+  const inProcessAfter = await inProcessCpuPerFeed(config, benchUsers, 5000);
   await redis.flushdb();
   redis.disconnect();
   await rm(dir, { recursive: true, force: true });
@@ -367,8 +375,8 @@ async function main(): Promise<void> {
       candidates: config.serving.candidates,
     },
     batch: { stepsMs: batch.stepsMs, model: batch.model },
-    /** CPU µs of one ONNX run of 200 rows in the bench process, at the start and the end. */
-    calibrationUs: { before: calibrationBefore, after: calibrationAfter },
+    /** CPU µs per feed built in the bench process (no HTTP), at the start and the end. */
+    inProcessCpuUsPerFeed: { before: inProcessBefore, after: inProcessAfter },
     warmup,
     baseline,
     http,
@@ -391,7 +399,7 @@ async function main(): Promise<void> {
       `(${result.p99VsBaselineAt2000}x the /healthz p99 of ${baseline.latencyMs.p99.toFixed(2)} ms), ` +
       `server CPU ${at2000?.serverCpuUsPerRequest} µs per feed | ` +
       `push p50 ${push.p50.toFixed(1)} ms p99 ${push.p99.toFixed(1)} ms | RSS ${rssSockets} MiB with ${sockets.length} sockets | ` +
-      `calibration ${calibrationBefore} / ${calibrationAfter} µs`,
+      `in-process ${inProcessBefore} / ${inProcessAfter} µs CPU per feed`,
   );
 }
 
