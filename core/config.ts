@@ -345,6 +345,11 @@ export const VARIABLES: readonly VariableDoc[] = [
     doc: 'feature changes of one user within this window make one live push, ms',
   },
   {
+    name: 'RECSYS_SERVING_MAX_IN_FLIGHT',
+    default: '512',
+    doc: 'feed requests one server process works on at once; beyond, 503 with Retry-After (load shedding)',
+  },
+  {
     name: 'RECSYS_SERVED_LINGER_MS',
     default: '50',
     doc: 'how long the server gathers served-feed records into one Kafka batch, ms (off the request path)',
@@ -484,6 +489,7 @@ export interface ServingConfig {
   liveCoalesceMs: number;
   wsMaxBufferedBytes: number;
   servedLingerMs: number;
+  maxInFlight: number;
   workers: number;
 }
 
@@ -686,6 +692,7 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
       liveCoalesceMs: int('RECSYS_LIVE_COALESCE_MS', 0, 10_000),
       wsMaxBufferedBytes: int('RECSYS_WS_MAX_BUFFERED_BYTES', 1024),
       servedLingerMs: int('RECSYS_SERVED_LINGER_MS', 0, 10_000),
+      maxInFlight: int('RECSYS_SERVING_MAX_IN_FLIGHT', 1, 1_000_000),
       workers: int('RECSYS_SERVING_WORKERS', 1, 64),
     },
     healthTimeoutMs: int('RECSYS_HEALTH_TIMEOUT_MS', 50, 60_000),

@@ -33,4 +33,6 @@ export const HTTP_ERRORS = {
   kafkaUnavailable: { code: 'RECSYS_KAFKA_UNAVAILABLE', status: 503 },
   /** The server is stopping; retry against another instance. */
   shuttingDown: { code: 'RECSYS_SHUTTING_DOWN', status: 503 },
+  /** More feed requests in flight than the process takes; `Retry-After` says when to come back. */
+  overloaded: { code: 'RECSYS_OVERLOADED', status: 503 },
 } as const satisfies Record<string, HttpErrorKind>;

@@ -21,7 +21,7 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import uWS from 'uWebSockets.js';
 import type { HttpRequest, HttpResponse, WebSocket } from 'uWebSockets.js';
-import { Histogram, type Registry } from 'prom-client';
+import { Counter, Histogram, type Registry } from 'prom-client';
 import { type Config, type Logger, retry, sleep } from '../core/index.js';
 import type { Redis } from '../stream/redis.js';
 import { AuthError, bearerToken, TokenVerifier, tokenFromProtocols } from './auth.js';
@@ -116,6 +116,11 @@ export async function startServing(deps: ServingDeps): Promise<Serving> {
     help: 'HTTP requests of the serving routes, from arrival to the answer, by route and status',
     labelNames: ['route', 'status'],
     buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+    registers: [metrics],
+  });
+  const shed = new Counter({
+    name: 'recsys_feed_shed_total',
+    help: 'feed requests answered 503 at once because RECSYS_SERVING_MAX_IN_FLIGHT were in flight',
     registers: [metrics],
   });
   const observe = (route: string, status: number, t0: number): void => {
@@ -283,6 +288,14 @@ export async function startServing(deps: ServingDeps): Promise<Serving> {
           authHeader ? 'Authorization must be "Bearer <token>"' : 'no token',
           { 'www-authenticate': 'Bearer' },
         );
+      }
+      // Load shedding: past this many feeds in flight, queueing more only adds latency and
+      // memory for everyone; a fast 503 lets the client (or the balancer) go elsewhere.
+      if (inFlight >= serving.maxInFlight) {
+        shed.inc();
+        return fail(HTTP_ERRORS.overloaded, `over ${serving.maxInFlight} feeds in flight`, {
+          'retry-after': '1',
+        });
       }
 
       inFlight += 1;
