@@ -346,7 +346,7 @@ export const VARIABLES: readonly VariableDoc[] = [
   },
   {
     name: 'RECSYS_SERVING_MAX_IN_FLIGHT',
-    default: '512',
+    default: '128',
     doc: 'feed requests one server process works on at once; beyond, 503 with Retry-After (load shedding)',
   },
   {
