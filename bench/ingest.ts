@@ -19,7 +19,6 @@
  */
 import { spawn } from 'node:child_process';
 import { mkdir, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import avro from 'avsc';
@@ -27,6 +26,7 @@ import mqtt from 'mqtt';
 import { createLogger, loadConfig } from '../core/index.js';
 import { readSchema } from '../schemas/index.js';
 import { createKafka, discardMqttSession } from '../stream/index.js';
+import { freePort } from './processes.js';
 import type { PublisherSpec } from './publisher.js';
 
 const config = loadConfig(process.env);
@@ -74,16 +74,6 @@ function summarize(latencies: number[]): PhaseResult['latencyMs'] {
     max: arr[arr.length - 1] ?? Number.NaN,
     samples: arr.length,
   };
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const srv = createServer();
-    srv.listen(0, '127.0.0.1', () => {
-      const port = (srv.address() as { port: number }).port;
-      srv.close(() => resolve(port));
-    });
-  });
 }
 
 function runNode(script: string, env: NodeJS.ProcessEnv): Promise<string> {

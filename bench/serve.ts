@@ -31,9 +31,7 @@
  *
  * Writes bench/results/serve-<time>.json and prints a summary.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
@@ -45,6 +43,7 @@ import { startFeedService } from '../serving/feed.js';
 import { ensureGoTool } from '../deploy/local/install.js';
 import { VERSIONS } from '../deploy/local/versions.js';
 import { mintToken, WS_PROTOCOL } from '../serving/auth.js';
+import { freePort, startReady, stopProcess } from './processes.js';
 import { seedFeatures } from './seed-features.js';
 import { attack, writeTargets, type AttackResult } from './vegeta.js';
 
@@ -61,50 +60,6 @@ const SOCKETS = num('BENCH_SOCKETS', 10_000);
 const root = process.cwd();
 const log = createLogger(process.env.RECSYS_LOG_LEVEL ?? 'warn', 'bench');
 const id = `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`;
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const srv = createServer();
-    srv.listen(0, '127.0.0.1', () => {
-      const port = (srv.address() as { port: number }).port;
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
-async function startProcess(
-  script: string,
-  args: string[],
-  env: Record<string, string>,
-  port: number,
-  nodeArgs: string[] = [],
-): Promise<ChildProcess> {
-  const child = spawn(process.execPath, [...nodeArgs, join(root, script), ...args], {
-    cwd: root,
-    env: { ...process.env, ...env, RECSYS_HTTP_PORT: String(port) },
-    stdio: ['ignore', 'ignore', 'inherit'],
-  });
-  const deadline = Date.now() + 90_000;
-  while (Date.now() < deadline) {
-    if (child.exitCode !== null) throw new Error(`${script} exited ${child.exitCode}`);
-    const ok = await fetch(`http://127.0.0.1:${port}/readyz`).then(
-      (r) => r.status === 200,
-      () => false,
-    );
-    if (ok) return child;
-    await sleep(250);
-  }
-  child.kill('SIGKILL');
-  throw new Error(`${script} ${args.join(' ')} not ready within 90 s`);
-}
-
-async function stop(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null) return;
-  const exited = new Promise((r) => child.once('exit', r));
-  child.kill('SIGTERM');
-  await Promise.race([exited, sleep(15_000)]);
-  if (child.exitCode === null) child.kill('SIGKILL');
-}
 
 /** Resident memory of a process and its children (the workers of RECSYS_SERVING_WORKERS), MiB. */
 async function rssMiB(pid: number): Promise<number> {
@@ -214,14 +169,10 @@ async function main(): Promise<void> {
 
   const streamPort = await freePort();
   const servePort = await freePort();
-  const stream = await startProcess('dist/stream/main.js', ['ingest', 'features'], env, streamPort);
-  const server = await startProcess(
-    'dist/serving/main.js',
-    [],
-    env,
-    servePort,
-    (process.env.BENCH_SERVER_NODE_ARGS ?? '').split(' ').filter(Boolean),
-  );
+  const stream = await startReady('dist/stream/main.js', ['ingest', 'features'], env, streamPort);
+  const server = await startReady('dist/serving/main.js', [], env, servePort, {
+    nodeArgs: (process.env.BENCH_SERVER_NODE_ARGS ?? '').split(' ').filter(Boolean),
+  });
   // Never leave the children behind (they hold this process's stderr open).
   process.on('exit', () => {
     for (const c of [stream, server]) if (c.exitCode === null) c.kill('SIGKILL');
@@ -348,8 +299,8 @@ async function main(): Promise<void> {
   );
   for (const ws of sockets) ws.terminate();
 
-  await stop(server);
-  await stop(stream);
+  await stopProcess(server);
+  await stopProcess(stream);
   const inProcessAfter = await inProcessCpuPerFeed(config, benchUsers, 5000);
   await redis.flushdb();
   redis.disconnect();

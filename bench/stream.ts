@@ -18,7 +18,6 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdir, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
@@ -38,6 +37,7 @@ import { CatalogStore } from '../stream/catalog.js';
 import { ensureTopics } from '../stream/kafka.js';
 import { FEATURE_CHANNEL, USER_FIELDS, userFeaturesKey } from '../stream/keys.js';
 import { discardMqttSession } from '../stream/index.js';
+import { freePort, startReady, stopProcess } from './processes.js';
 
 const num = (name: string, fallback: number): number => Number(process.env[name] ?? fallback);
 const USERS = num('BENCH_USERS', 100_000);
@@ -87,16 +87,6 @@ function percentiles(values: number[]) {
   };
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const srv = createServer();
-    srv.listen(0, '127.0.0.1', () => {
-      const port = (srv.address() as { port: number }).port;
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
 function kafkaClient(): kafkajs.Kafka {
   return new kafkajs.Kafka({
     clientId: 'recsys-bench',
@@ -105,30 +95,8 @@ function kafkaClient(): kafkajs.Kafka {
   });
 }
 
-async function startRole(role: string, port: number): Promise<ChildProcess> {
-  const child = spawn(process.execPath, [join(root, 'dist/stream/main.js'), role], {
-    cwd: root,
-    env: { ...process.env, ...env, RECSYS_HTTP_PORT: String(port) },
-    stdio: ['ignore', 'ignore', 'inherit'],
-  });
-  const deadline = Date.now() + 60_000;
-  while (Date.now() < deadline) {
-    const ok = await fetch(`http://127.0.0.1:${port}/readyz`).then(
-      (r) => r.status === 200,
-      () => false,
-    );
-    if (ok) return child;
-    await sleep(200);
-  }
-  child.kill('SIGKILL');
-  throw new Error(`${role} not ready within 60 s`);
-}
-
-async function stopRole(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null) return;
-  const exited = new Promise((r) => child.once('exit', r));
-  child.kill('SIGTERM');
-  await exited;
+function startRole(role: string, port: number): Promise<ChildProcess> {
+  return startReady('dist/stream/main.js', [role], env, port, { timeoutMs: 60_000 });
 }
 
 /** Waits until `group` committed the topic's end; returns the time of the first and last change. */
@@ -322,8 +290,8 @@ async function freshness() {
   await Promise.all(clients.map(({ c }) => c.endAsync()));
   sub.disconnect();
   reader.disconnect();
-  await stopRole(features);
-  await stopRole(bridge);
+  await stopProcess(features);
+  await stopProcess(bridge);
   await discardMqttSession({
     url: config.mqtt.url,
     username: config.mqtt.username,
@@ -362,7 +330,7 @@ async function main(): Promise<void> {
     config.kafka.topics.events,
     total,
   );
-  await stopRole(features);
+  await stopProcess(features);
   const memAfter = await usedMemory(redis);
   const throughput = Math.round((total * 1000) / (lastMs - firstMs));
   const bytesPerUser = Math.round((memAfter - memBefore) / USERS);
