@@ -9,11 +9,10 @@ import type { DlqRecord } from '../schemas/index.js';
 import { CatalogRecordError, CatalogStore, toCatalogItem, type CatalogItem } from './catalog.js';
 import { consumerMetrics, startConsumer, type ConsumerHandle } from './consumer.js';
 import { createDeadLetter, type DeadLetter } from './dead-letter.js';
-import { checkHealth } from './health.js';
-import { createKafka, createProducer, ensureTopics, kafkaHealth } from './kafka.js';
-import { createRedis, redisHealth } from './redis.js';
+import { createKafka, createProducer, ensureTopics } from './kafka.js';
+import { createRedis } from './redis.js';
 import {
-  consumerCheck,
+  kafkaRedisReadiness,
   consumerFailure,
   retryForever,
   type RoleDeps,
@@ -96,15 +95,7 @@ export function startCatalog({ config, log: parent, metrics }: RoleDeps): Stream
   return {
     ready,
     failed,
-    readiness: () =>
-      checkHealth(
-        {
-          kafka: () => kafkaHealth(kafka, config.healthTimeoutMs),
-          redis: () => redisHealth(redis, config.healthTimeoutMs),
-          consumer: consumerCheck(() => consumer),
-        },
-        config.healthTimeoutMs,
-      ),
+    readiness: kafkaRedisReadiness(config, kafka, redis, () => consumer),
     async stop() {
       stopping.abort(new Error('stopping'));
       await ready.catch(() => undefined);

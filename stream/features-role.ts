@@ -16,11 +16,10 @@ import { CatalogStore } from './catalog.js';
 import { consumerMetrics, startConsumer, type ConsumerHandle } from './consumer.js';
 import { createDeadLetter, undecodableToDlq, type DeadLetter } from './dead-letter.js';
 import { APPLIED, DUPLICATE, FeatureStore, REDELIVERED, type FeatureEvent } from './features.js';
-import { checkHealth } from './health.js';
-import { createKafka, createProducer, ensureTopics, kafkaHealth } from './kafka.js';
-import { createRedis, redisHealth } from './redis.js';
+import { createKafka, createProducer, ensureTopics } from './kafka.js';
+import { createRedis } from './redis.js';
 import {
-  consumerCheck,
+  kafkaRedisReadiness,
   consumerFailure,
   retryForever,
   type RoleDeps,
@@ -211,15 +210,7 @@ export function startFeatures({ config, log: parent, metrics }: RoleDeps): Strea
   return {
     ready,
     failed,
-    readiness: () =>
-      checkHealth(
-        {
-          kafka: () => kafkaHealth(kafka, config.healthTimeoutMs),
-          redis: () => redisHealth(redis, config.healthTimeoutMs),
-          consumer: consumerCheck(() => consumer),
-        },
-        config.healthTimeoutMs,
-      ),
+    readiness: kafkaRedisReadiness(config, kafka, redis, () => consumer),
     async stop() {
       stopping.abort(new Error('stopping'));
       if (advanceTimer) clearInterval(advanceTimer);

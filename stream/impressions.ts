@@ -21,12 +21,11 @@
 import type { Redis } from 'ioredis';
 import { createDecoder, type ServedFeed, type UserEvent } from '../schemas/index.js';
 import { consumerMetrics, startConsumer, type ConsumerHandle } from './consumer.js';
-import { checkHealth } from './health.js';
-import { createKafka, ensureTopics, kafkaHealth } from './kafka.js';
+import { createKafka, ensureTopics } from './kafka.js';
 import { IMPRESSIONS_OFFSET_FIELD, userImpressionsKey } from './keys.js';
-import { createRedis, redisHealth } from './redis.js';
+import { createRedis } from './redis.js';
 import {
-  consumerCheck,
+  kafkaRedisReadiness,
   consumerFailure,
   retryForever,
   type RoleDeps,
@@ -228,15 +227,7 @@ export function startImpressions({
   return {
     ready,
     failed,
-    readiness: () =>
-      checkHealth(
-        {
-          kafka: () => kafkaHealth(kafka, config.healthTimeoutMs),
-          redis: () => redisHealth(redis, config.healthTimeoutMs),
-          consumer: consumerCheck(() => consumer),
-        },
-        config.healthTimeoutMs,
-      ),
+    readiness: kafkaRedisReadiness(config, kafka, redis, () => consumer),
     async stop() {
       stopping.abort(new Error('stopping'));
       await ready.catch(() => undefined);

@@ -4,8 +4,11 @@
  */
 import type { Registry } from 'prom-client';
 import { type Config, type Logger, retry } from '../core/index.js';
+import type { Kafka } from 'kafkajs';
 import type { ConsumerHandle } from './consumer.js';
-import type { HealthReport } from './health.js';
+import { checkHealth, type HealthReport } from './health.js';
+import { kafkaHealth } from './kafka.js';
+import { redisHealth, type Redis } from './redis.js';
 
 export interface RoleDeps {
   config: Readonly<Config>;
@@ -73,4 +76,25 @@ export function consumerCheck(consumer: () => ConsumerHandle | null): () => void
   return () => {
     if (!consumer()?.healthy()) throw new Error('consumer: not in its group, or retrying a chunk');
   };
+}
+
+/**
+ * `readiness` of a role that consumes Kafka into Redis (features, catalog, impressions): Kafka
+ * and Redis answer, and its consumer is in its group and not stuck retrying a chunk.
+ */
+export function kafkaRedisReadiness(
+  config: Readonly<Config>,
+  kafka: Kafka,
+  redis: Redis,
+  consumer: () => ConsumerHandle | null,
+): () => Promise<HealthReport> {
+  return () =>
+    checkHealth(
+      {
+        kafka: () => kafkaHealth(kafka, config.healthTimeoutMs),
+        redis: () => redisHealth(redis, config.healthTimeoutMs),
+        consumer: consumerCheck(consumer),
+      },
+      config.healthTimeoutMs,
+    );
 }
