@@ -35,6 +35,7 @@ import type { Redis } from 'ioredis';
 import type { Logger } from '../core/index.js';
 import { EVENT_TYPES, type EventType } from '../schemas/index.js';
 import { CatalogStore, type CatalogItem } from '../stream/catalog.js';
+import { hourDirs } from '../stream/lake-writer.js';
 import { openBatchDb, sqlString } from './duck.js';
 
 export interface GenerateOptions {
@@ -472,12 +473,10 @@ export async function writeGeneratedLake(data: GeneratedData, target: LakeTarget
 async function listGenerated(topicDir: string, seed: number): Promise<string[]> {
   const prefix = generatedPrefix(seed);
   const out: string[] = [];
-  for (const date of await dirs(topicDir, 'date=')) {
-    for (const hour of await dirs(join(topicDir, date), 'hour=')) {
-      const dir = join(topicDir, date, hour);
-      for (const name of await readdir(dir)) {
-        if (name.startsWith(prefix) && name.endsWith('.parquet')) out.push(join(dir, name));
-      }
+  for (const hour of await hourDirs(topicDir)) {
+    const dir = join(topicDir, hour);
+    for (const name of await readdir(dir)) {
+      if (name.startsWith(prefix) && name.endsWith('.parquet')) out.push(join(dir, name));
     }
   }
   return out;
@@ -485,16 +484,6 @@ async function listGenerated(topicDir: string, seed: number): Promise<string[]> 
 
 async function removeGenerated(topicDir: string, seed: number): Promise<void> {
   for (const file of await listGenerated(topicDir, seed)) await rm(file, { force: true });
-}
-
-async function dirs(path: string, prefix: string): Promise<string[]> {
-  try {
-    const entries = await readdir(path, { withFileTypes: true });
-    return entries.filter((e) => e.isDirectory() && e.name.startsWith(prefix)).map((e) => e.name);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
-    throw err;
-  }
 }
 
 /** Writes catalog items as JSON Lines (what `npm run catalog -- load` and the ETL read). */

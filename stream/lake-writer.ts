@@ -631,13 +631,11 @@ export class LakeWriter {
   async #scan(topic: string): Promise<LakeFile[]> {
     const top = `topic=${topic}`;
     const out: LakeFile[] = [];
-    for (const date of await subdirs(join(this.#root, top), 'date=')) {
-      for (const hour of await subdirs(join(this.#root, top, date), 'hour=')) {
-        const dir = `${top}/${date}/${hour}`;
-        for (const name of await readdir(join(this.#root, dir))) {
-          const f = parseFileName(topic, dir, name);
-          if (f) out.push(f);
-        }
+    for (const hour of await hourDirs(join(this.#root, top))) {
+      const dir = `${top}/${hour}`;
+      for (const name of await readdir(join(this.#root, dir))) {
+        const f = parseFileName(topic, dir, name);
+        if (f) out.push(f);
       }
     }
     return out;
@@ -730,6 +728,18 @@ async function fsyncDir(path: string): Promise<void> {
   } finally {
     await fh.close();
   }
+}
+
+/**
+ * The `date=…/hour=…` directories of one topic's lake directory, relative to it, dates then
+ * hours in directory order; none when the directory does not exist.
+ */
+export async function hourDirs(topicDir: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const date of await subdirs(topicDir, 'date=')) {
+    for (const hour of await subdirs(join(topicDir, date), 'hour=')) out.push(`${date}/${hour}`);
+  }
+  return out;
 }
 
 async function subdirs(path: string, prefix: string): Promise<string[]> {
