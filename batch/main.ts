@@ -29,6 +29,7 @@ import {
   type Logger,
 } from '../core/index.js';
 import { createHttpServer } from '../serving/index.js';
+import { checkHealth } from '../stream/health.js';
 import { createRedis, redisHealth } from '../stream/redis.js';
 import { buildCandidates } from './candidates.js';
 import { runEtl } from './etl.js';
@@ -222,17 +223,11 @@ async function main(): Promise<void> {
       port: config.http.port,
       log,
       metrics,
-      readiness: async () => {
-        try {
-          await redisHealth(redis, config.healthTimeoutMs);
-          return { ok: true, checks: { redis: { ok: true, ms: 0 } } };
-        } catch (err) {
-          return {
-            ok: false,
-            checks: { redis: { ok: false, ms: 0, error: (err as Error).message } },
-          };
-        }
-      },
+      readiness: () =>
+        checkHealth(
+          { redis: () => redisHealth(redis, config.healthTimeoutMs) },
+          config.healthTimeoutMs,
+        ),
     });
     mountRetrainTrigger(server.app, {
       onTrigger: once,
