@@ -4,7 +4,6 @@
  * (the shared one on 6379 is never touched); Kafka is the real, shared broker.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createServer } from 'node:net';
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { withTimeout } from '../../../core/retry.js';
@@ -12,21 +11,7 @@ import { checkHealth } from '../../../stream/health.js';
 import { createKafka, kafkaHealth } from '../../../stream/kafka.js';
 import { createRedis, redisHealth, type Redis } from '../../../stream/redis.js';
 import { config, log, requireServices } from '../harness.js';
-
-/** A port nothing listens on right now: bind port 0, read what the kernel chose, release it. */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => {
-        if (address && typeof address === 'object') resolve(address.port);
-        else reject(new Error('no port'));
-      });
-    });
-  });
-}
+import { freePort } from '../ingest/bridge-process.js';
 
 function waitReady(redis: Redis, ms: number): Promise<void> {
   if (redis.status === 'ready') return Promise.resolve();

@@ -11,30 +11,18 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ensurePythonEnv } from '../../../batch/python-env.js';
 import { sleep } from '../../../core/index.js';
 import { config, log } from '../harness.js';
+import { freePort } from '../ingest/bridge-process.js';
 
 export interface MlflowServer {
   url: string;
   /** Time from spawn to the first healthy answer, ms. */
   startMs: number;
   stop(): Promise<void>;
-}
-
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const address = srv.address();
-      const port = typeof address === 'object' && address ? address.port : 0;
-      srv.close(() => resolve(port));
-    });
-  });
 }
 
 export async function startMlflowServer(

@@ -13,7 +13,8 @@ import { after, before, describe, test, type TestContext } from 'node:test';
 import { DependencyUnavailableError } from '../../../core/index.js';
 import { MlflowModelRegistry, openRegistry } from '../../../batch/registry/index.js';
 import { CI, config, log, run, runBytes } from '../harness.js';
-import { freePort, startMlflowServer, type MlflowServer } from './mlflow-server.js';
+import { freePort } from '../ingest/bridge-process.js';
+import { startMlflowServer, type MlflowServer } from './mlflow-server.js';
 import { registrySuite } from './registry-suite.js';
 
 let server: MlflowServer | null = null;
