@@ -23,6 +23,7 @@ export type {
   VariableDoc,
 } from './config.js';
 export { ConfigError, DependencyUnavailableError, isRetriable, RecsysError } from './errors.js';
+export { withFileLock, type FileLockOptions } from './file-lock.js';
 export { createLogger, type Logger } from './log.js';
 export { createMetricsRegistry, Registry } from './metrics.js';
 export { retry, sleep, withTimeout, type RetryOptions } from './retry.js';

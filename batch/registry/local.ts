@@ -18,7 +18,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { copyFile, mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { type Logger, sleep } from '../../core/index.js';
+import { type Logger, withFileLock } from '../../core/index.js';
 import {
   CHAMPION_ALIAS,
   checkRegisterInput,
@@ -258,35 +258,14 @@ export class LocalModelRegistry implements ModelRegistry {
   async #withLock<T>(fn: () => Promise<T>): Promise<T> {
     await mkdir(this.#dir, { recursive: true });
     const lock = join(this.#dir, '.lock');
-    const deadline = Date.now() + this.#lockTimeoutMs;
-    for (;;) {
-      try {
-        const handle = await open(lock, 'wx');
-        await handle.writeFile(`${process.pid}\n`);
-        await handle.close();
-        break;
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-        const age = await stat(lock).then(
-          (s) => Date.now() - s.mtimeMs,
-          () => 0,
-        );
-        if (age > this.#staleLockMs) {
-          this.#log.warn({ lock, ageMs: Math.round(age) }, 'breaking a stale registry lock');
-          await rm(lock, { force: true });
-          continue;
-        }
-        if (Date.now() > deadline) {
-          throw new RegistryError(REGISTRY_ERRORS.locked, `${lock} is held by another process`);
-        }
-        await sleep(10 + Math.random() * 20);
-      }
-    }
-    try {
-      return await fn();
-    } finally {
-      await rm(lock, { force: true });
-    }
+    return withFileLock(lock, fn, {
+      staleMs: this.#staleLockMs,
+      timeoutMs: this.#lockTimeoutMs,
+      onStale: (ageMs) =>
+        this.#log.warn({ lock, ageMs: Math.round(ageMs) }, 'breaking a stale registry lock'),
+      timeoutError: () =>
+        new RegistryError(REGISTRY_ERRORS.locked, `${lock} is held by another process`),
+    });
   }
 }
 

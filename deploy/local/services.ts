@@ -5,12 +5,12 @@
  * talks to it cannot disagree.
  */
 import { connect } from 'node:net';
-import { cp, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { cp, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
 import kafkajs from 'kafkajs';
-import { type Config, type Logger, sleep } from '../../core/index.js';
+import { type Config, type Logger, withFileLock } from '../../core/index.js';
 import { canConnectMqtt } from '../../stream/index.js';
 import { VERSIONS } from './versions.js';
 import { installArchive, javaHome, once, sh } from './install.js';
@@ -310,34 +310,14 @@ export async function setMqttPassword(
   await mkdir(join(ctx.localDir, 'conf', 'mosquitto'), { recursive: true });
   if (!existsSync(file)) await writeFile(file, '', { mode: 0o600 });
   // mosquitto_passwd rewrites the file in place without a lock: two at once lose accounts.
-  await withFileLock(`${file}.lock`, () =>
-    sh('mosquitto_passwd', ['-b', file, username, password]),
+  await withFileLock(
+    `${file}.lock`,
+    () => sh('mosquitto_passwd', ['-b', file, username, password]),
+    {
+      staleMs: 10_000,
+      timeoutMs: 30_000,
+    },
   );
-}
-
-/** Runs `fn` holding an exclusive lock file; a lock older than `staleMs` is taken over. */
-async function withFileLock<T>(lock: string, fn: () => Promise<T>, staleMs = 10_000): Promise<T> {
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    try {
-      await writeFile(lock, String(process.pid), { flag: 'wx' });
-      break;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-      const age = await stat(lock).then(
-        (s) => Date.now() - s.mtimeMs,
-        () => 0,
-      );
-      if (age > staleMs) await rm(lock, { force: true });
-      else if (Date.now() > deadline) throw new Error(`could not take ${lock} within 30 s`);
-      else await sleep(20 + Math.random() * 30);
-    }
-  }
-  try {
-    return await fn();
-  } finally {
-    await rm(lock, { force: true });
-  }
 }
 
 const mosquitto: ServiceDef = {
