@@ -148,7 +148,12 @@ const kafka: ServiceDef = {
     if (!existsSync(join(dir, 'meta.properties'))) {
       // KRaft storage is formatted once with a cluster id kept beside the data.
       await mkdir(dir, { recursive: true });
-      const clusterId = Buffer.from(randomUUID().replaceAll('-', ''), 'hex').toString('base64url');
+      // Base64url of a random UUID; one starting with '-' would be read as an option by the
+      // tool's argument parser (1 in 64 runs failed), so, like Kafka's own Uuid, redraw it.
+      let clusterId = '-';
+      while (clusterId.startsWith('-')) {
+        clusterId = Buffer.from(randomUUID().replaceAll('-', ''), 'hex').toString('base64url');
+      }
       await sh(java, [
         ...jvm,
         '-cp',
