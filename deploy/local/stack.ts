@@ -70,10 +70,26 @@ export async function up(ctx: StackContext, names: readonly ServiceName[]): Prom
     }),
   );
   ctx.log.info({ ms: Date.now() - t0 }, 'installs ready');
-  return Promise.all(names.map((name) => startOne(ctx, SERVICES[name], t0)));
+  // When one service fails, the ones this call spawned are stopped again: the caller gets an
+  // error, not a half-started stack it has no record of.
+  const spawned: ServiceName[] = [];
+  const results = await Promise.allSettled(
+    names.map((name) => startOne(ctx, SERVICES[name], t0, () => spawned.push(name))),
+  );
+  const failure = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failure) {
+    await down(ctx, spawned);
+    throw failure.reason;
+  }
+  return results.map((r) => (r as PromiseFulfilledResult<UpResult>).value);
 }
 
-async function startOne(ctx: StackContext, def: ServiceDef, t0: number): Promise<UpResult> {
+async function startOne(
+  ctx: StackContext,
+  def: ServiceDef,
+  t0: number,
+  onSpawned: () => void,
+): Promise<UpResult> {
   const { logFile, pidFile } = paths(ctx, def.name);
   const existing = await readPidFile(pidFile);
   let state: UpResult['state'];
@@ -104,6 +120,7 @@ async function startOne(ctx: StackContext, def: ServiceDef, t0: number): Promise
       );
     }
     const record = await spawnDetached({ ...spec, logFile, pidFile });
+    onSpawned();
     ctx.log.info({ service: def.name, pid: record.pid, log: logFile }, 'started');
     state = 'started';
   }
