@@ -20,6 +20,7 @@
  *   const rows = mixCandidates({ batch, recent, neighbours, trending, popular }, 200);
  *   keepRows(rows, (i) => !bought.has(rows.ids[i] as string));
  */
+import { ItemTable } from './item-table.js';
 import { descendingOrder } from './order.js';
 import { SOURCES, type CandidateSource } from './rank-features.js';
 
@@ -54,6 +55,8 @@ export const NS = SOURCES.length;
 export interface CandidateRows {
   n: number;
   ids: string[];
+  /** The item's key in the {@link ItemTable} the rows were mixed with. */
+  keys: Int32Array;
   /** Bit s is set when `SOURCES[s]` proposed the candidate. */
   proposed: Uint8Array;
   /** The score `SOURCES[s]` gave candidate i, at `i * NS + s` (0 where not proposed). */
@@ -70,38 +73,14 @@ export function shownSource(rows: CandidateRows, i: number): CandidateSource {
   throw new RangeError(`candidate ${i} has no source`);
 }
 
-// Mixing state shared by every request of the process (mixing is synchronous, so no request
-// sees another's): item ids interned to dense numbers, so deduplication is one map lookup and
-// typed-array reads instead of a map that grows with every request; and per-slot scratch,
-// grown to the largest input seen.
-const INTERN_LIMIT = 1_000_000;
-let interned = new Map<string, number>();
-/** Per interned id: the request stamp that last used it, and its slot in that request. */
-let stampOf = new Uint32Array(1024);
-let slotOfId = new Uint32Array(1024);
-let stamp = 0;
+// Per-slot scratch shared by every request of the process (mixing is synchronous, so no request
+// sees another's), grown to the largest input seen. Deduplication uses the item table's keys
+// and its per-key stamps: typed-array reads instead of a map per request.
 let best = new Float64Array(0);
 let bits = new Uint8Array(0);
 let values = new Float64Array(0);
 let order = new Uint32Array(0);
 const TAKEN = 0x80;
-
-function internId(id: string): number {
-  let k = interned.get(id);
-  if (k === undefined) {
-    k = interned.size;
-    interned.set(id, k);
-    if (k >= stampOf.length) {
-      const grown = new Uint32Array(stampOf.length * 2);
-      grown.set(stampOf);
-      stampOf = grown;
-      const slots = new Uint32Array(slotOfId.length * 2);
-      slots.set(slotOfId);
-      slotOfId = slots;
-    }
-  }
-  return k;
-}
 
 /**
  * Mixes the sources into at most `cap` distinct candidates.
@@ -111,8 +90,15 @@ function internId(id: string): number {
  * are kept for every item, whether or not it survives the cap; (3) which items survive the cap
  * is decided round-robin over the sources by rank, so a long batch list cannot
  * crowd out the real-time sources (a user who just touched items gets their neighbours ranked).
+ *
+ * `table` gives each item its key (`rows.keys`); the feed service passes its batch version's
+ * table, whose columns then hold the rows' catalog facts and popularity.
  */
-export function mixCandidates(input: MixInput, cap: number): CandidateRows {
+export function mixCandidates(
+  input: MixInput,
+  cap: number,
+  table: ItemTable = new ItemTable(null),
+): CandidateRows {
   let total = input.batch.ids.length + input.popular.ids.length;
   for (const item of input.recent) total += input.neighbours.get(item)?.ids.length ?? 0;
   for (const list of input.trending) total += list.ids.length;
@@ -120,41 +106,47 @@ export function mixCandidates(input: MixInput, cap: number): CandidateRows {
     best = new Float64Array(NS * total * 2);
     bits = new Uint8Array(total * 2);
   }
-  if (interned.size + total > INTERN_LIMIT) {
-    // A fresh table, never in the middle of a mix (ids of items gone from the catalog would
-    // otherwise pile up forever).
-    interned = new Map();
-    stampOf.fill(0);
+  // Keys first: interning may grow the table's columns, which the loop below holds.
+  const keyLists: Int32Array[] = [table.keysOf(input.batch)];
+  for (const item of input.recent) {
+    const nb = input.neighbours.get(item);
+    if (nb) keyLists.push(table.keysOf(nb));
   }
-  if (++stamp === 0x100000000) {
-    stamp = 1;
-    stampOf.fill(0);
+  for (const list of input.trending) keyLists.push(table.keysOf(list));
+  keyLists.push(table.keysOf(input.popular));
+  if (++table.stamp === 0x100000000) {
+    table.stamp = 1;
+    table.stampOf.fill(0);
   }
+  const stamp = table.stamp;
+  const stampOf = table.stampOf;
+  const slotOf = table.slotOf;
 
   // (1) + (2): one slot per distinct item; per source, the slots it proposed.
-  const ids: string[] = [];
+  const slotKeys: number[] = [];
   const bySource: number[][] = [[], [], [], []];
+  let at = 0;
   const addList = (s: number, list: ScoredList, divide: number): void => {
+    const keys = keyLists[at++] as Int32Array;
     const n = list.ids.length;
     const bit = 1 << s;
     for (let i = 0; i < n; i++) {
-      const id = list.ids[i] as string;
       const score = (list.scores[i] as number) / divide;
-      const g = internId(id);
+      const g = keys[i] as number;
       let k: number;
       if (stampOf[g] !== stamp) {
         stampOf[g] = stamp;
-        k = ids.length;
-        slotOfId[g] = k;
-        ids.push(id);
+        k = slotKeys.length;
+        slotOf[g] = k;
+        slotKeys.push(g);
         bits[k] = 0;
-      } else k = slotOfId[g] as number;
-      const at = k * NS + s;
+      } else k = slotOf[g] as number;
+      const cell = k * NS + s;
       if (((bits[k] as number) & bit) === 0) {
         bits[k] = (bits[k] as number) | bit;
-        best[at] = score;
+        best[cell] = score;
         (bySource[s] as number[]).push(k);
-      } else if (score > (best[at] as number)) best[at] = score;
+      } else if (score > (best[cell] as number)) best[cell] = score;
     }
   };
   addList(0, input.batch, 1);
@@ -191,10 +183,11 @@ export function mixCandidates(input: MixInput, cap: number): CandidateRows {
   // (3) Round-robin by rank over the sources.
   let longest = 0;
   for (const list of bySource) longest = Math.max(longest, list.length);
-  const size = Math.min(cap, ids.length);
+  const size = Math.min(cap, slotKeys.length);
   const rows: CandidateRows = {
     n: 0,
     ids: [],
+    keys: new Int32Array(size),
     proposed: new Uint8Array(size),
     scores: new Float64Array(size * NS),
   };
@@ -205,7 +198,9 @@ export function mixCandidates(input: MixInput, cap: number): CandidateRows {
       const b = bits[k] as number;
       bits[k] = b | TAKEN;
       const i = rows.n++;
-      rows.ids.push(ids[k] as string);
+      const g = slotKeys[k] as number;
+      rows.keys[i] = g;
+      rows.ids.push(table.ids[g] as string);
       rows.proposed[i] = b;
       for (let t = 0; t < NS; t++)
         rows.scores[i * NS + t] = b & (1 << t) ? (best[k * NS + t] as number) : 0;
@@ -228,6 +223,7 @@ export function keepRows(
     if (!keep(r)) continue;
     if (w !== r) {
       rows.ids[w] = rows.ids[r] as string;
+      rows.keys[w] = rows.keys[r] as number;
       rows.proposed[w] = rows.proposed[r] as number;
       rows.scores.copyWithin(w * NS, r * NS, r * NS + NS);
       for (const a of also) a[w] = a[r];
@@ -270,15 +266,15 @@ export function demoteFatigued<T>(
  * order) and placed after the top; if too few items qualify, the top is filled from the
  * deferred ones in order. Items of unknown category (null) are not limited.
  */
-export function diversify<T>(
+export function diversify<T, K>(
   ranked: readonly T[],
-  categoryOf: (c: T) => string | null,
+  categoryOf: (c: T) => K | null,
   maxPerCategory: number,
   top = 10,
 ): T[] {
   const head: T[] = [];
   const deferred: T[] = [];
-  const perCategory = new Map<string, number>();
+  const perCategory = new Map<K, number>();
   let i = 0;
   for (; i < ranked.length && head.length < top; i++) {
     const c = ranked[i] as T;

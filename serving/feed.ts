@@ -12,8 +12,9 @@
  *      (largest window) overall and in the 3 strongest categories (reused for a second), popular
  *      items (per batch version); mixed into at most `config.serving.candidates` candidates the
  *      way training mixes them (`candidates.ts`), as columns rather than an object each;
- *   3. the catalog entries of the candidates and the recent items (cached in-process);
- *      purchased and unavailable items are dropped;
+ *   3. the catalog facts of the candidates and the recent items (kept for `CATALOG_TTL_MS` in
+ *      the batch version's `ItemTable`, which numbers the items and holds what serving knows
+ *      about each in typed arrays); purchased and unavailable items are dropped;
  *   4. features into a pooled Float32Array (`fillFeatureRows`, the code training runs too) and
  *      one ONNX run; ordered by score; items the user saw `fatigueImpressions` times without an
  *      interaction move after the rest; at most `maxPerCategory` items of one category in the
@@ -57,6 +58,7 @@ import {
   shownSource,
   type ScoredList,
 } from './candidates.js';
+import { ITEM_TABLE_LIMIT, ItemTable } from './item-table.js';
 import { startModelHolder, type ModelHolder } from './model.js';
 import { descendingOrder } from './order.js';
 import { FEATURE_COUNT, fillFeatureRows, SOURCES, userPriceLevel } from './rank-features.js';
@@ -121,6 +123,11 @@ const NO_NEIGHBOURS: ReadonlyMap<string, ScoredList> = new Map();
  * some 3 KB, so about 60 MB at most; recent items follow item popularity, so most reads hit.
  */
 const NEIGHBOUR_CACHE_LISTS = 20_000;
+/**
+ * How long a catalog entry is trusted, ms. Entries written through `CatalogStore` are dropped at
+ * once (CATALOG_CHANNEL, `itemsChanged`); this bounds staleness otherwise.
+ */
+const CATALOG_TTL_MS = 5000;
 /** Feeds built (and thrown away) before the service reports ready, and users they are for. */
 const WARMUP_FEEDS = 1000;
 const WARMUP_USERS = 500;
@@ -133,6 +140,14 @@ function firstOf(list: ScoredList, k: number): ScoredList {
     ids: list.ids.slice(0, k),
     scores: Array.prototype.slice.call(list.scores, 0, k) as number[],
   };
+}
+
+function priceOrNull(price: number): number | null {
+  return Number.isNaN(price) ? null : price;
+}
+
+function categoryName(table: ItemTable, category: number | null): string | null {
+  return category === null ? null : (table.categories[category] ?? null);
 }
 
 /**
@@ -163,62 +178,108 @@ export function startFeedService(deps: FeedDeps): FeedService {
   const redis =
     deps.redis ?? createRedis(config.redis.url, 'recsys-serving', { autoPipelining: true });
   const trending = new TrendingStore(redis, config.trending);
-  // Availability and categories change rarely; entries written through `CatalogStore` are
-  // dropped at once (CATALOG_CHANNEL, `itemsChanged`), and 5 s bounds staleness otherwise.
-  const catalog = new CatalogStore(redis, { cacheTtlMs: 5000, cacheSize: 200_000 });
+  // Catalog reads only: the item table keeps the entries (as columns), CATALOG_TTL_MS each.
+  const catalog = new CatalogStore(redis, { cacheTtlMs: 0, cacheSize: 0 });
   const trendWindow = Math.max(...config.trending.windowsSec);
   const cap = config.serving.candidates;
   const pool = new MatrixPool();
   /** The batch version the latest request read (the next reads its candidates in the first trip). */
   let liveVersion: number | null = null;
-  const neighbourCache = new Map<string, ScoredList | null>();
-  let neighbourVersion: number | null = null;
 
-  // Lists shared by every user, kept in memory: parsing the popularity strings and reading the
-  // trending sets on every request was a tenth of the server's CPU at 1,200 feeds/s. Popularity
-  // belongs to a batch version and never changes within it; trending moves by buckets of
-  // a minute, so a second of staleness is invisible.
-  // Per batch version: the popular lists read so far, and the popularity of every item in any
-  // of them (an item's value is the same in every list that has it: its decayed count). A
-  // request keeps the state of the version it read, even if the live version moves meanwhile.
-  interface PopularState {
-    version: number;
-    lists: Map<string, Promise<ScoredList>>;
-    byId: Map<string, number>;
-    categories: Set<string>;
+  // Per batch version: the item table (items as numbers, their catalog facts, popularity and
+  // neighbour lists as columns), the popularity lists read so far, and the order neighbour
+  // lists were cached in. Popularity and neighbours belong to a batch version and never change
+  // within it; parsing and reading them on every request was a tenth of the server's CPU at
+  // 1,200 feeds/s. A request keeps the state it started with even if the version moves
+  // meanwhile. A new version (or a table past ITEM_TABLE_LIMIT items) starts a new state.
+  interface VersionState {
+    table: ItemTable;
+    /** The overall popular list (a candidate source). */
+    overall: Promise<ScoredList> | null;
+    /** Per category number: its popularity list, being read or read. */
+    categories: Map<number, Promise<void>>;
+    /** Keys with a cached neighbour entry, oldest first, from `neighbourHead`. */
+    neighbourKeys: number[];
+    neighbourHead: number;
   }
-  let popular: PopularState | null = null;
-  const popularState = (version: number): PopularState => {
-    if (popular?.version !== version) {
-      popular = { version, lists: new Map(), byId: new Map(), categories: new Set() };
+  let state: VersionState | null = null;
+  const stateFor = (version: number | null): VersionState => {
+    if (state === null || state.table.version !== version || state.table.size > ITEM_TABLE_LIMIT) {
+      state = {
+        table: new ItemTable(version),
+        overall: null,
+        categories: new Map(),
+        neighbourKeys: [],
+        neighbourHead: 0,
+      };
     }
-    return popular;
+    return state;
   };
-  const popularOf = (state: PopularState, category: string | null): Promise<ScoredList> => {
-    const key = category ?? '';
-    let hit = state.lists.get(key);
-    if (!hit) {
-      // Overall: the popular list (a candidate source). Per category: every item's popularity
-      // (`ipop`), or the category's popular list for a version published before `ipop` existed.
-      const read =
-        category === null
-          ? redis.get(BATCH.popular(null, state.version))
-          : redis
-              .get(BATCH.itemPopularity(category, state.version))
-              .then((raw) => raw ?? redis.get(BATCH.popular(category, state.version)));
-      hit = read.then((raw) => {
+  /** Records popularity values (first one wins: an item's value is the same in every list). */
+  const notePopularity = (table: ItemTable, list: ScoredList): void => {
+    for (let i = 0; i < list.ids.length; i++) {
+      const k = table.intern(list.ids[i] as string);
+      const known = table.popularity[k] as number;
+      if (known !== known) table.popularity[k] = list.scores[i] as number;
+    }
+  };
+  const overallOf = (st: VersionState): Promise<ScoredList> => {
+    if (st.overall === null) {
+      const version = st.table.version as number;
+      const read = redis.get(BATCH.popular(null, version)).then((raw) => {
         const list = decodeScored(raw);
-        list.ids.forEach((id, i) => {
-          if (!state.byId.has(id)) state.byId.set(id, list.scores[i] as number);
-        });
-        if (category !== null) state.categories.add(category);
-        return category === null ? firstOf(list, POPULAR_K) : list;
+        notePopularity(st.table, list);
+        return firstOf(list, POPULAR_K);
       });
       // A failed read is not kept.
-      hit.catch(() => state.lists.delete(key));
-      state.lists.set(key, hit);
+      read.catch(() => {
+        if (st.overall === read) st.overall = null;
+      });
+      st.overall = read;
+    }
+    return st.overall;
+  };
+  /**
+   * Reads a category's popularity: every item's (`ipop`), or the category's popular list for a
+   * version published before `ipop` existed.
+   */
+  const categoryPopularity = (st: VersionState, category: number): Promise<void> => {
+    let hit = st.categories.get(category);
+    if (!hit) {
+      const { table } = st;
+      const version = table.version as number;
+      const name = table.categories[category] as string;
+      hit = redis
+        .get(BATCH.itemPopularity(name, version))
+        .then((raw) => raw ?? redis.get(BATCH.popular(name, version)))
+        .then((raw) => {
+          notePopularity(table, decodeScored(raw));
+          table.popularityRead[category] = 1;
+        });
+      hit.catch(() => st.categories.delete(category));
+      st.categories.set(category, hit);
     }
     return hit;
+  };
+
+  /**
+   * Reads the catalog entries of the given keys that are missing or older than CATALOG_TTL_MS
+   * into the table (one pipelined round trip).
+   */
+  const readFacts = async (table: ItemTable, keys: ArrayLike<number>, n: number, now: number) => {
+    let missing: number[] | null = null;
+    for (let i = 0; i < n; i++) {
+      const k = keys[i] as number;
+      const at = table.readAt[k] as number;
+      if (at === 0 || now - at >= CATALOG_TTL_MS) (missing ??= []).push(k);
+    }
+    if (missing === null) return;
+    const unique = [...new Set(missing)];
+    const forgets = table.forgets;
+    const found = await catalog.lookup(unique.map((k) => table.ids[k] as string));
+    // Changed while the read was in flight: the answer may predate the change.
+    const at = table.forgets === forgets ? now : 0;
+    unique.forEach((k, j) => table.setFacts(k, at, found[j] ?? null));
   };
 
   const trendingCache = new Map<string, { at: number; list: Promise<ScoredList> }>();
@@ -299,21 +360,22 @@ export function startFeedService(deps: FeedDeps): FeedService {
     const version = rawVersion === null ? null : Number(rawVersion);
     liveVersion = version;
     const impressions = parseImpressions(rawImpressions);
+    const st = stateFor(version);
+    const table = st.table;
 
     // 2. The sources, concurrently (ioredis writes them back to back on one connection).
     const recent = (session?.recent ?? []).slice(0, RECENT_ITEMS);
     const topCategories = (session?.affinities ?? []).slice(0, TOP_CATEGORIES).map(([c]) => c);
-    const pop = version === null ? null : popularState(version);
     const [batchRaw, neighbours, trendLists, overall] = await Promise.all([
       version === null || version === guessed
         ? guessedBatch
         : redis.get(BATCH.candidates(userId, version)),
-      version === null ? NO_NEIGHBOURS : neighboursOf(recent, version),
+      version === null ? NO_NEIGHBOURS : neighboursOf(recent, st),
       Promise.all([
         trendingOf(null, POPULAR_K, now),
         ...topCategories.map((c) => trendingOf(c, TRENDING_PER_CATEGORY, now)),
       ]),
-      pop === null ? null : popularOf(pop, null),
+      version === null ? null : overallOf(st),
     ]);
     const rows = mixCandidates(
       {
@@ -324,23 +386,25 @@ export function startFeedService(deps: FeedDeps): FeedService {
         popular: overall ?? EMPTY_LIST,
       },
       cap,
+      table,
     );
 
-    // 3. Catalog facts (rows, then all the user's recent items: their prices give the user's
-    // price level, as in training); exclusions.
+    // 3. Catalog facts of the rows and of all the user's recent items (their prices give the
+    // user's price level, as in training); exclusions.
     const allRecent = session?.recent ?? [];
-    const lookedUp = await catalog.lookup(
-      allRecent.length > 0 ? rows.ids.concat(allRecent) : rows.ids,
-    );
-    const recentItems = lookedUp.slice(rows.n);
-    const items = lookedUp;
-    items.length = rows.n;
-    const bought = session && session.purchased.length > 0 ? new Set(session.purchased) : null;
-    keepRows(
-      rows,
-      (i) => items[i]?.isAvailable !== false && !bought?.has(rows.ids[i] as string),
-      items,
-    );
+    const recentKeys = allRecent.map((id) => table.intern(id));
+    const bought =
+      session && session.purchased.length > 0
+        ? new Set(session.purchased.map((id) => table.intern(id)))
+        : null;
+    await Promise.all([
+      readFacts(table, rows.keys, rows.n, now),
+      recentKeys.length > 0 ? readFacts(table, recentKeys, recentKeys.length, now) : null,
+    ]);
+    keepRows(rows, (i) => {
+      const k = rows.keys[i] as number;
+      return (table.known[k] === 0 || table.available[k] === 1) && !bought?.has(k);
+    });
     const n = rows.n;
     // Counted per request, then one inc per source (not one per candidate and source).
     const perSource = new Uint32Array(NS);
@@ -351,19 +415,15 @@ export function startFeedService(deps: FeedDeps): FeedService {
     if (record) SOURCES.forEach((s, k) => bySource[s].inc(perSource[k] as number));
 
     // Popularity as training has it (module comment), from the item's own category list: the
-    // lists of the rows' categories are read once per version, then one lookup per row.
-    const popularity = new Float64Array(n);
-    if (pop !== null) {
-      let loading: Promise<ScoredList>[] | null = null;
+    // lists of the rows' categories are read once per version, then a column read per row.
+    if (version !== null) {
+      let loading: Set<number> | null = null;
       for (let i = 0; i < n; i++) {
-        const cat = items[i]?.categoryL1;
-        if (cat !== undefined && !pop.categories.has(cat))
-          (loading ??= []).push(popularOf(pop, cat));
+        const k = rows.keys[i] as number;
+        const c = table.category[k] as number;
+        if (table.known[k] === 1 && table.popularityRead[c] === 0) (loading ??= new Set()).add(c);
       }
-      if (loading) await Promise.all(loading);
-      for (let i = 0; i < n; i++) {
-        if (items[i]) popularity[i] = pop.byId.get(rows.ids[i] as string) ?? 0;
-      }
+      if (loading) await Promise.all([...loading].map((c) => categoryPopularity(st, c)));
     }
 
     // 4. Rerank.
@@ -373,10 +433,13 @@ export function startFeedService(deps: FeedDeps): FeedService {
       const tr = performance.now();
       const matrix = pool.take(n);
       try {
+        const prices = recentKeys.map((k) =>
+          table.known[k] === 1 ? { price: priceOrNull(table.price[k] as number) } : null,
+        );
         fillFeatureRows(
           matrix,
-          { now, session, userPriceLevel: userPriceLevel(recentItems) },
-          { ...rows, items, popularity },
+          { now, session, userPriceLevel: userPriceLevel(prices) },
+          { n, keys: rows.keys, proposed: rows.proposed, scores: rows.scores, items: table },
         );
         scores = await lease.ranker.score(matrix, n);
       } finally {
@@ -400,7 +463,10 @@ export function startFeedService(deps: FeedDeps): FeedService {
       config.serving.fatigueImpressions,
       session?.recent ?? [],
     );
-    const categoryOf = (i: number): string | null => items[i]?.categoryL1 ?? null;
+    const categoryOf = (i: number): number | null => {
+      const k = rows.keys[i] as number;
+      return table.known[k] === 1 ? (table.category[k] as number) : null;
+    };
     const top = diversify(rested, categoryOf, config.serving.maxPerCategory, DIVERSITY_TOP).slice(
       0,
       Math.max(0, limit),
@@ -409,7 +475,7 @@ export function startFeedService(deps: FeedDeps): FeedService {
       itemId: rows.ids[i] as string,
       score: scores[i] as number,
       source: shownSource(rows, i),
-      categoryL1: categoryOf(i),
+      categoryL1: categoryName(table, categoryOf(i)),
     }));
 
     const latencyMs = performance.now() - t0;
@@ -437,22 +503,20 @@ export function startFeedService(deps: FeedDeps): FeedService {
 
   /**
    * Co-visitation neighbours of each item (items without any are absent). Lists belong to a batch
-   * version and never change within it, so they are kept in memory (the newest
+   * version and never change within it, so they are kept in the version's table (the newest
    * NEIGHBOUR_CACHE_LISTS, and the absence of a list too); misses take one round trip.
    */
   async function neighboursOf(
     itemIds: readonly string[],
-    version: number,
+    st: VersionState,
   ): Promise<Map<string, ScoredList>> {
     const out = new Map<string, ScoredList>();
     if (itemIds.length === 0) return out;
-    if (neighbourVersion !== version) {
-      neighbourCache.clear();
-      neighbourVersion = version;
-    }
+    const { table } = st;
+    const version = table.version as number;
     let missing: string[] | null = null;
     for (const id of itemIds) {
-      const hit = neighbourCache.get(id);
+      const hit = table.neighbours[table.intern(id)];
       if (hit === undefined) (missing ??= []).push(id);
       else if (hit !== null) out.set(id, hit);
     }
@@ -461,10 +525,16 @@ export function startFeedService(deps: FeedDeps): FeedService {
     const values = await Promise.all(missing.map((id) => redis.get(BATCH.neighbours(id, version))));
     missing.forEach((id, i) => {
       const list = decodeScored(values[i] ?? null);
-      if (neighbourVersion === version) {
-        neighbourCache.set(id, list.ids.length > 0 ? list : null);
-        if (neighbourCache.size > NEIGHBOUR_CACHE_LISTS) {
-          neighbourCache.delete(neighbourCache.keys().next().value as string);
+      const k = table.intern(id);
+      if (table.neighbours[k] === undefined) {
+        table.neighbours[k] = list.ids.length > 0 ? list : null;
+        st.neighbourKeys.push(k);
+        if (st.neighbourKeys.length - st.neighbourHead > NEIGHBOUR_CACHE_LISTS) {
+          table.neighbours[st.neighbourKeys[st.neighbourHead++] as number] = undefined;
+          if (st.neighbourHead > NEIGHBOUR_CACHE_LISTS) {
+            st.neighbourKeys.splice(0, st.neighbourHead);
+            st.neighbourHead = 0;
+          }
         }
       }
       if (list.ids.length > 0) out.set(id, list);
@@ -536,7 +606,7 @@ export function startFeedService(deps: FeedDeps): FeedService {
         config.healthTimeoutMs,
       ),
     modelVersion: () => models.version(),
-    itemsChanged: (itemIds) => catalog.forget(itemIds),
+    itemsChanged: (itemIds) => state?.table.forgetFacts(itemIds),
     async close() {
       stopWarmUp.abort();
       await models.close();

@@ -123,23 +123,45 @@ let rrankScratch = new Float32Array(0);
 let valueScratch = new Float64Array(0);
 let rowScratch = new Uint32Array(0);
 let orderScratch = new Uint32Array(0);
+/** Per category number: affinity share at 2c, 1/rank at 2c + 1; zero outside a fill. */
+let affinityScratch = new Float64Array(0);
+
+/**
+ * What features read about items, as columns indexed by an item's key: serving passes its
+ * `ItemTable` (keys for its whole batch version), {@link fillFeatures} builds one for its
+ * candidates (key = position).
+ */
+export interface ItemColumns {
+  /** 1 when the item is in the catalog; the other columns are read only there. */
+  readonly known: Uint8Array;
+  /** NaN when the catalog has no price. */
+  readonly price: Float64Array;
+  /** When the item entered the catalog, epoch ms. */
+  readonly createdAt: Float64Array;
+  /** Category number (`categoryIndex`). */
+  readonly category: Int32Array;
+  /** Train popularity (a count; NaN or absent counts as 0). */
+  readonly popularity: Float64Array;
+  /** Category name -> its number in `category`. */
+  readonly categoryIndex: ReadonlyMap<string, number>;
+  /** The key of an item id, undefined for an id the columns do not have. */
+  find(itemId: string): number | undefined;
+}
 
 /**
  * Candidates as columns, the form serving builds (`serving/candidates.ts`); row i is candidate
- * i. {@link fillFeatures} turns `RankCandidate` objects into this form, so both paths run the
- * same code.
+ * i, whose item is `keys[i]` in `items`. {@link fillFeatures} turns `RankCandidate` objects
+ * into this form, so both paths run the same code.
  */
 export interface RankRows {
   n: number;
-  ids: readonly string[];
+  /** The item of each row: its key in `items`. */
+  keys: ArrayLike<number>;
   /** Bit s is set when `SOURCES[s]` proposed the candidate. */
   proposed: Uint8Array;
   /** The score `SOURCES[s]` gave candidate i, at `i * SOURCES.length + s`. */
   scores: Float64Array;
-  /** Catalog facts per row, null for an item not (yet) in the catalog. */
-  items: readonly (ItemFacts | null)[];
-  /** The item's popularity per row (a count; read only where the item is known). */
-  popularity: ArrayLike<number>;
+  items: ItemColumns;
 }
 
 /**
@@ -153,13 +175,43 @@ export function fillFeatures(
   candidates: readonly RankCandidate[],
 ): void {
   const n = candidates.length;
+  // Columns for these candidates, key = position (an item listed twice keeps its first key).
+  const index = new Map<string, number>();
+  const categoryIndex = new Map<string, number>();
+  const items = {
+    known: new Uint8Array(n),
+    price: new Float64Array(n),
+    createdAt: new Float64Array(n),
+    category: new Int32Array(n),
+    popularity: new Float64Array(n),
+    categoryIndex,
+    find: (id: string) => index.get(id),
+  };
+  const keys = new Int32Array(n);
+  candidates.forEach((c, i) => {
+    const first = index.get(c.itemId);
+    if (first !== undefined) {
+      keys[i] = first;
+      return;
+    }
+    index.set(c.itemId, i);
+    keys[i] = i;
+    const item = c.item;
+    if (item === null) return;
+    items.known[i] = 1;
+    items.price[i] = item.price ?? Number.NaN;
+    items.createdAt[i] = item.createdAt;
+    let cat = categoryIndex.get(item.categoryL1);
+    if (cat === undefined) categoryIndex.set(item.categoryL1, (cat = categoryIndex.size));
+    items.category[i] = cat;
+    items.popularity[i] = item.popularity;
+  });
   const rows: RankRows = {
     n,
-    ids: candidates.map((c) => c.itemId),
+    keys,
     proposed: new Uint8Array(n),
     scores: new Float64Array(n * NS),
-    items: candidates.map((c) => c.item),
-    popularity: Float64Array.from(candidates, (c) => c.item?.popularity ?? 0),
+    items,
   };
   for (let i = 0; i < n; i++) {
     const scores = (candidates[i] as RankCandidate).scores;
@@ -180,9 +232,10 @@ export function fillFeatures(
  * Fills `out` (row-major, `rows.n * FEATURE_COUNT`, from offset 0) with the features of each
  * candidate row for one user.
  *
- * Steps: (1) per-request values once: user-level features, the category -> (share, 1/rank) map,
- * the recent/purchased item -> 1/position maps, the per-source reciprocal ranks; (2) one pass
- * over the rows writing numbers only (no allocation per candidate).
+ * Steps: (1) per-request values once: user-level features, the (share, 1/rank) of the user's
+ * categories by category number, the recent/purchased item key -> 1/position maps, the
+ * per-source reciprocal ranks; (2) one pass over the rows writing numbers only (column reads at
+ * the row's key, no string lookups, no allocation per candidate).
  */
 export function fillFeatureRows(out: Float32Array, ctx: RankContext, rows: RankRows): void {
   const n = rows.n;
@@ -197,11 +250,13 @@ export function fillFeatureRows(out: Float32Array, ctx: RankContext, rows: RankR
   let sessionLen = 0;
   let sinceLast = 0;
   const shares = [0, 0, 0, 0, 0];
-  // Category -> [share of the user's total affinity, 1 / rank among the user's categories].
-  const affinity = new Map<string, number>();
-  const affinityRank = new Map<string, number>();
-  const recent = new Map<string, number>();
-  const purchased = new Map<string, number>();
+  // Per category number: [share of the user's total affinity, 1 / rank among the user's
+  // categories], in scratch cleared again at the end; per item key: 1 / position among the
+  // user's recent and purchased items.
+  const items = rows.items;
+  const touchedCategories: number[] = [];
+  const recent = new Map<number, number>();
+  const purchased = new Map<number, number>();
   if (session) {
     userKnown = 1;
     userEvents = Math.log1p(session.total);
@@ -216,15 +271,29 @@ export function fillFeatureRows(out: Float32Array, ctx: RankContext, rows: RankR
     }
     let sum = 0;
     for (const [, v] of session.affinities) sum += v > 0 ? v : 0;
+    if (affinityScratch.length < 2 * items.categoryIndex.size) {
+      affinityScratch = new Float64Array(4 * items.categoryIndex.size);
+    }
     // `affinities` is sorted strongest first (parseFeatures), so the index is the rank.
     session.affinities.forEach(([cat, v], i) => {
-      affinity.set(cat, sum > 0 && v > 0 ? v / sum : 0);
-      affinityRank.set(cat, 1 / (i + 1));
+      const c = items.categoryIndex.get(cat);
+      // A category no row has, or listed twice (the first, stronger, entry stays).
+      if (c === undefined || (affinityScratch[2 * c + 1] as number) > 0) return;
+      affinityScratch[2 * c] = sum > 0 && v > 0 ? v / sum : 0;
+      affinityScratch[2 * c + 1] = 1 / (i + 1);
+      touchedCategories.push(c);
     });
     // Newest first: the first position wins for an item listed twice.
-    session.recent.forEach((id, i) => recent.has(id) || recent.set(id, 1 / (i + 1)));
-    session.purchased.forEach((id, i) => purchased.has(id) || purchased.set(id, 1 / (i + 1)));
+    session.recent.forEach((id, i) => {
+      const k = items.find(id);
+      if (k !== undefined && !recent.has(k)) recent.set(k, 1 / (i + 1));
+    });
+    session.purchased.forEach((id, i) => {
+      const k = items.find(id);
+      if (k !== undefined && !purchased.has(k)) purchased.set(k, 1 / (i + 1));
+    });
   }
+  const aff = affinityScratch;
   const priceLevel = ctx.userPriceLevel;
 
   // (1b) Per-source reciprocal ranks: this request's proposed rows ordered by score, per source
@@ -257,7 +326,6 @@ export function fillFeatureRows(out: Float32Array, ctx: RankContext, rows: RankR
 
   // (2) One row per candidate.
   for (let i = 0; i < n; i++) {
-    const id = rows.ids[i] as string;
     const o = i * FEATURE_COUNT;
     let nSources = 0;
     for (let s = 0; s < NS; s++) {
@@ -270,16 +338,17 @@ export function fillFeatureRows(out: Float32Array, ctx: RankContext, rows: RankR
     }
     out[o + C_NSRC] = nSources;
 
-    const item = rows.items[i];
-    if (item) {
+    const k = rows.keys[i] as number;
+    if (items.known[k] === 1) {
       out[o + C_ITEM_KNOWN] = 1;
-      out[o + C_POP] = Math.log1p(Math.max(0, (rows.popularity[i] as number) || 0));
+      out[o + C_POP] = Math.log1p(Math.max(0, (items.popularity[k] as number) || 0));
       // Age in days on a log scale: the difference between 1 and 8 days old matters more than
       // between 100 and 107. A createdAt in the future counts as brand new.
-      const ageMs = Number.isFinite(item.createdAt) ? Math.max(0, now - item.createdAt) : 0;
+      const createdAt = items.createdAt[k] as number;
+      const ageMs = Number.isFinite(createdAt) ? Math.max(0, now - createdAt) : 0;
       out[o + C_AGE] = Math.log1p(ageMs / DAY_MS);
-      const price = item.price;
-      if (price !== null && Number.isFinite(price) && price >= 0) {
+      const price = items.price[k] as number;
+      if (Number.isFinite(price) && price >= 0) {
         const lp = Math.log1p(price);
         out[o + C_PRICE] = lp;
         out[o + C_PRICE_KNOWN] = 1;
@@ -290,8 +359,9 @@ export function fillFeatureRows(out: Float32Array, ctx: RankContext, rows: RankR
         out[o + C_PRICE_KNOWN] = 0;
         out[o + C_PRICE_VS] = 0;
       }
-      out[o + C_AFF] = affinity.get(item.categoryL1) ?? 0;
-      out[o + C_AFF_RANK] = affinityRank.get(item.categoryL1) ?? 0;
+      const c = items.category[k] as number;
+      out[o + C_AFF] = touchedCategories.length > 0 ? (aff[2 * c] as number) : 0;
+      out[o + C_AFF_RANK] = touchedCategories.length > 0 ? (aff[2 * c + 1] as number) : 0;
     } else {
       out[o + C_ITEM_KNOWN] = 0;
       out[o + C_POP] = 0;
@@ -302,14 +372,18 @@ export function fillFeatureRows(out: Float32Array, ctx: RankContext, rows: RankR
       out[o + C_AFF] = 0;
       out[o + C_AFF_RANK] = 0;
     }
-    out[o + C_RECENT] = recent.size > 0 ? (recent.get(id) ?? 0) : 0;
-    out[o + C_BOUGHT] = purchased.size > 0 ? (purchased.get(id) ?? 0) : 0;
+    out[o + C_RECENT] = recent.size > 0 ? (recent.get(k) ?? 0) : 0;
+    out[o + C_BOUGHT] = purchased.size > 0 ? (purchased.get(k) ?? 0) : 0;
 
     out[o + C_USER_KNOWN] = userKnown;
     out[o + C_USER_EVENTS] = userEvents;
     out[o + C_SESSION_LEN] = sessionLen;
     out[o + C_SINCE_LAST] = sinceLast;
     for (let t = 0; t < TYPES.length; t++) out[o + C_SHARE + t] = shares[t] as number;
+  }
+  for (const c of touchedCategories) {
+    aff[2 * c] = 0;
+    aff[2 * c + 1] = 0;
   }
 }
 

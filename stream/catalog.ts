@@ -123,7 +123,7 @@ export function parseCatalog(text: string, name: string): CatalogItem[] {
 export interface CatalogOptions {
   /** How long a looked-up item (or its absence) is trusted in memory, ms. */
   cacheTtlMs: number;
-  /** Items kept in memory at most (oldest entries go first). */
+  /** Items kept in memory at most (oldest entries go first); 0 = no cache, every lookup reads. */
   cacheSize: number;
 }
 
@@ -227,6 +227,7 @@ export class CatalogStore {
   }
 
   #remember(id: string, at: number, item: CatalogItem | null): void {
+    if (this.#options.cacheSize <= 0) return;
     this.#cache.delete(id);
     this.#cache.set(id, { at, item });
     while (this.#cache.size > this.#options.cacheSize) {
