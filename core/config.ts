@@ -320,6 +320,11 @@ export const VARIABLES: readonly VariableDoc[] = [
     doc: 'candidates reranked per feed (batch, real-time, trending, popularity together)',
   },
   {
+    name: 'RECSYS_FEED_USER_CACHE',
+    default: '10000',
+    doc: 'users whose batch candidates one server process keeps in memory (per batch version, about 4 KB each; 0 = read every time)',
+  },
+  {
     name: 'RECSYS_FEED_MAX_PER_CATEGORY',
     default: '3',
     doc: 'diversity: most items of one category in the top 10',
@@ -482,6 +487,8 @@ export interface ServingConfig {
   defaultLimit: number;
   maxLimit: number;
   candidates: number;
+  /** Users whose batch candidates are kept in memory per process (0 = none). */
+  userCache: number;
   maxPerCategory: number;
   fatigueImpressions: number;
   rateLimitPerSec: number;
@@ -685,6 +692,7 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
       defaultLimit: int('RECSYS_FEED_DEFAULT_LIMIT', 1, 1000),
       maxLimit: int('RECSYS_FEED_MAX_LIMIT', 1, 1000),
       candidates: int('RECSYS_FEED_CANDIDATES', 1, 10_000),
+      userCache: int('RECSYS_FEED_USER_CACHE', 0, 10_000_000),
       maxPerCategory: int('RECSYS_FEED_MAX_PER_CATEGORY', 1, 1000),
       fatigueImpressions: int('RECSYS_FEED_FATIGUE_IMPRESSIONS', 1, 1000),
       rateLimitPerSec: int('RECSYS_RATE_LIMIT_PER_S', 1, 1_000_000),

@@ -109,6 +109,11 @@ export class ItemTable {
     return keys;
   }
 
+  /** Registers keys already known for a list (`keysOf` then returns them). */
+  setKeys(list: ScoredList, keys: Int32Array): void {
+    this.#listKeys.set(list, keys);
+  }
+
   /** The number of a category name, added when new. */
   categoryOf(name: string): number {
     let c = this.categoryIndex.get(name);

@@ -22,6 +22,7 @@ import { readSchema, type ServedFeed } from '../../../schemas/index.js';
 import { CatalogStore } from '../../../stream/catalog.js';
 import { FeatureStore, type FeatureEvent } from '../../../stream/features.js';
 import { ImpressionStore, startImpressions } from '../../../stream/impressions.js';
+import { BATCH } from '../../../stream/keys.js';
 import { TrendingStore } from '../../../stream/trending.js';
 import { startFeedService, type Feed, type FeedService } from '../../../serving/feed.js';
 import {
@@ -234,6 +235,38 @@ describe('feed service', { timeout: 600_000 }, () => {
       assert.equal(new Set(feed.items.map((i) => i.itemId)).size, 20, 'no duplicates');
       checkDiversity(feed);
     }
+  });
+
+  it("serves a new batch version's candidates from the next request on, and the old ones after a rollback", async (t) => {
+    if (skipped) return t.skip('services down');
+    const service = feeds as FeedService;
+    const user = (await batchUsers())[7] as string;
+    const batchIds = (feed: Feed): string[] =>
+      feed.items
+        .filter((i) => i.source === 'batch')
+        .map((i) => i.itemId)
+        .sort();
+    const cacheCount = async (result: string): Promise<number> =>
+      ((await metrics.getSingleMetric('recsys_feed_user_cache_total')?.get())?.values ?? []).find(
+        (v) => v.labels.result === result,
+      )?.value ?? 0;
+    const hits = await cacheCount('hit');
+    const before = batchIds(await service.getFeed(user, 200));
+    assert.ok(before.length > 0);
+    assert.deepEqual(batchIds(await service.getFeed(user, 200)), before);
+    assert.ok((await cacheCount('hit')) > hits, 'the second feed used the kept candidates');
+
+    // A new version (made by hand: this user's candidates only) goes live.
+    const next = version + 1000;
+    await redis.set(BATCH.candidates(user, next), 'new-item-a,5 new-item-b,4');
+    await redis.set(BATCH.current, String(next));
+    try {
+      assert.deepEqual(batchIds(await service.getFeed(user, 200)), ['new-item-a', 'new-item-b']);
+    } finally {
+      await redis.set(BATCH.current, String(version));
+      await redis.del(BATCH.candidates(user, next));
+    }
+    assert.deepEqual(batchIds(await service.getFeed(user, 200)), before);
   });
 
   it('gives a brand-new user trending and popular items, then neighbours of what they touched', async (t) => {
