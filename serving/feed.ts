@@ -54,6 +54,7 @@ import {
   EMPTY_LIST,
   keepRows,
   mixCandidates,
+  modelRowOrder,
   NS,
   shownSource,
   type ScoredList,
@@ -451,12 +452,18 @@ export function startFeedService(deps: FeedDeps): FeedService {
         const prices = recentKeys.map((k) =>
           table.known[k] === 1 ? { price: priceOrNull(table.price[k] as number) } : null,
         );
+        // The model sees the rows grouped (`modelRowOrder`); scores come back in row order.
+        const at = modelRowOrder(rows, table.known, new Uint32Array(n));
         fillFeatureRows(
           matrix,
           { now, session, userPriceLevel: userPriceLevel(prices) },
           { n, keys: rows.keys, proposed: rows.proposed, scores: rows.scores, items: table },
+          at,
         );
-        scores = await lease.ranker.score(matrix, n);
+        const grouped = await lease.ranker.score(matrix, n);
+        const byRow = new Float32Array(n);
+        for (let i = 0; i < n; i++) byRow[i] = grouped[at[i] as number] as number;
+        scores = byRow;
       } finally {
         pool.give(matrix);
         lease.release();

@@ -230,14 +230,20 @@ export function fillFeatures(
 
 /**
  * Fills `out` (row-major, `rows.n * FEATURE_COUNT`, from offset 0) with the features of each
- * candidate row for one user.
+ * candidate row for one user: row i at matrix row `at[i]` (default i; features never depend on
+ * where a row is written, only on the rows' own order).
  *
  * Steps: (1) per-request values once: user-level features, the (share, 1/rank) of the user's
  * categories by category number, the recent/purchased item key -> 1/position maps, the
  * per-source reciprocal ranks; (2) one pass over the rows writing numbers only (column reads at
  * the row's key, no string lookups, no allocation per candidate).
  */
-export function fillFeatureRows(out: Float32Array, ctx: RankContext, rows: RankRows): void {
+export function fillFeatureRows(
+  out: Float32Array,
+  ctx: RankContext,
+  rows: RankRows,
+  at?: ArrayLike<number>,
+): void {
   const n = rows.n;
   if (out.length < n * FEATURE_COUNT) {
     throw new RangeError(`feature buffer holds ${out.length} values, need ${n * FEATURE_COUNT}`);
@@ -326,7 +332,7 @@ export function fillFeatureRows(out: Float32Array, ctx: RankContext, rows: RankR
 
   // (2) One row per candidate.
   for (let i = 0; i < n; i++) {
-    const o = i * FEATURE_COUNT;
+    const o = (at === undefined ? i : (at[i] as number)) * FEATURE_COUNT;
     let nSources = 0;
     for (let s = 0; s < NS; s++) {
       // Read back from (1b): rr > 0 exactly when the source proposed the item.

@@ -6,12 +6,14 @@ import {
   EMPTY_LIST,
   keepRows,
   mixCandidates,
+  modelRowOrder,
   NS,
   shownSource,
   type CandidateRows,
   type MixInput,
   type ScoredList,
 } from '../../../serving/candidates.js';
+import { ItemTable } from '../../../serving/item-table.js';
 import { SOURCES } from '../../../serving/rank-features.js';
 import { parseImpressions } from '../../../stream/impressions.js';
 import { IMPRESSIONS_OFFSET_FIELD, userImpressionsKey } from '../../../stream/keys.js';
@@ -159,6 +161,56 @@ describe('keepRows', () => {
       { itemId: 'c', scores: { batch: 2, popularity: 9 }, source: 'batch' },
     ]);
     assert.deepEqual(side, ['A', 'C']);
+  });
+});
+
+describe('modelRowOrder', () => {
+  it('groups rows by sources and catalog presence, keeping mix order within a group', () => {
+    const table = new ItemTable(1);
+    const rows = mixCandidates(
+      {
+        ...empty,
+        batch: list(s('a', 4), s('b', 3), s('c', 2), s('d', 1)),
+        trending: [list(s('t1', 9), s('b', 8), s('t2', 7))],
+        popular: list(s('p', 5), s('a', 1)),
+      },
+      10,
+      table,
+    );
+    const known = new Uint8Array(table.size);
+    for (const id of ['a', 'c', 't1', 't2', 'p']) known[table.find(id) as number] = 1;
+    const at = modelRowOrder(rows, known, new Uint32Array(rows.n));
+    // A permutation of 0..n-1.
+    assert.deepEqual(
+      Array.from(at).sort((x, y) => x - y),
+      Array.from({ length: rows.n }, (_, i) => i),
+    );
+    // Read back in model order: each group contiguous, groups in ascending key, mix order inside.
+    const inModelOrder: string[] = [];
+    rows.ids.forEach((id, i) => (inModelOrder[at[i] as number] = id));
+    const group = (id: string): number => {
+      const i = rows.ids.indexOf(id);
+      return (rows.proposed[i] as number) | (known[table.find(id) as number] ? 16 : 0);
+    };
+    const groups = inModelOrder.map(group);
+    assert.deepEqual(
+      groups,
+      [...groups].sort((x, y) => x - y),
+      'groups contiguous and ordered',
+    );
+    for (let j = 1; j < inModelOrder.length; j++) {
+      if (groups[j] === groups[j - 1]) {
+        assert.ok(
+          rows.ids.indexOf(inModelOrder[j] as string) >
+            rows.ids.indexOf(inModelOrder[j - 1] as string),
+          'mix order kept within a group',
+        );
+      }
+    }
+    // Items of the same sources are apart when only one is in the catalog: d (batch, not in the
+    // catalog) comes before c (batch, in it), although the mix put c first.
+    assert.ok(rows.ids.indexOf('d') > rows.ids.indexOf('c'));
+    assert.ok(inModelOrder.indexOf('d') < inModelOrder.indexOf('c'));
   });
 });
 
