@@ -62,7 +62,13 @@ import {
 import { ITEM_TABLE_LIMIT, ItemTable } from './item-table.js';
 import { startModelHolder, type ModelHolder } from './model.js';
 import { descendingOrder } from './order.js';
-import { FEATURE_COUNT, fillFeatureRows, SOURCES, userPriceLevel } from './rank-features.js';
+import {
+  FEATURE_COUNT,
+  fillFeatureRows,
+  popularityLog,
+  SOURCES,
+  userPriceLevel,
+} from './rank-features.js';
 import { startServedLog, type ServedLog } from './served-log.js';
 
 export interface FeedItem {
@@ -224,8 +230,8 @@ export function startFeedService(deps: FeedDeps): FeedService {
   const notePopularity = (table: ItemTable, list: ScoredList): void => {
     for (let i = 0; i < list.ids.length; i++) {
       const k = table.intern(list.ids[i] as string);
-      const known = table.popularity[k] as number;
-      if (known !== known) table.popularity[k] = list.scores[i] as number;
+      const known = table.popularityLog[k] as number;
+      if (known !== known) table.popularityLog[k] = popularityLog(list.scores[i] as number);
     }
   };
   const overallOf = (st: VersionState): Promise<ScoredList> => {

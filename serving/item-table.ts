@@ -9,7 +9,8 @@
  * typed-array read at that key:
  *   - catalog facts (in the catalog, available, price, createdAt, category), each with the time
  *     it was read, so the feed service can re-read entries older than its TTL;
- *   - popularity (what training used, from the batch version's `ipop` lists);
+ *   - popularity (what training used, from the batch version's `ipop` lists), and the price,
+ *     as the logarithms features use (computed once per item, not per feed);
  *   - co-visitation neighbour lists, and every cached list's keys (`keysOf`).
  *
  * One table belongs to one batch version (`version`): popularity and neighbours never change
@@ -25,6 +26,7 @@
  *   table.price[k]; // 49
  */
 import type { ScoredList } from './candidates.js';
+import { priceLog } from './rank-features.js';
 
 /** The catalog fields a table keeps (`CatalogItem` has them). */
 export interface CatalogFacts {
@@ -54,11 +56,13 @@ export class ItemTable {
   available: Uint8Array = new Uint8Array(1024);
   /** NaN when the catalog has no price. */
   price: Float64Array = new Float64Array(1024);
+  /** `priceLog` of the price (the feature; NaN when unknown). */
+  priceLog: Float64Array = new Float64Array(1024);
   createdAt: Float64Array = new Float64Array(1024);
   /** Category number (`categories`); read only where `known`. */
   category: Int32Array = new Int32Array(1024);
-  /** The item's train popularity in this version; NaN when not (yet) read. */
-  popularity: Float64Array = new Float64Array(1024).fill(Number.NaN);
+  /** The item's train popularity in this version, as `popularityLog`; NaN when not (yet) read. */
+  popularityLog: Float64Array = new Float64Array(1024).fill(Number.NaN);
   /** Per category number: 1 once the category's popularity list was read. */
   popularityRead: Uint8Array = new Uint8Array(64);
   /** Co-visitation neighbours per key: a list, null (none), or undefined (not read). */
@@ -137,6 +141,7 @@ export class ItemTable {
       this.known[k] = 0;
       this.available[k] = 0;
       this.price[k] = Number.NaN;
+      this.priceLog[k] = Number.NaN;
       this.createdAt[k] = 0;
       this.category[k] = 0;
       return;
@@ -144,6 +149,7 @@ export class ItemTable {
     this.known[k] = 1;
     this.available[k] = facts.isAvailable ? 1 : 0;
     this.price[k] = facts.price ?? Number.NaN;
+    this.priceLog[k] = priceLog(facts.price);
     this.createdAt[k] = facts.createdAt;
     this.category[k] = this.categoryOf(facts.categoryL1);
   }
@@ -184,11 +190,12 @@ export class ItemTable {
     this.known = u8(this.known);
     this.available = u8(this.available);
     this.price = f64(this.price);
+    this.priceLog = f64(this.priceLog);
     this.createdAt = f64(this.createdAt);
     const category = new Int32Array(capacity);
     category.set(this.category);
     this.category = category;
-    this.popularity = f64(this.popularity, Number.NaN);
+    this.popularityLog = f64(this.popularityLog, Number.NaN);
     this.stampOf = u32(this.stampOf);
     this.slotOf = u32(this.slotOf);
   }

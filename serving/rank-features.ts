@@ -134,14 +134,14 @@ let affinityScratch = new Float64Array(0);
 export interface ItemColumns {
   /** 1 when the item is in the catalog; the other columns are read only there. */
   readonly known: Uint8Array;
-  /** NaN when the catalog has no price. */
-  readonly price: Float64Array;
+  /** {@link priceLog} of the item's price: NaN when the catalog has no (usable) price. */
+  readonly priceLog: Float64Array;
   /** When the item entered the catalog, epoch ms. */
   readonly createdAt: Float64Array;
   /** Category number (`categoryIndex`). */
   readonly category: Int32Array;
-  /** Train popularity (a count; NaN or absent counts as 0). */
-  readonly popularity: Float64Array;
+  /** {@link popularityLog} of the item's train popularity; NaN counts as 0. */
+  readonly popularityLog: Float64Array;
   /** Category name -> its number in `category`. */
   readonly categoryIndex: ReadonlyMap<string, number>;
   /** The key of an item id, undefined for an id the columns do not have. */
@@ -180,10 +180,10 @@ export function fillFeatures(
   const categoryIndex = new Map<string, number>();
   const items = {
     known: new Uint8Array(n),
-    price: new Float64Array(n),
+    priceLog: new Float64Array(n),
     createdAt: new Float64Array(n),
     category: new Int32Array(n),
-    popularity: new Float64Array(n),
+    popularityLog: new Float64Array(n),
     categoryIndex,
     find: (id: string) => index.get(id),
   };
@@ -199,12 +199,12 @@ export function fillFeatures(
     const item = c.item;
     if (item === null) return;
     items.known[i] = 1;
-    items.price[i] = item.price ?? Number.NaN;
+    items.priceLog[i] = priceLog(item.price);
     items.createdAt[i] = item.createdAt;
     let cat = categoryIndex.get(item.categoryL1);
     if (cat === undefined) categoryIndex.set(item.categoryL1, (cat = categoryIndex.size));
     items.category[i] = cat;
-    items.popularity[i] = item.popularity;
+    items.popularityLog[i] = popularityLog(item.popularity);
   });
   const rows: RankRows = {
     n,
@@ -347,15 +347,15 @@ export function fillFeatureRows(
     const k = rows.keys[i] as number;
     if (items.known[k] === 1) {
       out[o + C_ITEM_KNOWN] = 1;
-      out[o + C_POP] = Math.log1p(Math.max(0, (items.popularity[k] as number) || 0));
+      const pl = items.popularityLog[k] as number;
+      out[o + C_POP] = pl === pl ? pl : 0;
       // Age in days on a log scale: the difference between 1 and 8 days old matters more than
       // between 100 and 107. A createdAt in the future counts as brand new.
       const createdAt = items.createdAt[k] as number;
       const ageMs = Number.isFinite(createdAt) ? Math.max(0, now - createdAt) : 0;
       out[o + C_AGE] = Math.log1p(ageMs / DAY_MS);
-      const price = items.price[k] as number;
-      if (Number.isFinite(price) && price >= 0) {
-        const lp = Math.log1p(price);
+      const lp = items.priceLog[k] as number;
+      if (lp === lp) {
         out[o + C_PRICE] = lp;
         out[o + C_PRICE_KNOWN] = 1;
         // Ratio on the log scale: 0 = the user's usual price level, +0.69 = about twice it.
@@ -391,6 +391,19 @@ export function fillFeatureRows(
     aff[2 * c] = 0;
     aff[2 * c + 1] = 0;
   }
+}
+
+/**
+ * The `item_popularity_log` feature of a popularity (a count; NaN or below 0 counts as 0). Per
+ * item, not per request: the item table keeps it, so a feed computes no logarithm for it.
+ */
+export function popularityLog(popularity: number): number {
+  return Math.log1p(Math.max(0, popularity || 0));
+}
+
+/** log1p(price) of a usable price (finite, at least 0), else NaN (the price is unknown). */
+export function priceLog(price: number | null): number {
+  return price !== null && Number.isFinite(price) && price >= 0 ? Math.log1p(price) : Number.NaN;
 }
 
 /**

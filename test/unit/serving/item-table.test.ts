@@ -6,6 +6,7 @@ import {
   FEATURE_COUNT,
   fillFeatureRows,
   fillFeatures,
+  popularityLog,
   type RankCandidate,
   type RankItem,
 } from '../../../serving/rank-features.js';
@@ -32,7 +33,7 @@ describe('item table', () => {
     assert.equal(table.available[a], 1);
     assert.equal(table.readAt[a], 5);
     assert.equal(table.categories[table.category[a] as number], 'shoes');
-    assert.ok(Number.isNaN(table.popularity[4999]), 'popularity not read yet is NaN');
+    assert.ok(Number.isNaN(table.popularityLog[4999]), 'popularity not read yet is NaN');
     assert.equal(table.known[4999], 0);
   });
 
@@ -90,7 +91,7 @@ describe('features from an item table (the serving path)', () => {
       const k = table.intern(id);
       const f = facts[id] ?? null;
       table.setFacts(k, NOW, f && { ...f, isAvailable: true });
-      if (f) table.popularity[k] = f.popularity;
+      if (f) table.popularityLog[k] = popularityLog(f.popularity);
     }
     const rows = mixCandidates(
       {
