@@ -32,6 +32,19 @@ describe('descendingOrder', () => {
     }
   });
 
+  it('agrees with a comparator sort on long, reversed, all-equal and sawtooth inputs', () => {
+    const inputs = [
+      Array.from({ length: 5000 }, (_, i) => Math.sin(i) * 1000),
+      Array.from({ length: 3000 }, (_, i) => i),
+      Array.from({ length: 2000 }, () => 0.5),
+      Array.from({ length: 2500 }, (_, i) => i % 17),
+    ];
+    for (const values of inputs) {
+      const n = values.length;
+      assert.deepEqual([...descendingOrder(values, n, new Uint32Array(n))], reference(values));
+    }
+  });
+
   it('only reads the first n values', () => {
     const out = descendingOrder([1, 2, 99], 2, new Uint32Array(2));
     assert.deepEqual([...out], [1, 0]);
