@@ -80,6 +80,10 @@ let best = new Float64Array(0);
 let bits = new Uint8Array(0);
 let values = new Float64Array(0);
 let order = new Uint32Array(0);
+let moved = new Int32Array(0);
+let slotKeys = new Int32Array(0);
+let bySource = new Int32Array(0);
+const sourceLength = new Int32Array(NS);
 const TAKEN = 0x80;
 
 /**
@@ -122,9 +126,15 @@ export function mixCandidates(
   const stampOf = table.stampOf;
   const slotOf = table.slotOf;
 
-  // (1) + (2): one slot per distinct item; per source, the slots it proposed.
-  const slotKeys: number[] = [];
-  const bySource: number[][] = [[], [], [], []];
+  // (1) + (2): one slot per distinct item (its key in `slotKeys`); per source s, the slots it
+  // proposed, at `bySource[s * total ..]` (`sourceLength[s]` of them).
+  if (slotKeys.length < total) {
+    slotKeys = new Int32Array(total * 2);
+    bySource = new Int32Array(NS * total * 2);
+  }
+  const stride = slotKeys.length;
+  let slots = 0;
+  sourceLength.fill(0);
   let at = 0;
   const addList = (s: number, list: ScoredList, divide: number): void => {
     const keys = keyLists[at++] as Int32Array;
@@ -136,16 +146,18 @@ export function mixCandidates(
       let k: number;
       if (stampOf[g] !== stamp) {
         stampOf[g] = stamp;
-        k = slotKeys.length;
+        k = slots++;
         slotOf[g] = k;
-        slotKeys.push(g);
+        slotKeys[k] = g;
         bits[k] = 0;
       } else k = slotOf[g] as number;
       const cell = k * NS + s;
       if (((bits[k] as number) & bit) === 0) {
         bits[k] = (bits[k] as number) | bit;
         best[cell] = score;
-        (bySource[s] as number[]).push(k);
+        const m = sourceLength[s] as number;
+        bySource[s * stride + m] = k;
+        sourceLength[s] = m + 1;
       } else if (score > (best[cell] as number)) best[cell] = score;
     }
   };
@@ -161,29 +173,33 @@ export function mixCandidates(
   // (`descendingOrder`). Lists usually arrive in that order already, so a linear check saves
   // most sorts.
   for (let s = 0; s < NS; s++) {
-    const list = bySource[s] as number[];
-    const m = list.length;
+    const base = s * stride;
+    const m = sourceLength[s] as number;
     let sorted = true;
     for (let i = 1; i < m && sorted; i++) {
       sorted =
-        (best[(list[i - 1] as number) * NS + s] as number) >=
-        (best[(list[i] as number) * NS + s] as number);
+        (best[(bySource[base + i - 1] as number) * NS + s] as number) >=
+        (best[(bySource[base + i] as number) * NS + s] as number);
     }
     if (sorted) continue;
     if (values.length < m) {
       values = new Float64Array(m * 2);
       order = new Uint32Array(m * 2);
+      moved = new Int32Array(m * 2);
     }
-    for (let i = 0; i < m; i++) values[i] = best[(list[i] as number) * NS + s] as number;
+    for (let i = 0; i < m; i++) {
+      const k = bySource[base + i] as number;
+      values[i] = best[k * NS + s] as number;
+      moved[i] = k;
+    }
     descendingOrder(values, m, order);
-    const slots = list.slice();
-    for (let r = 0; r < m; r++) list[r] = slots[order[r] as number] as number;
+    for (let r = 0; r < m; r++) bySource[base + r] = moved[order[r] as number] as number;
   }
 
   // (3) Round-robin by rank over the sources.
   let longest = 0;
-  for (const list of bySource) longest = Math.max(longest, list.length);
-  const size = Math.min(cap, slotKeys.length);
+  for (let s = 0; s < NS; s++) longest = Math.max(longest, sourceLength[s] as number);
+  const size = Math.min(cap, slots);
   const rows: CandidateRows = {
     n: 0,
     ids: [],
@@ -193,8 +209,9 @@ export function mixCandidates(
   };
   for (let rank = 0; rank < longest && rows.n < size; rank++) {
     for (let s = 0; s < NS && rows.n < size; s++) {
-      const k = (bySource[s] as number[])[rank];
-      if (k === undefined || ((bits[k] as number) & TAKEN) !== 0) continue;
+      if (rank >= (sourceLength[s] as number)) continue;
+      const k = bySource[s * stride + rank] as number;
+      if (((bits[k] as number) & TAKEN) !== 0) continue;
       const b = bits[k] as number;
       bits[k] = b | TAKEN;
       const i = rows.n++;
@@ -269,17 +286,18 @@ export function keepRows(
  * items) are never demoted, whatever the count says.
  */
 export function demoteFatigued<T>(
-  ranked: readonly T[],
+  ranked: ArrayLike<T>,
   idOf: (c: T) => string,
   impressions: ReadonlyMap<string, number>,
   threshold: number,
   interacted: Iterable<string> = [],
 ): T[] {
-  if (impressions.size === 0) return [...ranked];
+  if (impressions.size === 0) return Array.prototype.slice.call(ranked) as T[];
   const touched = new Set(interacted);
   const fresh: T[] = [];
   const tired: T[] = [];
-  for (const c of ranked) {
+  for (let i = 0; i < ranked.length; i++) {
+    const c = ranked[i] as T;
     const id = idOf(c);
     const n = impressions.get(id) ?? 0;
     if (n >= threshold && !touched.has(id)) tired.push(c);
@@ -292,13 +310,15 @@ export function demoteFatigued<T>(
  * The diversity rule: at most `maxPerCategory` items of one category in the first `top`
  * positions. Greedy: walk the ranked list; an item whose category is full is deferred (kept in
  * order) and placed after the top; if too few items qualify, the top is filled from the
- * deferred ones in order. Items of unknown category (null) are not limited.
+ * deferred ones in order. Items of unknown category (null) are not limited. Only the first
+ * `length` positions of the result are built (all by default).
  */
 export function diversify<T, K>(
-  ranked: readonly T[],
+  ranked: ArrayLike<T>,
   categoryOf: (c: T) => K | null,
   maxPerCategory: number,
   top = 10,
+  length = ranked.length,
 ): T[] {
   const head: T[] = [];
   const deferred: T[] = [];
@@ -317,7 +337,11 @@ export function diversify<T, K>(
       head.push(c);
     } else deferred.push(c);
   }
-  // Not enough variety to fill the top: the deferred ones fill it, best first.
-  while (head.length < top && deferred.length > 0) head.push(deferred.shift() as T);
-  return head.concat(deferred, ranked.slice(i));
+  // Not enough variety to fill the top: the deferred ones fill it, best first; then the
+  // deferred ones, then the rest in order.
+  const out = head;
+  for (let d = 0; d < deferred.length && out.length < length; d++) out.push(deferred[d] as T);
+  for (; i < ranked.length && out.length < length; i++) out.push(ranked[i] as T);
+  if (out.length > length) out.length = Math.max(0, length);
+  return out;
 }

@@ -483,20 +483,26 @@ export function startFeedService(deps: FeedDeps): FeedService {
       scores = Float64Array.from({ length: n }, (_, i) => 1 / (1 + i));
       if (record) unrankedFeeds.inc();
     }
-    const order = Array.from(descendingOrder(scores, n, new Uint32Array(n)));
-    const rested = demoteFatigued(
-      order,
-      (i) => rows.ids[i] as string,
-      impressions,
-      config.serving.fatigueImpressions,
-      session?.recent ?? [],
-    );
+    const order = descendingOrder(scores, n, new Uint32Array(n));
+    const rested =
+      impressions.size === 0
+        ? order
+        : demoteFatigued(
+            order,
+            (i) => rows.ids[i] as string,
+            impressions,
+            config.serving.fatigueImpressions,
+            session?.recent ?? [],
+          );
     const categoryOf = (i: number): number | null => {
       const k = rows.keys[i] as number;
       return table.known[k] === 1 ? (table.category[k] as number) : null;
     };
-    const top = diversify(rested, categoryOf, config.serving.maxPerCategory, DIVERSITY_TOP).slice(
-      0,
+    const top = diversify(
+      rested,
+      categoryOf,
+      config.serving.maxPerCategory,
+      DIVERSITY_TOP,
       Math.max(0, limit),
     );
     const feedItems: FeedItem[] = top.map((i) => ({

@@ -280,6 +280,25 @@ describe('diversify', () => {
     );
     assert.equal(new Set(top.map((c) => c.itemId)).size, 10);
   });
+
+  it('builds only the first `length` positions, the same as the whole list cut there', () => {
+    const cats = ['a', 'a', 'a', 'b', 'a', 'c', 'b', 'b', 'a', 'c', 'c', 'd', 'a', null, 'b'];
+    const ranked = cats.map((categoryL1, i) => ({ itemId: `i${i}`, categoryL1 }));
+    const whole = diversify(ranked, (c) => c.categoryL1, 2, 6);
+    assert.equal(whole.length, ranked.length);
+    for (let length = 0; length <= ranked.length + 2; length++) {
+      assert.deepEqual(
+        diversify(ranked, (c) => c.categoryL1, 2, 6, length),
+        whole.slice(0, length),
+      );
+    }
+    // A typed array of positions, as the feed service passes it.
+    const positions = Uint32Array.from(ranked, (_, i) => i);
+    assert.deepEqual(
+      diversify(positions, (i) => cats[i] ?? null, 2, 6, 8).map((i) => `i${i}`),
+      whole.slice(0, 8).map((c) => c.itemId),
+    );
+  });
 });
 
 describe('impressions keys', () => {
