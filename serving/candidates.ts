@@ -61,6 +61,13 @@ export interface CandidateRows {
   proposed: Uint8Array;
   /** The score `SOURCES[s]` gave candidate i, at `i * NS + s` (0 where not proposed). */
   scores: Float64Array;
+  /**
+   * Where candidate i stands among the candidates `SOURCES[s]` proposed, in that source's score
+   * order (float32 precision, equal scores in the order proposed), at `i * NS + s`; read only
+   * where proposed. Increasing, not contiguous, once `keepRows` dropped some. Features take
+   * their per-source ranks from it instead of sorting again (`RankRows.sourcePos`).
+   */
+  sourcePos: Int32Array;
 }
 
 /**
@@ -82,6 +89,7 @@ let values = new Float64Array(0);
 let order = new Uint32Array(0);
 let moved = new Int32Array(0);
 let slotKeys = new Int32Array(0);
+let rowOfSlot = new Int32Array(0);
 let bySource = new Int32Array(0);
 const sourceLength = new Int32Array(NS);
 const TAKEN = 0x80;
@@ -130,6 +138,7 @@ export function mixCandidates(
   // proposed, at `bySource[s * total ..]` (`sourceLength[s]` of them).
   if (slotKeys.length < total) {
     slotKeys = new Int32Array(total * 2);
+    rowOfSlot = new Int32Array(total * 2);
     bySource = new Int32Array(NS * total * 2);
   }
   const stride = slotKeys.length;
@@ -206,6 +215,7 @@ export function mixCandidates(
     keys: new Int32Array(size),
     proposed: new Uint8Array(size),
     scores: new Float64Array(size * NS),
+    sourcePos: new Int32Array(size * NS),
   };
   for (let rank = 0; rank < longest && rows.n < size; rank++) {
     for (let s = 0; s < NS && rows.n < size; s++) {
@@ -215,12 +225,22 @@ export function mixCandidates(
       const b = bits[k] as number;
       bits[k] = b | TAKEN;
       const i = rows.n++;
+      rowOfSlot[k] = i;
       const g = slotKeys[k] as number;
       rows.keys[i] = g;
       rows.ids.push(table.ids[g] as string);
       rows.proposed[i] = b;
       for (let t = 0; t < NS; t++)
         rows.scores[i * NS + t] = b & (1 << t) ? (best[k * NS + t] as number) : 0;
+    }
+  }
+  // Each source's rows in its order (the order of its slots above).
+  for (let s = 0; s < NS; s++) {
+    let p = 0;
+    for (let r = 0; r < (sourceLength[s] as number); r++) {
+      const k = bySource[s * stride + r] as number;
+      if (((bits[k] as number) & TAKEN) !== 0)
+        rows.sourcePos[(rowOfSlot[k] as number) * NS + s] = p++;
     }
   }
   return rows;
@@ -271,6 +291,7 @@ export function keepRows(
       rows.keys[w] = rows.keys[r] as number;
       rows.proposed[w] = rows.proposed[r] as number;
       rows.scores.copyWithin(w * NS, r * NS, r * NS + NS);
+      rows.sourcePos.copyWithin(w * NS, r * NS, r * NS + NS);
       for (const a of also) a[w] = a[r];
     }
     w++;

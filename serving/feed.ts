@@ -463,7 +463,14 @@ export function startFeedService(deps: FeedDeps): FeedService {
         fillFeatureRows(
           matrix,
           { now, session, userPriceLevel: userPriceLevel(prices) },
-          { n, keys: rows.keys, proposed: rows.proposed, scores: rows.scores, items: table },
+          {
+            n,
+            keys: rows.keys,
+            proposed: rows.proposed,
+            scores: rows.scores,
+            items: table,
+            sourcePos: rows.sourcePos,
+          },
           at,
         );
         const grouped = await lease.ranker.score(matrix, n);

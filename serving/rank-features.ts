@@ -123,6 +123,7 @@ let rrankScratch = new Float32Array(0);
 let valueScratch = new Float64Array(0);
 let rowScratch = new Uint32Array(0);
 let orderScratch = new Uint32Array(0);
+let placeScratch = new Int32Array(0);
 /** Per category number: affinity share at 2c, 1/rank at 2c + 1; zero outside a fill. */
 let affinityScratch = new Float64Array(0);
 
@@ -162,6 +163,13 @@ export interface RankRows {
   /** The score `SOURCES[s]` gave candidate i, at `i * SOURCES.length + s`. */
   scores: Float64Array;
   items: ItemColumns;
+  /**
+   * Optional, from mixing (`CandidateRows.sourcePos`): candidate i's position in source s's
+   * score order, at `i * SOURCES.length + s`. Without it each source's rows are sorted here;
+   * with it they are placed by position, and only rows of equal float32 score are put back in
+   * row order: the same ranks either way (unit-tested), without the sorts.
+   */
+  sourcePos?: Int32Array;
 }
 
 /**
@@ -313,10 +321,12 @@ export function fillFeatureRows(
   }
   const sc = scoreScratch;
   const rr = rrankScratch;
+  const pos = rows.sourcePos;
   for (let s = 0; s < NS; s++) {
     const base = s * n;
     const bit = 1 << s;
     let m = 0;
+    let last = -1;
     for (let i = 0; i < n; i++) {
       rr[base + i] = 0;
       if (((rows.proposed[i] as number) & bit) !== 0) {
@@ -324,10 +334,42 @@ export function fillFeatureRows(
         sc[base + i] = v;
         valueScratch[m] = v;
         rowScratch[m++] = i;
+        if (pos !== undefined) last = Math.max(last, pos[i * NS + s] as number);
       }
     }
-    const order = descendingOrder(valueScratch, m, orderScratch);
-    for (let r = 0; r < m; r++) rr[base + (rowScratch[order[r] as number] as number)] = 1 / (r + 1);
+    if (pos === undefined) {
+      const order = descendingOrder(valueScratch, m, orderScratch);
+      for (let r = 0; r < m; r++) {
+        rr[base + (rowScratch[order[r] as number] as number)] = 1 / (r + 1);
+      }
+      continue;
+    }
+    // By position (a counting placement), then rows of one float32 score in row order, which
+    // is how `descendingOrder` breaks ties.
+    if (placeScratch.length <= last) placeScratch = new Int32Array(2 * (last + 1));
+    placeScratch.fill(-1, 0, last + 1);
+    for (let j = 0; j < m; j++) {
+      const i = rowScratch[j] as number;
+      placeScratch[pos[i * NS + s] as number] = i;
+    }
+    let r = 0;
+    for (let p = 0; p <= last; p++) {
+      const i = placeScratch[p] as number;
+      if (i < 0) continue;
+      const key = rankKey(sc[base + i] as number);
+      let j = r - 1;
+      while (
+        j >= 0 &&
+        (rowScratch[j] as number) > i &&
+        rankKey(sc[base + (rowScratch[j] as number)] as number) === key
+      ) {
+        rowScratch[j + 1] = rowScratch[j] as number;
+        j--;
+      }
+      rowScratch[j + 1] = i;
+      r++;
+    }
+    for (let q = 0; q < m; q++) rr[base + (rowScratch[q] as number)] = 1 / (q + 1);
   }
 
   // (2) One row per candidate.
@@ -391,6 +433,11 @@ export function fillFeatureRows(
     aff[2 * c] = 0;
     aff[2 * c + 1] = 0;
   }
+}
+
+/** A score as `descendingOrder` compares it: float32 precision, NaN as -Infinity, -0 as 0. */
+function rankKey(v: number): number {
+  return v !== v ? -Infinity : Math.fround(v);
 }
 
 /**

@@ -132,3 +132,44 @@ describe('features from an item table (the serving path)', () => {
     );
   });
 });
+
+describe('per-source ranks from mixing (RankRows.sourcePos)', () => {
+  it('gives the features a sort gives, with ties, NaN and exclusions', () => {
+    let seed = 11;
+    const rand = (): number => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
+    // Few distinct scores (many ties), some equal only at float32 precision, some NaN.
+    const score = (): number => {
+      const r = rand();
+      if (r < 0.05) return Number.NaN;
+      if (r < 0.3) return 1 + (rand() < 0.5 ? 1e-9 : 0);
+      return Math.floor(rand() * 6) / 2;
+    };
+    const list = (n: number) => {
+      const ids = Array.from({ length: n }, () => `i${Math.floor(rand() * 120)}`);
+      return { ids, scores: ids.map(score) };
+    };
+    for (let round = 0; round < 200; round++) {
+      const table = new ItemTable(1);
+      const recent = ['r0', 'r1', 'r2'];
+      const rows = mixCandidates(
+        {
+          batch: list(Math.floor(rand() * 80)),
+          recent,
+          neighbours: new Map(recent.map((r) => [r, list(Math.floor(rand() * 30))])),
+          trending: [list(20), list(10)],
+          popular: list(Math.floor(rand() * 40)),
+        },
+        10 + Math.floor(rand() * 150),
+        table,
+      );
+      keepRows(rows, () => rand() > 0.2);
+      const sorted = new Float32Array(rows.n * FEATURE_COUNT);
+      const placed = new Float32Array(rows.n * FEATURE_COUNT);
+      const base = { n: rows.n, keys: rows.keys, proposed: rows.proposed, scores: rows.scores };
+      const ctx = { now: NOW, session: null, userPriceLevel: null };
+      fillFeatureRows(sorted, ctx, { ...base, items: table });
+      fillFeatureRows(placed, ctx, { ...base, items: table, sourcePos: rows.sourcePos });
+      assert.deepEqual(Array.from(placed), Array.from(sorted), `round ${round}`);
+    }
+  });
+});
