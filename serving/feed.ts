@@ -12,9 +12,10 @@
  *      (largest window) overall and in the 3 strongest categories (reused for a second), popular
  *      items (per batch version); mixed into at most `config.serving.candidates` candidates the
  *      way training mixes them (`candidates.ts`), as columns rather than an object each;
- *   3. the catalog facts of the candidates and the recent items (kept for `CATALOG_TTL_MS` in
- *      the batch version's `ItemTable`, which numbers the items and holds what serving knows
- *      about each in typed arrays); purchased and unavailable items are dropped;
+ *   3. the catalog facts of the candidates and the recent items (kept in the batch version's
+ *      `ItemTable`, which numbers the items and holds what serving knows about each in typed
+ *      arrays; re-read in the background once `CATALOG_TTL_MS` old); purchased and unavailable
+ *      items are dropped;
  *   4. features into a pooled Float32Array (`fillFeatureRows`, the code training runs too) and
  *      one ONNX run; ordered by score; items the user saw `fatigueImpressions` times without an
  *      interaction move after the rest; at most `maxPerCategory` items of one category in the
@@ -131,8 +132,9 @@ const NO_NEIGHBOURS: ReadonlyMap<string, ScoredList> = new Map();
  */
 const NEIGHBOUR_CACHE_LISTS = 20_000;
 /**
- * How long a catalog entry is trusted, ms. Entries written through `CatalogStore` are dropped at
- * once (CATALOG_CHANNEL, `itemsChanged`); this bounds staleness otherwise.
+ * How old a catalog entry gets before it is read again (in the background), ms. Entries written
+ * through `CatalogStore` are dropped at once (CATALOG_CHANNEL, `itemsChanged`) and read before
+ * use; this bounds staleness otherwise.
  */
 const CATALOG_TTL_MS = 5000;
 /** Feeds built (and thrown away) before the service reports ready, and users they are for. */
@@ -185,7 +187,7 @@ export function startFeedService(deps: FeedDeps): FeedService {
   const redis =
     deps.redis ?? createRedis(config.redis.url, 'recsys-serving', { autoPipelining: true });
   const trending = new TrendingStore(redis, config.trending);
-  // Catalog reads only: the item table keeps the entries (as columns), CATALOG_TTL_MS each.
+  // Catalog reads only: the item table keeps the entries (as columns).
   const catalog = new CatalogStore(redis, { cacheTtlMs: 0, cacheSize: 0 });
   const trendWindow = Math.max(...config.trending.windowsSec);
   const cap = config.serving.candidates;
@@ -274,23 +276,42 @@ export function startFeedService(deps: FeedDeps): FeedService {
   };
 
   /**
-   * Reads the catalog entries of the given keys that are missing or older than CATALOG_TTL_MS
-   * into the table (one pipelined round trip).
+   * Catalog facts of the given keys into the table. Keys never read (or forgotten after a
+   * change, `itemsChanged`) are read now, in one pipelined round trip the request waits for.
+   * Keys read CATALOG_TTL_MS ago or more are used as they are and read again in the
+   * background, once however many requests ask meanwhile: when entries expired, every request
+   * in flight used to read the same few hundred again, and wait for them.
    */
   const readFacts = async (table: ItemTable, keys: ArrayLike<number>, n: number, now: number) => {
     let missing: number[] | null = null;
+    let stale: number[] | null = null;
     for (let i = 0; i < n; i++) {
       const k = keys[i] as number;
       const at = table.readAt[k] as number;
-      if (at === 0 || now - at >= CATALOG_TTL_MS) (missing ??= []).push(k);
+      if (at === 0) (missing ??= []).push(k);
+      else if (now - at >= CATALOG_TTL_MS && table.refreshing[k] === 0) {
+        table.refreshing[k] = 1;
+        (stale ??= []).push(k);
+      }
     }
-    if (missing === null) return;
-    const unique = [...new Set(missing)];
+    if (stale !== null) {
+      const keys = stale;
+      fetchFacts(table, keys, now)
+        .catch((err: unknown) =>
+          log.warn({ err: (err as Error).message }, 'catalog refresh failed; retried on next use'),
+        )
+        .finally(() => {
+          for (const k of keys) table.refreshing[k] = 0;
+        });
+    }
+    if (missing !== null) await fetchFacts(table, [...new Set(missing)], now);
+  };
+  const fetchFacts = async (table: ItemTable, keys: number[], now: number): Promise<void> => {
     const forgets = table.forgets;
-    const found = await catalog.lookup(unique.map((k) => table.ids[k] as string));
+    const found = await catalog.lookup(keys.map((k) => table.ids[k] as string));
     // Changed while the read was in flight: the answer may predate the change.
     const at = table.forgets === forgets ? now : 0;
-    unique.forEach((k, j) => table.setFacts(k, at, found[j] ?? null));
+    keys.forEach((k, j) => table.setFacts(k, at, found[j] ?? null));
   };
 
   const trendingCache = new Map<string, { at: number; list: Promise<ScoredList> }>();

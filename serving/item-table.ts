@@ -51,6 +51,8 @@ export class ItemTable {
 
   /** When the catalog facts were read, epoch ms; 0 = never. */
   readAt: Float64Array = new Float64Array(1024);
+  /** 1 while the feed service re-reads the item's catalog facts. */
+  refreshing: Uint8Array = new Uint8Array(1024);
   /** 1 when the item is in the catalog (the other catalog columns are then set). */
   known: Uint8Array = new Uint8Array(1024);
   available: Uint8Array = new Uint8Array(1024);
@@ -187,6 +189,7 @@ export class ItemTable {
       return b;
     };
     this.readAt = f64(this.readAt);
+    this.refreshing = u8(this.refreshing);
     this.known = u8(this.known);
     this.available = u8(this.available);
     this.price = f64(this.price);
