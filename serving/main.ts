@@ -19,6 +19,14 @@ const log = createLogger(config.logLevel, 'recsys-serving');
 // one that dies, passes SIGTERM on, and aggregates the workers' metrics for /metrics. One Node
 // process tops out near one core.
 if (config.serving.workers > 1 && cluster.isPrimary) {
+  // Workers get a young generation of 8 MB semi-spaces instead of V8's 16 (unless a
+  // --max-semi-space-size is already given): a feed allocates some 50 KB, all short-lived, and
+  // the larger space mostly held garbage. In `npm run bench:serve` with 2 workers and 10,000
+  // sockets: 557 -> 503 MiB resident, with the same server CPU per feed and throughput.
+  const given = [...process.execArgv, process.env.NODE_OPTIONS ?? ''].join(' ');
+  if (!given.includes('--max-semi-space-size')) {
+    cluster.setupPrimary({ execArgv: [...process.execArgv, '--max-semi-space-size=8'] });
+  }
   let stopping = false;
   const fork = (): void => {
     cluster.fork().once('exit', (code, signal) => {
