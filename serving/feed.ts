@@ -472,6 +472,8 @@ export function startFeedService(deps: FeedDeps): FeedService {
     // 4. Rerank.
     const lease = models.acquire();
     let scores: ArrayLike<number>;
+    // The model's row order, the scores by row and the final order: one allocation.
+    const orderBuffer = new ArrayBuffer(12 * n);
     if (lease && n > 0) {
       const tr = performance.now();
       const matrix = pool.take(n);
@@ -480,7 +482,7 @@ export function startFeedService(deps: FeedDeps): FeedService {
           table.known[k] === 1 ? { price: priceOrNull(table.price[k] as number) } : null,
         );
         // The model sees the rows grouped (`modelRowOrder`); scores come back in row order.
-        const at = modelRowOrder(rows, table.known, new Uint32Array(n));
+        const at = modelRowOrder(rows, table.known, new Uint32Array(orderBuffer, 0, n));
         fillFeatureRows(
           matrix,
           { now, session, userPriceLevel: userPriceLevel(prices) },
@@ -495,7 +497,7 @@ export function startFeedService(deps: FeedDeps): FeedService {
           at,
         );
         const grouped = await lease.ranker.score(matrix, n);
-        const byRow = new Float32Array(n);
+        const byRow = new Float32Array(orderBuffer, 4 * n, n);
         for (let i = 0; i < n; i++) byRow[i] = grouped[at[i] as number] as number;
         scores = byRow;
       } finally {
@@ -511,7 +513,7 @@ export function startFeedService(deps: FeedDeps): FeedService {
       scores = Float64Array.from({ length: n }, (_, i) => 1 / (1 + i));
       if (record) unrankedFeeds.inc();
     }
-    const order = descendingOrder(scores, n, new Uint32Array(n));
+    const order = descendingOrder(scores, n, new Uint32Array(orderBuffer, 8 * n, n));
     const rested =
       impressions.size === 0
         ? order
