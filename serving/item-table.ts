@@ -16,8 +16,8 @@
  * One table belongs to one batch version (`version`): popularity and neighbours never change
  * within a version, and a new version starts a new table, so items that left the catalog do not
  * pile up. A request takes the table once and uses it throughout, so a table replaced while
- * the request waits on Redis stays consistent for it. A table past `limit` items is replaced
- * too (the feed service does that, between requests' reads).
+ * the request waits on Redis stays consistent for it. A table past {@link ITEM_TABLE_LIMIT}
+ * items is replaced too (the feed service does that when a request starts).
  *
  * @example
  *   const table = new ItemTable(7);
@@ -26,17 +26,14 @@
  *   table.price[k]; // 49
  */
 import type { ScoredList } from './candidates.js';
-import { priceLog } from './rank-features.js';
+import { priceLog, type ItemFacts } from './rank-features.js';
 
 /** The catalog fields a table keeps (`CatalogItem` has them). */
-export interface CatalogFacts {
-  categoryL1: string;
-  price: number | null;
+export interface CatalogFacts extends ItemFacts {
   isAvailable: boolean;
-  createdAt: number;
 }
 
-/** Default bound on the items one table holds before the feed service starts a new one. */
+/** The items one table holds before the feed service starts a new one. */
 export const ITEM_TABLE_LIMIT = 1_000_000;
 
 export class ItemTable {

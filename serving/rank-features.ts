@@ -1,7 +1,7 @@
 /**
- * The reranker's features, defined once: batch training (`batch/training-data.ts`) and online
- * serving (`serving/ranker.ts`) both fill their matrices with {@link fillFeatures}, so the two
- * cannot drift. The trained ONNX model carries {@link FEATURE_NAMES} in its metadata and the
+ * The reranker's features, defined once: batch training (`batch/rerank.ts`, through
+ * {@link fillFeatures}) and online serving (`serving/feed.ts`, on its columns) both fill their
+ * matrices with {@link fillFeatureRows}, so the two cannot drift. The trained ONNX model carries {@link FEATURE_NAMES} in its metadata and the
  * ranker refuses a model whose names differ.
  *
  * Changing a feature (its meaning or its position) means appending or renaming in
@@ -13,7 +13,7 @@
  *
  * @example
  *   const out = new Float32Array(candidates.length * FEATURE_COUNT);
- *   fillFeatures(out, { now, session, halfLifeMs, userPriceLevel: null }, candidates);
+ *   fillFeatures(out, { now, session, userPriceLevel: null }, candidates);
  *   const scores = await ranker.score(out, candidates.length);
  */
 import type { EventType } from '../schemas/index.js';
