@@ -165,7 +165,7 @@ describe('keepRows', () => {
 });
 
 describe('modelRowOrder', () => {
-  it('groups rows by sources and catalog presence, keeping mix order within a group', () => {
+  it('groups rows by sources and catalog presence, by rank in the first source within a group', () => {
     const table = new ItemTable(1);
     const rows = mixCandidates(
       {
@@ -198,12 +198,17 @@ describe('modelRowOrder', () => {
       [...groups].sort((x, y) => x - y),
       'groups contiguous and ordered',
     );
+    // Within a group, by rank in the group's first source.
+    const firstRank = (id: string): number => {
+      const i = rows.ids.indexOf(id);
+      const b = rows.proposed[i] as number;
+      return rows.sourcePos[i * NS + (31 - Math.clz32(b & -b))] as number;
+    };
     for (let j = 1; j < inModelOrder.length; j++) {
       if (groups[j] === groups[j - 1]) {
         assert.ok(
-          rows.ids.indexOf(inModelOrder[j] as string) >
-            rows.ids.indexOf(inModelOrder[j - 1] as string),
-          'mix order kept within a group',
+          firstRank(inModelOrder[j] as string) > firstRank(inModelOrder[j - 1] as string),
+          'rank order within a group',
         );
       }
     }
@@ -211,6 +216,26 @@ describe('modelRowOrder', () => {
     // catalog) comes before c (batch, in it), although the mix put c first.
     assert.ok(rows.ids.indexOf('d') > rows.ids.indexOf('c'));
     assert.ok(inModelOrder.indexOf('d') < inModelOrder.indexOf('c'));
+  });
+});
+
+describe('modelRowOrder within a group', () => {
+  it('follows the rank in the first source, not the mix order', () => {
+    const table = new ItemTable(1);
+    const rows = mixCandidates(
+      {
+        ...empty,
+        batch: list(s('p', 3), s('x', 2), s('y', 1)),
+        trending: [list(s('y', 9), s('x', 8))],
+      },
+      10,
+      table,
+    );
+    // Round robin: batch's p, trending's y, then batch's x.
+    assert.deepEqual(rows.ids, ['p', 'y', 'x']);
+    const at = modelRowOrder(rows, new Uint8Array(table.size).fill(1), new Uint32Array(rows.n));
+    // x and y share a group (batch and trending, known); batch ranks x first.
+    assert.deepEqual(Array.from(at), [0, 2, 1]);
   });
 });
 
