@@ -3,37 +3,22 @@
  * worker, yet every `/metrics` scrape (curl, each on a new connection) reports the requests of
  * both, so counters never go backwards between scrapes.
  */
-import { after, before, describe, it, type TestContext } from 'node:test';
+import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
-import { requireServices, uniq } from '../harness.js';
-import { curl, ServingProcess } from './server-process.js';
+import { uniq } from '../harness.js';
+import { curl, metricSample, suiteServer } from './server-process.js';
 
 const FEEDS = 60;
 
-/** The value of the first sample line of `name` whose labels include `labels`. */
-function sample(text: string, name: string, labels: string): number {
-  for (const line of text.split('\n')) {
-    if (line.startsWith(`${name}{`) && line.includes(labels)) return Number(line.split(' ').pop());
-  }
-  return Number.NaN;
-}
-
 describe('metrics of a multi-worker server', { timeout: 120_000 }, () => {
-  const server = new ServingProcess();
-  let skip = false;
-
-  before(async (t) => {
-    if (!(await requireServices(t as unknown as TestContext, 'redis', 'kafka'))) {
-      skip = true;
-      return;
-    }
-    await server.start({ RECSYS_SERVING_WORKERS: '2', RECSYS_RATE_LIMIT_PER_S: '1000' });
+  const { server, skipped } = suiteServer({
+    RECSYS_SERVING_WORKERS: '2',
+    RECSYS_RATE_LIMIT_PER_S: '1000',
   });
-  after(() => server.stop());
 
   it('every scrape counts the feeds of all workers', async (t) => {
-    if (skip) return t.skip('services down');
+    if (skipped()) return t.skip('services down');
     const user = uniq('u');
     const auth = ['-H', `authorization: Bearer ${await server.token(user)}`];
     // One curl per request: a new connection each, spread over the workers by the kernel.
@@ -46,11 +31,11 @@ describe('metrics of a multi-worker server', { timeout: 120_000 }, () => {
       const m = await curl(`${server.baseUrl}/metrics`);
       assert.equal(m.status, 200, m.body.slice(0, 500));
       assert.equal(
-        sample(m.body, 'recsys_http_request_seconds_count', route),
+        metricSample(m.body, 'recsys_http_request_seconds_count', route),
         FEEDS,
         'scrape ' + scrape,
       );
-      assert.equal(sample(m.body, 'recsys_feeds_total', 'ranked="false"'), FEEDS);
+      assert.equal(metricSample(m.body, 'recsys_feeds_total', 'ranked="false"'), FEEDS);
     }
     // Two workers do serve: without the aggregation a scrape would count only the feeds of the
     // worker it reached (60 connections all landing on one worker is a 2^-59 chance).

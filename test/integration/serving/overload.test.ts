@@ -4,26 +4,19 @@
  * with 503 `RECSYS_OVERLOADED` and `Retry-After`, the others with feeds, and the server serves
  * normally afterwards; the shed ones are counted on /metrics.
  */
-import { after, before, describe, it, type TestContext } from 'node:test';
+import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { requireServices, run, uniq } from '../harness.js';
-import { curl, ServingProcess } from './server-process.js';
+import { run, uniq } from '../harness.js';
+import { curl, metricSample, suiteServer } from './server-process.js';
 
 describe('load shedding', { timeout: 120_000 }, () => {
-  const server = new ServingProcess();
-  let skip = false;
-
-  before(async (t) => {
-    if (!(await requireServices(t as unknown as TestContext, 'redis', 'kafka'))) {
-      skip = true;
-      return;
-    }
-    await server.start({ RECSYS_SERVING_MAX_IN_FLIGHT: '1', RECSYS_RATE_LIMIT_PER_S: '100000' });
+  const { server, skipped } = suiteServer({
+    RECSYS_SERVING_MAX_IN_FLIGHT: '1',
+    RECSYS_RATE_LIMIT_PER_S: '100000',
   });
-  after(() => server.stop());
 
   it('answers past the in-flight bound with 503 at once and keeps serving', async (t) => {
-    if (skip) return t.skip('services down');
+    if (skipped()) return t.skip('services down');
     const user = uniq('u');
     const token = await server.token(user);
     const url = `${server.baseUrl}/v1/users/${user}/feed?limit=5`;
@@ -62,12 +55,12 @@ describe('load shedding', { timeout: 120_000 }, () => {
     const one = await run('curl', ['-s', '-H', `authorization: Bearer ${token}`, url]);
     assert.ok(one.stdout.includes('"items"'));
     const m = await curl(`${server.baseUrl}/metrics`);
-    const counted = Number(/^recsys_feed_shed_total\{[^}]*\} (\d+)/m.exec(m.body)?.[1]);
+    const counted = metricSample(m.body, 'recsys_feed_shed_total');
     assert.equal(counted, shed.length);
   });
 
   it('a shed request gets the JSON error', async (t) => {
-    if (skip) return t.skip('services down');
+    if (skipped()) return t.skip('services down');
     const user = uniq('u');
     const token = await server.token(user);
     const url = `${server.baseUrl}/v1/users/${user}/feed`;

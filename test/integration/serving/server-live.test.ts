@@ -5,7 +5,7 @@
  * frame after `PUBLISH` on FEATURE_CHANNEL), the demo page in headless Chromium, and SIGTERM
  * closing sockets with 1001.
  */
-import { after, before, describe, it, type TestContext } from 'node:test';
+import { before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -13,8 +13,8 @@ import { WebSocket } from 'ws';
 import { sleep } from '../../../core/retry.js';
 import type { Feed } from '../../../serving/feed.js';
 import { CatalogStore } from '../../../stream/catalog.js';
-import { requireServices, uniq } from '../harness.js';
-import { curl, publishFeatureChange, ServingProcess } from './server-process.js';
+import { uniq } from '../harness.js';
+import { curl, publishFeatureChange, suiteServer } from './server-process.js';
 
 interface Frame {
   type: string;
@@ -59,25 +59,20 @@ function connect(url: string, protocols?: string[]) {
 }
 
 describe('serving server (real process, real feed service)', { timeout: 180_000 }, () => {
-  const server = new ServingProcess();
+  const { server, skipped } = suiteServer({
+    RECSYS_RATE_LIMIT_PER_S: '1000',
+    RECSYS_LIVE_COALESCE_MS: '20',
+  });
   const alice = uniq('alice');
   const bob = uniq('bob');
   let aliceToken = '';
-  let skip = false;
 
-  before(async (t) => {
-    const ctx = t as unknown as TestContext;
-    if (!(await requireServices(ctx, 'redis', 'kafka'))) {
-      skip = true;
-      return;
-    }
-    await server.start({ RECSYS_RATE_LIMIT_PER_S: '1000', RECSYS_LIVE_COALESCE_MS: '20' });
-    aliceToken = await server.token(alice);
+  before(async () => {
+    if (!skipped()) aliceToken = await server.token(alice);
   });
-  after(() => server.stop());
 
   it('serves the token owner and nobody else over HTTP (curl)', async (t) => {
-    if (skip) return t.skip('services down');
+    if (skipped()) return t.skip('services down');
     const auth = ['-H', `authorization: Bearer ${aliceToken}`];
     const own = await curl(`${server.baseUrl}/v1/users/${alice}/feed?limit=5`, auth);
     assert.equal(own.status, 200, own.body);
@@ -92,7 +87,7 @@ describe('serving server (real process, real feed service)', { timeout: 180_000 
   });
 
   it('drops an item made unavailable at once (catalog change channel), not after its cache TTL', async (t) => {
-    if (skip) return t.skip('services down');
+    if (skipped()) return t.skip('services down');
     const auth = ['-H', `authorization: Bearer ${aliceToken}`];
     const ids = async (): Promise<string[]> => {
       const r = await curl(`${server.baseUrl}/v1/users/${alice}/feed?limit=9`, auth);
@@ -122,7 +117,7 @@ describe('serving server (real process, real feed service)', { timeout: 180_000 
   });
 
   it('answers malformed requests with JSON errors and keeps serving', async (t) => {
-    if (skip) return t.skip('services down');
+    if (skipped()) return t.skip('services down');
     const auth = ['-H', `authorization: Bearer ${aliceToken}`];
     const base = `${server.baseUrl}/v1/users/${alice}/feed`;
     const cases: Array<[string, string, string[], number, string]> = [
@@ -155,7 +150,7 @@ describe('serving server (real process, real feed service)', { timeout: 180_000 
   });
 
   it('answers CORS preflights', async (t) => {
-    if (skip) return t.skip('services down');
+    if (skipped()) return t.skip('services down');
     const res = await curl(`${server.baseUrl}/v1/users/${alice}/feed`, [
       '-X',
       'OPTIONS',
@@ -172,7 +167,7 @@ describe('serving server (real process, real feed service)', { timeout: 180_000 
   });
 
   it('refuses WebSocket upgrades without the right token', async (t) => {
-    if (skip) return t.skip('services down');
+    if (skipped()) return t.skip('services down');
     const none = connect(server.wsUrl);
     assert.deepEqual(
       { ...(await none.opened), body: undefined },
@@ -187,7 +182,7 @@ describe('serving server (real process, real feed service)', { timeout: 180_000 
   });
 
   it('pushes the feed on connect and a new one after PUBLISH on FEATURE_CHANNEL', async (t) => {
-    if (skip) return t.skip('services down');
+    if (skipped()) return t.skip('services down');
     // Token as a sub-protocol, as the browser page sends it.
     const c = connect(`${server.wsUrl}?limit=4`, ['recsys.feed.v1', `bearer.${aliceToken}`]);
     assert.deepEqual(await c.opened, { ok: true });
@@ -221,7 +216,7 @@ describe('serving server (real process, real feed service)', { timeout: 180_000 
   });
 
   it('the demo page renders the feed and animates an update in (headless Chromium)', async (t) => {
-    if (skip) return t.skip('services down');
+    if (skipped()) return t.skip('services down');
     const { chromium } = await import('playwright-core');
     const browser = await chromium.launch({
       executablePath: process.env.CHROMIUM_PATH ?? '/usr/bin/chromium',
@@ -257,7 +252,7 @@ describe('serving server (real process, real feed service)', { timeout: 180_000 
   });
 
   it('SIGTERM closes sockets with 1001 and exits 0', async (t) => {
-    if (skip) return t.skip('services down');
+    if (skipped()) return t.skip('services down');
     const c = connect(`${server.wsUrl}?token=${aliceToken}`);
     await c.frame(1);
     server.child.kill('SIGTERM');

@@ -5,6 +5,7 @@
  * topic; plus curl and `redis-cli PUBLISH` helpers.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { after, before, type TestContext } from 'node:test';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -16,7 +17,7 @@ import { CatalogStore } from '../../../stream/catalog.js';
 import { FEATURE_CHANNEL } from '../../../stream/keys.js';
 import { TrendingStore } from '../../../stream/trending.js';
 import { deleteTopics, freePort } from '../ingest/bridge-process.js';
-import { config as baseConfig, run, uniq } from '../harness.js';
+import { config as baseConfig, requireServices, run, uniq } from '../harness.js';
 
 export const DB = 13;
 const MAIN = join(process.cwd(), 'dist', 'serving', 'main.js');
@@ -159,4 +160,33 @@ export async function curl(url: string, args: string[] = []): Promise<CurlResult
     // not JSON
   }
   return { status: Number(res.stdout.slice(at + 1)), body, json };
+}
+
+/**
+ * The suite's server: started with `env` before its tests and stopped after them. When Redis or
+ * Kafka is down the tests skip (`skipped()`); under CI the hook fails instead.
+ */
+export function suiteServer(env: Record<string, string>): {
+  server: ServingProcess;
+  skipped: () => boolean;
+} {
+  const server = new ServingProcess();
+  let skip = false;
+  before(async (t) => {
+    if (!(await requireServices(t as unknown as TestContext, 'redis', 'kafka'))) {
+      skip = true;
+      return;
+    }
+    await server.start(env);
+  });
+  after(() => server.stop());
+  return { server, skipped: () => skip };
+}
+
+/** The value of the first sample line of metric `name` whose labels include `labels`. */
+export function metricSample(text: string, name: string, labels = ''): number {
+  for (const line of text.split('\n')) {
+    if (line.startsWith(`${name}{`) && line.includes(labels)) return Number(line.split(' ').pop());
+  }
+  return Number.NaN;
 }
