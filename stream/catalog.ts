@@ -171,11 +171,6 @@ export class CatalogStore {
     }
   }
 
-  /** Drops cached entries (a message on {@link CATALOG_CHANNEL}); the next read fetches them. */
-  forget(itemIds: Iterable<string>): void {
-    for (const id of itemIds) this.#cache.delete(id);
-  }
-
   /** The catalog entries of `itemIds` that exist (one pipelined round trip for cache misses). */
   async get(itemIds: Iterable<string>): Promise<Map<string, CatalogItem>> {
     const ids = [...new Set(itemIds)];
