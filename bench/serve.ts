@@ -17,7 +17,8 @@
  *    baseline: `GET /healthz` at 2,000/s, the floor of HTTP plus load generator on this machine.
  * 1. feed requests at fixed rates (BENCH_RATES, BENCH_DURATION_MS each; up to 200 candidates
  *    reranked per request) from vegeta (`vegeta.ts`, open loop): throughput, p50/p99, and the
- *    CPU the server, vegeta and Redis spent per second. The ramp stops at the first rate not
+ *    CPU spent per second by the server, vegeta, Redis, the stream roles (they count the served
+ *    log's impressions), Kafka and the whole machine. The ramp stops at the first rate not
  *    sustained (under 97% of the scheduled requests sent or answered 200, or p99 over 1 s).
  * 2. live push: BENCH_SUBSCRIBERS WebSocket subscribers; events for them are posted to the
  *    ingest's `POST /v1/events` at BENCH_EVENT_RATE/s; push latency = frame received - event
@@ -45,7 +46,7 @@ import { VERSIONS } from '../deploy/local/versions.js';
 import { mintToken, WS_PROTOCOL } from '../serving/auth.js';
 import { freePort, startReady, stopProcess } from './processes.js';
 import { seedFeatures } from './seed-features.js';
-import { attack, writeTargets, type AttackResult } from './vegeta.js';
+import { attack, pidOfCommand, writeTargets, type AttackResult } from './vegeta.js';
 
 const num = (name: string, fallback: number): number => Number(process.env[name] ?? fallback);
 const EVENTS = num('BENCH_EVENTS', 200_000);
@@ -198,11 +199,16 @@ async function main(): Promise<void> {
         `CPU/s ${JSON.stringify(r.cpu)}`,
     );
   const serverPid = server.pid as number;
+  // The rest of the feed's cost: the stream roles count the served log's impressions, and the
+  // broker takes the served log.
+  const kafkaPid = await pidOfCommand('kafka.Kafka');
+  const others: Record<string, number> = { stream: stream.pid as number };
+  if (kafkaPid !== null) others.kafka = kafkaPid;
 
   // 0. Warm-up, then the baseline.
-  const warmup = await attack(vegeta, feedTargets, 500, WARMUP_MS, { serverPid });
+  const warmup = await attack(vegeta, feedTargets, 500, WARMUP_MS, { serverPid, others });
   say('warm-up feed', warmup);
-  const baseline = await attack(vegeta, healthTargets, 2000, DURATION_MS, { serverPid });
+  const baseline = await attack(vegeta, healthTargets, 2000, DURATION_MS, { serverPid, others });
   say('baseline /healthz', baseline);
 
   // 1. Feed requests at fixed rates.
@@ -213,7 +219,7 @@ async function main(): Promise<void> {
     (r.statuses['200'] ?? 0) >= 0.97 * r.requests &&
     r.latencyMs.p99 <= 1000;
   for (const rate of RATES) {
-    const r = await attack(vegeta, feedTargets, rate, DURATION_MS, { serverPid });
+    const r = await attack(vegeta, feedTargets, rate, DURATION_MS, { serverPid, others });
     const serverCpuUsPerRequest = Math.round(
       ((r.cpu.server ?? 0) * 1e6) / Math.max(1, r.throughputPerSec),
     );

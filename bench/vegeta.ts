@@ -29,7 +29,11 @@ export interface AttackResult {
   successRatio: number;
   statuses: Record<string, number>;
   latencyMs: { mean: number; p50: number; p90: number; p95: number; p99: number; max: number };
-  /** CPU seconds per second of the attack, by process (server with its workers, vegeta, Redis). */
+  /**
+   * CPU seconds per second of the attack, by process: the server with its workers, vegeta,
+   * Redis, the other processes named in `options.others` (with their children), and `machine`,
+   * all the host's cores busy (from /proc/stat; includes the kernel's networking).
+   */
   cpu: Record<string, number>;
 }
 
@@ -82,6 +86,15 @@ async function treeCpu(pid: number): Promise<number> {
   return total;
 }
 
+/** Busy seconds of all cores (user, nice, system, irq, softirq, steal), from /proc/stat. */
+async function machineCpu(): Promise<number> {
+  const line = (await readFile('/proc/stat', 'utf8')).split('\n', 1)[0] as string;
+  const f = line.trim().split(/\s+/).slice(1).map(Number);
+  // user nice system idle iowait irq softirq steal
+  const busy = [0, 1, 2, 5, 6, 7].reduce((sum, i) => sum + (f[i] ?? 0), 0);
+  return busy / 100;
+}
+
 /** Pids of processes whose command name is `comm`. */
 async function pidsOf(comm: string): Promise<number[]> {
   const out: number[] = [];
@@ -93,24 +106,44 @@ async function pidsOf(comm: string): Promise<number[]> {
   return out;
 }
 
+/** The first process whose command line contains `text` (e.g. the Kafka broker's main class). */
+export async function pidOfCommand(text: string): Promise<number | null> {
+  for (const p of await readdir('/proc')) {
+    if (!/^\d+$/.test(p)) continue;
+    const cmdline = await readFile(`/proc/${p}/cmdline`, 'utf8').catch(() => '');
+    if (cmdline.includes(text)) return Number(p);
+  }
+  return null;
+}
+
 export async function attack(
   vegeta: string,
   targetsFile: string,
   rate: number,
   durationMs: number,
-  options: { serverPid?: number; connections?: number; maxWorkers?: number } = {},
+  options: {
+    serverPid?: number;
+    /** More processes to count, by name (each with its children). */
+    others?: Readonly<Record<string, number>>;
+    connections?: number;
+    maxWorkers?: number;
+  } = {},
 ): Promise<AttackResult> {
   const out = `${targetsFile}.${rate}.bin`;
   const redisPids = await pidsOf('redis-server');
   const sample = async (): Promise<Record<string, number>> => {
     let redis = 0;
     for (const p of redisPids) redis += await cpuSeconds(p);
-    return {
+    const sample: Record<string, number> = {
       server: options.serverPid ? await treeCpu(options.serverPid) : 0,
       // vegeta is this process's child: its CPU lands in our children's total when it exits.
       vegeta: await cpuSeconds('self', true),
       redis,
     };
+    for (const [name, pid] of Object.entries(options.others ?? {}))
+      sample[name] = await treeCpu(pid);
+    sample.machine = await machineCpu();
+    return sample;
   };
   const before = await sample();
   const t0 = performance.now();
