@@ -2,7 +2,7 @@
  * The feed service: builds, ranks and returns one user's feed, and logs every feed served.
  * The HTTP/WebSocket server calls {@link FeedService.getFeed}; nothing here knows about HTTP.
  *
- * One request, in steps (usually one Redis round trip; the connection is auto-pipelined, so
+ * One request, in steps (usually one Redis round trip; the connection coalesces writes, so
  * concurrent requests share writes):
  *   1. together: the user's session features, the live batch version, the user's impression
  *      counts, and the user's batch candidates of the version the previous request saw (read
@@ -185,7 +185,7 @@ export function startFeedService(deps: FeedDeps): FeedService {
   const log = deps.log.child({ component: 'feed' });
   const ownRedis = deps.redis === undefined;
   const redis =
-    deps.redis ?? createRedis(config.redis.url, 'recsys-serving', { autoPipelining: true });
+    deps.redis ?? createRedis(config.redis.url, 'recsys-serving', { coalesceWrites: true });
   const trending = new TrendingStore(redis, config.trending);
   // Catalog reads only: the item table keeps the entries (as columns).
   const catalog = new CatalogStore(redis, { cacheTtlMs: 0, cacheSize: 0 });
@@ -383,7 +383,7 @@ export function startFeedService(deps: FeedDeps): FeedService {
     const now = Date.now();
 
     // 1. Features, batch version, impressions, and the batch candidates of the version the last
-    // request saw: one round trip (auto-pipelined). When the version has just moved, the
+    // request saw: one round trip (one write). When the version has just moved, the
     // candidates are read again for the new one.
     const guessed = liveVersion;
     const known = guessed === null ? undefined : state?.users.get(userId);
@@ -613,7 +613,7 @@ export function startFeedService(deps: FeedDeps): FeedService {
       else if (hit !== null) out.set(id, hit);
     }
     if (missing === null) return out;
-    // GETs (auto-pipelined) rather than one MGET: the keys live in different cluster slots.
+    // GETs (in one write) rather than one MGET: the keys live in different cluster slots.
     const values = await Promise.all(missing.map((id) => redis.get(BATCH.neighbours(id, version))));
     missing.forEach((id, i) => {
       const list = decodeScored(values[i] ?? null);

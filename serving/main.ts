@@ -60,8 +60,8 @@ async function serve(): Promise<void> {
   const { startFeedService } = await import('./feed.js');
   const { startServing } = await import('./server.js');
   const metrics = createMetricsRegistry('serving');
-  // Feed requests issue a few commands each: auto-pipelining writes those of one tick at once.
-  const redis = createRedis(config.redis.url, 'recsys-serving', { autoPipelining: true });
+  // Feed requests issue a few commands each: those of one turn of the event loop go in one write.
+  const redis = createRedis(config.redis.url, 'recsys-serving', { coalesceWrites: true });
   const subscriber = createRedis(config.redis.url, 'recsys-serving-live');
   // Errors surface through /readyz and the retrying subscription; without a listener ioredis
   // would print every failed reconnect as an unhandled error event.

@@ -5,18 +5,24 @@ import { DependencyUnavailableError, withTimeout } from '../core/index.js';
 export type { Redis };
 
 /**
- * A Redis connection. `autoPipelining` sends the commands issued in one tick of the event loop
- * in one write (ioredis `enableAutoPipelining`): for a server whose concurrent requests each
- * issue a few commands, it saves most of the write system calls.
+ * A Redis connection. With `coalesceWrites`, the commands issued in one turn of the event loop
+ * leave in one write: the socket is corked at the first and uncorked by `setImmediate`, so a
+ * server whose concurrent requests each issue a few commands makes one system call (and Redis
+ * one read) per turn instead of one per command.
+ *
+ * This replaces ioredis' `enableAutoPipelining`, which batches the same way through a
+ * `Pipeline` object per turn: measured with 4,000 requests/s of HGETALL + GET + HGETALL, those
+ * objects outlived young-generation collections and filled the old generation (16 full
+ * collections in 10 s against 1, old space +8 to +12 MB), at 49-54 µs of client CPU per request
+ * against 33-40 µs corked; Redis' CPU per request was the same (6-7 µs; 11 µs uncorked).
  */
 export function createRedis(
   url: string,
   name: string,
-  options: { autoPipelining?: boolean } = {},
+  options: { coalesceWrites?: boolean } = {},
 ): Redis {
-  return new Redis(url, {
+  const redis = new Redis(url, {
     connectionName: name,
-    enableAutoPipelining: options.autoPipelining ?? false,
     // Commands wait while reconnecting instead of failing at once, but not forever.
     maxRetriesPerRequest: 3,
     enableOfflineQueue: true,
@@ -25,6 +31,33 @@ export function createRedis(
     retryStrategy: (times) => Math.min(100 * 2 ** Math.min(times, 6), 5000),
     lazyConnect: false,
   });
+  if (options.coalesceWrites) coalesceWrites(redis);
+  return redis;
+}
+
+/**
+ * Corks the connection's socket at the first command written in a turn of the event loop and
+ * uncorks it in the check phase, after the turn's I/O callbacks, so their commands go out in
+ * one write. Only commands written to the live connection are corked (not those given their
+ * own stream, nor those queued while offline); a socket replaced meanwhile is uncorked all the
+ * same.
+ */
+function coalesceWrites(redis: Redis): void {
+  const send = redis.sendCommand.bind(redis);
+  let corked: Redis['stream'] | null = null;
+  const uncork = (): void => {
+    const stream = corked;
+    corked = null;
+    stream?.uncork();
+  };
+  redis.sendCommand = (command, stream) => {
+    if (corked === null && stream === undefined && redis.status === 'ready') {
+      corked = redis.stream;
+      corked.cork();
+      setImmediate(uncork);
+    }
+    return send(command, stream);
+  };
 }
 
 export async function redisHealth(redis: Redis, timeoutMs: number): Promise<void> {

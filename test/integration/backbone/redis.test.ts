@@ -102,4 +102,66 @@ describe('redis', () => {
       await redis.quit();
     }
   });
+
+  test(
+    'coalesced writes: the commands of one turn leave in one write, the replies in order, and survive a reconnect',
+    { timeout: 30_000 },
+    async (t) => {
+      if (!(await requireServices(t, 'redis'))) return;
+      const key = `test:{u:${uniq('u')}}:coalesce`;
+      /** Writes reaching the socket of `redis`'s current connection. */
+      const countWrites = (redis: ReturnType<typeof createRedis>): { writes: number } => {
+        const count = { writes: 0 };
+        const stream = redis.stream as unknown as {
+          _write: (...args: unknown[]) => void;
+          _writev?: (...args: unknown[]) => void;
+        };
+        const write = stream._write.bind(stream);
+        const writev = stream._writev?.bind(stream);
+        stream._write = (...args) => {
+          count.writes++;
+          write(...args);
+        };
+        if (writev)
+          stream._writev = (...args) => {
+            count.writes++;
+            writev(...args);
+          };
+        return count;
+      };
+      const turn = (redis: ReturnType<typeof createRedis>) =>
+        Promise.all([
+          redis.set(key, '1'),
+          redis.incr(key),
+          redis.get(key),
+          redis.hset(key + ':h', 'a', 'x'),
+          redis.hgetall(key + ':h'),
+        ]);
+      const coalesced = createRedis(config.redis.url, 'test', { coalesceWrites: true });
+      const plain = createRedis(config.redis.url, 'test');
+      try {
+        await Promise.all([coalesced.ping(), plain.ping()]);
+        const one = countWrites(coalesced);
+        assert.deepEqual(await turn(coalesced), ['OK', 2, '2', 1, { a: 'x' }]);
+        assert.equal(one.writes, 1, 'five commands issued in one turn, one write');
+        assert.equal(await coalesced.get(key), '2');
+        assert.equal(one.writes, 2, 'the next turn writes again (the socket was uncorked)');
+        // The same commands without coalescing: one write each (what the count would miss).
+        const five = countWrites(plain);
+        await turn(plain);
+        assert.equal(five.writes, 5);
+
+        // The connection drops while its socket is corked: ioredis reconnects and sends the
+        // commands again; the new socket is not left corked.
+        const pending = turn(coalesced);
+        coalesced.stream.destroy();
+        assert.deepEqual(await pending, ['OK', 2, '2', 0, { a: 'x' }]);
+        assert.equal(coalesced.stream.writableCorked, 0);
+        assert.equal(await coalesced.incr(key), 3);
+      } finally {
+        await plain.del(key, key + ':h');
+        await Promise.all([coalesced.quit(), plain.quit()]);
+      }
+    },
+  );
 });
