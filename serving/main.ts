@@ -19,14 +19,20 @@ const log = createLogger(config.logLevel, 'recsys-serving');
 // one that dies, passes SIGTERM on, and aggregates the workers' metrics for /metrics. One Node
 // process tops out near one core.
 if (config.serving.workers > 1 && cluster.isPrimary) {
-  // Workers get a young generation of 8 MB semi-spaces instead of V8's 16 (unless a
-  // --max-semi-space-size is already given): a feed allocates some 50 KB, all short-lived, and
-  // the larger space mostly held garbage. In `npm run bench:serve` with 2 workers and 10,000
-  // sockets: 557 -> 503 MiB resident, with the same server CPU per feed and throughput.
+  // Two V8 options for the workers, each unless already given (in execArgv or NODE_OPTIONS):
+  // - a young generation of 8 MB semi-spaces instead of V8's 16: a feed allocates some 50 KB,
+  //   all short-lived, and the larger space mostly held garbage. In `npm run bench:serve` with
+  //   2 workers and 10,000 sockets: 557 -> 503 MiB resident, with the same server CPU per feed;
+  // - one V8 platform thread instead of 4 (garbage collection helpers, compilation): on a small
+  //   host the workers' threads wait for a core more than they run (at 2,000 feeds/s the main
+  //   threads waited 0.4-0.5 s in the run queue per second of running), and every scavenge
+  //   woke 4 helpers per worker. bench:serve, alternating, 2 rounds each: p99 at 1,000/s
+  //   7.1-9.4 -> 3.6-4.3 ms, at 2,000/s 14.9-16.8 -> 7.6-8.5 ms, with the same server CPU.
   const given = [...process.execArgv, process.env.NODE_OPTIONS ?? ''].join(' ');
-  if (!given.includes('--max-semi-space-size')) {
-    cluster.setupPrimary({ execArgv: [...process.execArgv, '--max-semi-space-size=8'] });
-  }
+  const defaults = ['--max-semi-space-size=8', '--v8-pool-size=1'].filter(
+    (flag) => !given.includes(flag.split('=')[0] as string),
+  );
+  if (defaults.length > 0) cluster.setupPrimary({ execArgv: [...process.execArgv, ...defaults] });
   let stopping = false;
   const fork = (): void => {
     cluster.fork().once('exit', (code, signal) => {
