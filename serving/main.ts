@@ -24,9 +24,8 @@ if (config.serving.workers > 1 && cluster.isPrimary) {
   //   all short-lived, and the larger space mostly held garbage. In `npm run bench:serve` with
   //   2 workers and 10,000 sockets: 557 -> 503 MiB resident, with the same server CPU per feed;
   // - one V8 platform thread instead of 4 (garbage collection helpers, compilation): on a small
-  //   host the workers' threads wait for a core more than they run (at 2,000 feeds/s the main
-  //   threads waited 0.4-0.5 s in the run queue per second of running), and every scavenge
-  //   woke 4 helpers per worker. bench:serve, alternating, 2 rounds each: p99 at 1,000/s
+  //   host the workers wait for a core (at 2,000 feeds/s their main threads waited 0.4-0.5 s
+  //   in the run queue per second of running), and every scavenge woke 4 helpers per worker. bench:serve, alternating, 2 rounds each: p99 at 1,000/s
   //   7.1-9.4 -> 3.6-4.3 ms, at 2,000/s 14.9-16.8 -> 7.6-8.5 ms, with the same server CPU.
   const given = [...process.execArgv, process.env.NODE_OPTIONS ?? ''].join(' ');
   const defaults = ['--max-semi-space-size=8', '--v8-pool-size=1'].filter(
