@@ -25,8 +25,9 @@ if (config.serving.workers > 1 && cluster.isPrimary) {
   //   2 workers and 10,000 sockets: 557 -> 503 MiB resident, with the same server CPU per feed;
   // - one V8 platform thread instead of 4 (garbage collection helpers, compilation): on a small
   //   host the workers wait for a core (at 2,000 feeds/s their main threads waited 0.4-0.5 s
-  //   in the run queue per second of running), and every scavenge woke 4 helpers per worker. bench:serve, alternating, 2 rounds each: p99 at 1,000/s
-  //   7.1-9.4 -> 3.6-4.3 ms, at 2,000/s 14.9-16.8 -> 7.6-8.5 ms, with the same server CPU.
+  //   in the run queue per second of running), and every scavenge woke 4 helpers per worker.
+  //   bench:serve, 4 alternating rounds each: p99 at 2,000/s 9.7-16.8 -> 5.8-8.5 ms, at
+  //   1,000/s 4.1-9.4 -> 3.6-4.7 ms; the same server CPU and 5,000/s peak.
   const given = [...process.execArgv, process.env.NODE_OPTIONS ?? ''].join(' ');
   const defaults = ['--max-semi-space-size=8', '--v8-pool-size=1'].filter(
     (flag) => !given.includes(flag.split('=')[0] as string),
