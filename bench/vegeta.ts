@@ -95,25 +95,28 @@ async function machineCpu(): Promise<number> {
   return busy / 100;
 }
 
-/** Pids of processes whose command name is `comm`. */
-async function pidsOf(comm: string): Promise<number[]> {
+/** Pids of the processes whose `/proc/<pid>/<file>` text passes `test`, in /proc's order. */
+async function pidsWhere(
+  file: 'comm' | 'cmdline',
+  test: (text: string) => boolean,
+): Promise<number[]> {
   const out: number[] = [];
   for (const p of await readdir('/proc')) {
     if (!/^\d+$/.test(p)) continue;
-    const name = await readFile(`/proc/${p}/comm`, 'utf8').catch(() => '');
-    if (name.trim() === comm) out.push(Number(p));
+    const text = await readFile(`/proc/${p}/${file}`, 'utf8').catch(() => '');
+    if (test(text)) out.push(Number(p));
   }
   return out;
 }
 
+/** Pids of processes whose command name is `comm`. */
+const pidsOf = (comm: string): Promise<number[]> =>
+  pidsWhere('comm', (name) => name.trim() === comm);
+
 /** The first process whose command line contains `text` (e.g. the Kafka broker's main class). */
 export async function pidOfCommand(text: string): Promise<number | null> {
-  for (const p of await readdir('/proc')) {
-    if (!/^\d+$/.test(p)) continue;
-    const cmdline = await readFile(`/proc/${p}/cmdline`, 'utf8').catch(() => '');
-    if (cmdline.includes(text)) return Number(p);
-  }
-  return null;
+  const [pid] = await pidsWhere('cmdline', (cmdline) => cmdline.includes(text));
+  return pid ?? null;
 }
 
 export async function attack(

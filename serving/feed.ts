@@ -359,6 +359,7 @@ export function startFeedService(deps: FeedDeps): FeedService {
     registers: [metrics],
   });
   const rankedFeeds = feedsTotal.labels('true');
+  const unrankedFeeds = feedsTotal.labels('false');
   const userCacheTotal = new Counter({
     name: 'recsys_feed_user_cache_total',
     help: "feeds whose user's batch candidates were in memory (hit) or read from Redis (miss)",
@@ -367,7 +368,6 @@ export function startFeedService(deps: FeedDeps): FeedService {
   });
   const userCacheHits = userCacheTotal.labels('hit');
   const userCacheMisses = userCacheTotal.labels('miss');
-  const unrankedFeeds = feedsTotal.labels('false');
 
   const models: ModelHolder = startModelHolder({
     registry: openRegistry(config.batch, log),
