@@ -157,6 +157,10 @@ export async function attack(
     `-duration=${durationMs}ms`,
     `-connections=${options.connections ?? 64}`,
     `-max-workers=${options.maxWorkers ?? 1024}`,
+    // Bodies are read to the end but not kept: only statuses and timings are reported, and
+    // writing every body into the results file cost vegeta CPU on the server's two cores
+    // (0.39-0.41 cores at 5,000/s with bodies kept, 0.37-0.38 without, 2 rounds each).
+    '-max-body=0',
     '-timeout=10s',
     `-output=${out}`,
   ]);
