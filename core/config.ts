@@ -355,6 +355,11 @@ export const VARIABLES: readonly VariableDoc[] = [
     doc: 'feed requests one server process works on at once; beyond, 503 with Retry-After (load shedding)',
   },
   {
+    name: 'RECSYS_SERVING_CATALOG_TTL_MS',
+    default: '60000',
+    doc: "how old the server's copy of an item's catalog facts gets before it is read again without a change message, ms (changes arrive at once over `recsys:catalog:changed`)",
+  },
+  {
     name: 'RECSYS_SERVED_LINGER_MS',
     default: '50',
     doc: 'how long the server gathers served-feed records into one Kafka batch, ms (off the request path)',
@@ -496,6 +501,8 @@ export interface ServingConfig {
   liveCoalesceMs: number;
   wsMaxBufferedBytes: number;
   servedLingerMs: number;
+  /** Age at which cached catalog facts are read again without a change message, ms. */
+  catalogTtlMs: number;
   maxInFlight: number;
   workers: number;
 }
@@ -700,6 +707,7 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
       liveCoalesceMs: int('RECSYS_LIVE_COALESCE_MS', 0, 10_000),
       wsMaxBufferedBytes: int('RECSYS_WS_MAX_BUFFERED_BYTES', 1024),
       servedLingerMs: int('RECSYS_SERVED_LINGER_MS', 0, 10_000),
+      catalogTtlMs: int('RECSYS_SERVING_CATALOG_TTL_MS', 100, 86_400_000),
       maxInFlight: int('RECSYS_SERVING_MAX_IN_FLIGHT', 1, 1_000_000),
       workers: int('RECSYS_SERVING_WORKERS', 1, 64),
     },

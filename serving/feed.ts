@@ -14,7 +14,7 @@
  *      way training mixes them (`candidates.ts`), as columns rather than an object each;
  *   3. the catalog facts of the candidates and the recent items (kept in the batch version's
  *      `ItemTable`, which numbers the items and holds what serving knows about each in typed
- *      arrays; re-read in the background once `CATALOG_TTL_MS` old); purchased and unavailable
+ *      arrays; re-read in the background once `catalogTtlMs` old); purchased and unavailable
  *      items are dropped;
  *   4. features into a pooled Float32Array (`fillFeatureRows`, the code training runs too) and
  *      one ONNX run; ordered by score; items the user saw `fatigueImpressions` times without an
@@ -98,8 +98,11 @@ export interface FeedService {
   }>;
   /** Current model version, or null before one is loaded. */
   modelVersion(): string | null;
-  /** Catalog entries changed (CATALOG_CHANNEL): their cached copies are dropped. */
-  itemsChanged(itemIds: readonly string[]): void;
+  /**
+   * Catalog entries changed (CATALOG_CHANNEL): their cached copies are dropped; with no ids,
+   * every cached entry is (change messages may have been missed).
+   */
+  itemsChanged(itemIds?: readonly string[]): void;
   close(): Promise<void>;
 }
 
@@ -131,12 +134,6 @@ const NO_NEIGHBOURS: ReadonlyMap<string, ScoredList> = new Map();
  * some 3 KB, so about 60 MB at most; recent items follow item popularity, so most reads hit.
  */
 const NEIGHBOUR_CACHE_LISTS = 20_000;
-/**
- * How old a catalog entry gets before it is read again (in the background), ms. Entries written
- * through `CatalogStore` are dropped at once (CATALOG_CHANNEL, `itemsChanged`) and read before
- * use; this bounds staleness otherwise.
- */
-const CATALOG_TTL_MS = 5000;
 /** Feeds built (and thrown away) before the service reports ready, and users they are for. */
 const WARMUP_FEEDS = 1000;
 const WARMUP_USERS = 500;
@@ -191,6 +188,12 @@ export function startFeedService(deps: FeedDeps): FeedService {
   const catalog = new CatalogStore(redis, { cacheTtlMs: 0, cacheSize: 0 });
   const trendWindow = Math.max(...config.trending.windowsSec);
   const cap = config.serving.candidates;
+  // Entries written through `CatalogStore` are dropped at once (CATALOG_CHANNEL,
+  // `itemsChanged`) and read before use, and all of them after the subscriber reconnects; the
+  // TTL only bounds staleness when a change was never announced. At 5 s it re-read every item
+  // in use every 5 s in each process: some 800 reads a second for the bench's 2,000 items,
+  // and it grows with the catalog, not with traffic.
+  const catalogTtlMs = config.serving.catalogTtlMs;
   const userCacheSize = config.serving.userCache;
   const pool = new MatrixPool();
   /** The batch version the latest request read (the next reads its candidates in the first trip). */
@@ -278,7 +281,7 @@ export function startFeedService(deps: FeedDeps): FeedService {
   /**
    * Catalog facts of the given keys into the table. Keys never read (or forgotten after a
    * change, `itemsChanged`) are read now, in one pipelined round trip the request waits for.
-   * Keys read CATALOG_TTL_MS ago or more are used as they are and read again in the
+   * Keys read `catalogTtlMs` ago or more are used as they are and read again in the
    * background, once however many requests ask meanwhile: when entries expired, every request
    * in flight used to read the same few hundred again, and wait for them.
    */
@@ -289,7 +292,7 @@ export function startFeedService(deps: FeedDeps): FeedService {
       const k = keys[i] as number;
       const at = table.readAt[k] as number;
       if (at === 0) (missing ??= []).push(k);
-      else if (now - at >= CATALOG_TTL_MS && table.refreshing[k] === 0) {
+      else if (now - at >= catalogTtlMs && table.refreshing[k] === 0) {
         table.refreshing[k] = 1;
         (stale ??= []).push(k);
       }

@@ -159,9 +159,16 @@ export class ItemTable {
    */
   forgets = 0;
 
-  /** Forgets the catalog facts of these items (they are read again on next use). */
-  forgetFacts(itemIds: Iterable<string>): void {
+  /**
+   * Forgets the catalog facts of these items, or of every item when none are named (they are
+   * read again on next use).
+   */
+  forgetFacts(itemIds?: Iterable<string>): void {
     this.forgets++;
+    if (itemIds === undefined) {
+      this.readAt.fill(0);
+      return;
+    }
     for (const id of itemIds) {
       const k = this.#index.get(id);
       if (k !== undefined) this.readAt[k] = 0;

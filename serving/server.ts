@@ -464,8 +464,9 @@ export async function startServing(deps: ServingDeps): Promise<Serving> {
     const onChange = (userId: string): void => hub.featureChanged(userId);
     // Redis may be down at start: keep trying in the background while /readyz says so.
     // Catalog changes drop the feed service's cached entries (an item made unavailable leaves
-    // feeds at once, not after the cache's 5 s).
+    // feeds at once, not after the cache's TTL).
     const onCatalog = feed.itemsChanged?.bind(feed);
+    let missedChanges = false;
     retry(() => subscribeFeatureChanges(redisSubscriber, onChange, onCatalog), {
       attempts: Number.POSITIVE_INFINITY,
       initialDelayMs: 250,
@@ -473,6 +474,7 @@ export async function startServing(deps: ServingDeps): Promise<Serving> {
       signal: stopSubscribing.signal,
       retriable: () => true,
       onRetry: (err) => {
+        missedChanges = true;
         subscribeError = (err as Error).message;
         log.warn({ err: subscribeError }, 'cannot subscribe to feature changes; retrying');
       },
@@ -480,12 +482,17 @@ export async function startServing(deps: ServingDeps): Promise<Serving> {
       (stop) => {
         unsubscribe = stop;
         subscribed = true;
+        // Feeds built while subscribing failed may have cached entries changed meanwhile.
+        if (missedChanges) onCatalog?.();
         // ioredis resubscribes by itself after a reconnect.
         redisSubscriber.on('close', () => {
           subscribed = false;
           subscribeError = 'redis subscriber connection closed';
         });
         redisSubscriber.on('ready', () => {
+          // Changes published while the connection was down were never heard: every cached
+          // catalog entry is read again before its next use.
+          if (!subscribed) onCatalog?.();
           subscribed = true;
         });
       },

@@ -142,6 +142,8 @@ describe('feed service', { timeout: 600_000 }, () => {
       MLFLOW_TRACKING_URI: '',
       RECSYS_MODEL_MIN_NDCG: '0',
       RECSYS_MODEL_POLL_MS: '200',
+      // Short, so the test of an unannounced catalog change sees the TTL re-read.
+      RECSYS_SERVING_CATALOG_TTL_MS: '1000',
       RECSYS_TOPIC_SERVED: uniq('test.served'),
     });
     redis = new Redis(config.redis.url, { maxRetriesPerRequest: 2 });
@@ -199,8 +201,10 @@ describe('feed service', { timeout: 600_000 }, () => {
     assert.ok(goneItem);
     await catalog.upsert([{ ...goneItem, isAvailable: false }]);
     await new FeatureStore(redis, config.features).apply(events(user, [[bought, 'purchase']]));
-    // A purchase counts at once (the user's features are read per request); an item made
-    // unavailable drops out once the service's catalog cache (5 s) has it again, and the
+    // A purchase counts at once (the user's features are read per request). Nothing here
+    // forwards the catalog change message to the service (the server does, see
+    // server-live.test.ts), so the item made unavailable drops out once the service's cached
+    // copy is older than RECSYS_SERVING_CATALOG_TTL_MS (1 s here) and was read again; the
     // warm-up may have just cached it as available.
     const feed = await (feeds as FeedService).getFeed(user, 100);
     assert.ok(feed.items.length > 0);

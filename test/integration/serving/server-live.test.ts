@@ -13,8 +13,9 @@ import { WebSocket } from 'ws';
 import { sleep } from '../../../core/retry.js';
 import type { Feed } from '../../../serving/feed.js';
 import { CatalogStore } from '../../../stream/catalog.js';
+import { CATALOG_CHANNEL, ITEM_FIELDS, itemKey } from '../../../stream/keys.js';
 import { uniq } from '../harness.js';
-import { curl, publishFeatureChange, suiteServer } from './server-process.js';
+import { curl, publishFeatureChange, redisCli, suiteServer } from './server-process.js';
 
 interface Frame {
   type: string;
@@ -113,6 +114,42 @@ describe('serving server (real process, real feed service)', { timeout: 180_000 
       t.diagnostic(`unavailable item gone from the feed ${ms} ms after the catalog write`);
     } finally {
       await catalog.upsert([entry]);
+    }
+  });
+
+  it('reads every cached catalog entry again after its change subscription reconnects', async (t) => {
+    if (skipped()) return t.skip('services down');
+    const auth = ['-H', `authorization: Bearer ${aliceToken}`];
+    const ids = async (): Promise<string[]> => {
+      const r = await curl(`${server.baseUrl}/v1/users/${alice}/feed?limit=9`, auth);
+      assert.equal(r.status, 200, r.body);
+      return (r.json as Feed).items.map((i) => i.itemId);
+    };
+    assert.ok((await ids()).includes('it-2'), 'it-2 served (and now in the server cache)');
+    // A change nobody announced (its message lost, as while the subscriber is disconnected):
+    // written with redis-cli, no PUBLISH. The cache would keep serving it-2 until its TTL.
+    await redisCli('HSET', itemKey('it-2'), ITEM_FIELDS.isAvailable, '0');
+    try {
+      assert.ok((await ids()).includes('it-2'), 'unannounced change unseen (still cached)');
+      const clients = await redisCli('CLIENT', 'LIST', 'TYPE', 'pubsub');
+      const live = clients
+        .split('\n')
+        .filter((line) => / name=recsys-serving-live /.test(line))
+        .map((line) => /(?:^|\s)id=(\d+)/.exec(line)?.[1] as string);
+      assert.equal(live.length, 1, `one live subscriber connection:\n${clients}`);
+      const t0 = Date.now();
+      await redisCli('CLIENT', 'KILL', 'ID', live[0] as string);
+      let served = await ids();
+      while (served.includes('it-2') && Date.now() - t0 < 10_000) {
+        await sleep(50);
+        served = await ids();
+      }
+      const ms = Date.now() - t0;
+      assert.ok(!served.includes('it-2'), 'unavailable item still served 10 s after the reconnect');
+      t.diagnostic(`after the subscriber was killed, the unavailable item left in ${ms} ms`);
+    } finally {
+      await redisCli('HSET', itemKey('it-2'), ITEM_FIELDS.isAvailable, '1');
+      await redisCli('PUBLISH', CATALOG_CHANNEL, 'it-2');
     }
   });
 

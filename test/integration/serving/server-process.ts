@@ -125,19 +125,25 @@ export class ServingProcess {
   }
 }
 
-/** What a feature consumer does after changing a user's features, with the real client. */
-export async function publishFeatureChange(userId: string): Promise<void> {
+/** Runs `redis-cli` (the real client) against the suite's Redis database; its output. */
+export async function redisCli(...args: string[]): Promise<string> {
   const url = new URL(baseConfig.redis.url);
   const res = await run('redis-cli', [
     '-h',
     url.hostname,
     '-p',
     url.port || '6379',
-    'PUBLISH',
-    FEATURE_CHANNEL,
-    userId,
+    '-n',
+    String(DB),
+    ...args,
   ]);
-  if (res.code !== 0) throw new Error(`redis-cli PUBLISH: ${res.stderr}`);
+  if (res.code !== 0) throw new Error(`redis-cli ${args[0]}: ${res.stderr}`);
+  return res.stdout;
+}
+
+/** What a feature consumer does after changing a user's features, with the real client. */
+export async function publishFeatureChange(userId: string): Promise<void> {
+  await redisCli('PUBLISH', FEATURE_CHANNEL, userId);
 }
 
 export interface CurlResult {

@@ -51,6 +51,10 @@ describe('item table', () => {
     assert.equal(table.readAt[a], 0);
     assert.equal(table.readAt[b], 10);
     assert.equal(table.forgets, before + 1);
+    // No ids: every entry (change messages were missed).
+    table.forgetFacts();
+    assert.equal(table.readAt[b], 0);
+    assert.equal(table.forgets, before + 2);
   });
 
   it('computes a list’s keys once per list', () => {
