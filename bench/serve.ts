@@ -17,8 +17,9 @@
  *    baseline: `GET /healthz` at 2,000/s, the floor of HTTP plus load generator on this machine.
  * 1. feed requests at fixed rates (BENCH_RATES, BENCH_DURATION_MS each; up to 200 candidates
  *    reranked per request) from vegeta (`vegeta.ts`, open loop): throughput, p50/p99, and the
- *    CPU spent per second by the server, vegeta, Redis, the stream roles (they count the served
- *    log's impressions), Kafka and the whole machine. The ramp stops at the first rate not
+ *    CPU spent per second by the server (and by each of its workers), vegeta, Redis, the
+ *    stream roles (they count the served log's impressions), Kafka and the whole machine.
+ *    The ramp stops at the first rate not
  *    sustained (under 97% of the scheduled requests sent or answered 200, or p99 over 1 s).
  * 2. live push: BENCH_SUBSCRIBERS WebSocket subscribers; events for them are posted to the
  *    ingest's `POST /v1/events` at BENCH_EVENT_RATE/s; push latency = frame received - event
@@ -196,7 +197,7 @@ async function main(): Promise<void> {
       `${label} @${r.rate}/s: sent ${r.sentPerSec}/s, ok ${r.throughputPerSec}/s, ` +
         `p50 ${r.latencyMs.p50.toFixed(2)} ms, p99 ${r.latencyMs.p99.toFixed(2)} ms, ` +
         `max ${r.latencyMs.max.toFixed(1)} ms, statuses ${JSON.stringify(r.statuses)}, ` +
-        `CPU/s ${JSON.stringify(r.cpu)}`,
+        `CPU/s ${JSON.stringify(r.cpu)}, server workers ${JSON.stringify(r.serverWorkers)}`,
     );
   const serverPid = server.pid as number;
   // The rest of the feed's cost: the stream roles count the served log's impressions, and the

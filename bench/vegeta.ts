@@ -35,6 +35,11 @@ export interface AttackResult {
    * all the host's cores busy (from /proc/stat; includes the kernel's networking).
    */
   cpu: Record<string, number>;
+  /**
+   * CPU seconds per second of each of the server's child processes (its workers), in pid
+   * order: the kernel hands connections to workers, not requests, so one may work harder.
+   */
+  serverWorkers: number[];
 }
 
 export async function writeTargets(file: string, targets: readonly Target[]): Promise<void> {
@@ -78,11 +83,16 @@ async function cpuSeconds(pid: number | 'self', children = false): Promise<numbe
   return ticks / 100;
 }
 
+/** Pids of the child processes of `pid`. */
+async function childrenOf(pid: number): Promise<number[]> {
+  const kids = await readFile(`/proc/${pid}/task/${pid}/children`, 'utf8').catch(() => '');
+  return kids.split(/\s+/).filter(Boolean).map(Number);
+}
+
 /** CPU seconds of `pid` and its descendants (the server's cluster workers). */
 async function treeCpu(pid: number): Promise<number> {
   let total = await cpuSeconds(pid);
-  const kids = await readFile(`/proc/${pid}/task/${pid}/children`, 'utf8').catch(() => '');
-  for (const k of kids.split(/\s+/).filter(Boolean)) total += await treeCpu(Number(k));
+  for (const k of await childrenOf(pid)) total += await treeCpu(k);
   return total;
 }
 
@@ -148,7 +158,10 @@ export async function attack(
     sample.machine = await machineCpu();
     return sample;
   };
+  const workers = options.serverPid ? await childrenOf(options.serverPid) : [];
+  const workerCpu = (): Promise<number[]> => Promise.all(workers.map((w) => treeCpu(w)));
   const before = await sample();
+  const workersBefore = await workerCpu();
   const t0 = performance.now();
   await run(vegeta, [
     'attack',
@@ -166,11 +179,10 @@ export async function attack(
   ]);
   const seconds = (performance.now() - t0) / 1000;
   const after = await sample();
+  const workersAfter = await workerCpu();
+  const perSecond = (cpu: number): number => Math.round((cpu / seconds) * 100) / 100;
   const cpu = Object.fromEntries(
-    Object.keys(before).map((k) => [
-      k,
-      Math.round((((after[k] ?? 0) - (before[k] ?? 0)) / seconds) * 100) / 100,
-    ]),
+    Object.keys(before).map((k) => [k, perSecond((after[k] ?? 0) - (before[k] ?? 0))]),
   );
   const report = JSON.parse(await run(vegeta, ['report', '-type=json', out])) as {
     requests: number;
@@ -200,5 +212,6 @@ export async function attack(
       max: ms(l.max),
     },
     cpu,
+    serverWorkers: workersAfter.map((c, i) => perSecond(c - (workersBefore[i] ?? 0))),
   };
 }
