@@ -467,6 +467,11 @@ export async function startServing(deps: ServingDeps): Promise<Serving> {
     // feeds at once, not after the cache's TTL).
     const onCatalog = feed.itemsChanged?.bind(feed);
     let missedChanges = false;
+    const forgetCatalog = (why: string): void => {
+      if (!onCatalog) return;
+      onCatalog();
+      log.info({ why }, 'catalog changes may have been missed; cached catalog entries dropped');
+    };
     retry(() => subscribeFeatureChanges(redisSubscriber, onChange, onCatalog), {
       attempts: Number.POSITIVE_INFINITY,
       initialDelayMs: 250,
@@ -483,7 +488,7 @@ export async function startServing(deps: ServingDeps): Promise<Serving> {
         unsubscribe = stop;
         subscribed = true;
         // Feeds built while subscribing failed may have cached entries changed meanwhile.
-        if (missedChanges) onCatalog?.();
+        if (missedChanges) forgetCatalog('subscribed after failed attempts');
         // ioredis resubscribes by itself after a reconnect.
         redisSubscriber.on('close', () => {
           subscribed = false;
@@ -492,7 +497,7 @@ export async function startServing(deps: ServingDeps): Promise<Serving> {
         redisSubscriber.on('ready', () => {
           // Changes published while the connection was down were never heard: every cached
           // catalog entry is read again before its next use.
-          if (!subscribed) onCatalog?.();
+          if (!subscribed) forgetCatalog('subscriber reconnected');
           subscribed = true;
         });
       },
