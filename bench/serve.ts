@@ -19,8 +19,8 @@
  *    reranked per request) from vegeta (`vegeta.ts`, open loop): throughput, p50/p99, and the
  *    CPU spent per second by the server (and by each of its workers), vegeta, Redis, the
  *    stream roles (they count the served log's impressions), Kafka and the whole machine.
- *    The ramp stops at the first rate not
- *    sustained (under 97% of the scheduled requests sent or answered 200, or p99 over 1 s).
+ *    The ramp stops at the first rate not sustained (under 97% of the scheduled requests sent
+ *    or answered 200, or p99 over 1 s).
  * 2. live push: BENCH_SUBSCRIBERS WebSocket subscribers; events for them are posted to the
  *    ingest's `POST /v1/events` at BENCH_EVENT_RATE/s; push latency = frame received - event
  *    posted (same clock, this process), through bridge → Kafka → feature consumer → Redis

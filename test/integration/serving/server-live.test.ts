@@ -15,7 +15,7 @@ import type { Feed } from '../../../serving/feed.js';
 import { CatalogStore } from '../../../stream/catalog.js';
 import { CATALOG_CHANNEL, ITEM_FIELDS, itemKey } from '../../../stream/keys.js';
 import { uniq } from '../harness.js';
-import { curl, publishFeatureChange, redisCli, suiteServer } from './server-process.js';
+import { curl, DB, publishFeatureChange, redisCli, suiteServer } from './server-process.js';
 
 interface Frame {
   type: string;
@@ -134,7 +134,10 @@ describe('serving server (real process, real feed service)', { timeout: 180_000 
       const clients = await redisCli('CLIENT', 'LIST', 'TYPE', 'pubsub');
       const live = clients
         .split('\n')
-        .filter((line) => / name=recsys-serving-live /.test(line))
+        // This server's (a developer's own server may be running too, on another database).
+        .filter(
+          (line) => line.includes(' name=recsys-serving-live ') && line.includes(` db=${DB} `),
+        )
         .map((line) => /(?:^|\s)id=(\d+)/.exec(line)?.[1] as string);
       assert.equal(live.length, 1, `one live subscriber connection:\n${clients}`);
       const t0 = Date.now();
