@@ -63,14 +63,30 @@ const root = process.cwd();
 const log = createLogger(process.env.RECSYS_LOG_LEVEL ?? 'warn', 'bench');
 const id = `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`;
 
-/** Resident memory of a process and its children (the workers of RECSYS_SERVING_WORKERS), MiB. */
-async function rssMiB(pid: number): Promise<number> {
-  const status = await readFile(`/proc/${pid}/status`, 'utf8');
-  let kib = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0);
-  const children = await readFile(`/proc/${pid}/task/${pid}/children`, 'utf8').catch(() => '');
-  for (const child of children.split(/\s+/).filter(Boolean))
-    kib += (await rssMiB(Number(child))) * 1024;
-  return Math.round(kib / 1024);
+/**
+ * Memory of a process and its children (the workers of RECSYS_SERVING_WORKERS), MiB: the sum of
+ * their resident sets, and of their proportional sets (PSS, from smaps_rollup). The RSS sum
+ * counts the pages the processes share (the node binary, ONNX Runtime's library) once per
+ * process; PSS splits each shared page between its sharers, so it sums to what they use.
+ */
+async function memoryMiB(pid: number): Promise<{ rss: number; pss: number }> {
+  const kib = async (p: number): Promise<{ rss: number; pss: number }> => {
+    const status = await readFile(`/proc/${p}/status`, 'utf8');
+    const rollup = await readFile(`/proc/${p}/smaps_rollup`, 'utf8').catch(() => '');
+    const sum = {
+      rss: Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0),
+      pss: Number(/^Pss:\s+(\d+)/m.exec(rollup)?.[1] ?? 0),
+    };
+    const children = await readFile(`/proc/${p}/task/${p}/children`, 'utf8').catch(() => '');
+    for (const child of children.split(/\s+/).filter(Boolean)) {
+      const c = await kib(Number(child));
+      sum.rss += c.rss;
+      sum.pss += c.pss;
+    }
+    return sum;
+  };
+  const total = await kib(pid);
+  return { rss: Math.round(total.rss / 1024), pss: Math.round(total.pss / 1024) };
 }
 
 /**
@@ -291,7 +307,7 @@ async function main(): Promise<void> {
   );
 
   // 3. Server memory with many open sockets.
-  const rssBefore = await rssMiB(server.pid as number);
+  const memBefore = await memoryMiB(server.pid as number);
   for (let i = sockets.length; i < SOCKETS; i += 200) {
     const batchUsers = Array.from(
       { length: Math.min(200, SOCKETS - i) },
@@ -300,9 +316,10 @@ async function main(): Promise<void> {
     await Promise.all(batchUsers.map((u) => open(u, false)));
   }
   await sleep(2000);
-  const rssSockets = await rssMiB(server.pid as number);
+  const memSockets = await memoryMiB(server.pid as number);
   console.log(
-    `server RSS: ${rssBefore} MiB with ${SUBSCRIBERS} sockets, ${rssSockets} MiB with ${sockets.length}`,
+    `server RSS: ${memBefore.rss} MiB (PSS ${memBefore.pss}) with ${SUBSCRIBERS} sockets, ` +
+      `${memSockets.rss} MiB (PSS ${memSockets.pss}) with ${sockets.length}`,
   );
   for (const ws of sockets) ws.terminate();
 
@@ -345,7 +362,13 @@ async function main(): Promise<void> {
       ? Math.round((at2000.latencyMs.p99 / baseline.latencyMs.p99) * 100) / 100
       : null,
     push: { posted, latencyMs: push },
-    rssMiB: { withSubscribers: rssBefore, withSockets: rssSockets, sockets: sockets.length },
+    rssMiB: {
+      withSubscribers: memBefore.rss,
+      withSockets: memSockets.rss,
+      sockets: sockets.length,
+    },
+    /** The same processes' proportional set size (shared pages split between them). */
+    pssMiB: { withSubscribers: memBefore.pss, withSockets: memSockets.pss },
     targets: { p99At2000Ms: 10, peakPerSec: 5000, pushP99Ms: 100, rssMiBAt10kSockets: 512 },
   };
   await mkdir(join(root, 'bench/results'), { recursive: true });
@@ -359,7 +382,7 @@ async function main(): Promise<void> {
     : '2,000/s not run';
   console.log(
     `feed: peak ${peak}/s; ${at2000Text} | ` +
-      `push p50 ${push.p50.toFixed(1)} ms p99 ${push.p99.toFixed(1)} ms | RSS ${rssSockets} MiB with ${sockets.length} sockets | ` +
+      `push p50 ${push.p50.toFixed(1)} ms p99 ${push.p99.toFixed(1)} ms | RSS ${memSockets.rss} MiB (PSS ${memSockets.pss}) with ${sockets.length} sockets | ` +
       `in-process ${inProcessBefore} / ${inProcessAfter} µs CPU per feed`,
   );
 }
