@@ -193,7 +193,12 @@ export function startFeedService(deps: FeedDeps): FeedService {
   // TTL only bounds staleness when a change was never announced. At 5 s every process re-read
   // every item it uses every 5 s, in bursts (for the bench's 2,000 items, some 3,500 reads by
   // the two workers within 2 s, every 5 s), a cost that grows with the catalog, not traffic.
+  // Items read together (at start, after a reconnect) would also expire together: each item's
+  // TTL is shortened by up to half, by a fixed fraction of its own (`ttlSpread`), so their
+  // re-reads spread over half a TTL instead of coming as one burst.
   const catalogTtlMs = config.serving.catalogTtlMs;
+  const ttlSpread = (k: number): number =>
+    (catalogTtlMs / 2) * (((k * 2654435761) >>> 0) / 2 ** 32);
   const userCacheSize = config.serving.userCache;
   const pool = new MatrixPool();
   /** The batch version the latest request read (the next reads its candidates in the first trip). */
@@ -281,9 +286,10 @@ export function startFeedService(deps: FeedDeps): FeedService {
   /**
    * Catalog facts of the given keys into the table. Keys never read (or forgotten after a
    * change, `itemsChanged`) are read now, in one pipelined round trip the request waits for.
-   * Keys read `catalogTtlMs` ago or more are used as they are and read again in the
-   * background, once however many requests ask meanwhile: when entries expired, every request
-   * in flight used to read the same few hundred again, and wait for them.
+   * Keys read their TTL ago or more (`catalogTtlMs`, less `ttlSpread`) are used as they are
+   * and read again in the background, once however many requests ask meanwhile: when entries
+   * expired, every request in flight used to read the same few hundred again, and wait for
+   * them.
    */
   const readFacts = async (table: ItemTable, keys: ArrayLike<number>, n: number, now: number) => {
     let missing: number[] | null = null;
@@ -292,7 +298,11 @@ export function startFeedService(deps: FeedDeps): FeedService {
       const k = keys[i] as number;
       const at = table.readAt[k] as number;
       if (at === 0) (missing ??= []).push(k);
-      else if (now - at >= catalogTtlMs && table.refreshing[k] === 0) {
+      else if (
+        now - at >= catalogTtlMs / 2 &&
+        now - at >= catalogTtlMs - ttlSpread(k) &&
+        table.refreshing[k] === 0
+      ) {
         table.refreshing[k] = 1;
         (stale ??= []).push(k);
       }
