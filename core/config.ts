@@ -357,7 +357,7 @@ export const VARIABLES: readonly VariableDoc[] = [
   {
     name: 'RECSYS_SERVING_CATALOG_TTL_MS',
     default: '60000',
-    doc: "how old the server's copy of an item's catalog facts gets before it is read again without a change message, ms (changes arrive at once over `recsys:catalog:changed`)",
+    doc: "how old the server's copy of an item's catalog facts gets before it is read again without a change message, ms (each item between half and all of it; changes arrive at once over `recsys:catalog:changed`)",
   },
   {
     name: 'RECSYS_SERVED_LINGER_MS',
