@@ -47,7 +47,7 @@ import { VERSIONS } from '../deploy/local/versions.js';
 import { mintToken, WS_PROTOCOL } from '../serving/auth.js';
 import { freePort, startReady, stopProcess } from './processes.js';
 import { seedFeatures } from './seed-features.js';
-import { attack, pidOfCommand, writeTargets, type AttackResult } from './vegeta.js';
+import { attack, childrenOf, pidOfCommand, writeTargets, type AttackResult } from './vegeta.js';
 
 const num = (name: string, fallback: number): number => Number(process.env[name] ?? fallback);
 const EVENTS = num('BENCH_EVENTS', 200_000);
@@ -77,9 +77,8 @@ async function memoryMiB(pid: number): Promise<{ rss: number; pss: number }> {
       rss: Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0),
       pss: Number(/^Pss:\s+(\d+)/m.exec(rollup)?.[1] ?? 0),
     };
-    const children = await readFile(`/proc/${p}/task/${p}/children`, 'utf8').catch(() => '');
-    for (const child of children.split(/\s+/).filter(Boolean)) {
-      const c = await kib(Number(child));
+    for (const child of await childrenOf(p)) {
+      const c = await kib(child);
       sum.rss += c.rss;
       sum.pss += c.pss;
     }

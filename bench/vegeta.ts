@@ -84,7 +84,7 @@ async function cpuSeconds(pid: number | 'self', children = false): Promise<numbe
 }
 
 /** Pids of the child processes of `pid`. */
-async function childrenOf(pid: number): Promise<number[]> {
+export async function childrenOf(pid: number): Promise<number[]> {
   const kids = await readFile(`/proc/${pid}/task/${pid}/children`, 'utf8').catch(() => '');
   return kids.split(/\s+/).filter(Boolean).map(Number);
 }

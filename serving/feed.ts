@@ -298,11 +298,7 @@ export function startFeedService(deps: FeedDeps): FeedService {
       const k = keys[i] as number;
       const at = table.readAt[k] as number;
       if (at === 0) (missing ??= []).push(k);
-      else if (
-        now - at >= catalogTtlMs / 2 &&
-        now - at >= catalogTtlMs - ttlSpread(k) &&
-        table.refreshing[k] === 0
-      ) {
+      else if (now - at >= catalogTtlMs - ttlSpread(k) && table.refreshing[k] === 0) {
         table.refreshing[k] = 1;
         (stale ??= []).push(k);
       }
