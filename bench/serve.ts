@@ -28,6 +28,12 @@
  * 3. memory: sockets opened up to BENCH_SOCKETS in all; the server's RSS (all its processes)
  *    read from /proc.
  *
+ * This process stays out of the server's way while it is measured: `npm run bench:serve` runs it
+ * with `--expose-gc --no-memory-reducer`, and its garbage (the batch and in-process feeds of
+ * the set-up) is collected before each step. Otherwise V8's memory reducer collected it during
+ * the steps, in bursts of 30 to 80 ms of CPU (its CPU profile: 147 ms of collection within 3 s
+ * of a 2,000/s step), and took a core from the server meanwhile.
+ *
  * BENCH_SERVER_NODE_ARGS adds Node options to the server process (e.g. `--cpu-prof
  * --cpu-prof-dir=/tmp/prof`).
  *
@@ -207,6 +213,9 @@ async function main(): Promise<void> {
   );
   const healthTargets = join(dir, 'health-targets.txt');
   await writeTargets(healthTargets, [{ url: `http://127.0.0.1:${servePort}/healthz` }]);
+  // The bench's own garbage, collected before a measurement rather than during it (module
+  // comment; with `--expose-gc`).
+  const collectGarbage = (): void => (globalThis as { gc?: () => void }).gc?.();
   const say = (label: string, r: AttackResult): void =>
     console.log(
       `${label} @${r.rate}/s: sent ${r.sentPerSec}/s, ok ${r.throughputPerSec}/s, ` +
@@ -222,6 +231,7 @@ async function main(): Promise<void> {
   if (kafkaPid !== null) others.kafka = kafkaPid;
 
   // 0. Warm-up, then the baseline.
+  collectGarbage();
   const warmup = await attack(vegeta, feedTargets, 500, WARMUP_MS, { serverPid, others });
   say('warm-up feed', warmup);
   const baseline = await attack(vegeta, healthTargets, 2000, DURATION_MS, { serverPid, others });
@@ -235,6 +245,7 @@ async function main(): Promise<void> {
     (r.statuses['200'] ?? 0) >= 0.97 * r.requests &&
     r.latencyMs.p99 <= 1000;
   for (const rate of RATES) {
+    collectGarbage();
     const r = await attack(vegeta, feedTargets, rate, DURATION_MS, { serverPid, others });
     const serverCpuUsPerRequest = Math.round(
       ((r.cpu.server ?? 0) * 1e6) / Math.max(1, r.throughputPerSec),

@@ -31,7 +31,8 @@ export interface AttackResult {
   latencyMs: { mean: number; p50: number; p90: number; p95: number; p99: number; max: number };
   /**
    * CPU seconds per second of the attack, by process: the server with its workers, vegeta,
-   * Redis, the other processes named in `options.others` (with their children), and `machine`,
+   * this process (`bench`), Redis, the other processes named in `options.others` (with their
+   * children), and `machine`,
    * all the host's cores busy (from /proc/stat; includes the kernel's networking).
    */
   cpu: Record<string, number>;
@@ -151,6 +152,8 @@ export async function attack(
       server: options.serverPid ? await treeCpu(options.serverPid) : 0,
       // vegeta is this process's child: its CPU lands in our children's total when it exits.
       vegeta: await cpuSeconds('self', true),
+      // This process: it shares the cores with the server too (its garbage collections).
+      bench: await cpuSeconds('self'),
       redis,
     };
     for (const [name, pid] of Object.entries(options.others ?? {}))
