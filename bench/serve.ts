@@ -32,7 +32,7 @@
  * with `--expose-gc --no-memory-reducer`, and its garbage (the batch and in-process feeds of
  * the set-up) is collected before each step. Otherwise V8's memory reducer collected it during
  * the steps, in bursts of 30 to 80 ms of CPU (its CPU profile: 147 ms of collection within 3 s
- * of a 2,000/s step), and took a core from the server meanwhile.
+ * of a 2,000/s step), on the same two cores as the server.
  *
  * BENCH_SERVER_NODE_ARGS adds Node options to the server process (e.g. `--cpu-prof
  * --cpu-prof-dir=/tmp/prof`).

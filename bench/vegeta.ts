@@ -32,8 +32,8 @@ export interface AttackResult {
   /**
    * CPU seconds per second of the attack, by process: the server with its workers, vegeta,
    * this process (`bench`), Redis, the other processes named in `options.others` (with their
-   * children), and `machine`,
-   * all the host's cores busy (from /proc/stat; includes the kernel's networking).
+   * children), and `machine`, all the host's cores busy (from /proc/stat; includes the
+   * kernel's networking).
    */
   cpu: Record<string, number>;
   /**
