@@ -234,6 +234,7 @@ async function main(): Promise<void> {
   collectGarbage();
   const warmup = await attack(vegeta, feedTargets, 500, WARMUP_MS, { serverPid, others });
   say('warm-up feed', warmup);
+  collectGarbage();
   const baseline = await attack(vegeta, healthTargets, 2000, DURATION_MS, { serverPid, others });
   say('baseline /healthz', baseline);
 
