@@ -30,7 +30,7 @@ import { join, resolve } from 'node:path';
 import type { Config, Logger } from '../core/index.js';
 import { EVENT_TYPES } from '../schemas/index.js';
 import { lakeGlob } from '../stream/lake-layout.js';
-import { TYPE_WEIGHTS } from '../stream/features.js';
+import { TYPE_WEIGHTS } from '../store/session-features.js';
 import { openBatchDb, sqlString, type BatchDb, type BatchDbOptions } from './duck.js';
 
 export interface EtlOptions extends BatchDbOptions {

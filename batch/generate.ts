@@ -34,7 +34,7 @@ import { dirname, join } from 'node:path';
 import type { Redis } from 'ioredis';
 import type { Logger } from '../core/index.js';
 import { EVENT_TYPES, type EventType } from '../schemas/index.js';
-import { CatalogStore, type CatalogItem } from '../stream/catalog.js';
+import { CatalogStore, type CatalogItem } from '../store/catalog.js';
 import { hourDirs } from '../stream/lake-writer.js';
 import { openBatchDb, sqlString } from './duck.js';
 

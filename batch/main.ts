@@ -22,20 +22,20 @@ import { Cron } from 'croner';
 import type { Redis } from 'ioredis';
 import { Gauge, type Registry } from 'prom-client';
 import {
+  checkHealth,
   type Config,
+  createHttpServer,
   createLogger,
   createMetricsRegistry,
   loadConfig,
   type Logger,
 } from '../core/index.js';
-import { createHttpServer } from '../serving/index.js';
-import { checkHealth } from '../stream/health.js';
-import { createRedis, redisHealth } from '../stream/redis.js';
+import { createRedis, redisHealth } from '../store/redis.js';
 import { buildCandidates } from './candidates.js';
 import { runEtl } from './etl.js';
 import { generate } from './generate.js';
 import { publishCandidates } from './publish.js';
-import { openRegistry } from './registry/index.js';
+import { openRegistry } from '../store/registry/index.js';
 import { trainAndEvaluate } from './rerank.js';
 import { mountRetrainTrigger } from './retrain.js';
 

@@ -1,6 +1,6 @@
 /**
  * Publishes batch output to Redis under a new version and switches it in with one pointer
- * update; and the readers serving uses. Key names: `BATCH` in `stream/keys.ts`.
+ * update; and the readers serving uses. Key names: `BATCH` in `store/keys.ts`.
  *
  * Publishing, in steps:
  *   1. `INCR batch:seq` gives the new version v (never reused, so a half-written earlier attempt
@@ -28,7 +28,7 @@
  */
 import type { Redis } from 'ioredis';
 import { type Config, type Logger, RecsysError } from '../core/index.js';
-import { BATCH } from '../stream/keys.js';
+import { BATCH } from '../store/keys.js';
 import type { CandidateResult } from './candidates.js';
 import { openBatchDb, sqlString } from './duck.js';
 

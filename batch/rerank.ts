@@ -21,8 +21,8 @@ import { join } from 'node:path';
 import type { Redis } from 'ioredis';
 import type { Config, Logger } from '../core/index.js';
 import { EVENT_TYPES, type EventType } from '../schemas/index.js';
-import { FeatureStore, parseFeatures, type SessionFeatures } from '../stream/features.js';
-import { userFeaturesKey } from '../stream/keys.js';
+import { FeatureStore, parseFeatures, type SessionFeatures } from '../store/session-features.js';
+import { userFeaturesKey } from '../store/keys.js';
 import {
   FEATURE_COUNT,
   fillFeatures,

@@ -24,14 +24,15 @@
  */
 import { randomUUID, timingSafeEqual } from 'node:crypto';
 import { Counter, Gauge } from 'prom-client';
-import type { Logger, Registry } from '../core/index.js';
 import {
   HTTP_ERRORS,
-  readBody,
   type HttpErrorKind,
   type HttpResponse,
+  type Logger,
+  readBody,
+  type Registry,
   type TemplatedApp,
-} from '../serving/index.js';
+} from '../core/index.js';
 
 export const RETRAIN_PATH = '/v1/admin/retrain';
 

@@ -15,8 +15,8 @@ import type { Redis } from 'ioredis';
 import type { Config } from '../core/index.js';
 import { openBatchDb, sqlString } from '../batch/duck.js';
 import type { EventType } from '../schemas/index.js';
-import { CatalogStore } from '../stream/catalog.js';
-import { FeatureStore, type FeatureEvent } from '../stream/features.js';
+import { CatalogStore } from '../store/catalog.js';
+import { FeatureStore, type FeatureEvent } from '../store/session-features.js';
 import { lakeGlob } from '../stream/lake-layout.js';
 
 export async function seedFeatures(

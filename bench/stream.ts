@@ -33,9 +33,9 @@ import {
   type EventType,
   type UserEvent,
 } from '../schemas/index.js';
-import { CatalogStore } from '../stream/catalog.js';
+import { CatalogStore } from '../store/catalog.js';
 import { ensureTopics } from '../stream/kafka.js';
-import { FEATURE_CHANNEL, USER_FIELDS, userFeaturesKey } from '../stream/keys.js';
+import { FEATURE_CHANNEL, USER_FIELDS, userFeaturesKey } from '../store/keys.js';
 import { discardMqttSession } from '../stream/index.js';
 import { freePort, startReady, stopProcess } from './processes.js';
 

@@ -27,3 +27,17 @@ export { withFileLock, type FileLockOptions } from './file-lock.js';
 export { createLogger, type Logger } from './log.js';
 export { createMetricsRegistry, Registry } from './metrics.js';
 export { retry, sleep, withTimeout, type RetryOptions } from './retry.js';
+export { checkHealth, type HealthCheck, type HealthReport } from './health.js';
+export {
+  createHttpServer,
+  readBody,
+  sendError,
+  sendJson,
+  statusText,
+  type HttpRequest,
+  type HttpResponse,
+  type HttpServer,
+  type TemplatedApp,
+} from './http.js';
+export { HTTP_ERRORS, type HttpErrorKind } from './http-errors.js';
+export { retryForever, type ForeverRetry, type RoleDeps, type StreamRole } from './role.js';

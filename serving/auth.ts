@@ -9,8 +9,7 @@
  *   const token = await mintToken(config.serving, 'alice', 3600);
  */
 import { errors as joseErrors, jwtVerify, SignJWT } from 'jose';
-import { RecsysError } from '../core/index.js';
-import type { ServingConfig } from '../core/index.js';
+import { RecsysError, type ServingConfig } from '../core/index.js';
 
 /** Why a token was refused; the HTTP layer answers 401 with this code. */
 export class AuthError extends RecsysError {

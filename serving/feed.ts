@@ -39,16 +39,15 @@
  */
 import { randomUUID } from 'node:crypto';
 import { Counter, Histogram, type Registry } from 'prom-client';
-import { sleep, type Config, type Logger } from '../core/index.js';
+import { checkHealth, type Config, type Logger, sleep } from '../core/index.js';
 import { decodeScored } from '../batch/publish.js';
-import { openRegistry } from '../batch/registry/index.js';
-import { CatalogStore } from '../stream/catalog.js';
-import { parseFeatures, type SessionFeatures } from '../stream/features.js';
-import { checkHealth } from '../stream/health.js';
-import { parseImpressions } from '../stream/impressions.js';
-import { BATCH, userFeaturesKey, userImpressionsKey } from '../stream/keys.js';
-import { createRedis, redisHealth, type Redis } from '../stream/redis.js';
-import { TrendingStore } from '../stream/trending.js';
+import { openRegistry } from '../store/registry/index.js';
+import { CatalogStore } from '../store/catalog.js';
+import { parseFeatures, type SessionFeatures } from '../store/session-features.js';
+import { parseImpressions } from '../stream/roles/impressions.js';
+import { BATCH, userFeaturesKey, userImpressionsKey } from '../store/keys.js';
+import { createRedis, redisHealth, type Redis } from '../store/redis.js';
+import { TrendingStore } from '../store/trending.js';
 import {
   demoteFatigued,
   diversify,
@@ -59,7 +58,7 @@ import {
   NS,
   shownSource,
   type ScoredList,
-} from './candidates.js';
+} from './mix.js';
 import { ITEM_TABLE_LIMIT, ItemTable } from './item-table.js';
 import { startModelHolder, type ModelHolder } from './model.js';
 import { descendingOrder } from './order.js';

@@ -22,8 +22,8 @@
  */
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import type { Logger } from '../core/index.js';
-import type { Redis } from '../stream/redis.js';
-import { CATALOG_CHANNEL, FEATURE_CHANNEL } from '../stream/keys.js';
+import type { Redis } from '../store/redis.js';
+import { CATALOG_CHANNEL, FEATURE_CHANNEL } from '../store/keys.js';
 import type { Feed, FeedService } from './feed.js';
 
 /** What the hub needs of a socket; a uWS WebSocket has all of it. */

@@ -62,7 +62,7 @@ if (config.serving.workers > 1 && cluster.isPrimary) {
 async function serve(): Promise<void> {
   // Imported here, not at the top: a supervising primary never loads ONNX Runtime, uWS or the
   // Kafka client (some 80 MB of resident memory it has no use for).
-  const { createRedis } = await import('../stream/redis.js');
+  const { createRedis } = await import('../store/redis.js');
   const { startFeedService } = await import('./feed.js');
   const { startServing } = await import('./server.js');
   const metrics = createMetricsRegistry('serving');

@@ -20,7 +20,7 @@
  */
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { Logger } from '../core/index.js';
-import type { ModelRegistry } from '../batch/registry/index.js';
+import type { ModelRegistry } from '../store/registry/index.js';
 import { loadRanker, type Ranker } from './ranker.js';
 
 export interface LoadedModel {

@@ -17,7 +17,7 @@
  *   const scores = await ranker.score(out, candidates.length);
  */
 import type { EventType } from '../schemas/index.js';
-import type { SessionFeatures } from '../stream/features.js';
+import type { SessionFeatures } from '../store/session-features.js';
 import { descendingOrder } from './order.js';
 
 /** Candidate sources the mixer draws from, in feature order. `covis` = real-time neighbours. */
@@ -150,7 +150,7 @@ export interface ItemColumns {
 }
 
 /**
- * Candidates as columns, the form serving builds (`serving/candidates.ts`); row i is candidate
+ * Candidates as columns, the form serving builds (`serving/mix.ts`); row i is candidate
  * i, whose item is `keys[i]` in `items`. {@link fillFeatures} turns `RankCandidate` objects
  * into this form, so both paths run the same code.
  */

@@ -1,7 +1,7 @@
 /**
  * The served log: one `ServedFeed` Avro record per feed to `recsys.served.v1` (key = userId),
  * written off the request path. `write` only queues and never throws; a batcher
- * (`stream/batcher.ts`, the one ingest uses) gathers records into few produce requests.
+ * (`stream/producer.ts`, the one ingest uses) gathers records into few produce requests.
  *
  * The buffer is bounded: records waiting for Kafka (not yet connected, schema not yet
  * registered, or an outage while the batcher retries) count against `maxBuffered`; beyond it a
@@ -14,7 +14,7 @@
  *   served.write(feed); // returns at once
  */
 import { Counter, type Registry } from 'prom-client';
-import type { Config, Logger } from '../core/index.js';
+import { type Config, type Logger, retryForever } from '../core/index.js';
 import {
   createEncoder,
   registerSchema,
@@ -22,9 +22,8 @@ import {
   type Encoder,
   type ServedFeed,
 } from '../schemas/index.js';
-import { KafkaBatcher } from '../stream/batcher.js';
+import { KafkaBatcher } from '../stream/producer.js';
 import { createKafka, createProducer, ensureTopics } from '../stream/kafka.js';
-import { retryForever } from '../stream/role.js';
 
 export interface ServedLog {
   /** Queues one record; never throws, never waits. */

@@ -9,7 +9,7 @@
  * - `/` the demo page, `/healthz`, `/readyz`, `/metrics` (from `http.ts`).
  *
  * Every refusal is JSON `{ error: { code, message } }` (`errors.ts`). `POST /v1/events` is not
- * served here: the ingest role serves it in the stream process (`stream/bridge.ts`), and the
+ * served here: the ingest role serves it in the stream process (`stream/roles/ingest.ts`), and the
  * serving process stays free of Kafka producers.
  *
  * @example
@@ -22,11 +22,20 @@ import { fileURLToPath } from 'node:url';
 import uWS from 'uWebSockets.js';
 import type { HttpRequest, HttpResponse, WebSocket } from 'uWebSockets.js';
 import { Counter, Histogram, type Registry } from 'prom-client';
-import { type Config, type Logger, retry, sleep } from '../core/index.js';
-import type { Redis } from '../stream/redis.js';
+import {
+  type Config,
+  createHttpServer,
+  HTTP_ERRORS,
+  type HttpErrorKind,
+  type Logger,
+  retry,
+  sendError,
+  sendJson,
+  sleep,
+  statusText,
+} from '../core/index.js';
+import type { Redis } from '../store/redis.js';
 import { AuthError, bearerToken, TokenVerifier, tokenFromProtocols } from './auth.js';
-import { HTTP_ERRORS, type HttpErrorKind } from './errors.js';
-import { createHttpServer, sendError, sendJson, statusText } from './http.js';
 import type { FeedService } from './feed.js';
 import { LiveHub, subscribeFeatureChanges, type Subscription } from './live.js';
 import { RateLimiter } from './rate-limit.js';

@@ -6,9 +6,9 @@
  */
 import { readFile } from 'node:fs/promises';
 import { createLogger, loadConfig } from '../core/index.js';
-import { CatalogStore, parseCatalog } from './catalog.js';
+import { CatalogStore, parseCatalog } from '../store/catalog.js';
 import { createKafka, createProducer, ensureTopics } from './kafka.js';
-import { createRedis } from './redis.js';
+import { createRedis } from '../store/redis.js';
 
 const [command, file] = process.argv.slice(2);
 if ((command !== 'load' && command !== 'publish') || !file) {

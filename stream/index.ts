@@ -7,10 +7,9 @@
  *   const report = await checkHealth({ kafka: () => kafkaHealth(kafka, 1000) }, 1000);
  */
 export { createElastic, elasticHealth, type ElasticClient } from './elastic.js';
-export { checkHealth, type HealthCheck, type HealthReport } from './health.js';
 export { createConsumer, createKafka, createProducer, ensureTopics, kafkaHealth } from './kafka.js';
 export { canConnectMqtt, connectMqtt, discardMqttSession, mqttHealth } from './mqtt.js';
-export { createRedis, redisHealth, type Redis } from './redis.js';
-export { startLake } from './lake.js';
+export { createRedis, redisHealth, type Redis } from '../store/redis.js';
+export { startLake } from './roles/lake.js';
 export { lakeGlob } from './lake-layout.js';
-export { startIndexer } from './indexer.js';
+export { startIndexer } from './roles/indexer.js';

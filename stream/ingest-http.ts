@@ -7,20 +7,18 @@
  */
 import {
   DependencyUnavailableError,
-  type IngestConfig,
-  type Logger,
-  withTimeout,
-} from '../core/index.js';
-import { EventRejectedError } from '../schemas/index.js';
-import {
   HTTP_ERRORS,
   type HttpErrorKind,
   type HttpResponse,
+  type IngestConfig,
+  type Logger,
   readBody,
   sendError,
   sendJson,
   type TemplatedApp,
-} from '../serving/index.js';
+  withTimeout,
+} from '../core/index.js';
+import { EventRejectedError } from '../schemas/index.js';
 import type { Counter } from 'prom-client';
 import type { IngestPipeline } from './ingest.js';
 

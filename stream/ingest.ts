@@ -21,7 +21,7 @@ import {
   type UserEvent,
   validateEvent,
 } from '../schemas/index.js';
-import type { KafkaBatcher } from './batcher.js';
+import type { KafkaBatcher } from './producer.js';
 
 export type IngestOutcome = 'accepted' | 'rejected';
 

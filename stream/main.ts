@@ -7,16 +7,21 @@
  * RECSYS_HTTP_PORT, and stops gracefully on SIGTERM/SIGINT: work in hand is made durable and
  * its offsets committed (or its MQTT messages acknowledged) before exit.
  */
-import { createLogger, createMetricsRegistry, loadConfig } from '../core/index.js';
-import { createHttpServer } from '../serving/index.js';
-import { startIngest } from './bridge.js';
-import { startCatalog } from './catalog-role.js';
-import { startFeatures } from './features-role.js';
-import type { HealthReport } from './health.js';
-import { startImpressions } from './impressions.js';
-import { startIndexer } from './indexer.js';
-import { startLake } from './lake.js';
-import type { RoleDeps, StreamRole } from './role.js';
+import {
+  createHttpServer,
+  createLogger,
+  createMetricsRegistry,
+  type HealthReport,
+  loadConfig,
+  type RoleDeps,
+  type StreamRole,
+} from '../core/index.js';
+import { startIngest } from './roles/ingest.js';
+import { startCatalog } from './roles/catalog.js';
+import { startFeatures } from './roles/features.js';
+import { startImpressions } from './roles/impressions.js';
+import { startIndexer } from './roles/indexer.js';
+import { startLake } from './roles/lake.js';
 
 const ROLES = ['ingest', 'features', 'catalog', 'indexer', 'lake', 'impressions'] as const;
 type RoleName = (typeof ROLES)[number];

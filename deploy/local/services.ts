@@ -276,7 +276,7 @@ const redis: ServiceDef = {
         '1gb',
         '--maxmemory-policy',
         'noeviction',
-        // A user's features are one small hash (stream/keys.ts); its recent-items and dedup
+        // A user's features are one small hash (store/keys.ts); its recent-items and dedup
         // values pass the default 64-byte listpack limit, and a hash over the limit is stored
         // as a hashtable at several times the memory.
         '--hash-max-listpack-value',

@@ -7,9 +7,9 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { withTimeout } from '../../../core/retry.js';
-import { checkHealth } from '../../../stream/health.js';
+import { checkHealth } from '../../../core/index.js';
 import { createKafka, kafkaHealth } from '../../../stream/kafka.js';
-import { createRedis, redisHealth, type Redis } from '../../../stream/redis.js';
+import { createRedis, redisHealth, type Redis } from '../../../store/redis.js';
 import { config, log, requireServices } from '../harness.js';
 import { freePort } from '../ingest/bridge-process.js';
 

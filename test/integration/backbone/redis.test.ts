@@ -4,7 +4,7 @@
  */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createRedis, redisHealth } from '../../../stream/redis.js';
+import { createRedis, redisHealth } from '../../../store/redis.js';
 import { config, requireServices, run, uniq } from '../harness.js';
 
 /** redis-cli against the configured server; fails the test on a non-zero exit. */

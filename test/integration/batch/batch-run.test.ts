@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { loadConfig } from '../../../core/config.js';
 import { runBatch } from '../../../batch/main.js';
-import { openRegistry } from '../../../batch/registry/index.js';
+import { openRegistry } from '../../../store/registry/index.js';
 import { currentVersion } from '../../../batch/publish.js';
 import { config as baseConfig, log, requireServices } from '../harness.js';
 

@@ -24,7 +24,7 @@ import {
   rollback,
 } from '../../../batch/publish.js';
 import { loadConfig } from '../../../core/config.js';
-import { BATCH, itemKey } from '../../../stream/keys.js';
+import { BATCH, itemKey } from '../../../store/keys.js';
 import { config as baseConfig, log, requireServices, run } from '../harness.js';
 
 const DB = 9;

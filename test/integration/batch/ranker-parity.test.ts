@@ -31,7 +31,7 @@ import {
   ModelInvalidError,
   type Ranker,
 } from '../../../serving/ranker.js';
-import type { SessionFeatures } from '../../../stream/features.js';
+import type { SessionFeatures } from '../../../store/session-features.js';
 
 const log = createLogger(process.env.RECSYS_LOG_LEVEL ?? 'warn');
 const config = loadConfig(process.env);

@@ -7,7 +7,7 @@ import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promis
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { openRegistry } from '../../../batch/registry/index.js';
+import { openRegistry } from '../../../store/registry/index.js';
 import { config, log, run, uniq } from '../harness.js';
 import { modelFile, registrySuite } from './registry-suite.js';
 

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test, type TestContext } from 'node:test';
 import { DependencyUnavailableError } from '../../../core/index.js';
-import { MlflowModelRegistry, openRegistry } from '../../../batch/registry/index.js';
+import { MlflowModelRegistry, openRegistry } from '../../../store/registry/index.js';
 import { CI, config, log, run, runBytes } from '../harness.js';
 import { freePort } from '../ingest/bridge-process.js';
 import { startMlflowServer, type MlflowServer } from './mlflow-server.js';

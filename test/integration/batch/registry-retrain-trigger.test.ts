@@ -9,8 +9,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { mountRetrainTrigger, type RetrainTrigger } from '../../../batch/retrain.js';
-import { createMetricsRegistry } from '../../../core/index.js';
-import { createHttpServer, type HttpServer } from '../../../serving/index.js';
+import { createHttpServer, createMetricsRegistry, type HttpServer } from '../../../core/index.js';
 import { log, run } from '../harness.js';
 
 /** What Alertmanager posts (fields as in its notify/webhook package, version "4"). */

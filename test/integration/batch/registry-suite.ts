@@ -10,7 +10,7 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test, type TestContext } from 'node:test';
-import { RegistryError, type ModelRegistry } from '../../../batch/registry/index.js';
+import { RegistryError, type ModelRegistry } from '../../../store/registry/index.js';
 import { uniq } from '../harness.js';
 
 export interface SuiteOptions {

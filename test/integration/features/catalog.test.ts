@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import kafkajs from 'kafkajs';
 import { Registry } from 'prom-client';
 import { sleep } from '../../../core/retry.js';
-import { startCatalog } from '../../../stream/catalog-role.js';
+import { startCatalog } from '../../../stream/roles/catalog.js';
 import { config, log, requireServices, run, uniq } from '../harness.js';
 import { AvroReader, deleteTopics, readDecoded } from '../ingest/bridge-process.js';
 import { isolatedEnv, testConfig } from '../stream/events.js';

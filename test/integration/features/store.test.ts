@@ -13,8 +13,8 @@ import {
   readFeatures,
   REDELIVERED,
   type FeatureEvent,
-} from '../../../stream/features.js';
-import { FEATURE_CHANNEL, userFeaturesKey } from '../../../stream/keys.js';
+} from '../../../store/session-features.js';
+import { FEATURE_CHANNEL, userFeaturesKey } from '../../../store/keys.js';
 import { config, requireServices, uniq } from '../harness.js';
 
 const HOUR = 3_600_000;

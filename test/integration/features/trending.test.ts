@@ -6,7 +6,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { Redis } from 'ioredis';
-import { TrendingStore, type TrendingRecord } from '../../../stream/trending.js';
+import { TrendingStore, type TrendingRecord } from '../../../store/trending.js';
 import { config, requireServices } from '../harness.js';
 
 const MIN = 60_000;

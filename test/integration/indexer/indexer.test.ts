@@ -13,8 +13,8 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Registry } from 'prom-client';
 import type { DlqRecord, UserEvent } from '../../../schemas/types.js';
-import { startIndexer } from '../../../stream/indexer.js';
-import type { StreamRole } from '../../../stream/role.js';
+import { startIndexer } from '../../../stream/roles/indexer.js';
+import type { StreamRole } from '../../../core/index.js';
 import { requireServices } from '../harness.js';
 import { AvroReader, readTopic } from '../ingest/bridge-process.js';
 import {

@@ -9,8 +9,8 @@ import assert from 'node:assert/strict';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Registry } from 'prom-client';
-import { startIndexer } from '../../../stream/indexer.js';
-import type { StreamRole } from '../../../stream/role.js';
+import { startIndexer } from '../../../stream/roles/indexer.js';
+import type { StreamRole } from '../../../core/index.js';
 import { config as baseConfig, requireServices } from '../harness.js';
 import { count, docsMetric, IndexerFixture, makeEvents, quiet, waitFor } from './support.js';
 

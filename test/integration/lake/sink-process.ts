@@ -5,7 +5,7 @@
  * the role fails.
  */
 import { createLogger, createMetricsRegistry, loadConfig } from '../../../core/index.js';
-import { startLake } from '../../../stream/lake.js';
+import { startLake } from '../../../stream/roles/lake.js';
 
 const config = loadConfig(process.env);
 const log = createLogger(config.logLevel, 'lake-sink');

@@ -16,7 +16,7 @@ import WebSocket from 'ws';
 import { loadConfig, type Config } from '../../../core/config.js';
 import { sleep } from '../../../core/retry.js';
 import { runBatch } from '../../../batch/main.js';
-import { openRegistry } from '../../../batch/registry/index.js';
+import { openRegistry } from '../../../store/registry/index.js';
 import { readNeighbours } from '../../../batch/publish.js';
 import { mintToken, WS_PROTOCOL } from '../../../serving/auth.js';
 import { config as baseConfig, log, requireServices, uniq } from '../harness.js';

@@ -14,16 +14,16 @@ import { join } from 'node:path';
 import avro from 'avsc';
 import { Redis } from 'ioredis';
 import { Registry } from 'prom-client';
-import { loadConfig, type Config } from '../../../core/index.js';
+import { type Config, loadConfig } from '../../../core/index.js';
 import { runBatch } from '../../../batch/main.js';
 import { currentVersion, readCandidates, readNeighbours } from '../../../batch/publish.js';
-import { openRegistry } from '../../../batch/registry/index.js';
+import { openRegistry } from '../../../store/registry/index.js';
 import { readSchema, type ServedFeed } from '../../../schemas/index.js';
-import { CatalogStore } from '../../../stream/catalog.js';
-import { FeatureStore, type FeatureEvent } from '../../../stream/features.js';
-import { ImpressionStore, startImpressions } from '../../../stream/impressions.js';
-import { BATCH } from '../../../stream/keys.js';
-import { TrendingStore } from '../../../stream/trending.js';
+import { CatalogStore } from '../../../store/catalog.js';
+import { FeatureStore, type FeatureEvent } from '../../../store/session-features.js';
+import { ImpressionStore, startImpressions } from '../../../stream/roles/impressions.js';
+import { BATCH } from '../../../store/keys.js';
+import { TrendingStore } from '../../../store/trending.js';
 import { startFeedService, type Feed, type FeedService } from '../../../serving/feed.js';
 import {
   config as baseConfig,

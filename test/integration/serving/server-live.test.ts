@@ -12,8 +12,8 @@ import { join } from 'node:path';
 import { WebSocket } from 'ws';
 import { sleep } from '../../../core/retry.js';
 import type { Feed } from '../../../serving/feed.js';
-import { CatalogStore } from '../../../stream/catalog.js';
-import { CATALOG_CHANNEL, ITEM_FIELDS, itemKey } from '../../../stream/keys.js';
+import { CatalogStore } from '../../../store/catalog.js';
+import { CATALOG_CHANNEL, ITEM_FIELDS, itemKey } from '../../../store/keys.js';
 import { uniq } from '../harness.js';
 import { curl, DB, publishFeatureChange, redisCli, suiteServer } from './server-process.js';
 

@@ -10,12 +10,12 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
-import { loadConfig, type Config } from '../../../core/index.js';
+import { type Config, loadConfig } from '../../../core/index.js';
 import { sleep } from '../../../core/retry.js';
 import { mintToken } from '../../../serving/auth.js';
-import { CatalogStore } from '../../../stream/catalog.js';
-import { FEATURE_CHANNEL } from '../../../stream/keys.js';
-import { TrendingStore } from '../../../stream/trending.js';
+import { CatalogStore } from '../../../store/catalog.js';
+import { FEATURE_CHANNEL } from '../../../store/keys.js';
+import { TrendingStore } from '../../../store/trending.js';
 import { deleteTopics, freePort } from '../ingest/bridge-process.js';
 import { config as baseConfig, requireServices, run, uniq } from '../harness.js';
 

@@ -1,6 +1,6 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { keepRows, mixCandidates } from '../../../serving/candidates.js';
+import { keepRows, mixCandidates } from '../../../serving/mix.js';
 import { ItemTable } from '../../../serving/item-table.js';
 import {
   FEATURE_COUNT,
@@ -10,7 +10,7 @@ import {
   type RankCandidate,
   type RankItem,
 } from '../../../serving/rank-features.js';
-import type { SessionFeatures } from '../../../stream/features.js';
+import type { SessionFeatures } from '../../../store/session-features.js';
 
 const NOW = 1_000_000_000_000;
 const DAY = 86_400_000;

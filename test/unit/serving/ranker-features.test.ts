@@ -8,7 +8,7 @@ import {
   type RankCandidate,
   type RankContext,
 } from '../../../serving/rank-features.js';
-import type { SessionFeatures } from '../../../stream/features.js';
+import type { SessionFeatures } from '../../../store/session-features.js';
 
 const NOW = 1_000_000_000_000;
 const DAY = 86_400_000;

@@ -2,7 +2,7 @@
  * Readiness as every process reports it: each dependency has a named check, all run in
  * parallel, each bounded by a timeout, and the report names what failed and why.
  */
-import { withTimeout } from '../core/index.js';
+import { withTimeout } from './retry.js';
 
 export type HealthCheck = () => Promise<void> | void;
 

@@ -11,21 +11,22 @@
  *   await role.ready;
  */
 import { Counter } from 'prom-client';
-import { createDecoder, type UserEvent } from '../schemas/index.js';
-import { CatalogStore } from './catalog.js';
-import { consumerMetrics, startConsumer, type ConsumerHandle } from './consumer.js';
-import { createDeadLetter, undecodableToDlq, type DeadLetter } from './dead-letter.js';
-import { APPLIED, DUPLICATE, FeatureStore, REDELIVERED, type FeatureEvent } from './features.js';
-import { createKafka, createProducer, ensureTopics } from './kafka.js';
-import { createRedis } from './redis.js';
+import { createDecoder, type UserEvent } from '../../schemas/index.js';
+import { CatalogStore } from '../../store/catalog.js';
+import { consumerMetrics, startConsumer, type ConsumerHandle } from '../consumer.js';
+import { createDeadLetter, undecodableToDlq, type DeadLetter } from '../dead-letter.js';
 import {
-  kafkaRedisReadiness,
-  consumerFailure,
-  retryForever,
-  type RoleDeps,
-  type StreamRole,
-} from './role.js';
-import { TrendingStore, type TrendingRecord } from './trending.js';
+  APPLIED,
+  DUPLICATE,
+  FeatureStore,
+  REDELIVERED,
+  type FeatureEvent,
+} from '../../store/session-features.js';
+import { createKafka, createProducer, ensureTopics } from '../kafka.js';
+import { createRedis } from '../../store/redis.js';
+import { kafkaRedisReadiness, consumerFailure } from './role.js';
+import { retryForever, type RoleDeps, type StreamRole } from '../../core/index.js';
+import { TrendingStore, type TrendingRecord } from '../../store/trending.js';
 
 /** How often trending counts go to Redis (and offsets get committed), ms. */
 const TRENDING_FLUSH_MS = 1000;

@@ -134,7 +134,7 @@ export const BATCH = {
 } as const;
 
 // ------------------------------------------------------------------------------ impressions
-// Written by the impressions role (`stream/impressions.ts`) from the served log, read by the
+// Written by the impressions role (`stream/roles/impressions.ts`) from the served log, read by the
 // feed service (impression fatigue). One hash per user in the user's slot.
 
 /** Hash of one user's impression counts: itemId -> times shown without an interaction since. */

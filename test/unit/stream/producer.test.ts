@@ -1,7 +1,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import type { Producer, ProducerBatch } from 'kafkajs';
-import { KafkaBatcher, type BatcherOptions } from '../../../stream/batcher.js';
+import { KafkaBatcher, type BatcherOptions } from '../../../stream/producer.js';
 import { createLogger } from '../../../core/log.js';
 
 const log = createLogger('silent');

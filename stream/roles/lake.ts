@@ -16,25 +16,19 @@ import { randomUUID } from 'node:crypto';
 import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Counter } from 'prom-client';
-import { createDecoder, type DlqRecord, type UserEvent } from '../schemas/index.js';
+import { createDecoder, type DlqRecord, type UserEvent } from '../../schemas/index.js';
 import {
   consumerMetrics,
   startConsumer,
   type ConsumedRecord,
   type ConsumerHandle,
-} from './consumer.js';
-import { createDeadLetter, undecodableToDlq, type DeadLetter } from './dead-letter.js';
-import { checkHealth } from './health.js';
-import { createKafka, createProducer, ensureTopics, kafkaHealth } from './kafka.js';
-import { isLakeTime } from './lake-layout.js';
-import { lakeMetrics, LakeWriter } from './lake-writer.js';
-import {
-  consumerCheck,
-  consumerFailure,
-  retryForever,
-  type RoleDeps,
-  type StreamRole,
-} from './role.js';
+} from '../consumer.js';
+import { createDeadLetter, undecodableToDlq, type DeadLetter } from '../dead-letter.js';
+import { checkHealth, retryForever, type RoleDeps, type StreamRole } from '../../core/index.js';
+import { createKafka, createProducer, ensureTopics, kafkaHealth } from '../kafka.js';
+import { isLakeTime } from '../lake-layout.js';
+import { lakeMetrics, LakeWriter } from '../lake-writer.js';
+import { consumerCheck, consumerFailure } from './role.js';
 
 export function startLake({ config, log: parent, metrics }: RoleDeps): StreamRole {
   const log = parent.child({ role: 'lake' });

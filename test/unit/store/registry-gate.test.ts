@@ -10,9 +10,9 @@ import {
   LocalModelRegistry,
   MlflowModelRegistry,
   openRegistry,
-} from '../../../batch/registry/index.js';
-import { localRootFromUrl } from '../../../batch/registry/local.js';
-import { artifactPath } from '../../../batch/registry/mlflow.js';
+} from '../../../store/registry/index.js';
+import { localRootFromUrl } from '../../../store/registry/local.js';
+import { artifactPath } from '../../../store/registry/mlflow.js';
 import { createLogger } from '../../../core/index.js';
 
 const log = createLogger('silent');

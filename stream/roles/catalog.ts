@@ -5,19 +5,19 @@
  * the chunk, and replaying an upsert is harmless.
  */
 import { Counter } from 'prom-client';
-import type { DlqRecord } from '../schemas/index.js';
-import { CatalogRecordError, CatalogStore, toCatalogItem, type CatalogItem } from './catalog.js';
-import { consumerMetrics, startConsumer, type ConsumerHandle } from './consumer.js';
-import { createDeadLetter, type DeadLetter } from './dead-letter.js';
-import { createKafka, createProducer, ensureTopics } from './kafka.js';
-import { createRedis } from './redis.js';
+import type { DlqRecord } from '../../schemas/index.js';
 import {
-  kafkaRedisReadiness,
-  consumerFailure,
-  retryForever,
-  type RoleDeps,
-  type StreamRole,
-} from './role.js';
+  CatalogRecordError,
+  CatalogStore,
+  toCatalogItem,
+  type CatalogItem,
+} from '../../store/catalog.js';
+import { consumerMetrics, startConsumer, type ConsumerHandle } from '../consumer.js';
+import { createDeadLetter, type DeadLetter } from '../dead-letter.js';
+import { createKafka, createProducer, ensureTopics } from '../kafka.js';
+import { createRedis } from '../../store/redis.js';
+import { kafkaRedisReadiness, consumerFailure } from './role.js';
+import { retryForever, type RoleDeps, type StreamRole } from '../../core/index.js';
 
 export function startCatalog({ config, log: parent, metrics }: RoleDeps): StreamRole {
   const log = parent.child({ role: 'catalog' });

@@ -11,7 +11,14 @@
  */
 import { hostname } from 'node:os';
 import { Gauge, type Registry } from 'prom-client';
-import type { Config, Logger } from '../core/index.js';
+import {
+  checkHealth,
+  type Config,
+  type HealthReport,
+  type Logger,
+  retryForever,
+  type TemplatedApp,
+} from '../../core/index.js';
 import {
   createEncoder,
   type DlqRecord,
@@ -19,15 +26,12 @@ import {
   registryHealth,
   subjectsFor,
   type UserEvent,
-} from '../schemas/index.js';
-import type { TemplatedApp } from '../serving/index.js';
-import { KafkaBatcher } from './batcher.js';
-import { retryForever } from './role.js';
-import { checkHealth, type HealthReport } from './health.js';
-import { createIngestMetrics, IngestPipeline } from './ingest.js';
-import { mountIngest } from './ingest-http.js';
-import { createKafka, createProducer, ensureTopics, kafkaHealth } from './kafka.js';
-import { MqttSubscriber } from './mqtt-subscriber.js';
+} from '../../schemas/index.js';
+import { KafkaBatcher } from '../producer.js';
+import { createIngestMetrics, IngestPipeline } from '../ingest.js';
+import { mountIngest } from '../ingest-http.js';
+import { createKafka, createProducer, ensureTopics, kafkaHealth } from '../kafka.js';
+import { MqttSubscriber } from '../mqtt-subscriber.js';
 
 export interface IngestDeps {
   config: Readonly<Config>;

@@ -1,6 +1,6 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { BATCH } from '../../../stream/keys.js';
+import { BATCH } from '../../../store/keys.js';
 
 describe('BATCH.versionOf', () => {
   it('finds the version of every kind of batch output key', () => {

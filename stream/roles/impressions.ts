@@ -19,18 +19,13 @@
  *   const counts = await store.read('u1'); // Map { 'i1' => 1, 'i2' => 1 }
  */
 import type { Redis } from 'ioredis';
-import { createDecoder, type ServedFeed, type UserEvent } from '../schemas/index.js';
-import { consumerMetrics, startConsumer, type ConsumerHandle } from './consumer.js';
-import { createKafka, ensureTopics } from './kafka.js';
-import { IMPRESSIONS_OFFSET_FIELD, userImpressionsKey } from './keys.js';
-import { createRedis } from './redis.js';
-import {
-  kafkaRedisReadiness,
-  consumerFailure,
-  retryForever,
-  type RoleDeps,
-  type StreamRole,
-} from './role.js';
+import { createDecoder, type ServedFeed, type UserEvent } from '../../schemas/index.js';
+import { consumerMetrics, startConsumer, type ConsumerHandle } from '../consumer.js';
+import { createKafka, ensureTopics } from '../kafka.js';
+import { IMPRESSIONS_OFFSET_FIELD, userImpressionsKey } from '../../store/keys.js';
+import { createRedis } from '../../store/redis.js';
+import { kafkaRedisReadiness, consumerFailure } from './role.js';
+import { retryForever, type RoleDeps, type StreamRole } from '../../core/index.js';
 
 export interface ImpressionOptions {
   /** Items kept per user at most. @default 500 */

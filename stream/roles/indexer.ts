@@ -36,7 +36,14 @@
 import { createHash } from 'node:crypto';
 import { Counter, Histogram, type Registry } from 'prom-client';
 import type { Message } from 'kafkajs';
-import { DependencyUnavailableError, isRetriable } from '../core/index.js';
+import {
+  checkHealth,
+  DependencyUnavailableError,
+  isRetriable,
+  retryForever,
+  type RoleDeps,
+  type StreamRole,
+} from '../../core/index.js';
 import {
   createDecoder,
   createEncoder,
@@ -49,17 +56,16 @@ import {
   type SchemaName,
   type ServedFeed,
   type UserEvent,
-} from '../schemas/index.js';
+} from '../../schemas/index.js';
 import {
   consumerMetrics,
   startConsumer,
   type ConsumedRecord,
   type ConsumerHandle,
   type UndecodableRecord,
-} from './consumer.js';
-import { BulkWriter, elasticRetriable, type BulkItem, type ItemFailure } from './elastic-bulk.js';
-import { createElastic, elasticHealth } from './elastic.js';
-import { checkHealth } from './health.js';
+} from '../consumer.js';
+import { BulkWriter, elasticRetriable, type BulkItem, type ItemFailure } from '../elastic-bulk.js';
+import { createElastic, elasticHealth } from '../elastic.js';
 import {
   checkNamespace,
   dataStreamName,
@@ -71,9 +77,8 @@ import {
   STREAMS,
   type EsDocument,
   type StreamName,
-} from './indexer-docs.js';
-import { createKafka, createProducer, ensureTopics, kafkaHealth } from './kafka.js';
-import { retryForever, type RoleDeps, type StreamRole } from './role.js';
+} from '../indexer-docs.js';
+import { createKafka, createProducer, ensureTopics, kafkaHealth } from '../kafka.js';
 
 type Value = UserEvent | ServedFeed | DlqRecord;
 

@@ -11,9 +11,9 @@
 import uWS from 'uWebSockets.js';
 import type { HttpRequest, HttpResponse, TemplatedApp } from 'uWebSockets.js';
 import type { Registry } from 'prom-client';
-import type { Logger } from '../core/index.js';
-import type { HealthReport } from '../stream/index.js';
-import { HTTP_ERRORS, type HttpErrorKind } from './errors.js';
+import type { Logger } from './log.js';
+import type { HealthReport } from './health.js';
+import { HTTP_ERRORS, type HttpErrorKind } from './http-errors.js';
 
 export type { HttpRequest, HttpResponse, TemplatedApp };
 

@@ -12,11 +12,11 @@ import {
   type CandidateRows,
   type MixInput,
   type ScoredList,
-} from '../../../serving/candidates.js';
+} from '../../../serving/mix.js';
 import { ItemTable } from '../../../serving/item-table.js';
 import { SOURCES } from '../../../serving/rank-features.js';
-import { parseImpressions } from '../../../stream/impressions.js';
-import { IMPRESSIONS_OFFSET_FIELD, userImpressionsKey } from '../../../stream/keys.js';
+import { parseImpressions } from '../../../stream/roles/impressions.js';
+import { IMPRESSIONS_OFFSET_FIELD, userImpressionsKey } from '../../../store/keys.js';
 
 const s = (itemId: string, score: number) => ({ itemId, score });
 const list = (...entries: { itemId: string; score: number }[]): ScoredList => ({
