@@ -1,21 +1,24 @@
 /**
- * Every error the stack raises on purpose derives from {@link RecsysError}: a stable `code`
- * callers can switch on, a `retriable` flag the retry helper honours, and the original `cause`.
- * Areas declare their own subclasses beside their code (e.g. `stream/errors.ts`).
+ * Every error the stack raises on purpose derives from {@link RecsysError}: a stable `code` from
+ * the one table (`error-codes.ts`) callers can switch on, a `retriable` flag the retry helper
+ * honours (the table's unless given), and the original `cause`. Areas declare their own
+ * subclasses beside their code (e.g. `CatalogRecordError` in `store/catalog.ts`).
  */
+import { DEPENDENCY_CODES, ERROR_CODES, type Dependency, type ErrorCode } from './error-codes.js';
+
 export class RecsysError extends Error {
-  readonly code: string;
+  readonly code: ErrorCode;
   readonly retriable: boolean;
 
   constructor(
-    code: string,
+    code: ErrorCode,
     message: string,
     options: { cause?: unknown; retriable?: boolean } = {},
   ) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = new.target.name;
     this.code = code;
-    this.retriable = options.retriable ?? false;
+    this.retriable = options.retriable ?? ERROR_CODES[code].retriable;
   }
 }
 
@@ -30,9 +33,9 @@ export class ConfigError extends RecsysError {
 
 /** A backing service (Kafka, Redis, ...) did not answer; worth retrying. */
 export class DependencyUnavailableError extends RecsysError {
-  readonly dependency: string;
-  constructor(dependency: string, message: string, options: { cause?: unknown } = {}) {
-    super(`RECSYS_${dependency.toUpperCase()}_UNAVAILABLE`, `${dependency}: ${message}`, {
+  readonly dependency: Dependency;
+  constructor(dependency: Dependency, message: string, options: { cause?: unknown } = {}) {
+    super(DEPENDENCY_CODES[dependency], `${dependency}: ${message}`, {
       cause: options.cause,
       retriable: true,
     });

@@ -1,19 +1,20 @@
 /**
- * The uWebSockets.js HTTP server every role serves from: `/healthz` (the process runs),
+ * The uWebSockets.js HTTP server every process serves from: `/healthz` (the process runs),
  * `/readyz` (every dependency answers, per named check), `/metrics` (Prometheus), plus the
- * routes a role mounts. Errors are JSON `{ error: { code, message } }` with the right status.
+ * routes a role mounts on `app` before `listen`. Errors are JSON `{ error: { code, message } }`
+ * with the status of their code (`error-codes.ts`).
  *
  * @example
  *   const server = createHttpServer({ host, port, log, metrics, readiness });
- *   mountIngest(server.app, pipeline, config.ingest);
- *   await server.listen();
+ *   server.app.get('/hello', (res) => sendJson(res, 200, { hello: 'world' }));
+ *   const boundPort = await server.listen();
  */
 import uWS from 'uWebSockets.js';
 import type { HttpRequest, HttpResponse, TemplatedApp } from 'uWebSockets.js';
 import type { Registry } from 'prom-client';
 import type { Logger } from './log.js';
 import type { HealthReport } from './health.js';
-import { HTTP_ERRORS, type HttpErrorKind } from './http-errors.js';
+import { HTTP_ERRORS, type HttpErrorKind } from './error-codes.js';
 
 export type { HttpRequest, HttpResponse, TemplatedApp };
 

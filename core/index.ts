@@ -39,5 +39,13 @@ export {
   type HttpServer,
   type TemplatedApp,
 } from './http.js';
-export { HTTP_ERRORS, type HttpErrorKind } from './http-errors.js';
+export {
+  DEPENDENCY_CODES,
+  ERROR_CODES,
+  HTTP_ERRORS,
+  type Dependency,
+  type ErrorCode,
+  type ErrorCodeInfo,
+  type HttpErrorKind,
+} from './error-codes.js';
 export { retryForever, type ForeverRetry, type RoleDeps, type StreamRole } from './role.js';
