@@ -47,7 +47,7 @@ import WebSocket from 'ws';
 import { createLogger, loadConfig, sleep } from '../core/index.js';
 import { runBatch } from '../batch/main.js';
 import { Registry } from 'prom-client';
-import { startFeedService } from '../serving/feed.js';
+import { startFeedService } from '../serving/feed/service.js';
 import { ensureGoTool } from '../deploy/local/install.js';
 import { VERSIONS } from '../deploy/local/versions.js';
 import { mintToken, WS_PROTOCOL } from '../serving/auth.js';

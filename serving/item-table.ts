@@ -25,7 +25,7 @@
  *   table.setFacts(k, now, { categoryL1: 'shoes', price: 49, isAvailable: true, createdAt });
  *   table.price[k]; // 49
  */
-import type { ScoredList } from './mix.js';
+import type { ScoredList } from './scored-list.js';
 import { priceLog, type ItemFacts } from './rank-features.js';
 
 /** The catalog fields a table keeps (`CatalogItem` has them). */

@@ -22,9 +22,7 @@
  */
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import type { Logger } from '../core/index.js';
-import type { Redis } from '../store/redis.js';
-import { CATALOG_CHANNEL, FEATURE_CHANNEL } from '../store/keys.js';
-import type { Feed, FeedService } from './feed.js';
+import type { Feed, FeedService } from './feed/service.js';
 
 /** What the hub needs of a socket; a uWS WebSocket has all of it. */
 export interface LiveSocket {
@@ -316,28 +314,4 @@ export class LiveHub {
       }
     }
   }
-}
-
-/**
- * Subscribes `subscriber` (a connection of its own: in subscriber mode it can run nothing else)
- * to FEATURE_CHANNEL, and to CATALOG_CHANNEL when `onCatalogChange` is given, once; forwards each
- * userId, and each message's itemIds. Returns an unsubscribe function.
- */
-export async function subscribeFeatureChanges(
-  subscriber: Redis,
-  onChange: (userId: string) => void,
-  onCatalogChange?: (itemIds: string[]) => void,
-): Promise<() => Promise<void>> {
-  const channels = onCatalogChange ? [FEATURE_CHANNEL, CATALOG_CHANNEL] : [FEATURE_CHANNEL];
-  const listener = (channel: string, message: string): void => {
-    if (!message) return;
-    if (channel === FEATURE_CHANNEL) onChange(message);
-    else if (channel === CATALOG_CHANNEL) onCatalogChange?.(message.split(' '));
-  };
-  subscriber.on('message', listener);
-  await subscriber.subscribe(...channels);
-  return async () => {
-    subscriber.off('message', listener);
-    await subscriber.unsubscribe(...channels).catch(() => undefined);
-  };
 }

@@ -22,15 +22,8 @@
  */
 import { ItemTable } from './item-table.js';
 import { descendingOrder } from './order.js';
+import type { ScoredList } from './scored-list.js';
 import { SOURCES, type CandidateSource } from './rank-features.js';
-
-/** A ranked list of scored items as two parallel arrays, best first. */
-export interface ScoredList {
-  readonly ids: readonly string[];
-  readonly scores: ArrayLike<number>;
-}
-
-export const EMPTY_LIST: ScoredList = Object.freeze({ ids: [], scores: [] });
 
 export interface MixInput {
   /** Batch candidates, best first. */
@@ -46,7 +39,7 @@ export interface MixInput {
 }
 
 /** Number of candidate sources; the stride of {@link CandidateRows.scores}. */
-export const NS = SOURCES.length;
+export const SOURCE_COUNT = SOURCES.length;
 
 /**
  * Candidates as columns; row i is candidate i. Owned by one request: {@link keepRows} compacts
@@ -59,11 +52,11 @@ export interface CandidateRows {
   keys: Int32Array;
   /** Bit s is set when `SOURCES[s]` proposed the candidate. */
   proposed: Uint8Array;
-  /** The score `SOURCES[s]` gave candidate i, at `i * NS + s` (0 where not proposed). */
+  /** The score `SOURCES[s]` gave candidate i, at `i * SOURCE_COUNT + s` (0 where not proposed). */
   scores: Float64Array;
   /**
    * Where candidate i stands among the candidates `SOURCES[s]` proposed, in that source's score
-   * order (float32 precision, equal scores in the order proposed), at `i * NS + s`; read only
+   * order (float32 precision, equal scores in the order proposed), at `i * SOURCE_COUNT + s`; read only
    * where proposed. Increasing, not contiguous, once `keepRows` dropped some. Features take
    * their per-source ranks from it instead of sorting again (`RankRows.sourcePos`).
    */
@@ -76,7 +69,7 @@ export interface CandidateRows {
  */
 export function shownSource(rows: CandidateRows, i: number): CandidateSource {
   const bits = rows.proposed[i] as number;
-  for (let s = 0; s < NS; s++) if (bits & (1 << s)) return SOURCES[s] as CandidateSource;
+  for (let s = 0; s < SOURCE_COUNT; s++) if (bits & (1 << s)) return SOURCES[s] as CandidateSource;
   throw new RangeError(`candidate ${i} has no source`);
 }
 
@@ -94,7 +87,7 @@ const groupStarts = new Uint32Array(33);
 let rankStarts = new Uint32Array(0);
 let byRank = new Int32Array(0);
 let bySource = new Int32Array(0);
-const sourceLength = new Int32Array(NS);
+const sourceLength = new Int32Array(SOURCE_COUNT);
 const TAKEN = 0x80;
 
 /**
@@ -118,7 +111,7 @@ export function mixCandidates(
   for (const item of input.recent) total += input.neighbours.get(item)?.ids.length ?? 0;
   for (const list of input.trending) total += list.ids.length;
   if (bits.length < total) {
-    best = new Float64Array(NS * total * 2);
+    best = new Float64Array(SOURCE_COUNT * total * 2);
     bits = new Uint8Array(total * 2);
   }
   // Keys first: interning may grow the table's columns, which the loop below holds.
@@ -142,7 +135,7 @@ export function mixCandidates(
   if (slotKeys.length < total) {
     slotKeys = new Int32Array(total * 2);
     rowOfSlot = new Int32Array(total * 2);
-    bySource = new Int32Array(NS * total * 2);
+    bySource = new Int32Array(SOURCE_COUNT * total * 2);
   }
   const stride = slotKeys.length;
   let slots = 0;
@@ -163,7 +156,7 @@ export function mixCandidates(
         slotKeys[k] = g;
         bits[k] = 0;
       } else k = slotOf[g] as number;
-      const cell = k * NS + s;
+      const cell = k * SOURCE_COUNT + s;
       if (((bits[k] as number) & bit) === 0) {
         bits[k] = (bits[k] as number) | bit;
         best[cell] = score;
@@ -184,14 +177,14 @@ export function mixCandidates(
   // Rank within each source: score descending, ties in the order first proposed
   // (`descendingOrder`). Lists usually arrive in that order already, so a linear check saves
   // most sorts.
-  for (let s = 0; s < NS; s++) {
+  for (let s = 0; s < SOURCE_COUNT; s++) {
     const base = s * stride;
     const m = sourceLength[s] as number;
     let sorted = true;
     for (let i = 1; i < m && sorted; i++) {
       sorted =
-        (best[(bySource[base + i - 1] as number) * NS + s] as number) >=
-        (best[(bySource[base + i] as number) * NS + s] as number);
+        (best[(bySource[base + i - 1] as number) * SOURCE_COUNT + s] as number) >=
+        (best[(bySource[base + i] as number) * SOURCE_COUNT + s] as number);
     }
     if (sorted) continue;
     if (values.length < m) {
@@ -201,7 +194,7 @@ export function mixCandidates(
     }
     for (let i = 0; i < m; i++) {
       const k = bySource[base + i] as number;
-      values[i] = best[k * NS + s] as number;
+      values[i] = best[k * SOURCE_COUNT + s] as number;
       moved[i] = k;
     }
     descendingOrder(values, m, order);
@@ -210,20 +203,22 @@ export function mixCandidates(
 
   // (3) Round-robin by rank over the sources.
   let longest = 0;
-  for (let s = 0; s < NS; s++) longest = Math.max(longest, sourceLength[s] as number);
+  for (let s = 0; s < SOURCE_COUNT; s++) longest = Math.max(longest, sourceLength[s] as number);
   const size = Math.min(cap, slots);
   // The columns share one buffer: one allocation (off the V8 heap) per feed instead of four.
-  const buffer = new ArrayBuffer(size * NS * 8 + size * NS * 4 + size * 4 + size);
+  const buffer = new ArrayBuffer(
+    size * SOURCE_COUNT * 8 + size * SOURCE_COUNT * 4 + size * 4 + size,
+  );
   const rows: CandidateRows = {
     n: 0,
     ids: [],
-    scores: new Float64Array(buffer, 0, size * NS),
-    sourcePos: new Int32Array(buffer, size * NS * 8, size * NS),
-    keys: new Int32Array(buffer, size * NS * 12, size),
-    proposed: new Uint8Array(buffer, size * NS * 12 + size * 4, size),
+    scores: new Float64Array(buffer, 0, size * SOURCE_COUNT),
+    sourcePos: new Int32Array(buffer, size * SOURCE_COUNT * 8, size * SOURCE_COUNT),
+    keys: new Int32Array(buffer, size * SOURCE_COUNT * 12, size),
+    proposed: new Uint8Array(buffer, size * SOURCE_COUNT * 12 + size * 4, size),
   };
   for (let rank = 0; rank < longest && rows.n < size; rank++) {
-    for (let s = 0; s < NS && rows.n < size; s++) {
+    for (let s = 0; s < SOURCE_COUNT && rows.n < size; s++) {
       if (rank >= (sourceLength[s] as number)) continue;
       const k = bySource[s * stride + rank] as number;
       if (((bits[k] as number) & TAKEN) !== 0) continue;
@@ -235,17 +230,18 @@ export function mixCandidates(
       rows.keys[i] = g;
       rows.ids.push(table.ids[g] as string);
       rows.proposed[i] = b;
-      for (let t = 0; t < NS; t++)
-        rows.scores[i * NS + t] = b & (1 << t) ? (best[k * NS + t] as number) : 0;
+      for (let t = 0; t < SOURCE_COUNT; t++)
+        rows.scores[i * SOURCE_COUNT + t] =
+          b & (1 << t) ? (best[k * SOURCE_COUNT + t] as number) : 0;
     }
   }
   // Each source's rows in its order (the order of its slots above).
-  for (let s = 0; s < NS; s++) {
+  for (let s = 0; s < SOURCE_COUNT; s++) {
     let p = 0;
     for (let r = 0; r < (sourceLength[s] as number); r++) {
       const k = bySource[s * stride + r] as number;
       if (((bits[k] as number) & TAKEN) !== 0)
-        rows.sourcePos[(rowOfSlot[k] as number) * NS + s] = p++;
+        rows.sourcePos[(rowOfSlot[k] as number) * SOURCE_COUNT + s] = p++;
     }
   }
   return rows;
@@ -271,7 +267,7 @@ export function modelRowOrder(
   // The row's rank in the first source that proposed it.
   const rank = (i: number): number => {
     const b = rows.proposed[i] as number;
-    return rows.sourcePos[i * NS + (31 - Math.clz32(b & -b))] as number;
+    return rows.sourcePos[i * SOURCE_COUNT + (31 - Math.clz32(b & -b))] as number;
   };
   // Pass 1: rows by rank.
   let top = 0;
@@ -317,9 +313,9 @@ export function keepRows(
       rows.ids[w] = rows.ids[r] as string;
       rows.keys[w] = rows.keys[r] as number;
       rows.proposed[w] = rows.proposed[r] as number;
-      for (let t = 0; t < NS; t++) {
-        rows.scores[w * NS + t] = rows.scores[r * NS + t] as number;
-        rows.sourcePos[w * NS + t] = rows.sourcePos[r * NS + t] as number;
+      for (let t = 0; t < SOURCE_COUNT; t++) {
+        rows.scores[w * SOURCE_COUNT + t] = rows.scores[r * SOURCE_COUNT + t] as number;
+        rows.sourcePos[w * SOURCE_COUNT + t] = rows.sourcePos[r * SOURCE_COUNT + t] as number;
       }
       for (const a of also) a[w] = a[r];
     }

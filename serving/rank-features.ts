@@ -18,7 +18,7 @@
  */
 import type { EventType } from '../schemas/index.js';
 import type { SessionFeatures } from '../store/session-features.js';
-import { descendingOrder } from './order.js';
+import { sourceRanks } from './source-ranks.js';
 
 /** Candidate sources the mixer draws from, in feature order. `covis` = real-time neighbours. */
 export const SOURCES = ['batch', 'covis', 'trending', 'popularity'] as const;
@@ -114,16 +114,8 @@ const C_USER_EVENTS = col('user_events_log');
 const C_SESSION_LEN = col('session_length_log');
 const C_SINCE_LAST = col('since_last_activity_s_log');
 const C_SHARE = col('user_share_view');
-const NS = SOURCES.length;
+const SOURCE_COUNT = SOURCES.length;
 
-// Scratch for the per-source reciprocal ranks, grown to the largest request seen: a request
-// of N candidates needs NS * N values, allocated once instead of per call.
-let scoreScratch = new Float64Array(0);
-let rrankScratch = new Float32Array(0);
-let valueScratch = new Float64Array(0);
-let rowScratch = new Uint32Array(0);
-let orderScratch = new Uint32Array(0);
-let placeScratch = new Int32Array(0);
 /** Per category number: affinity share at 2c, 1/rank at 2c + 1; zero outside a fill. */
 let affinityScratch = new Float64Array(0);
 
@@ -218,17 +210,17 @@ export function fillFeatures(
     n,
     keys,
     proposed: new Uint8Array(n),
-    scores: new Float64Array(n * NS),
+    scores: new Float64Array(n * SOURCE_COUNT),
     items,
   };
   for (let i = 0; i < n; i++) {
     const scores = (candidates[i] as RankCandidate).scores;
     let bits = 0;
-    for (let s = 0; s < NS; s++) {
+    for (let s = 0; s < SOURCE_COUNT; s++) {
       const v = scores[SOURCES[s] as CandidateSource];
       if (v !== undefined) {
         bits |= 1 << s;
-        rows.scores[i * NS + s] = v;
+        rows.scores[i * SOURCE_COUNT + s] = v;
       }
     }
     rows.proposed[i] = bits;
@@ -256,18 +248,41 @@ export function fillFeatureRows(
   if (out.length < n * FEATURE_COUNT) {
     throw new RangeError(`feature buffer holds ${out.length} values, need ${n * FEATURE_COUNT}`);
   }
-  const { now, session } = ctx;
 
-  // (1a) User-level values: the same for every row.
+  const user = userValues(ctx, rows.items);
+  const { scores: sc, rranks: rr } = sourceRanks(rows, SOURCE_COUNT);
+  writeRows(out, ctx, rows, user, sc, rr, at);
+  for (const c of user.touchedCategories) {
+    affinityScratch[2 * c] = 0;
+    affinityScratch[2 * c + 1] = 0;
+  }
+}
+
+/** What every row of one user shares (step 1a). */
+interface UserValues {
+  userKnown: number;
+  userEvents: number;
+  sessionLen: number;
+  sinceLast: number;
+  shares: number[];
+  /** Category numbers with an affinity entry in `affinityScratch`. */
+  touchedCategories: number[];
+  /** Item key -> 1 / position among the user's recent (purchased) items. */
+  recent: Map<number, number>;
+  purchased: Map<number, number>;
+}
+
+/**
+ * Step 1a: the user-level values, and per category number [share of the user's total affinity,
+ * 1 / rank among the user's categories] into `affinityScratch` (cleared again after the fill).
+ */
+function userValues(ctx: RankContext, items: ItemColumns): UserValues {
+  const { now, session } = ctx;
   let userKnown = 0;
   let userEvents = 0;
   let sessionLen = 0;
   let sinceLast = 0;
   const shares = [0, 0, 0, 0, 0];
-  // Per category number: [share of the user's total affinity, 1 / rank among the user's
-  // categories], in scratch cleared again at the end; per item key: 1 / position among the
-  // user's recent and purchased items.
-  const items = rows.items;
   const touchedCategories: number[] = [];
   const recent = new Map<number, number>();
   const purchased = new Map<number, number>();
@@ -307,76 +322,38 @@ export function fillFeatureRows(
       if (k !== undefined && !purchased.has(k)) purchased.set(k, 1 / (i + 1));
     });
   }
+  return {
+    userKnown,
+    userEvents,
+    sessionLen,
+    sinceLast,
+    shares,
+    touchedCategories,
+    recent,
+    purchased,
+  };
+}
+
+/** Step 2: one row per candidate, numbers only (column reads at the row's key). */
+function writeRows(
+  out: Float32Array,
+  ctx: RankContext,
+  rows: RankRows,
+  user: UserValues,
+  sc: Float64Array,
+  rr: Float32Array,
+  at: ArrayLike<number> | undefined,
+): void {
+  const n = rows.n;
+  const { now } = ctx;
+  const items = rows.items;
   const aff = affinityScratch;
   const priceLevel = ctx.userPriceLevel;
-
-  // (1b) Per-source reciprocal ranks: this request's proposed rows ordered by score, per source
-  // (`descendingOrder`: float32 precision, ties by row, NaN lowest), into source-major scratch.
-  if (scoreScratch.length < NS * n) {
-    scoreScratch = new Float64Array(NS * n * 2);
-    rrankScratch = new Float32Array(NS * n * 2);
-    valueScratch = new Float64Array(n * 2);
-    rowScratch = new Uint32Array(n * 2);
-    orderScratch = new Uint32Array(n * 2);
-  }
-  const sc = scoreScratch;
-  const rr = rrankScratch;
-  const pos = rows.sourcePos;
-  for (let s = 0; s < NS; s++) {
-    const base = s * n;
-    const bit = 1 << s;
-    let m = 0;
-    let last = -1;
-    for (let i = 0; i < n; i++) {
-      rr[base + i] = 0;
-      if (((rows.proposed[i] as number) & bit) !== 0) {
-        const v = rows.scores[i * NS + s] as number;
-        sc[base + i] = v;
-        valueScratch[m] = v;
-        rowScratch[m++] = i;
-        if (pos !== undefined) last = Math.max(last, pos[i * NS + s] as number);
-      }
-    }
-    if (pos === undefined) {
-      const order = descendingOrder(valueScratch, m, orderScratch);
-      for (let r = 0; r < m; r++) {
-        rr[base + (rowScratch[order[r] as number] as number)] = 1 / (r + 1);
-      }
-      continue;
-    }
-    // By position (a counting placement), then rows of one float32 score in row order, which
-    // is how `descendingOrder` breaks ties.
-    if (placeScratch.length <= last) placeScratch = new Int32Array(2 * (last + 1));
-    placeScratch.fill(-1, 0, last + 1);
-    for (let j = 0; j < m; j++) {
-      const i = rowScratch[j] as number;
-      placeScratch[pos[i * NS + s] as number] = i;
-    }
-    let r = 0;
-    for (let p = 0; p <= last; p++) {
-      const i = placeScratch[p] as number;
-      if (i < 0) continue;
-      const key = rankKey(sc[base + i] as number);
-      let j = r - 1;
-      while (
-        j >= 0 &&
-        (rowScratch[j] as number) > i &&
-        rankKey(sc[base + (rowScratch[j] as number)] as number) === key
-      ) {
-        rowScratch[j + 1] = rowScratch[j] as number;
-        j--;
-      }
-      rowScratch[j + 1] = i;
-      r++;
-    }
-    for (let q = 0; q < m; q++) rr[base + (rowScratch[q] as number)] = 1 / (q + 1);
-  }
-
-  // (2) One row per candidate.
+  const { recent, purchased, touchedCategories, shares } = user;
   for (let i = 0; i < n; i++) {
     const o = (at === undefined ? i : (at[i] as number)) * FEATURE_COUNT;
     let nSources = 0;
-    for (let s = 0; s < NS; s++) {
+    for (let s = 0; s < SOURCE_COUNT; s++) {
       // Read back from (1b): rr > 0 exactly when the source proposed the item.
       const r = rr[s * n + i] as number;
       const v = sc[s * n + i] as number;
@@ -423,21 +400,12 @@ export function fillFeatureRows(
     out[o + C_RECENT] = recent.size > 0 ? (recent.get(k) ?? 0) : 0;
     out[o + C_BOUGHT] = purchased.size > 0 ? (purchased.get(k) ?? 0) : 0;
 
-    out[o + C_USER_KNOWN] = userKnown;
-    out[o + C_USER_EVENTS] = userEvents;
-    out[o + C_SESSION_LEN] = sessionLen;
-    out[o + C_SINCE_LAST] = sinceLast;
+    out[o + C_USER_KNOWN] = user.userKnown;
+    out[o + C_USER_EVENTS] = user.userEvents;
+    out[o + C_SESSION_LEN] = user.sessionLen;
+    out[o + C_SINCE_LAST] = user.sinceLast;
     for (let t = 0; t < TYPES.length; t++) out[o + C_SHARE + t] = shares[t] as number;
   }
-  for (const c of touchedCategories) {
-    aff[2 * c] = 0;
-    aff[2 * c + 1] = 0;
-  }
-}
-
-/** A score as `descendingOrder` compares it: float32 precision, NaN as -Infinity, -0 as 0. */
-function rankKey(v: number): number {
-  return v !== v ? -Infinity : Math.fround(v);
 }
 
 /**

@@ -349,3 +349,24 @@ export function parseFeatures(
     purchased: split(h[F.purchased]),
   };
 }
+
+const FEATURES_KEY = /^\{u:(.*)\}:f$/s;
+
+/**
+ * Up to `n` users who have features (found by SCAN, at most 20 batches of 1,000 keys), for
+ * warming caches; not a uniform sample.
+ */
+export async function sampleUsers(redis: Redis, n: number): Promise<string[]> {
+  const users: string[] = [];
+  let cursor = '0';
+  for (let scans = 0; scans < 20 && users.length < n; scans++) {
+    const [next, keys] = await redis.scan(cursor, 'MATCH', userFeaturesKey('*'), 'COUNT', 1000);
+    for (const key of keys) {
+      const id = FEATURES_KEY.exec(key)?.[1];
+      if (id !== undefined && users.length < n) users.push(id);
+    }
+    cursor = next;
+    if (cursor === '0') break;
+  }
+  return users;
+}

@@ -14,7 +14,7 @@ import { Redis } from 'ioredis';
 import { loadConfig } from '../../../core/config.js';
 import { runBatch } from '../../../batch/main.js';
 import { openRegistry } from '../../../store/registry/index.js';
-import { currentVersion } from '../../../batch/publish.js';
+import { CandidateStore } from '../../../store/candidates.js';
 import { config as baseConfig, log, requireServices } from '../harness.js';
 
 const dirs: string[] = [];
@@ -56,7 +56,7 @@ describe('npm run batch (runBatch)', () => {
         'co-visitation beats popularity',
       );
       assert.equal(first.model.promoted, true, first.model.reason);
-      assert.equal(await currentVersion(redis), first.candidatesVersion);
+      assert.equal(await new CandidateStore(redis).currentVersion(), first.candidatesVersion);
       assert.ok(existsSync(first.report));
       assert.match(await readFile(first.report, 'utf8'), /\| hybrid \|/);
       for (const step of [

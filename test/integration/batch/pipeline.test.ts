@@ -14,15 +14,8 @@ import { Redis } from 'ioredis';
 import { buildCandidates, type CandidateResult } from '../../../batch/candidates.js';
 import { runEtl, type EtlResult } from '../../../batch/etl.js';
 import { generate, type GenerateResult } from '../../../batch/generate.js';
-import {
-  currentVersion,
-  decodeScored,
-  publishCandidates,
-  readCandidates,
-  readNeighbours,
-  readPopular,
-  rollback,
-} from '../../../batch/publish.js';
+import { publishCandidates } from '../../../batch/publish.js';
+import { CandidateStore, decodeScored } from '../../../store/candidates.js';
 import { loadConfig } from '../../../core/config.js';
 import { BATCH, itemKey } from '../../../store/keys.js';
 import { config as baseConfig, log, requireServices, run } from '../harness.js';
@@ -159,15 +152,15 @@ describe('batch pipeline', () => {
     assert.ok(redis && cands, 'the first test ran');
     const r = redis;
     const v1 = await publishCandidates(config, r, log, cands);
-    assert.equal(await currentVersion(r), v1.version);
+    assert.equal(await new CandidateStore(r).currentVersion(), v1.version);
     assert.ok(v1.keys.users > 900 && v1.keys.items > 700);
 
-    const user = (await readCandidates(r, 'u1')).items;
+    const user = (await new CandidateStore(r).readCandidates('u1')).items;
     assert.ok(user.length > 0 && user.length <= config.batch.candidatesPerUser);
     assert.ok(user.every((c) => c.source === 'covisit' || c.source === 'category'));
     assert.ok(user[0]!.score >= user[user.length - 1]!.score);
     const pair = gen.plantedPairs[0]!;
-    const nb = await readNeighbours(r, [pair.itemId, 'no-such-item']);
+    const nb = await new CandidateStore(r).readNeighbours([pair.itemId, 'no-such-item']);
     assert.equal(nb.has('no-such-item'), false);
     assert.ok(
       nb
@@ -176,9 +169,9 @@ describe('batch pipeline', () => {
         .some((n) => n.itemId === pair.complementId),
     );
     assert.equal(nb.get(pair.itemId)![0]!.score, 1);
-    const pop = await readPopular(r, null, 10);
+    const pop = await new CandidateStore(r).readPopular(null, 10);
     assert.equal(pop.length, 10);
-    const popCat = await readPopular(r, 'c00', 5);
+    const popCat = await new CandidateStore(r).readPopular('c00', 5);
     assert.equal(popCat.length, 5);
     // Every item with statistics has its popularity published in its category's list, with the
     // value the ETL computed (to 4 decimals).
@@ -195,11 +188,11 @@ describe('batch pipeline', () => {
     }
     assert.equal(published, stats.size);
     assert.equal(v1.keys.itemPopularity, new Set([...stats.values()].map((s) => s.category)).size);
-    assert.equal((await readCandidates(r, 'nobody')).items.length, 0);
+    assert.equal((await new CandidateStore(r).readCandidates('nobody')).items.length, 0);
 
     const v2 = await publishCandidates(config, r, log, cands);
     assert.equal(v2.previous, v1.version);
-    assert.equal(await currentVersion(r), v2.version);
+    assert.equal(await new CandidateStore(r).currentVersion(), v2.version);
     const cli = await run('redis-cli', ['-u', redisUrl, 'GET', BATCH.current]);
     assert.equal(cli.stdout.trim(), String(v2.version));
     // The previous version is kept whole (no TTL) for rollback.
@@ -209,15 +202,15 @@ describe('batch pipeline', () => {
     ]);
     assert.equal(await r.ttl(BATCH.candidates('u1', v1.version)), -1);
 
-    const back = await rollback(r, log);
+    const back = await new CandidateStore(r).rollback(log);
     assert.deepEqual(back, { from: v2.version, to: v1.version });
-    assert.equal(await currentVersion(r), v1.version);
+    assert.equal(await new CandidateStore(r).currentVersion(), v1.version);
     assert.ok((await r.ttl(BATCH.candidates('u1', v2.version))) > 0, 'rolled-back version expires');
-    assert.equal((await readCandidates(r, 'u1')).version, v1.version);
+    assert.equal((await new CandidateStore(r).readCandidates('u1')).version, v1.version);
 
     const v3 = await publishCandidates(config, r, log, cands);
     const v4 = await publishCandidates(config, r, log, cands, { retireGraceSec: 0 });
-    assert.equal(await currentVersion(r), v4.version);
+    assert.equal(await new CandidateStore(r).currentVersion(), v4.version);
     assert.deepEqual(await r.zrange(BATCH.versions, 0, -1), [
       String(v3.version),
       String(v4.version),

@@ -17,7 +17,7 @@ import { loadConfig, type Config } from '../../../core/config.js';
 import { sleep } from '../../../core/retry.js';
 import { runBatch } from '../../../batch/main.js';
 import { openRegistry } from '../../../store/registry/index.js';
-import { readNeighbours } from '../../../batch/publish.js';
+import { CandidateStore } from '../../../store/candidates.js';
 import { mintToken, WS_PROTOCOL } from '../../../serving/auth.js';
 import { config as baseConfig, log, requireServices, uniq } from '../harness.js';
 import {
@@ -140,7 +140,13 @@ describe('end to end: MQTT event to live feed, hot swap under load', () => {
     const user = uniq('e2eu').replace(/[^A-Za-z0-9_.:@-]/g, '');
     const password = 'pw-e2e';
     await addMqttUser(user, password);
-    const neighbours = await readNeighbours(redis, ['i1', 'i2', 'i3', 'i4', 'i5']);
+    const neighbours = await new CandidateStore(redis).readNeighbours([
+      'i1',
+      'i2',
+      'i3',
+      'i4',
+      'i5',
+    ]);
     const [itemId, nbs] = [...neighbours].find(([, list]) => list.length >= 3) ?? [];
     assert.ok(itemId && nbs, 'an item with neighbours');
     const wanted = new Set(nbs.slice(0, 10).map((n) => n.itemId));

@@ -16,7 +16,7 @@ import { Redis } from 'ioredis';
 import { Registry } from 'prom-client';
 import { type Config, loadConfig } from '../../../core/index.js';
 import { runBatch } from '../../../batch/main.js';
-import { currentVersion, readCandidates, readNeighbours } from '../../../batch/publish.js';
+import { CandidateStore } from '../../../store/candidates.js';
 import { openRegistry } from '../../../store/registry/index.js';
 import { readSchema, type ServedFeed } from '../../../schemas/index.js';
 import { CatalogStore } from '../../../store/catalog.js';
@@ -24,7 +24,7 @@ import { FeatureStore, type FeatureEvent } from '../../../store/session-features
 import { ImpressionStore, startImpressions } from '../../../stream/roles/impressions.js';
 import { BATCH } from '../../../store/keys.js';
 import { TrendingStore } from '../../../store/trending.js';
-import { startFeedService, type Feed, type FeedService } from '../../../serving/feed.js';
+import { startFeedService, type Feed, type FeedService } from '../../../serving/feed/service.js';
 import {
   config as baseConfig,
   kafkaBroker,
@@ -109,7 +109,8 @@ describe('feed service', { timeout: 600_000 }, () => {
       cursor = next;
       for (const k of keys) users.push([k.slice(3, k.indexOf('}')), 0]);
     } while (cursor !== '0' && users.length < 200);
-    for (const u of users) u[1] = (await readCandidates(redis, u[0], version)).items.length;
+    for (const u of users)
+      u[1] = (await new CandidateStore(redis).readCandidates(u[0], version)).items.length;
     return users.sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1)).map(([u]) => u);
   };
 
@@ -157,7 +158,7 @@ describe('feed service', { timeout: 600_000 }, () => {
     );
     assert.equal(res.model.promoted, true, res.model.reason);
     champion = res.model.version;
-    version = (await currentVersion(redis)) as number;
+    version = (await new CandidateStore(redis).currentVersion()) as number;
     // Some trending counts, as the feature consumer would keep them.
     const trending = new TrendingStore(redis, config.trending);
     const catalog = new CatalogStore(redis, { cacheTtlMs: 0, cacheSize: 0 });
@@ -194,7 +195,7 @@ describe('feed service', { timeout: 600_000 }, () => {
     if (skipped) return t.skip('services down');
     const [user] = await batchUsers();
     assert.ok(user);
-    const cands = (await readCandidates(redis, user, version)).items;
+    const cands = (await new CandidateStore(redis).readCandidates(user, version)).items;
     const [bought, gone] = [cands[0]?.itemId as string, cands[1]?.itemId as string];
     const catalog = new CatalogStore(redis, { cacheTtlMs: 0, cacheSize: 0 });
     const goneItem = (await catalog.get([gone])).get(gone);
@@ -296,7 +297,7 @@ describe('feed service', { timeout: 600_000 }, () => {
         touched.map((i) => [i, 'view']),
       ),
     );
-    const nb = await readNeighbours(redis, touched, version);
+    const nb = await new CandidateStore(redis).readNeighbours(touched, version);
     const expected = new Set([...nb.values()].flat().map((n) => n.itemId));
     const warm = await (feeds as FeedService).getFeed(user, 50);
     const covis = warm.items.filter((i) => i.source === 'covis');

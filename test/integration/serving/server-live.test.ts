@@ -11,7 +11,7 @@ import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { WebSocket } from 'ws';
 import { sleep } from '../../../core/retry.js';
-import type { Feed } from '../../../serving/feed.js';
+import type { Feed } from '../../../serving/feed/service.js';
 import { CatalogStore } from '../../../store/catalog.js';
 import { CATALOG_CHANNEL, ITEM_FIELDS, itemKey } from '../../../store/keys.js';
 import { uniq } from '../harness.js';

@@ -3,17 +3,16 @@ import assert from 'node:assert/strict';
 import {
   demoteFatigued,
   diversify,
-  EMPTY_LIST,
   keepRows,
   mixCandidates,
   modelRowOrder,
-  NS,
+  SOURCE_COUNT,
   shownSource,
   type CandidateRows,
   type MixInput,
-  type ScoredList,
 } from '../../../serving/mix.js';
 import { ItemTable } from '../../../serving/item-table.js';
+import { EMPTY_LIST, type ScoredList } from '../../../serving/scored-list.js';
 import { SOURCES } from '../../../serving/rank-features.js';
 import { parseImpressions } from '../../../stream/roles/impressions.js';
 import { IMPRESSIONS_OFFSET_FIELD, userImpressionsKey } from '../../../store/keys.js';
@@ -36,7 +35,8 @@ function asObjects(rows: CandidateRows) {
   return Array.from({ length: rows.n }, (_, i) => {
     const scores: Record<string, number> = {};
     SOURCES.forEach((src, k) => {
-      if ((rows.proposed[i] as number) & (1 << k)) scores[src] = rows.scores[i * NS + k] as number;
+      if ((rows.proposed[i] as number) & (1 << k))
+        scores[src] = rows.scores[i * SOURCE_COUNT + k] as number;
     });
     return { itemId: rows.ids[i] as string, scores, source: shownSource(rows, i) };
   });
@@ -202,7 +202,7 @@ describe('modelRowOrder', () => {
     const firstRank = (id: string): number => {
       const i = rows.ids.indexOf(id);
       const b = rows.proposed[i] as number;
-      return rows.sourcePos[i * NS + (31 - Math.clz32(b & -b))] as number;
+      return rows.sourcePos[i * SOURCE_COUNT + (31 - Math.clz32(b & -b))] as number;
     };
     for (let j = 1; j < inModelOrder.length; j++) {
       if (groups[j] === groups[j - 1]) {

@@ -11,7 +11,7 @@ import { WebSocket } from 'ws';
 import { loadConfig } from '../../../core/config.js';
 import { createLogger } from '../../../core/log.js';
 import { mintToken } from '../../../serving/auth.js';
-import type { Feed } from '../../../serving/feed.js';
+import type { Feed } from '../../../serving/feed/service.js';
 import { startServing } from '../../../serving/server.js';
 
 const log = createLogger('silent');

@@ -7,7 +7,7 @@ import { afterEach, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { Registry } from 'prom-client';
 import { createLogger } from '../../../core/log.js';
-import type { Feed } from '../../../serving/feed.js';
+import type { Feed } from '../../../serving/feed/service.js';
 import { LiveHub, type LiveSocket } from '../../../serving/live.js';
 
 const log = createLogger('silent');

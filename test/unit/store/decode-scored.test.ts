@@ -1,6 +1,6 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { decodeScored } from '../../../batch/publish.js';
+import { decodeScored } from '../../../store/candidates.js';
 
 describe('decodeScored', () => {
   it('splits ids and scores, skipping the source', () => {

@@ -1,0 +1,279 @@
+/**
+ * What the feed service keeps in memory between requests, and the reads that fill it.
+ *
+ * Per batch version (`VersionState`): the item table (items as numbers with their catalog facts,
+ * popularity and neighbour lists as columns), the overall popular list, the categories whose
+ * popularity was read, the newest `NEIGHBOUR_CACHE_LISTS` neighbour lists and the newest
+ * `userCache` users' batch candidates. A version's lists never change, so they are read once; a
+ * new version (or a table past `ITEM_TABLE_LIMIT` items) starts a new state, and a request keeps
+ * the state it started with even if the version moves meanwhile.
+ *
+ * Across versions: trending lists (reused for `TRENDING_CACHE_MS`), and catalog facts, which the
+ * item table holds with the time they were read. Entries changed through `CatalogStore` are
+ * dropped at once (`itemsChanged`); the TTL (`catalogTtlMs`) only bounds staleness when a change
+ * was never announced. Facts past their TTL are used as they are and re-read in the background,
+ * once however many requests ask; each item's TTL is shortened by up to half, by a fixed
+ * fraction of its own, so items read together do not expire together.
+ *
+ * @example
+ *   const caches = new FeedCaches({ candidates, catalog, trending }, config, log);
+ *   const state = caches.stateFor(version);
+ *   const overall = await caches.overall(state);
+ */
+import type { Config, Logger } from '../../core/index.js';
+import type { CandidateStore } from '../../store/candidates.js';
+import type { CatalogStore } from '../../store/catalog.js';
+import type { TrendingStore } from '../../store/trending.js';
+import { ITEM_TABLE_LIMIT, ItemTable } from '../item-table.js';
+import { popularityLog } from '../rank-features.js';
+import { firstOf, type ScoredList } from '../scored-list.js';
+
+/** Popular items read per version (a candidate source; training's `popularK`). */
+export const POPULAR_K = 50;
+/** How long a trending list is reused, ms (trending moves in buckets of a minute). */
+const TRENDING_CACHE_MS = 1000;
+/** Neighbour lists kept per process (oldest out first); at 50 neighbours some 3 KB each. */
+const NEIGHBOUR_CACHE_LISTS = 20_000;
+
+export interface VersionState {
+  table: ItemTable;
+  /** The overall popular list (a candidate source). */
+  overall: Promise<ScoredList> | null;
+  /** Per category number: its popularity list, being read or read. */
+  categories: Map<number, Promise<void>>;
+  /** Keys with a cached neighbour entry, oldest first, from `neighbourHead`. */
+  neighbourKeys: number[];
+  neighbourHead: number;
+  /** Users' batch candidates (ids shared with the table), oldest first; `userCache` at most. */
+  users: Map<string, ScoredList>;
+}
+
+export interface FeedStores {
+  candidates: CandidateStore;
+  catalog: CatalogStore;
+  trending: TrendingStore;
+}
+
+export class FeedCaches {
+  readonly #stores: FeedStores;
+  readonly #log: Logger;
+  readonly #catalogTtlMs: number;
+  readonly #userCacheSize: number;
+  readonly #trendWindow: number;
+  readonly #trending = new Map<string, { at: number; list: Promise<ScoredList> }>();
+  #state: VersionState | null = null;
+
+  constructor(stores: FeedStores, config: Readonly<Config>, log: Logger) {
+    this.#stores = stores;
+    this.#log = log;
+    this.#catalogTtlMs = config.serving.catalogTtlMs;
+    this.#userCacheSize = config.serving.userCache;
+    this.#trendWindow = Math.max(...config.trending.windowsSec);
+  }
+
+  /** The state of `version`, started anew when the version moved or the table is full. */
+  stateFor(version: number | null): VersionState {
+    const st = this.#state;
+    if (st === null || st.table.version !== version || st.table.size > ITEM_TABLE_LIMIT) {
+      this.#state = {
+        table: new ItemTable(version),
+        overall: null,
+        categories: new Map(),
+        neighbourKeys: [],
+        neighbourHead: 0,
+        users: new Map(),
+      };
+    }
+    return this.#state as VersionState;
+  }
+
+  /** A user's cached batch candidates of the current state, if any. */
+  cachedUser(userId: string): ScoredList | undefined {
+    return this.#state?.users.get(userId);
+  }
+
+  /** Catalog entries changed: their facts are read again before use (all, without ids). */
+  itemsChanged(itemIds?: readonly string[]): void {
+    this.#state?.table.forgetFacts(itemIds);
+  }
+
+  /** The version's overall popular list (its first `POPULAR_K`); a failed read is not kept. */
+  overall(state: VersionState): Promise<ScoredList> {
+    if (state.overall === null) {
+      const read = this.#stores.candidates
+        .popular(null, state.table.version as number)
+        .then((list) => {
+          notePopularity(state.table, list);
+          return firstOf(list, POPULAR_K);
+        });
+      read.catch(() => {
+        if (state.overall === read) state.overall = null;
+      });
+      state.overall = read;
+    }
+    return state.overall;
+  }
+
+  /** Reads a category's popularity into the table, once per version. */
+  categoryPopularity(state: VersionState, category: number): Promise<void> {
+    let hit = state.categories.get(category);
+    if (!hit) {
+      const { table } = state;
+      hit = this.#stores.candidates
+        .categoryPopularity(table.categories[category] as string, table.version as number)
+        .then((list) => {
+          notePopularity(table, list);
+          table.popularityRead[category] = 1;
+        });
+      hit.catch(() => state.categories.delete(category));
+      state.categories.set(category, hit);
+    }
+    return hit;
+  }
+
+  /**
+   * Catalog facts of `n` keys into the table: keys never read (or forgotten) are read now, in
+   * one pipelined round trip the caller waits for; keys past their TTL are re-read in the
+   * background (module comment).
+   */
+  async readFacts(table: ItemTable, keys: ArrayLike<number>, n: number, now: number) {
+    let missing: number[] | null = null;
+    let stale: number[] | null = null;
+    for (let i = 0; i < n; i++) {
+      const k = keys[i] as number;
+      const at = table.readAt[k] as number;
+      if (at === 0) (missing ??= []).push(k);
+      else if (now - at >= this.#catalogTtlMs - this.#ttlSpread(k) && table.refreshing[k] === 0) {
+        table.refreshing[k] = 1;
+        (stale ??= []).push(k);
+      }
+    }
+    if (stale !== null) {
+      const refresh = stale;
+      this.#fetchFacts(table, refresh, now)
+        .catch((err: unknown) =>
+          this.#log.warn(
+            { err: (err as Error).message },
+            'catalog refresh failed; retried on next use',
+          ),
+        )
+        .finally(() => {
+          for (const k of refresh) table.refreshing[k] = 0;
+        });
+    }
+    if (missing !== null) await this.#fetchFacts(table, [...new Set(missing)], now);
+  }
+
+  /** The `k` trending items overall (`category` null) or of one category, reused for a second. */
+  trending(category: string | null, k: number, now: number): Promise<ScoredList> {
+    const key = `${category ?? ''}|${k}`;
+    const hit = this.#trending.get(key);
+    if (hit && now - hit.at < TRENDING_CACHE_MS) return hit.list;
+    const list = this.#stores.trending.top(this.#trendWindow, category, k).then((top) => ({
+      ids: top.map(([id]) => id),
+      scores: Float64Array.from(top, ([, count]) => count),
+    }));
+    list.catch(() => this.#trending.delete(key));
+    this.#trending.set(key, { at: now, list });
+    // Bounded: one entry per category ever asked for (categories are few).
+    if (this.#trending.size > 10_000) this.#trending.clear();
+    return list;
+  }
+
+  /**
+   * A user's batch candidates from a read of the store, kept for this user's next request in
+   * this version (`userCache` users, oldest out first). The ids kept are the table's strings.
+   */
+  async userCandidates(
+    state: VersionState,
+    userId: string,
+    read: Promise<ScoredList>,
+    onMiss?: () => void,
+  ): Promise<ScoredList> {
+    const decoded = await read;
+    const { table } = state;
+    if (this.#userCacheSize === 0 || table.version === null) return decoded;
+    const keys = table.keysOf(decoded);
+    const list: ScoredList = {
+      ids: Array.from(keys, (k) => table.ids[k] as string),
+      scores: decoded.scores,
+    };
+    table.setKeys(list, keys);
+    state.users.delete(userId);
+    state.users.set(userId, list);
+    if (state.users.size > this.#userCacheSize) {
+      state.users.delete(state.users.keys().next().value as string);
+    }
+    onMiss?.();
+    return list;
+  }
+
+  /**
+   * Co-visitation neighbours of each item (items without any are absent), kept in the version's
+   * table (the newest NEIGHBOUR_CACHE_LISTS, and the absence of a list too); misses take one
+   * round trip.
+   */
+  async neighbours(
+    itemIds: readonly string[],
+    state: VersionState,
+  ): Promise<Map<string, ScoredList>> {
+    const out = new Map<string, ScoredList>();
+    if (itemIds.length === 0) return out;
+    const { table } = state;
+    let missing: string[] | null = null;
+    for (const id of itemIds) {
+      const hit = table.neighbours[table.intern(id)];
+      if (hit === undefined) (missing ??= []).push(id);
+      else if (hit !== null) out.set(id, hit);
+    }
+    if (missing === null) return out;
+    const version = table.version as number;
+    const lists = await Promise.all(
+      missing.map((id) => this.#stores.candidates.neighbours(id, version)),
+    );
+    missing.forEach((id, i) => {
+      const list = lists[i] as ScoredList;
+      const k = table.intern(id);
+      if (table.neighbours[k] === undefined) {
+        table.neighbours[k] = list.ids.length > 0 ? list : null;
+        remember(state, k);
+      }
+      if (list.ids.length > 0) out.set(id, list);
+    });
+    return out;
+  }
+
+  async #fetchFacts(table: ItemTable, keys: number[], now: number): Promise<void> {
+    const forgets = table.forgets;
+    const found = await this.#stores.catalog.lookup(keys.map((k) => table.ids[k] as string));
+    // Changed while the read was in flight: the answer may predate the change.
+    const at = table.forgets === forgets ? now : 0;
+    keys.forEach((k, j) => table.setFacts(k, at, found[j] ?? null));
+  }
+
+  #ttlSpread(k: number): number {
+    return (this.#catalogTtlMs / 2) * (((k * 2654435761) >>> 0) / 2 ** 32);
+  }
+}
+
+/** Records a neighbour list's key, dropping the oldest beyond NEIGHBOUR_CACHE_LISTS. */
+function remember(state: VersionState, k: number): void {
+  const { table } = state;
+  state.neighbourKeys.push(k);
+  if (state.neighbourKeys.length - state.neighbourHead > NEIGHBOUR_CACHE_LISTS) {
+    table.neighbours[state.neighbourKeys[state.neighbourHead++] as number] = undefined;
+    if (state.neighbourHead > NEIGHBOUR_CACHE_LISTS) {
+      state.neighbourKeys.splice(0, state.neighbourHead);
+      state.neighbourHead = 0;
+    }
+  }
+}
+
+/** Records popularity values (first one wins: an item's value is the same in every list). */
+function notePopularity(table: ItemTable, list: ScoredList): void {
+  for (let i = 0; i < list.ids.length; i++) {
+    const k = table.intern(list.ids[i] as string);
+    const known = table.popularityLog[k] as number;
+    if (known !== known) table.popularityLog[k] = popularityLog(list.scores[i] as number);
+  }
+}

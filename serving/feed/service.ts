@@ -1,0 +1,121 @@
+/**
+ * The feed service: builds, ranks and returns one user's feed (`pipeline.ts`), and logs every
+ * feed served. The HTTP/WebSocket server calls {@link FeedService.getFeed}; nothing here knows
+ * about HTTP. It owns the process's model holder (polling the registry), the served-log
+ * producer, the caches (`caches.ts`) and the warm-up (`warm-up.ts`).
+ *
+ * Without a model (none registered yet, or none loadable) `getFeed` still answers, unranked,
+ * with `modelVersion` "none"; `readiness` reports `model` not ok, so /readyz answers 503 until a
+ * model is loaded, and `warm` not ok until warm-up feeds were built with it.
+ *
+ * @example
+ *   const feeds = startFeedService({ config, log, metrics });
+ *   const feed = await feeds.getFeed('u42', 20);
+ */
+import type { Registry } from 'prom-client';
+import { checkHealth, type Config, type HealthReport, type Logger } from '../../core/index.js';
+import { CandidateStore } from '../../store/candidates.js';
+import { CatalogStore } from '../../store/catalog.js';
+import { createRedis, redisHealth, type Redis } from '../../store/redis.js';
+import { openRegistry } from '../../store/registry/index.js';
+import { TrendingStore } from '../../store/trending.js';
+import { ImpressionStore } from '../../stream/roles/impressions.js';
+import { startModelHolder } from '../model.js';
+import { startServedLog } from '../served-log.js';
+import { FeedCaches } from './caches.js';
+import { createFeedMetrics } from './metrics.js';
+import { buildFeed, MatrixPool, type Feed, type FeedContext } from './pipeline.js';
+import { startWarmUp } from './warm-up.js';
+
+export { NO_MODEL_VERSION, type Feed, type FeedItem } from './pipeline.js';
+
+export interface FeedService {
+  /** Builds, ranks and returns a user's feed; the served record is written to Kafka asynchronously (off the request path). */
+  getFeed(userId: string, limit: number): Promise<Feed>;
+  /** Named checks for /readyz: redis, model (a model is loaded), kafka (served-log producer), warm. */
+  readiness(): Promise<HealthReport>;
+  /** Current model version, or null before one is loaded. */
+  modelVersion(): string | null;
+  /**
+   * Catalog entries changed (CATALOG_CHANNEL): their cached copies are dropped; with no ids,
+   * every cached entry is (change messages may have been missed).
+   */
+  itemsChanged(itemIds?: readonly string[]): void;
+  close(): Promise<void>;
+}
+
+export interface FeedDeps {
+  config: Readonly<Config>;
+  log: Logger;
+  metrics: Registry;
+  /** A Redis connection to use (not closed by the service); one is created when absent. */
+  redis?: Redis;
+}
+
+export function startFeedService(deps: FeedDeps): FeedService {
+  const { config, metrics } = deps;
+  const log = deps.log.child({ component: 'feed' });
+  const ownRedis = deps.redis === undefined;
+  const redis =
+    deps.redis ?? createRedis(config.redis.url, 'recsys-serving', { coalesceWrites: true });
+  const candidates = new CandidateStore(redis);
+  const stores = {
+    candidates,
+    // Catalog reads only: the item table keeps the entries (as columns).
+    catalog: new CatalogStore(redis, { cacheTtlMs: 0, cacheSize: 0 }),
+    trending: new TrendingStore(redis, config.trending),
+  };
+  const models = startModelHolder({
+    registry: openRegistry(config.batch, log),
+    log,
+    metrics,
+    pollMs: config.serving.modelPollMs,
+  });
+  const served = startServedLog({ config, log, metrics });
+  const ctx: FeedContext = {
+    config,
+    redis,
+    candidates,
+    impressions: new ImpressionStore(redis),
+    caches: new FeedCaches(stores, config, log),
+    models,
+    served,
+    metrics: createFeedMetrics(metrics),
+    pool: new MatrixPool(),
+    liveVersion: null,
+  };
+  const warmUp = startWarmUp({
+    log,
+    redis,
+    models,
+    build: (userId, limit) => buildFeed(ctx, userId, limit, false),
+  });
+
+  return {
+    getFeed: (userId, limit) => buildFeed(ctx, userId, limit, true),
+    readiness: () =>
+      checkHealth(
+        {
+          redis: () => redisHealth(redis, config.healthTimeoutMs),
+          model: () => {
+            if (models.version() === null) throw new Error('no model loaded');
+          },
+          kafka: () => served.check(),
+          warm: () => {
+            if (!warmUp.done()) {
+              throw new Error('warming up (no model yet, or building warm-up feeds)');
+            }
+          },
+        },
+        config.healthTimeoutMs,
+      ),
+    modelVersion: () => models.version(),
+    itemsChanged: (itemIds) => ctx.caches.itemsChanged(itemIds),
+    async close() {
+      warmUp.stop();
+      await models.close();
+      await served.close();
+      if (ownRedis) redis.disconnect();
+    },
+  };
+}
