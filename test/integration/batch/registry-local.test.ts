@@ -79,7 +79,7 @@ describe('model registry (local): layout and concurrency', () => {
   test('8 processes registering and promoting at once get distinct versions', async (t) => {
     const name = uniq('race');
     await modelFile(root, `${name}.onnx`, 32 * 1024);
-    const registryModule = join(process.cwd(), 'dist', 'batch', 'registry', 'index.js');
+    const registryModule = join(process.cwd(), 'dist', 'store', 'registry', 'index.js');
     const logModule = join(process.cwd(), 'dist', 'core', 'log.js');
     // Each process registers 3 versions with increasing NDCG and promotes each one.
     const script = `
