@@ -20,6 +20,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# The tests flush Redis and consume the default topics: a running product (`npm run up`) is
+# stopped first; `npm run up` starts it again.
+node dist/deploy/local/cli.js down stream serving
 node dist/deploy/local/cli.js up --started-file "$started_file"
 
 mapfile -t files < <(find dist/test/unit dist/test/integration -name '*.test.js' 2>/dev/null | sort)

@@ -4,21 +4,22 @@
  *   node dist/deploy/local/cli.js up [service...] [--started-file F]
  *   node dist/deploy/local/cli.js down [service...]
  *   node dist/deploy/local/cli.js status
+ *   node dist/deploy/local/cli.js product    (`npm run up`: the whole product, see product.ts)
  *   node dist/deploy/local/cli.js mqtt-user <username> <password>
  *   node dist/deploy/local/cli.js env
  *
- * Services: kafka, registry, redis, mosquitto, elasticsearch (default: RECSYS_LOCAL_SERVICES).
+ * Services: kafka, registry, redis, mosquitto, elasticsearch (default: RECSYS_LOCAL_SERVICES),
+ * and the product's processes stream and serving (`app.ts`).
  * Downloads are cached in RECSYS_CACHE_DIR; data, logs and pid files go to RECSYS_LOCAL_DIR.
  */
 import { existsSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createLogger, loadConfig, sleep, VARIABLES } from '../../core/index.js';
-import { canConnectMqtt } from '../../stream/index.js';
-import { isOurs, readPidFile } from './process.js';
-import { SERVICE_NAMES, setMqttPassword, type ServiceName, type StackContext } from './services.js';
-import { down, servicePaths, status, up } from './stack.js';
+import { createLogger, loadConfig, VARIABLES } from '../../core/index.js';
+import { APP_NAMES, SERVICE_NAMES, type ServiceName, type StackContext } from './service-def.js';
+import { addMqttUser, upProduct } from './product.js';
+import { down, running, status, up } from './stack.js';
 
 function checkoutRoot(): string {
   let dir = dirname(fileURLToPath(import.meta.url));
@@ -78,7 +79,9 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
     case 'status': {
-      const rows = await status(ctx, pickServices(positional, config.local.services));
+      // By default the backbone, and the product's processes when they run.
+      const apps = positional.length > 0 ? [] : await running(ctx, APP_NAMES);
+      const rows = await status(ctx, [...pickServices(positional, config.local.services), ...apps]);
       for (const r of rows) {
         const rss = r.rssBytes ? `${(r.rssBytes / 2 ** 20).toFixed(0)} MiB RSS` : '';
         const who = r.ours ? `pid ${r.pid}` : r.ready ? 'external' : 'stopped';
@@ -91,20 +94,12 @@ async function main(argv: string[]): Promise<number> {
     case 'mqtt-user': {
       const [username, password] = positional;
       if (!username || !password) throw new Error('usage: mqtt-user <username> <password>');
-      await setMqttPassword(ctx, username, password);
-      // Mosquitto re-reads its password and ACL files on SIGHUP, a moment later: wait until
-      // the account works so that callers can connect right after this returns.
-      const record = await readPidFile(servicePaths(ctx, 'mosquitto').pidFile);
-      if (record && isOurs(record)) {
-        process.kill(record.pid, 'SIGHUP');
-        const deadline = Date.now() + 10_000;
-        while (!(await canConnectMqtt(config.mqtt.url, username, password))) {
-          if (Date.now() > deadline)
-            throw new Error(`mosquitto did not accept ${username} within 10 s of reloading`);
-          await sleep(100);
-        }
-      }
+      await addMqttUser(ctx, username, password);
       console.log(`mqtt user ${username} set`);
+      return 0;
+    }
+    case 'product': {
+      await upProduct(ctx);
       return 0;
     }
     case 'env': {
@@ -112,7 +107,9 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
     default:
-      console.error(`unknown command "${command}"; use up, down, status, mqtt-user or env`);
+      console.error(
+        `unknown command "${command}"; use up, down, status, product, mqtt-user or env`,
+      );
       return 2;
   }
 }

@@ -10,41 +10,16 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
 import kafkajs from 'kafkajs';
-import { type Config, type Logger, withFileLock } from '../../core/index.js';
+import { withFileLock } from '../../core/index.js';
 import { canConnectMqtt } from '../../stream/index.js';
 import { VERSIONS } from './versions.js';
 import { installArchive, javaHome, once, sh } from './install.js';
-import type { SpawnSpec } from './process.js';
-
-export const SERVICE_NAMES = ['kafka', 'registry', 'redis', 'mosquitto', 'elasticsearch'] as const;
-export type ServiceName = (typeof SERVICE_NAMES)[number];
+import type { BackboneName, ServiceDef, StackContext } from './service-def.js';
 
 /** Account the readiness probes and compose healthcheck use; may only read `$SYS`. */
 export const HEALTHCHECK_MQTT = { username: 'healthcheck', password: 'healthcheck-local-secret' };
 
-export interface StackContext {
-  config: Readonly<Config>;
-  /** Checkout root (holds package.json). */
-  root: string;
-  /** Absolute data/log/pid folder, git-ignored. */
-  localDir: string;
-  cacheDir: string;
-  log: Logger;
-}
-
-export interface ServiceDef {
-  name: ServiceName;
-  /** Heap or memory cap the service is started with, for `status`. */
-  memory: string;
-  port(ctx: StackContext): number;
-  install(ctx: StackContext): Promise<void>;
-  /** Writes config, formats storage; returns how to start it. */
-  prepare(ctx: StackContext): Promise<Omit<SpawnSpec, 'logFile' | 'pidFile'>>;
-  /** One quick readiness probe; throws or returns false when not ready. */
-  probe(ctx: StackContext): Promise<boolean>;
-}
-
-export const dataDir = (ctx: StackContext, name: ServiceName): string =>
+export const dataDir = (ctx: StackContext, name: BackboneName): string =>
   join(ctx.localDir, 'data', name);
 
 function hostPort(hostport: string): { host: string; port: number } {
@@ -438,7 +413,7 @@ const elasticsearch: ServiceDef = {
   },
 };
 
-export const SERVICES: Readonly<Record<ServiceName, ServiceDef>> = {
+export const BACKBONE: Readonly<Record<BackboneName, ServiceDef>> = {
   kafka,
   registry,
   redis,

@@ -9,7 +9,12 @@ import { join } from 'node:path';
 import { RecsysError, sleep } from '../../core/index.js';
 import { ensureDebianPackages, javaHome } from './install.js';
 import { groupRssBytes, isOurs, readPidFile, spawnDetached, stopGroup, tail } from './process.js';
-import { SERVICES, type ServiceDef, type ServiceName, type StackContext } from './services.js';
+import { APP } from './app.js';
+import { APP_NAMES, type ServiceDef, type ServiceName, type StackContext } from './service-def.js';
+import { BACKBONE } from './services.js';
+
+/** Every service `deploy/local` runs: the backbone and the product's processes. */
+export const SERVICES: Readonly<Record<ServiceName, ServiceDef>> = { ...BACKBONE, ...APP };
 
 export class ServiceStartError extends RecsysError {
   readonly service: ServiceName;
@@ -146,21 +151,38 @@ async function startOne(
 }
 
 export async function down(ctx: StackContext, names: readonly ServiceName[]): Promise<void> {
-  await Promise.all(
+  // The product's processes first: they flush and commit while the backbone still answers.
+  const app = names.filter((n) => (APP_NAMES as readonly string[]).includes(n));
+  await Promise.all(app.map((name) => stopOne(ctx, name)));
+  await Promise.all(names.filter((n) => !app.includes(n)).map((name) => stopOne(ctx, name)));
+}
+
+async function stopOne(ctx: StackContext, name: ServiceName): Promise<void> {
+  const { pidFile } = paths(ctx, name);
+  const record = await readPidFile(pidFile);
+  if (!record) return;
+  if (!isOurs(record)) {
+    ctx.log.info({ service: name, pid: record.pid }, 'not running; removing stale pid file');
+    await rm(pidFile, { force: true });
+    return;
+  }
+  // Elasticsearch and Kafka flush on SIGTERM; give them time before SIGKILL.
+  const outcome = await stopGroup(record, pidFile, 30_000);
+  ctx.log.info({ service: name, pid: record.pid, outcome }, 'stopped');
+}
+
+/** Those of `names` this stack started and that still run. */
+export async function running<N extends ServiceName>(
+  ctx: StackContext,
+  names: readonly N[],
+): Promise<N[]> {
+  const alive = await Promise.all(
     names.map(async (name) => {
-      const { pidFile } = paths(ctx, name);
-      const record = await readPidFile(pidFile);
-      if (!record) return;
-      if (!isOurs(record)) {
-        ctx.log.info({ service: name, pid: record.pid }, 'not running; removing stale pid file');
-        await rm(pidFile, { force: true });
-        return;
-      }
-      // Elasticsearch and Kafka flush on SIGTERM; give them time before SIGKILL.
-      const outcome = await stopGroup(record, pidFile, 30_000);
-      ctx.log.info({ service: name, pid: record.pid, outcome }, 'stopped');
+      const record = await readPidFile(paths(ctx, name).pidFile);
+      return record !== null && isOurs(record);
     }),
   );
+  return names.filter((_, i) => alive[i]);
 }
 
 export interface StatusRow {

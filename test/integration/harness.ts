@@ -9,7 +9,8 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import type { TestContext } from 'node:test';
 import { loadConfig } from '../../core/config.js';
-import { SERVICES, type ServiceName, type StackContext } from '../../deploy/local/services.js';
+import type { ServiceName, StackContext } from '../../deploy/local/service-def.js';
+import { SERVICES } from '../../deploy/local/stack.js';
 import { createLogger } from '../../core/log.js';
 
 export const config = loadConfig(process.env);

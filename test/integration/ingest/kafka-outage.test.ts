@@ -8,7 +8,8 @@ import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { sleep } from '../../../core/retry.js';
 import type { UserEvent } from '../../../schemas/types.js';
-import { SERVICES, type StackContext } from '../../../deploy/local/services.js';
+import type { StackContext } from '../../../deploy/local/service-def.js';
+import { SERVICES } from '../../../deploy/local/stack.js';
 import { config, log, requireServices, run, uniq } from '../harness.js';
 import {
   addMqttUser,

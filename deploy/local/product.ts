@@ -1,0 +1,107 @@
+/**
+ * `npm run up`: the whole product on this machine in one command. It starts the backbone, then
+ * the stream process (the ingest bridge and every stream role); when no batch output is live
+ * (a fresh stack) it runs the batch once over a small generated demo catalog and history, which
+ * publishes candidates and registers the first model; then it starts the feed server and waits
+ * until it is ready, and prints the live page's URL with a token, and how to publish an event
+ * that changes the feed. `npm run down` stops it all.
+ */
+import { spawn } from 'node:child_process';
+import { join } from 'node:path';
+import { createRedis } from '../../store/redis.js';
+import { CandidateStore } from '../../store/candidates.js';
+import { mintToken } from '../../serving/auth.js';
+import { canConnectMqtt } from '../../stream/index.js';
+import { sleep } from '../../core/index.js';
+import { APP_PORTS } from './app.js';
+import { isOurs, readPidFile } from './process.js';
+import { BACKBONE_NAMES, type StackContext } from './service-def.js';
+import { setMqttPassword } from './services.js';
+import { servicePaths, up } from './stack.js';
+
+/** Events the demo history holds (some 10 s of batch on 2 cores). */
+const DEMO_EVENTS = 200_000;
+/** The user the printed page and commands are for (the generator's users are u0, u1, ...). */
+const DEMO_USER = 'u1';
+const DEMO_PASSWORD = 'u1-demo-secret';
+
+/**
+ * Adds (or updates) an MQTT account and waits until Mosquitto accepts it: it re-reads its
+ * password file on SIGHUP, a moment later.
+ */
+export async function addMqttUser(
+  ctx: StackContext,
+  username: string,
+  password: string,
+): Promise<void> {
+  await setMqttPassword(ctx, username, password);
+  const record = await readPidFile(servicePaths(ctx, 'mosquitto').pidFile);
+  if (!record || !isOurs(record)) return;
+  process.kill(record.pid, 'SIGHUP');
+  const deadline = Date.now() + 10_000;
+  while (!(await canConnectMqtt(ctx.config.mqtt.url, username, password))) {
+    if (Date.now() > deadline) {
+      throw new Error(`mosquitto did not accept ${username} within 10 s of reloading`);
+    }
+    await sleep(100);
+  }
+}
+
+/** Runs `node dist/batch/main.js args...` with its output shown; rejects on a non-zero exit. */
+function runBatch(ctx: StackContext, args: string[]): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [join(ctx.root, 'dist/batch/main.js'), ...args], {
+      cwd: ctx.root,
+      stdio: 'inherit',
+    });
+    child.once('error', reject);
+    child.once('exit', (code) =>
+      code === 0 ? resolve() : reject(new Error(`batch exited with code ${code}`)),
+    );
+  });
+}
+
+async function liveVersion(ctx: StackContext): Promise<number | null> {
+  const redis = createRedis(ctx.config.redis.url, 'recsys-up');
+  try {
+    return await new CandidateStore(redis).currentVersion();
+  } finally {
+    redis.disconnect();
+  }
+}
+
+export async function upProduct(ctx: StackContext): Promise<void> {
+  const say = (line: string): void => console.log(line);
+  const t0 = Date.now();
+  say('starting the backbone (first run installs it: some minutes) ...');
+  await up(ctx, BACKBONE_NAMES);
+  say('starting the stream process (ingest bridge and stream roles) ...');
+  await up(ctx, ['stream']);
+  if ((await liveVersion(ctx)) === null) {
+    say(`no batch output yet: a demo catalog and ${DEMO_EVENTS} events, then the batch ...`);
+    await runBatch(ctx, ['--generate', String(DEMO_EVENTS)]);
+  }
+  say('starting the feed server (ready once a model is loaded and its caches are warm) ...');
+  await up(ctx, ['serving']);
+  await addMqttUser(ctx, DEMO_USER, DEMO_PASSWORD);
+  const token = await mintToken(ctx.config.serving, DEMO_USER, 86_400);
+  const servingPort = APP_PORTS.serving(ctx);
+  const topic = `${ctx.config.mqtt.topicPrefix}/${DEMO_USER}`;
+  const mqtt = new URL(ctx.config.mqtt.url);
+  say(`
+The product runs (${((Date.now() - t0) / 1000).toFixed(0)} s).
+
+  Live feed of ${DEMO_USER}:  http://127.0.0.1:${servingPort}/?token=${token}
+
+Publish an event for ${DEMO_USER}; the page shows a new feed within a moment:
+
+  mosquitto_pub -h ${mqtt.hostname} -p ${mqtt.port || 1883} -V mqttv5 -q 1 -u ${DEMO_USER} -P ${DEMO_PASSWORD} -t ${topic} \\
+    -m '{"eventId":"'$(cat /proc/sys/kernel/random/uuid)'","userId":"${DEMO_USER}","itemId":"i42","type":"purchase","ts":'$(date +%s%3N)'}'
+
+or over HTTP:  curl -s -XPOST localhost:${APP_PORTS.stream()}/v1/events -H 'content-type: application/json' -d '[{...}]'
+
+A token for any user:  node dist/serving/token-cli.js <userId>
+The feed as JSON:      curl -s -H "authorization: Bearer $(node dist/serving/token-cli.js ${DEMO_USER})" localhost:${servingPort}/v1/users/${DEMO_USER}/feed
+Status and stop:       npm run stack -- status; npm run down
+`);
+}
