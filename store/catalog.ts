@@ -10,7 +10,7 @@
  */
 import type { Redis } from 'ioredis';
 import { RecsysError } from '../core/index.js';
-import { CATALOG_CHANNEL, ITEM_FIELDS as F, itemKey } from './keys.js';
+import { CATALOG_CHANNEL, ITEM_FIELDS, itemKey } from './keys.js';
 
 export interface CatalogItem {
   itemId: string;
@@ -234,25 +234,25 @@ export class CatalogStore {
 
 function encodeItem(item: CatalogItem): Record<string, string> {
   const h: Record<string, string> = {
-    [F.categoryL1]: item.categoryL1,
-    [F.isAvailable]: item.isAvailable ? '1' : '0',
-    [F.createdAt]: String(item.createdAt),
+    [ITEM_FIELDS.categoryL1]: item.categoryL1,
+    [ITEM_FIELDS.isAvailable]: item.isAvailable ? '1' : '0',
+    [ITEM_FIELDS.createdAt]: String(item.createdAt),
   };
-  if (item.categoryL2 !== null) h[F.categoryL2] = item.categoryL2;
-  if (item.price !== null) h[F.price] = String(item.price);
+  if (item.categoryL2 !== null) h[ITEM_FIELDS.categoryL2] = item.categoryL2;
+  if (item.price !== null) h[ITEM_FIELDS.price] = String(item.price);
   return h;
 }
 
 /** Decodes an `item:<id>` hash; null when the item is not in the catalog. */
 export function decodeItem(itemId: string, h: Record<string, string>): CatalogItem | null {
-  const c1 = h[F.categoryL1];
+  const c1 = h[ITEM_FIELDS.categoryL1];
   if (c1 === undefined) return null;
   return {
     itemId,
     categoryL1: c1,
-    categoryL2: h[F.categoryL2] ?? null,
-    price: h[F.price] === undefined ? null : Number(h[F.price]),
-    isAvailable: h[F.isAvailable] !== '0',
-    createdAt: Number(h[F.createdAt] ?? 0),
+    categoryL2: h[ITEM_FIELDS.categoryL2] ?? null,
+    price: h[ITEM_FIELDS.price] === undefined ? null : Number(h[ITEM_FIELDS.price]),
+    isAvailable: h[ITEM_FIELDS.isAvailable] !== '0',
+    createdAt: Number(h[ITEM_FIELDS.createdAt] ?? 0),
   };
 }

@@ -26,7 +26,7 @@
 import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { EVENT_TYPES, type EventType } from '../schemas/index.js';
-import { COUNT_FIELDS, FEATURE_CHANNEL, USER_FIELDS as F, userFeaturesKey } from './keys.js';
+import { COUNT_FIELDS, FEATURE_CHANNEL, USER_FIELDS, userFeaturesKey } from './keys.js';
 
 /** Weight of each event type in the category affinities (a purchase says more than a view). */
 export const TYPE_WEIGHTS: Readonly<Record<EventType, number>> = {
@@ -112,7 +112,7 @@ for i = ${FIXED_ARGS + 1}, #ARGV, ${ARGS_PER_EVENT} do
   local part, off, idh, item = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2], ARGV[i + 3]
   local typ, ts, sid, cat = ARGV[i + 4], tonumber(ARGV[i + 5]), ARGV[i + 6], ARGV[i + 7]
   local status = 0
-  local o = h['${F.offset}']
+  local o = h['${USER_FIELDS.offset}']
   if o then
     local sep = string.find(o, ':', 1, true)
     if string.sub(o, 1, sep - 1) == part and off <= tonumber(string.sub(o, sep + 1)) then
@@ -120,22 +120,22 @@ for i = ${FIXED_ARGS + 1}, #ARGV, ${ARGS_PER_EVENT} do
     end
   end
   if status == 0 and dedupBytes > 0 then
-    local d = h['${F.dedup}'] or ''
+    local d = h['${USER_FIELDS.dedup}'] or ''
     for j = 1, #d, 6 do
       if string.sub(d, j, j + 5) == idh then status = 2; break end
     end
   end
   if status == 0 then
     applied = applied + 1
-    set('${F.offset}', part .. ':' .. fmt(off))
-    if dedupBytes > 0 then set('${F.dedup}', string.sub(idh .. (h['${F.dedup}'] or ''), 1, dedupBytes)) end
-    set('${F.total}', (tonumber(h['${F.total}']) or 0) + 1)
+    set('${USER_FIELDS.offset}', part .. ':' .. fmt(off))
+    if dedupBytes > 0 then set('${USER_FIELDS.dedup}', string.sub(idh .. (h['${USER_FIELDS.dedup}'] or ''), 1, dedupBytes)) end
+    set('${USER_FIELDS.total}', (tonumber(h['${USER_FIELDS.total}']) or 0) + 1)
     local cf = C[typ]
     set(cf, (tonumber(h[cf]) or 0) + 1)
 
     -- Session: the client's id wins; without one, a gap of inactivity starts a new session
     -- whose id is derived from its start (not stored: 'a' .. start).
-    local last, cur = tonumber(h['${F.lastTs}']), h['${F.sessionId}']
+    local last, cur = tonumber(h['${USER_FIELDS.lastTs}']), h['${USER_FIELDS.sessionId}']
     local fresh
     if sid ~= '' then
       fresh = sid ~= cur
@@ -143,11 +143,11 @@ for i = ${FIXED_ARGS + 1}, #ARGV, ${ARGS_PER_EVENT} do
       fresh = last == nil or ts - last > gap
     end
     if fresh then
-      if sid ~= '' then set('${F.sessionId}', sid) elseif cur then del('${F.sessionId}') end
-      set('${F.sessionStart}', ts); set('${F.sessionLength}', 1)
+      if sid ~= '' then set('${USER_FIELDS.sessionId}', sid) elseif cur then del('${USER_FIELDS.sessionId}') end
+      set('${USER_FIELDS.sessionStart}', ts); set('${USER_FIELDS.sessionLength}', 1)
     else
-      set('${F.sessionLength}', tonumber(h['${F.sessionLength}']) + 1)
-      if ts < tonumber(h['${F.sessionStart}']) then set('${F.sessionStart}', ts) end
+      set('${USER_FIELDS.sessionLength}', tonumber(h['${USER_FIELDS.sessionLength}']) + 1)
+      if ts < tonumber(h['${USER_FIELDS.sessionStart}']) then set('${USER_FIELDS.sessionStart}', ts) end
     end
 
     -- Affinities are kept at the reference time sl (see the module comment): a newer event
@@ -155,21 +155,21 @@ for i = ${FIXED_ARGS + 1}, #ARGV, ${ARGS_PER_EVENT} do
     if last ~= nil and ts > last then
       local f = math.pow(2, -(ts - last) / halfLife)
       for field, v in pairs(h) do
-        if string.sub(field, 1, ${F.affinityPrefix.length}) == '${F.affinityPrefix}' then
+        if string.sub(field, 1, ${USER_FIELDS.affinityPrefix.length}) == '${USER_FIELDS.affinityPrefix}' then
           h[field] = fmt(tonumber(v) * f); changed[field] = true
         end
       end
     end
-    if last == nil or ts > last then set('${F.lastTs}', ts) end
+    if last == nil or ts > last then set('${USER_FIELDS.lastTs}', ts) end
     if cat ~= '' then
-      local af = '${F.affinityPrefix}' .. cat
+      local af = '${USER_FIELDS.affinityPrefix}' .. cat
       local add = W[typ]
       if last ~= nil and ts < last then add = add * math.pow(2, -(last - ts) / halfLife) end
       set(af, (tonumber(h[af]) or 0) + add)
       -- Keep the strongest maxCats categories; the one just touched always stays.
       local n, weakest, weakestV = 0, nil, nil
       for field, v in pairs(h) do
-        if string.sub(field, 1, ${F.affinityPrefix.length}) == '${F.affinityPrefix}' then
+        if string.sub(field, 1, ${USER_FIELDS.affinityPrefix.length}) == '${USER_FIELDS.affinityPrefix}' then
           n = n + 1
           local x = tonumber(v)
           if field ~= af and (weakestV == nil or x < weakestV or (x == weakestV and field < weakest)) then
@@ -180,8 +180,8 @@ for i = ${FIXED_ARGS + 1}, #ARGV, ${ARGS_PER_EVENT} do
       if n > maxCats and weakest then del(weakest) end
     end
 
-    push('${F.recent}', item, recentCap)
-    if typ == 'purchase' then push('${F.purchased}', item, recentCap) end
+    push('${USER_FIELDS.recent}', item, recentCap)
+    if typ == 'purchase' then push('${USER_FIELDS.purchased}', item, recentCap) end
   end
   results[#results + 1] = status
 end
@@ -317,36 +317,36 @@ export function parseFeatures(
   now: number,
   halfLifeMs: number,
 ): SessionFeatures | null {
-  if (!h[F.total]) return null;
+  if (!h[USER_FIELDS.total]) return null;
   const counts = Object.fromEntries(
     EVENT_TYPES.map((t) => [t, Number(h[COUNT_FIELDS[t]] ?? 0)]),
   ) as Record<EventType, number>;
-  const at = Number(h[F.lastTs] ?? now);
+  const at = Number(h[USER_FIELDS.lastTs] ?? now);
   const decay = 2 ** (-Math.max(0, now - at) / halfLifeMs);
   const affinities: [string, number][] = [];
   for (const [field, value] of Object.entries(h)) {
-    if (field.startsWith(F.affinityPrefix)) {
-      affinities.push([field.slice(F.affinityPrefix.length), Number(value) * decay]);
+    if (field.startsWith(USER_FIELDS.affinityPrefix)) {
+      affinities.push([field.slice(USER_FIELDS.affinityPrefix.length), Number(value) * decay]);
     }
   }
   affinities.sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1));
   const split = (v: string | undefined): string[] => (v ? v.split(' ') : []);
-  const start = h[F.sessionStart];
-  const sessionId = h[F.sessionId] ?? (start === undefined ? undefined : `a${start}`);
+  const start = h[USER_FIELDS.sessionStart];
+  const sessionId = h[USER_FIELDS.sessionId] ?? (start === undefined ? undefined : `a${start}`);
   return {
-    total: Number(h[F.total]),
+    total: Number(h[USER_FIELDS.total]),
     counts,
     session: sessionId
       ? {
           id: sessionId,
-          start: Number(h[F.sessionStart]),
-          last: Number(h[F.lastTs]),
-          length: Number(h[F.sessionLength]),
+          start: Number(h[USER_FIELDS.sessionStart]),
+          last: Number(h[USER_FIELDS.lastTs]),
+          length: Number(h[USER_FIELDS.sessionLength]),
         }
       : null,
     affinities,
-    recent: split(h[F.recent]),
-    purchased: split(h[F.purchased]),
+    recent: split(h[USER_FIELDS.recent]),
+    purchased: split(h[USER_FIELDS.purchased]),
   };
 }
 

@@ -73,8 +73,12 @@ export class FeedCaches {
 
   /** The state of `version`, started anew when the version moved or the table is full. */
   stateFor(version: number | null): VersionState {
-    const st = this.#state;
-    if (st === null || st.table.version !== version || st.table.size > ITEM_TABLE_LIMIT) {
+    const current = this.#state;
+    if (
+      current === null ||
+      current.table.version !== version ||
+      current.table.size > ITEM_TABLE_LIMIT
+    ) {
       this.#state = {
         table: new ItemTable(version),
         overall: null,
