@@ -1,6 +1,6 @@
 /**
- * Every Redis key, field and channel name the stack uses, built in this one module: the stream
- * consumers write them, `serving/` and `batch/` read them.
+ * Every Redis key, field and channel name the stack uses, built in this one module and used only
+ * by the stores beside it (`serving/`, `batch/` and `stream/` go through the stores).
  *
  * Layout:
  * - `{u:<userId>}:f` hash: one user's session features, one key per user so a Lua script
@@ -11,6 +11,11 @@
  * - `{trend}:...`: trending counts; one hash tag so one script updates a whole chunk.
  * - channel {@link FEATURE_CHANNEL}: a user's features changed (message = userId).
  * - channel {@link CATALOG_CHANNEL}: catalog entries changed (message = itemIds, space-separated).
+ * - batch output ({@link BATCH}) and impressions, below.
+ *
+ * @example
+ *   userFeaturesKey('u42'); // '{u:u42}:f'
+ *   BATCH.candidates('u42', 7); // '{u:u42}:cand:v7'
  */
 
 /** Hash of one user's features. */

@@ -22,6 +22,11 @@
  * weight; an older event adds its weight decayed to `sl`. The result does not depend on the
  * order events arrive in. Values are kept to 5 significant digits. Readers decay to "now" the
  * same way ({@link readFeatures}).
+ *
+ * @example
+ *   const store = new FeatureStore(redis, config.features);
+ *   const statuses = await store.apply(events); // APPLIED, REDELIVERED or DUPLICATE per event
+ *   const features = await readFeatures(redis, 'u42', Date.now(), config.features.halfLifeMs);
  */
 import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';

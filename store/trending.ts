@@ -13,6 +13,11 @@
  * the partition's last applied offset and applies a chunk only if the stored offset is still
  * the one the caller read before (compare-and-set), then moves it to the chunk's last offset.
  * Records at or below the stored offset are filtered out before counting.
+ *
+ * @example
+ *   const trending = new TrendingStore(redis, config.trending);
+ *   await trending.apply('recsys.events.v1', 0, records); // one partition's chunk, in order
+ *   const top = await trending.top(3600, null, 20); // [[itemId, count], ...], most first
  */
 import type { Redis } from 'ioredis';
 import { TRENDING } from './keys.js';
