@@ -6,7 +6,8 @@
  *   node dist/deploy/local/cli.js status
  *   node dist/deploy/local/cli.js product    (`npm run up`: the whole product, see product.ts)
  *   node dist/deploy/local/cli.js mqtt-user <username> <password>
- *   node dist/deploy/local/cli.js env
+ *   node dist/deploy/local/cli.js env        (every variable with its default)
+ *   node dist/deploy/local/cli.js errors     (every error code, as the README's table)
  *
  * Services: kafka, registry, redis, mosquitto, elasticsearch (default: RECSYS_LOCAL_SERVICES),
  * and the product's processes stream and serving (`app.ts`).
@@ -16,7 +17,7 @@ import { existsSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createLogger, loadConfig, VARIABLES } from '../../core/index.js';
+import { createLogger, ERROR_CODES, loadConfig, VARIABLES } from '../../core/index.js';
 import { APP_NAMES, SERVICE_NAMES, type ServiceName, type StackContext } from './service-def.js';
 import { addMqttUser, upProduct } from './product.js';
 import { down, running, status, up } from './stack.js';
@@ -102,13 +103,23 @@ async function main(argv: string[]): Promise<number> {
       await upProduct(ctx);
       return 0;
     }
+    case 'errors': {
+      // The README's error table is this output.
+      console.log('| code | HTTP status | retriable | meaning |\n| --- | ---: | :---: | --- |');
+      for (const [code, info] of Object.entries(ERROR_CODES)) {
+        console.log(
+          `| \`${code}\` | ${info.status} | ${info.retriable ? 'yes' : 'no'} | ${info.doc} |`,
+        );
+      }
+      return 0;
+    }
     case 'env': {
       for (const v of VARIABLES) console.log(`${v.name}=${v.default}  # ${v.doc}`);
       return 0;
     }
     default:
       console.error(
-        `unknown command "${command}"; use up, down, status, product, mqtt-user or env`,
+        `unknown command "${command}"; use up, down, status, product, mqtt-user, env or errors`,
       );
       return 2;
   }
