@@ -166,7 +166,58 @@ export async function buildCandidates(
       SELECT itemId, categoryL1, popularity, pop_rank, pop_rank_in_category,
         popularity / max(popularity) OVER (PARTITION BY categoryL1) AS pop_in_cat
       FROM read_parquet(${sqlString(etl.paths.itemStats)})`);
+    await conn.run(
+      userCandidatesSql({ history, topCats, categoryItems, catWeight, perUser, out: paths.users }),
+    );
+
+    // 4. Popularity, overall (category NULL) and per category.
     await conn.run(`
+      COPY (
+        SELECT NULL::VARCHAR AS category, itemId, popularity AS score, pop_rank AS rank
+        FROM stats WHERE pop_rank <= ${popularK}
+        UNION ALL
+        SELECT categoryL1 AS category, itemId, popularity AS score, pop_rank_in_category AS rank
+        FROM stats WHERE pop_rank_in_category <= ${popularK}
+      ) TO ${sqlString(paths.popular)} ${PARQUET}`);
+
+    const u = sqlString(paths.users);
+    const result: CandidateResult = {
+      dir,
+      paths,
+      counts: {
+        neighbours: await scalar(db, 'SELECT count(*) FROM nb'),
+        itemsWithNeighbours: await scalar(db, 'SELECT count(DISTINCT itemId) FROM nb'),
+        userCandidates: await scalar(db, `SELECT count(*) FROM read_parquet(${u})`),
+        users: await scalar(db, `SELECT count(DISTINCT userId) FROM read_parquet(${u})`),
+        popular: await scalar(db, `SELECT count(*) FROM read_parquet(${sqlString(paths.popular)})`),
+      },
+      durationMs: performance.now() - t0,
+    };
+    log.info(
+      { ...result.counts, steps, durationMs: Math.round(result.durationMs) },
+      'candidates built',
+    );
+    return result;
+  } finally {
+    db.close();
+  }
+}
+
+/**
+ * Per-user candidates: co-visitation neighbours of the user's strongest `history` items, and
+ * the popular items of the user's `topCats` categories (weighted `catWeight`), the better
+ * source per item, the best `perUser` per user; written to `out`.
+ */
+function userCandidatesSql(p: {
+  history: number;
+  topCats: number;
+  categoryItems: number;
+  catWeight: number;
+  perUser: number;
+  out: string;
+}): string {
+  const { history, topCats, categoryItems, catWeight, perUser } = p;
+  return `
       COPY (
         WITH hist AS (
           SELECT * FROM (
@@ -205,37 +256,5 @@ export async function buildCandidates(
           SELECT *, row_number() OVER (PARTITION BY userId ORDER BY score DESC, itemId) AS rank
           FROM best) r
         WHERE rank <= ${perUser}
-      ) TO ${sqlString(paths.users)} ${PARQUET}`);
-
-    // 4. Popularity, overall (category NULL) and per category.
-    await conn.run(`
-      COPY (
-        SELECT NULL::VARCHAR AS category, itemId, popularity AS score, pop_rank AS rank
-        FROM stats WHERE pop_rank <= ${popularK}
-        UNION ALL
-        SELECT categoryL1 AS category, itemId, popularity AS score, pop_rank_in_category AS rank
-        FROM stats WHERE pop_rank_in_category <= ${popularK}
-      ) TO ${sqlString(paths.popular)} ${PARQUET}`);
-
-    const u = sqlString(paths.users);
-    const result: CandidateResult = {
-      dir,
-      paths,
-      counts: {
-        neighbours: await scalar(db, 'SELECT count(*) FROM nb'),
-        itemsWithNeighbours: await scalar(db, 'SELECT count(DISTINCT itemId) FROM nb'),
-        userCandidates: await scalar(db, `SELECT count(*) FROM read_parquet(${u})`),
-        users: await scalar(db, `SELECT count(DISTINCT userId) FROM read_parquet(${u})`),
-        popular: await scalar(db, `SELECT count(*) FROM read_parquet(${sqlString(paths.popular)})`),
-      },
-      durationMs: performance.now() - t0,
-    };
-    log.info(
-      { ...result.counts, steps, durationMs: Math.round(result.durationMs) },
-      'candidates built',
-    );
-    return result;
-  } finally {
-    db.close();
-  }
+      ) TO ${sqlString(p.out)} ${PARQUET}`;
 }

@@ -128,20 +128,7 @@ export async function runEtl(
     const rawCount = await scalar(db, 'SELECT count(*) FROM raw');
     if (rawCount === 0) throw new Error(`no events in the lake at ${glob}`);
 
-    // 3. The catalog (first-class columns only; JSON Lines as catalog.ts writes them).
-    if (existsSync(catalogPath)) {
-      await conn.run(`
-        CREATE TEMP TABLE items AS
-        SELECT DISTINCT ON (itemId) itemId, categoryL1, categoryL2, price, isAvailable, createdAt
-        FROM read_json(${sqlString(catalogPath)}, format = 'newline_delimited',
-          columns = {itemId: 'VARCHAR', categoryL1: 'VARCHAR', categoryL2: 'VARCHAR',
-                     price: 'DOUBLE', isAvailable: 'BOOLEAN', createdAt: 'BIGINT'})`);
-    } else {
-      log.warn({ catalogPath }, 'no catalog file: every item is in category "unknown"');
-      await conn.run(`
-        CREATE TEMP TABLE items (itemId VARCHAR, categoryL1 VARCHAR, categoryL2 VARCHAR,
-          price DOUBLE, isAvailable BOOLEAN, createdAt BIGINT)`);
-    }
+    await loadCatalog(db, catalogPath, log);
 
     // 1-3. Dedupe, sessionise, weigh. A row starts a session when it is the user's first, when
     // the client's sessionId changes, or (no client id) after the inactivity gap; the running
@@ -185,40 +172,7 @@ export async function runEtl(
     );
     await conn.run(`COPY ev TO ${sqlString(paths.events)} ${PARQUET}`);
 
-    // 5. Interactions per (user, item) and split.
-    const counts = EVENT_TYPES.map(
-      (t) => `sum(CASE WHEN type = '${t}' THEN 1 ELSE 0 END) AS n_${t}`,
-    ).join(', ');
-    for (const [split, path] of [
-      ['train', paths.trainInteractions],
-      ['valid', paths.validInteractions],
-    ] as const) {
-      await conn.run(`
-        COPY (
-          SELECT userId, itemId, any_value(categoryL1) AS categoryL1,
-            sum(weight) AS weight, count(*) AS events, ${counts},
-            min(ts_ms) AS first_ts, max(ts_ms) AS last_ts
-          FROM ev WHERE split = '${split}'
-          GROUP BY userId, itemId
-        ) TO ${sqlString(path)} ${PARQUET}`);
-    }
-
-    // Item statistics over train; popularity = sum of weights decayed to the cutoff
-    // (weight * 2^(-(cutoff - ts) / halfLife)).
-    await conn.run(`
-      COPY (
-        WITH s AS (
-          SELECT itemId, any_value(categoryL1) AS categoryL1, count(*) AS events, ${counts},
-            count(DISTINCT userId) AS users, sum(weight) AS weight, max(ts_ms) AS last_ts,
-            sum(weight * pow(2, -(${cutoffTs} - ts_ms) / ${halfLifeMs})) AS popularity
-          FROM ev WHERE split = 'train'
-          GROUP BY itemId
-        )
-        SELECT *,
-          row_number() OVER (ORDER BY popularity DESC, itemId) AS pop_rank,
-          row_number() OVER (PARTITION BY categoryL1 ORDER BY popularity DESC, itemId) AS pop_rank_in_category
-        FROM s
-      ) TO ${sqlString(paths.itemStats)} ${PARQUET}`);
+    await writeInteractions(db, paths, cutoffTs, halfLifeMs);
     await conn.run(`COPY items TO ${sqlString(paths.items)} ${PARQUET}`);
 
     const c = (
@@ -255,6 +209,74 @@ export async function runEtl(
   } finally {
     db.close();
   }
+}
+
+/** The catalog into table `items` (first-class columns; JSON Lines as catalog.ts writes them). */
+async function loadCatalog(
+  db: Awaited<ReturnType<typeof openBatchDb>>,
+  catalogPath: string,
+  log: Logger,
+): Promise<void> {
+  const { conn } = db;
+  if (existsSync(catalogPath)) {
+    await conn.run(`
+      CREATE TEMP TABLE items AS
+      SELECT DISTINCT ON (itemId) itemId, categoryL1, categoryL2, price, isAvailable, createdAt
+      FROM read_json(${sqlString(catalogPath)}, format = 'newline_delimited',
+        columns = {itemId: 'VARCHAR', categoryL1: 'VARCHAR', categoryL2: 'VARCHAR',
+                   price: 'DOUBLE', isAvailable: 'BOOLEAN', createdAt: 'BIGINT'})`);
+  } else {
+    log.warn({ catalogPath }, 'no catalog file: every item is in category "unknown"');
+    await conn.run(`
+      CREATE TEMP TABLE items (itemId VARCHAR, categoryL1 VARCHAR, categoryL2 VARCHAR,
+        price DOUBLE, isAvailable BOOLEAN, createdAt BIGINT)`);
+  }
+}
+
+/**
+ * Interactions per (user, item) of each split, and item statistics over train: popularity is
+ * the sum of weights decayed to the cut-off (weight * 2^(-(cutoff - ts) / halfLife)).
+ */
+async function writeInteractions(
+  db: Awaited<ReturnType<typeof openBatchDb>>,
+  paths: EtlPaths,
+  cutoffTs: number,
+  halfLifeMs: number,
+): Promise<void> {
+  const { conn } = db;
+  const counts = EVENT_TYPES.map(
+    (t) => `sum(CASE WHEN type = '${t}' THEN 1 ELSE 0 END) AS n_${t}`,
+  ).join(', ');
+  for (const [split, path] of [
+    ['train', paths.trainInteractions],
+    ['valid', paths.validInteractions],
+  ] as const) {
+    await conn.run(`
+      COPY (
+        SELECT userId, itemId, any_value(categoryL1) AS categoryL1,
+          sum(weight) AS weight, count(*) AS events, ${counts},
+          min(ts_ms) AS first_ts, max(ts_ms) AS last_ts
+        FROM ev WHERE split = '${split}'
+        GROUP BY userId, itemId
+      ) TO ${sqlString(path)} ${PARQUET}`);
+  }
+
+  // Item statistics over train; popularity = sum of weights decayed to the cutoff
+  // (weight * 2^(-(cutoff - ts) / halfLife)).
+  await conn.run(`
+    COPY (
+      WITH s AS (
+        SELECT itemId, any_value(categoryL1) AS categoryL1, count(*) AS events, ${counts},
+          count(DISTINCT userId) AS users, sum(weight) AS weight, max(ts_ms) AS last_ts,
+          sum(weight * pow(2, -(${cutoffTs} - ts_ms) / ${halfLifeMs})) AS popularity
+        FROM ev WHERE split = 'train'
+        GROUP BY itemId
+      )
+      SELECT *,
+        row_number() OVER (ORDER BY popularity DESC, itemId) AS pop_rank,
+        row_number() OVER (PARTITION BY categoryL1 ORDER BY popularity DESC, itemId) AS pop_rank_in_category
+      FROM s
+    ) TO ${sqlString(paths.itemStats)} ${PARQUET}`);
 }
 
 /** First column of the first row, as a number. */

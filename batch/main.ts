@@ -15,160 +15,21 @@
  *
  * Modes: once (default); `--schedule` runs on RECSYS_BATCH_SCHEDULE (cron); `--serve` also
  * listens on RECSYS_HTTP_PORT for the Alertmanager retrain webhook (`POST /v1/admin/retrain`),
- * with /healthz, /readyz and /metrics.
+ * with /healthz, /readyz and /metrics. The steps themselves are `run.ts`.
  */
-import { join, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import { Cron } from 'croner';
-import type { Redis } from 'ioredis';
 import { Gauge, type Registry } from 'prom-client';
 import {
   checkHealth,
-  type Config,
   createHttpServer,
   createLogger,
   createMetricsRegistry,
   loadConfig,
-  type Logger,
 } from '../core/index.js';
 import { createRedis, redisHealth } from '../store/redis.js';
-import { buildCandidates } from './candidates.js';
-import { runEtl } from './etl.js';
-import { generate } from './generate.js';
-import { publishCandidates } from './publish.js';
-import { openRegistry } from '../store/registry/index.js';
-import { trainAndEvaluate } from './rerank.js';
 import { mountRetrainTrigger } from './retrain.js';
-
-export interface BatchRunOptions {
-  /** Generate this many synthetic events into the lake first. */
-  generateEvents?: number;
-  /** Seed of the generator. @default 1 */
-  seed?: number;
-  /** Users in reranker training and evaluation. */
-  maxUsers?: number;
-  /** LightGBM parameters over train.py's defaults. */
-  params?: Record<string, unknown>;
-}
-
-export interface BatchRunResult {
-  stepsMs: Record<string, number>;
-  metrics: Awaited<ReturnType<typeof trainAndEvaluate>>['metrics'];
-  model: { version: string; promoted: boolean; reason: string };
-  candidatesVersion: number;
-  report: string;
-}
-
-/** Runs every step once; `progress` gets one line per step. */
-export async function runBatch(
-  config: Readonly<Config>,
-  log: Logger,
-  redis: Redis,
-  options: BatchRunOptions = {},
-  progress: (line: string) => void = (line) => process.stdout.write(line + '\n'),
-): Promise<BatchRunResult> {
-  const stepsMs: Record<string, number> = {};
-  const step = async <T>(name: string, fn: () => Promise<T>, say: (r: T) => string): Promise<T> => {
-    const t0 = performance.now();
-    progress(`[${name}] ...`);
-    const r = await fn();
-    stepsMs[name] = Math.round(performance.now() - t0);
-    progress(`[${name}] ${say(r)} (${(stepsMs[name] / 1000).toFixed(1)} s)`);
-    return r;
-  };
-  const catalogPath = join(config.batch.dir, 'catalog.jsonl');
-  if (options.generateEvents) {
-    await step(
-      'generate',
-      () =>
-        generate({
-          seed: options.seed ?? 1,
-          events: options.generateEvents,
-          endTs: Date.now(),
-          lakeDir: config.lake.dir,
-          topic: config.kafka.topics.events,
-          catalogPath,
-          redis,
-          log,
-        }),
-      (r) =>
-        `${r.events} events, ${r.users} users, ${r.items} items, ${r.plantedPairs.length} planted pairs`,
-    );
-  }
-  const etl = await step(
-    'etl',
-    () => runEtl(config, log, { catalogPath }),
-    (r) =>
-      `${r.counts.events} events (${r.counts.duplicates} duplicates dropped), ${r.counts.users} users, ${r.counts.sessions} sessions, cut-off ${new Date(r.cutoffTs).toISOString()}`,
-  );
-  const cands = await step(
-    'candidates',
-    () => buildCandidates(config, log, etl),
-    (r) =>
-      `${r.counts.neighbours} neighbour pairs over ${r.counts.itemsWithNeighbours} items, ${r.counts.userCandidates} user candidates for ${r.counts.users} users`,
-  );
-  const ranked = await step(
-    'train+evaluate',
-    () =>
-      trainAndEvaluate(config, log, redis, etl, cands, {
-        maxUsers: options.maxUsers,
-        params: options.params,
-      }),
-    (r) =>
-      `${r.users.train} training queries, ${r.users.eval} evaluation users; NDCG@10 popularity ${r.metrics.popularity.ndcg_at_10.toFixed(4)}, co-visitation ${r.metrics.covisitation.ndcg_at_10.toFixed(4)}, hybrid ${r.metrics.hybrid.ndcg_at_10.toFixed(4)}`,
-  );
-  const registry = openRegistry(config.batch, log);
-  const model = await step(
-    'register',
-    async () => {
-      try {
-        const metrics = { ...ranked.metrics.hybrid };
-        const { version } = await registry.register({
-          onnxPath: ranked.train.onnxPath,
-          metrics: {
-            ndcg_at_10: metrics.ndcg_at_10,
-            recall_at_20: metrics.recall_at_20,
-            mrr_at_20: metrics.mrr_at_20,
-            hit_rate_at_10: metrics.hit_rate_at_10,
-            coverage_at_10: metrics.coverage_at_10,
-            covisitation_ndcg_at_10: ranked.metrics.covisitation.ndcg_at_10,
-            popularity_ndcg_at_10: ranked.metrics.popularity.ndcg_at_10,
-          },
-          params: {
-            objective: 'lambdarank',
-            evalUsers: ranked.users.eval,
-            trainQueries: ranked.users.train,
-          },
-        });
-        const decision = await registry.promoteIfBetter(
-          version,
-          metrics as unknown as Record<string, number>,
-          {
-            minNdcg: config.batch.minNdcg,
-          },
-        );
-        return { version, promoted: decision.promoted, reason: decision.reason };
-      } finally {
-        await registry.close();
-      }
-    },
-    (r) =>
-      `version ${r.version} ${r.promoted ? 'promoted to champion' : 'registered, not promoted'}: ${r.reason}`,
-  );
-  const published = await step(
-    'publish',
-    () => publishCandidates(config, redis, log, cands),
-    (r) =>
-      `candidates version ${r.version} live (previous ${r.previous ?? 'none'}), retired ${r.retired.length}`,
-  );
-  progress(`report: ${ranked.report.markdown}`);
-  return {
-    stepsMs,
-    metrics: ranked.metrics,
-    model,
-    candidatesVersion: published.version,
-    report: ranked.report.markdown,
-  };
-}
+import { runBatch, type BatchRunOptions } from './run.js';
 
 function arg(name: string): string | undefined {
   const i = process.argv.indexOf(name);
@@ -243,5 +104,4 @@ async function main(): Promise<void> {
   );
 }
 
-const entry = process.argv[1] ?? '';
-if (entry.endsWith('batch/main.js') || entry.endsWith('batch/main.ts')) await main();
+await main();

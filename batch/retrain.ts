@@ -31,17 +31,12 @@ import {
   type Logger,
   readBody,
   type Registry,
+  sendError,
+  sendJson,
   type TemplatedApp,
 } from '../core/index.js';
 
 export const RETRAIN_PATH = '/v1/admin/retrain';
-
-/** The trigger's own error answers, beside the shared `HTTP_ERRORS`. */
-export const RETRAIN_ERRORS = {
-  badPayload: { code: 'RECSYS_RETRAIN_BAD_PAYLOAD', status: 400 },
-  unauthorized: { code: 'RECSYS_RETRAIN_UNAUTHORIZED', status: 401 },
-  rateLimited: { code: 'RECSYS_RETRAIN_RATE_LIMITED', status: 429 },
-} as const satisfies Record<string, HttpErrorKind>;
 
 export interface RetrainTriggerOptions {
   /** Runs one retrain; its promise settles when the retrain is over (failures are logged). */
@@ -82,16 +77,6 @@ export interface AlertmanagerPayload {
   }[];
 }
 
-const STATUS_LINE: Record<number, string> = {
-  200: '200 OK',
-  202: '202 Accepted',
-  400: '400 Bad Request',
-  401: '401 Unauthorized',
-  413: '413 Payload Too Large',
-  415: '415 Unsupported Media Type',
-  429: '429 Too Many Requests',
-};
-
 /** Parses and checks a webhook body; returns the payload or a message naming the bad part. */
 export function parseAlertmanagerPayload(body: Buffer): AlertmanagerPayload | string {
   let json: unknown;
@@ -130,6 +115,37 @@ function str(v: unknown): string {
   return v === undefined ? 'nothing' : JSON.stringify(v).slice(0, 40);
 }
 
+/** The trigger's metrics; label children resolved once (the outcome set is closed). */
+function retrainMetrics(registry: Registry) {
+  const triggers = new Counter({
+    name: 'recsys_retrain_triggers_total',
+    help: 'Retrain webhook requests, by outcome (accepted, already_running, rate_limited, ignored, invalid, unauthorized); accepted ones started a retrain',
+    labelNames: ['outcome'],
+    registers: [registry],
+  });
+  return {
+    outcome: {
+      accepted: triggers.labels('accepted'),
+      alreadyRunning: triggers.labels('already_running'),
+      rateLimited: triggers.labels('rate_limited'),
+      ignored: triggers.labels('ignored'),
+      invalid: triggers.labels('invalid'),
+      unauthorized: triggers.labels('unauthorized'),
+    },
+    runs: new Counter({
+      name: 'recsys_retrain_runs_total',
+      help: 'Retrains the trigger started, by result (succeeded, failed)',
+      labelNames: ['result'],
+      registers: [registry],
+    }),
+    runningGauge: new Gauge({
+      name: 'recsys_retrain_running',
+      help: '1 while a triggered retrain runs',
+      registers: [registry],
+    }),
+  };
+}
+
 export function mountRetrainTrigger(
   app: TemplatedApp,
   options: RetrainTriggerOptions,
@@ -140,32 +156,7 @@ export function mountRetrainTrigger(
   const now = options.now ?? Date.now;
   const expected = options.token ? Buffer.from(`Bearer ${options.token}`) : null;
 
-  const triggers = new Counter({
-    name: 'recsys_retrain_triggers_total',
-    help: 'Retrain webhook requests, by outcome (accepted, already_running, rate_limited, ignored, invalid, unauthorized); accepted ones started a retrain',
-    labelNames: ['outcome'],
-    registers: [options.metrics],
-  });
-  const runs = new Counter({
-    name: 'recsys_retrain_runs_total',
-    help: 'Retrains the trigger started, by result (succeeded, failed)',
-    labelNames: ['result'],
-    registers: [options.metrics],
-  });
-  const runningGauge = new Gauge({
-    name: 'recsys_retrain_running',
-    help: '1 while a triggered retrain runs',
-    registers: [options.metrics],
-  });
-  // Label children resolved once: the outcome set is closed.
-  const outcome = {
-    accepted: triggers.labels('accepted'),
-    alreadyRunning: triggers.labels('already_running'),
-    rateLimited: triggers.labels('rate_limited'),
-    ignored: triggers.labels('ignored'),
-    invalid: triggers.labels('invalid'),
-    unauthorized: triggers.labels('unauthorized'),
-  };
+  const { outcome, runs, runningGauge } = retrainMetrics(options.metrics);
 
   let current: { id: string; done: Promise<void> } | null = null;
   let lastStartMs = -Infinity;
@@ -175,24 +166,14 @@ export function mountRetrainTrigger(
     state: { aborted: boolean },
     status: number,
     body: unknown,
-    headers: Record<string, string> = {},
-  ): void => {
-    if (state.aborted) return;
-    const text = JSON.stringify(body);
-    res.cork(() => {
-      res.writeStatus(STATUS_LINE[status] ?? String(status));
-      res.writeHeader('content-type', 'application/json');
-      for (const [k, v] of Object.entries(headers)) res.writeHeader(k, v);
-      res.end(text);
-    });
-  };
+  ): void => sendJson(res, status, body, state);
   const fail = (
     res: HttpResponse,
     state: { aborted: boolean },
     kind: HttpErrorKind,
     message: string,
     headers: Record<string, string> = {},
-  ): void => reply(res, state, kind.status, { error: { code: kind.code, message } }, headers);
+  ): void => sendError(res, kind, message, state, {}, headers);
 
   const start = (alerts: string[]): string => {
     const id = randomUUID();
@@ -232,7 +213,7 @@ export function mountRetrainTrigger(
         res.onAborted(() => {
           state.aborted = true;
         });
-        fail(res, state, RETRAIN_ERRORS.unauthorized, 'missing or wrong bearer token');
+        fail(res, state, HTTP_ERRORS.retrainUnauthorized, 'missing or wrong bearer token');
         return;
       }
     }
@@ -257,7 +238,7 @@ export function mountRetrainTrigger(
         const payload = parseAlertmanagerPayload(body);
         if (typeof payload === 'string') {
           outcome.invalid.inc();
-          fail(res, bodyState, RETRAIN_ERRORS.badPayload, payload);
+          fail(res, bodyState, HTTP_ERRORS.retrainBadPayload, payload);
           return;
         }
         const firing = [
@@ -286,7 +267,7 @@ export function mountRetrainTrigger(
           fail(
             res,
             bodyState,
-            RETRAIN_ERRORS.rateLimited,
+            HTTP_ERRORS.retrainRateLimited,
             `the last retrain started less than ${options.minIntervalMs} ms ago; next one possible in ${waitMs} ms`,
             { 'retry-after': String(Math.ceil(waitMs / 1000)) },
           );

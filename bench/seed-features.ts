@@ -4,7 +4,7 @@
  * the cheaper new-user path.
  *
  * Each user's last `perUser` events in the lake are applied through the stream's own
- * `FeatureStore`, shifted in time so each user's newest event happened `agoMs` before now (a
+ * `SessionFeatureStore`, shifted in time so each user's newest event happened `agoMs` before now (a
  * live session, affinities barely decayed). The feature-change signal goes to a channel of the
  * bench's own, so no server reacts to the seeding.
  *
@@ -16,7 +16,7 @@ import type { Config } from '../core/index.js';
 import { openBatchDb, sqlString } from '../batch/duck.js';
 import type { EventType } from '../schemas/index.js';
 import { CatalogStore } from '../store/catalog.js';
-import { FeatureStore, type FeatureEvent } from '../store/session-features.js';
+import { SessionFeatureStore, type FeatureEvent } from '../store/session-features.js';
 import { lakeGlob } from '../stream/lake-layout.js';
 
 export async function seedFeatures(
@@ -64,7 +64,10 @@ export async function seedFeatures(
     partition: 0,
     offset: String(i),
   }));
-  const store = new FeatureStore(redis, { ...config.features, channel: 'bench:seed:changed' });
+  const store = new SessionFeatureStore(redis, {
+    ...config.features,
+    channel: 'bench:seed:changed',
+  });
   for (let i = 0; i < events.length; i += 2000) await store.apply(events.slice(i, i + 2000));
   return events.length;
 }

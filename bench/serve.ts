@@ -45,7 +45,7 @@ import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import WebSocket from 'ws';
 import { createLogger, loadConfig, sleep } from '../core/index.js';
-import { runBatch } from '../batch/main.js';
+import { runBatch } from '../batch/run.js';
 import { Registry } from 'prom-client';
 import { startFeedService } from '../serving/feed/service.js';
 import { ensureGoTool } from '../deploy/local/install.js';

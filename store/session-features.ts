@@ -24,7 +24,7 @@
  * same way ({@link readFeatures}).
  *
  * @example
- *   const store = new FeatureStore(redis, config.features);
+ *   const store = new SessionFeatureStore(redis, config.features);
  *   const statuses = await store.apply(events); // APPLIED, REDELIVERED or DUPLICATE per event
  *   const features = await readFeatures(redis, 'u42', Date.now(), config.features.halfLifeMs);
  */
@@ -222,7 +222,7 @@ type ScriptRedis = Redis & {
 };
 
 /** Applies events to users' features; see the module comment. */
-export class FeatureStore {
+export class SessionFeatureStore {
   readonly #redis: ScriptRedis;
   readonly #fixed: (string | number)[];
   readonly #channel: string;
@@ -291,6 +291,11 @@ export class FeatureStore {
       });
     });
     return statuses;
+  }
+
+  /** Removes users' features (scratch users of the batch). */
+  async remove(userIds: readonly string[]): Promise<void> {
+    if (userIds.length > 0) await this.#redis.unlink(...userIds.map(userFeaturesKey));
   }
 }
 

@@ -23,17 +23,11 @@
  *     decoder, handle: (records) => store.apply(records), log, metrics, tuning });
  *   await consumer.stop();
  */
-import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
-import type {
-  Batch,
-  Consumer,
-  EachBatchPayload,
-  Kafka,
-  KafkaMessage,
-  TopicPartitionOffsetAndMetadata,
-} from 'kafkajs';
+import type { Consumer, EachBatchPayload, Kafka, KafkaMessage } from 'kafkajs';
 import { type Logger, retry, sleep } from '../core/index.js';
 import { UndecodableError, type Decoder } from '../schemas/index.js';
+import type { ConsumerMetrics } from './consumer-metrics.js';
+import { DeferredOffsets } from './deferred-offsets.js';
 
 /** One decoded record, with where it came from (the identity of its side effects). */
 export interface ConsumedRecord<T> {
@@ -142,75 +136,8 @@ export interface ConsumerHandle {
 }
 
 /** Metrics of all consumers in one process, labelled by group. Create once per registry. */
-export interface ConsumerMetrics {
-  lag: Gauge<'group' | 'topic' | 'partition'>;
-  records: Counter<'group'>;
-  undecodable: Counter<'group'>;
-  chunkSeconds: Histogram<'group'>;
-  chunkRecords: Histogram<'group'>;
-  ageSeconds: Histogram<'group'>;
-  handleFailures: Counter<'group'>;
-}
-
-const metricsByRegistry = new WeakMap<Registry, ConsumerMetrics>();
-
-export function consumerMetrics(registry: Registry): ConsumerMetrics {
-  const existing = metricsByRegistry.get(registry);
-  if (existing) return existing;
-  const registers = [registry];
-  const metrics: ConsumerMetrics = {
-    lag: new Gauge({
-      name: 'recsys_consumer_lag_messages',
-      help: 'records between the high watermark and the last resolved offset, per group and partition',
-      labelNames: ['group', 'topic', 'partition'],
-      registers,
-    }),
-    records: new Counter({
-      name: 'recsys_consumer_records_total',
-      help: 'records whose effect was made durable',
-      labelNames: ['group'],
-      registers,
-    }),
-    undecodable: new Counter({
-      name: 'recsys_consumer_undecodable_total',
-      help: 'records that could not be decoded and went to the DLQ',
-      labelNames: ['group'],
-      registers,
-    }),
-    chunkSeconds: new Histogram({
-      name: 'recsys_consumer_chunk_seconds',
-      help: 'time to make one chunk durable (decode, handle), retries included',
-      labelNames: ['group'],
-      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
-      registers,
-    }),
-    chunkRecords: new Histogram({
-      name: 'recsys_consumer_chunk_records',
-      help: 'records per chunk handed to the role',
-      labelNames: ['group'],
-      buckets: [1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500],
-      registers,
-    }),
-    ageSeconds: new Histogram({
-      name: 'recsys_consumer_record_age_seconds',
-      help: 'Kafka record timestamp to effect durable (freshness of what the role serves)',
-      labelNames: ['group'],
-      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
-      registers,
-    }),
-    handleFailures: new Counter({
-      name: 'recsys_consumer_handle_failures_total',
-      help: 'failed attempts to make a chunk durable (each is retried)',
-      labelNames: ['group'],
-      registers,
-    }),
-  };
-  metricsByRegistry.set(registry, metrics);
-  return metrics;
-}
-
 export function startConsumer<T>(options: ConsumerOptions<T>): ConsumerHandle {
-  const { kafka, groupId, topics, decoder, handle, undecodable, log, metrics, tuning } = options;
+  const { kafka, groupId, topics, log, metrics, tuning } = options;
   const { deferred } = options;
   const clog = log.child({ component: 'consumer', group: groupId });
   const stopping = new AbortController();
@@ -225,66 +152,9 @@ export function startConsumer<T>(options: ConsumerOptions<T>): ConsumerHandle {
   failed.catch(() => undefined);
 
   const g = { group: groupId };
-  const chunkTimer = metrics.chunkSeconds.labels(g);
-  const chunkSize = metrics.chunkRecords.labels(g);
-  const age = metrics.ageSeconds.labels(g);
-  const recordsDone = metrics.records.labels(g);
 
-  // Deferred commits: `assignment` changes whenever partitions may have been revoked; `started`
-  // holds the partitions handed to `assigned` since; `released` what the role made durable.
-  let assignment = 0;
-  const started = new Set<string>();
-  const released = new Map<string, TopicPartitionOffsetAndMetadata>();
+  const offsets = deferred ? new DeferredOffsets(deferred, clog, tuning.commitIntervalMs) : null;
   const inBatch = new Set<Promise<void>>();
-  let committing = Promise.resolve();
-  const revoke = (): void => {
-    assignment += 1;
-    started.clear();
-    released.clear();
-    deferred?.revoked();
-  };
-  const commitReleased = (): Promise<void> => {
-    committing = committing.then(async () => {
-      const at = assignment;
-      const offsets = [...released.values()];
-      released.clear();
-      if (offsets.length === 0 || !consumer) return;
-      try {
-        await consumer.commitOffsets(offsets);
-      } catch (err) {
-        clog.warn({ err: (err as Error).message }, 'commit failed; retrying');
-        // Put back what no newer release replaced, unless the partitions were revoked since.
-        for (const o of offsets) {
-          const key = `${o.topic}|${o.partition}`;
-          if (at === assignment && !released.has(key)) released.set(key, o);
-        }
-      }
-    });
-    return committing;
-  };
-  // A commit that failed is tried again with the next release or after this interval.
-  const commitTimer = deferred ? setInterval(commitReleased, tuning.commitIntervalMs) : null;
-  commitTimer?.unref();
-  /** Hands a partition to `assigned` before its first chunk; false if revoked meanwhile. */
-  const assign = async (batch: Batch, heartbeat: () => Promise<void>): Promise<boolean> => {
-    const { topic, partition } = batch;
-    const key = `${topic}|${partition}`;
-    if (!deferred || started.has(key)) return true;
-    const at = assignment;
-    const commit = (next: string): void => {
-      if (at !== assignment) return;
-      released.set(key, { topic, partition, offset: next });
-      void commitReleased();
-    };
-    // A Batch keeps the offset it was fetched from (on an assignment's first fetch, the
-    // committed one), though kafkajs' types do not declare it.
-    const from = (batch as unknown as { fetchedOffset: string }).fetchedOffset;
-    await durably('assignment', () => deferred.assigned(topic, partition, from, commit), heartbeat);
-    if (at !== assignment) return false;
-    started.add(key);
-    return true;
-  };
-
   /** Retries `fn` until it succeeds, the consumer stops, or the error is not retriable. */
   const durably = async (what: string, fn: () => Promise<void>, heartbeat: () => Promise<void>) => {
     try {
@@ -331,74 +201,15 @@ export function startConsumer<T>(options: ConsumerOptions<T>): ConsumerHandle {
     c.on(c.events.STOP, () => {
       joined = false;
     });
-    if (deferred) {
+    if (offsets) {
+      offsets.consumer = c;
       for (const event of [c.events.REBALANCING, c.events.GROUP_JOIN, c.events.CRASH]) {
-        c.on(event, revoke);
+        c.on(event, () => offsets.revoke());
       }
     }
     await c.connect();
     await c.subscribe({ topics, fromBeginning: options.fromBeginning ?? true });
-    const eachBatch = async (payload: EachBatchPayload): Promise<void> => {
-      const { batch, resolveOffset, heartbeat, isRunning, isStale } = payload;
-      const { topic, partition, messages } = batch;
-      if (deferred && (stopping.signal.aborted || !(await assign(batch, heartbeat)))) return;
-      const at = assignment;
-      const lag = metrics.lag.labels({ group: groupId, topic, partition: String(partition) });
-      const high = Number(batch.highWatermark);
-      for (let i = 0; i < messages.length; i += tuning.chunkSize) {
-        if (!isRunning() || isStale() || stopping.signal.aborted || at !== assignment) return;
-        const slice = messages.slice(i, i + tuning.chunkSize);
-        const t0 = performance.now();
-        const good: ConsumedRecord<T>[] = [];
-        const bad: UndecodableRecord[] = [];
-        if (decoder) {
-          await durably(
-            'schema fetch',
-            () => decoder.prepare(slice.map((m) => m.value)),
-            heartbeat,
-          );
-        }
-        for (const m of slice) {
-          try {
-            const value = decoder ? decoder.decode(m.value) : (m.value as T);
-            good.push({
-              topic,
-              partition,
-              offset: m.offset,
-              key: m.key ? m.key.toString() : null,
-              value,
-              timestamp: Number(m.timestamp),
-            });
-          } catch (err) {
-            if (!(err instanceof UndecodableError)) throw err;
-            bad.push({ topic, partition, offset: m.offset, message: m, error: err });
-          }
-        }
-        if (bad.length > 0) {
-          await durably('dead-lettering', () => undecodable(bad), heartbeat);
-          metrics.undecodable.inc(g, bad.length);
-          clog.warn(
-            { topic, partition, count: bad.length, err: bad[0]?.error.message },
-            'undecodable records dead-lettered',
-          );
-        }
-        const last = slice[slice.length - 1] as KafkaMessage;
-        if (good.length > 0 || deferred) {
-          const chunk = { topic, partition, lastOffset: last.offset };
-          await durably('handle', () => handle(good, chunk), heartbeat);
-        }
-        // Revoked while the role worked: the next assignment starts from the committed offset.
-        if (at !== assignment) return;
-        resolveOffset(last.offset);
-        const now = Date.now();
-        chunkTimer.observe((performance.now() - t0) / 1000);
-        chunkSize.observe(slice.length);
-        recordsDone.inc(good.length);
-        for (const r of good) age.observe(Math.max(0, now - r.timestamp) / 1000);
-        lag.set(Math.max(0, high - Number(last.offset) - 1));
-        await heartbeat();
-      }
-    };
+    const eachBatch = batchHandler({ options, clog, durably, signal: stopping.signal, offsets });
     await c.run({
       autoCommit: !deferred,
       autoCommitInterval: tuning.commitIntervalMs,
@@ -440,14 +251,115 @@ export function startConsumer<T>(options: ConsumerOptions<T>): ConsumerHandle {
     async stop() {
       stopping.abort(new Error('consumer stopping'));
       await ready.catch(() => undefined);
-      if (deferred) {
+      if (offsets && deferred) {
         await Promise.all(inBatch);
         await deferred.drain();
-        await commitReleased();
-        if (commitTimer) clearInterval(commitTimer);
+        await offsets.close();
       }
       // kafkajs waits for the batch in hand, commits resolved offsets and leaves the group.
       await consumer?.disconnect();
     },
   };
+}
+
+/** Retries a step until it succeeds or the consumer stops, heartbeating meanwhile. */
+type Durably = (
+  what: string,
+  fn: () => Promise<void>,
+  heartbeat: () => Promise<void>,
+) => Promise<void>;
+
+/**
+ * The loop over one fetched batch: chunks of `chunkSize` records are decoded, undecodable ones
+ * dead-lettered, the rest handed to the role; each chunk's offset is resolved once its effect
+ * is durable (and not at all when the partition was revoked meanwhile).
+ */
+function batchHandler<T>(loop: {
+  options: ConsumerOptions<T>;
+  clog: Logger;
+  durably: Durably;
+  signal: AbortSignal;
+  offsets: DeferredOffsets | null;
+}): (payload: EachBatchPayload) => Promise<void> {
+  const { options, clog, durably, signal, offsets } = loop;
+  const { groupId, decoder, handle, undecodable, metrics, tuning, deferred } = options;
+  const g = { group: groupId };
+  const chunkTimer = metrics.chunkSeconds.labels(g);
+  const chunkSize = metrics.chunkRecords.labels(g);
+  const age = metrics.ageSeconds.labels(g);
+  const recordsDone = metrics.records.labels(g);
+  const assignment = (): number => offsets?.assignment ?? 0;
+  return async (payload: EachBatchPayload): Promise<void> => {
+    const { batch, resolveOffset, heartbeat, isRunning, isStale } = payload;
+    const { topic, partition, messages } = batch;
+    if (
+      offsets &&
+      (signal.aborted || !(await offsets.assign(batch, (what, fn) => durably(what, fn, heartbeat))))
+    ) {
+      return;
+    }
+    const at = assignment();
+    const lag = metrics.lag.labels({ group: groupId, topic, partition: String(partition) });
+    const high = Number(batch.highWatermark);
+    for (let i = 0; i < messages.length; i += tuning.chunkSize) {
+      if (!isRunning() || isStale() || signal.aborted || at !== assignment()) return;
+      const slice = messages.slice(i, i + tuning.chunkSize);
+      const t0 = performance.now();
+      if (decoder) {
+        await durably('schema fetch', () => decoder.prepare(slice.map((m) => m.value)), heartbeat);
+      }
+      const { good, bad } = decodeSlice(slice, decoder, topic, partition);
+      if (bad.length > 0) {
+        await durably('dead-lettering', () => undecodable(bad), heartbeat);
+        metrics.undecodable.inc(g, bad.length);
+        clog.warn(
+          { topic, partition, count: bad.length, err: bad[0]?.error.message },
+          'undecodable records dead-lettered',
+        );
+      }
+      const last = slice[slice.length - 1] as KafkaMessage;
+      if (good.length > 0 || deferred) {
+        const chunk = { topic, partition, lastOffset: last.offset };
+        await durably('handle', () => handle(good, chunk), heartbeat);
+      }
+      // Revoked while the role worked: the next assignment starts from the committed offset.
+      if (at !== assignment()) return;
+      resolveOffset(last.offset);
+      const now = Date.now();
+      chunkTimer.observe((performance.now() - t0) / 1000);
+      chunkSize.observe(slice.length);
+      recordsDone.inc(good.length);
+      for (const r of good) age.observe(Math.max(0, now - r.timestamp) / 1000);
+      lag.set(Math.max(0, high - Number(last.offset) - 1));
+      await heartbeat();
+    }
+  };
+}
+
+/** Decodes a chunk's messages; values that are not of a known schema come back as `bad`. */
+function decodeSlice<T>(
+  slice: KafkaMessage[],
+  decoder: Decoder<T> | null,
+  topic: string,
+  partition: number,
+): { good: ConsumedRecord<T>[]; bad: UndecodableRecord[] } {
+  const good: ConsumedRecord<T>[] = [];
+  const bad: UndecodableRecord[] = [];
+  for (const m of slice) {
+    try {
+      const value = decoder ? decoder.decode(m.value) : (m.value as T);
+      good.push({
+        topic,
+        partition,
+        offset: m.offset,
+        key: m.key ? m.key.toString() : null,
+        value,
+        timestamp: Number(m.timestamp),
+      });
+    } catch (err) {
+      if (!(err instanceof UndecodableError)) throw err;
+      bad.push({ topic, partition, offset: m.offset, message: m, error: err });
+    }
+  }
+  return { good, bad };
 }

@@ -35,29 +35,19 @@
  * takes this member's rejoin). A reader that must be exact even then deduplicates on eventId,
  * the idempotency key.
  */
-import { mkdir, mkdtemp, open, readdir, rename, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import {
-  DuckDBInstance,
-  DuckDBTimestampTZValue,
-  type DuckDBAppender,
-  type DuckDBConnection,
-} from '@duckdb/node-api';
-import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import { join } from 'node:path';
+import { DuckDBInstance, type DuckDBAppender } from '@duckdb/node-api';
 import { type Logger, RecsysError, retry, sleep } from '../core/index.js';
 import type { UserEvent } from '../schemas/index.js';
 import type { ChunkEnd, ConsumedRecord } from './consumer.js';
-import {
-  fileName,
-  hourOf,
-  isLakeTime,
-  parseFileName,
-  partitionDir,
-  planRecovery,
-  tempName,
-  type LakeFile,
-} from './lake-layout.js';
+import { fileName } from './lake-layout.js';
+import { append, DUCKDB_MEMORY_LIMIT, DUCKDB_THREADS, TABLE_COLUMNS } from './lake-parquet.js';
+import { type LakeMetrics } from './lake-metrics.js';
+import { HourFiles } from './lake-files.js';
+import { LakeRecovery } from './lake-recovery.js';
+import type { PartitionState, Roll, Slot } from './lake-state.js';
 
 /** A roll could not be written (disk full, permissions, ...); retried. */
 export class LakeWriteError extends RecsysError {
@@ -74,83 +64,6 @@ export class LakeWriteError extends RecsysError {
 }
 
 /** Metrics of every lake writer in one process. Create once per registry. */
-export interface LakeMetrics {
-  files: Counter;
-  rows: Counter;
-  bytes: Counter;
-  fileSeconds: Histogram;
-  failures: Counter;
-  recovered: Counter<'action'>;
-  /** Writers whose open files and pending rows the gauges report. */
-  writers: Set<LakeWriter>;
-}
-
-const metricsByRegistry = new WeakMap<Registry, LakeMetrics>();
-
-export function lakeMetrics(registry: Registry): LakeMetrics {
-  const existing = metricsByRegistry.get(registry);
-  if (existing) return existing;
-  const registers = [registry];
-  const writers = new Set<LakeWriter>();
-  const metrics: LakeMetrics = {
-    files: new Counter({
-      name: 'recsys_lake_files_written_total',
-      help: 'Parquet files renamed into place',
-      registers,
-    }),
-    rows: new Counter({
-      name: 'recsys_lake_rows_written_total',
-      help: 'rows in the Parquet files renamed into place',
-      registers,
-    }),
-    bytes: new Counter({
-      name: 'recsys_lake_written_bytes_total',
-      help: 'bytes of the Parquet files renamed into place',
-      registers,
-    }),
-    fileSeconds: new Histogram({
-      name: 'recsys_lake_file_write_seconds',
-      help: 'time to write one Parquet file: encode, fsync, rename, fsync the directory',
-      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
-      registers,
-    }),
-    failures: new Counter({
-      name: 'recsys_lake_write_failures_total',
-      help: 'failed attempts to write a roll of files (each is retried)',
-      registers,
-    }),
-    recovered: new Counter({
-      name: 'recsys_lake_recovered_files_total',
-      help: 'files cleaned up on partition assignment: removed (never committed) or trimmed',
-      labelNames: ['action'],
-      registers,
-    }),
-    writers,
-  };
-  new Gauge({
-    name: 'recsys_lake_open_files',
-    help: 'Parquet files being filled (one per partition and hour of the open rolls)',
-    registers,
-    collect() {
-      let n = 0;
-      for (const w of writers) n += w.openFiles();
-      this.set(n);
-    },
-  });
-  new Gauge({
-    name: 'recsys_lake_pending_rows',
-    help: 'rows taken from Kafka and not yet in a committed file',
-    registers,
-    collect() {
-      let n = 0;
-      for (const w of writers) n += w.pendingRows();
-      this.set(n);
-    },
-  });
-  metricsByRegistry.set(registry, metrics);
-  return metrics;
-}
-
 export interface LakeWriterOptions {
   /** Root directory of the lake. */
   dir: string;
@@ -162,99 +75,31 @@ export interface LakeWriterOptions {
   metrics: LakeMetrics;
 }
 
-/** Output columns, in order; the table has one more, `hour_key`, that routes rows to files. */
-const COLUMNS: ReadonlyArray<readonly [string, string]> = [
-  ['eventId', 'VARCHAR'],
-  ['userId', 'VARCHAR'],
-  ['sessionId', 'VARCHAR'],
-  ['itemId', 'VARCHAR'],
-  ['type', 'VARCHAR'],
-  ['ts', 'TIMESTAMPTZ'],
-  ['context_page', 'VARCHAR'],
-  ['context_position', 'INTEGER'],
-  ['context_device', 'VARCHAR'],
-  ['value', 'DOUBLE'],
-  ['receivedAt', 'TIMESTAMPTZ'],
-  ['source', 'VARCHAR'],
-  ['kafka_partition', 'INTEGER'],
-  ['kafka_offset', 'BIGINT'],
-];
-const SELECT_LIST = COLUMNS.map(([name]) => `"${name}"`).join(', ');
-const TABLE_COLUMNS = COLUMNS.map(([name, type]) => `"${name}" ${type}`)
-  .concat(['hour_key INTEGER'])
-  .join(', ');
-const PARQUET = '(FORMAT parquet, COMPRESSION zstd)';
-// DuckDB runs beside the consumer on a small machine: one thread (a 100,000-row zstd file took
-// 90 ms on it), and a memory bound past which tables spill to a temp directory.
-const DUCKDB_THREADS = '1';
-const DUCKDB_MEMORY_LIMIT = '512MB';
-
-/** One table and its appender; a partition has two, one filling while the other is written. */
-interface Slot {
-  conn: DuckDBConnection;
-  table: string;
-  appender: DuckDBAppender | null;
-  /** Set while the slot's roll is written; resolves when the slot is empty and open again. */
-  busy: Promise<void> | null;
-}
-
-/** The open roll of one partition. */
-interface Roll {
-  first: bigint;
-  last: bigint;
-  rows: number;
-  /** Rows per hour (see `hourOf`). */
-  hours: Map<number, number>;
-  slot: Slot;
-  timer: NodeJS.Timeout;
-}
-
-interface PartitionState {
-  topic: string;
-  partition: number;
-  commit: (next: string) => void;
-  slots: Slot[];
-  /** Offset after the last one taken: the next roll's first. */
-  next: bigint;
-  roll: Roll | null;
-  /** Rolls being written, in order; never rejects. */
-  writing: Promise<void>;
-  pendingRows: number;
-  taking: boolean;
-  rollDue: boolean;
-  /** Aborted on revocation: nothing more is renamed or committed. */
-  revoked: AbortController;
-  failure: Error | null;
-}
-
 const tpKey = (topic: string, partition: number): string => `${topic}|${partition}`;
-const sqlString = (s: string): string => `'${s.replaceAll("'", "''")}'`;
 
 export class LakeWriter {
   readonly #db: DuckDBInstance;
   readonly #spillDir: string;
-  readonly #root: string;
   readonly #rollRecords: number;
   readonly #rollMs: number;
   readonly #log: Logger;
   readonly #metrics: LakeMetrics;
   readonly #states = new Map<string, PartitionState>();
   readonly #retiring = new Set<Promise<void>>();
-  /** One directory scan per topic per assignment, shared by its partitions. */
-  readonly #scans = new Map<string, Promise<LakeFile[]>>();
-  /** Directories known to exist durably. */
-  readonly #dirs = new Set<string>();
+  readonly #recovery: LakeRecovery;
+  readonly #files: HourFiles;
   #tables = 0;
 
   private constructor(db: DuckDBInstance, spillDir: string, options: LakeWriterOptions) {
     this.#db = db;
     this.#spillDir = spillDir;
-    this.#root = options.dir;
     this.#rollRecords = options.rollRecords;
     this.#rollMs = options.rollMs;
     this.#log = options.log.child({ component: 'lake-writer' });
     this.#metrics = options.metrics;
     this.#metrics.writers.add(this);
+    this.#recovery = new LakeRecovery(db, options.dir, this.#metrics, this.#log);
+    this.#files = new HourFiles(options.dir, this.#metrics);
   }
 
   /** Creates the lake directory if needed and starts the embedded DuckDB. */
@@ -313,7 +158,7 @@ export class LakeWriter {
       await this.#retire(stale);
     }
     const start = BigInt(offset);
-    await this.#recover(topic, partition, start);
+    await this.#recovery.recover(topic, partition, start);
     const slots = await Promise.all([this.#slot(), this.#slot()]);
     this.#states.set(key, {
       topic,
@@ -371,7 +216,7 @@ export class LakeWriter {
 
   /** Every partition was taken away: drop what is not committed, stop renaming (step 6). */
   revokeAll(): void {
-    this.#scans.clear();
+    this.#recovery.forgetScans();
     for (const state of this.#states.values()) {
       const retired = this.#retire(state);
       this.#retiring.add(retired);
@@ -515,7 +360,12 @@ export class LakeWriter {
     try {
       await retry(
         async () => {
-          for (const hour of hours) await this.#writeFile(state, roll, hour, name);
+          for (const hour of hours) {
+            await this.#files.write(roll.slot, state.topic, hour, name, {
+              rows: roll.hours.get(hour) ?? 0,
+              revoked: state.revoked.signal,
+            });
+          }
         },
         {
           attempts: Number.POSITIVE_INFINITY,
@@ -547,35 +397,6 @@ export class LakeWriter {
     if (!signal.aborted) state.commit(String(roll.last + 1n));
   }
 
-  async #writeFile(state: PartitionState, roll: Roll, hour: number, name: string): Promise<void> {
-    const t0 = performance.now();
-    const dir = join(this.#root, partitionDir(state.topic, hour));
-    await this.#ensureDir(dir);
-    const temp = join(dir, tempName(name));
-    let bytes: number;
-    try {
-      await roll.slot.conn.run(
-        `COPY (SELECT ${SELECT_LIST} FROM ${roll.slot.table} WHERE hour_key = ${hour}) ` +
-          `TO ${sqlString(temp)} ${PARQUET}`,
-      );
-      bytes = await fsyncFile(temp);
-      if (state.revoked.signal.aborted) {
-        await rm(temp, { force: true });
-        throw state.revoked.signal.reason;
-      }
-      await rename(temp, join(dir, name));
-      await fsyncDir(dir);
-    } catch (err) {
-      // The directory may have gone (a retention job); the retry creates it again.
-      this.#dirs.delete(dir);
-      throw err;
-    }
-    this.#metrics.files.inc();
-    this.#metrics.rows.inc(roll.hours.get(hour) ?? 0);
-    this.#metrics.bytes.inc(bytes);
-    this.#metrics.fileSeconds.observe((performance.now() - t0) / 1000);
-  }
-
   /** Waits for what a revoked partition still writes, then frees its tables; never rejects. */
   async #retire(state: PartitionState): Promise<void> {
     state.revoked.abort(new Error(`${state.topic}/${state.partition} revoked`));
@@ -594,160 +415,5 @@ export class LakeWriter {
       slot.appender = null;
       slot.conn.closeSync();
     }
-  }
-
-  // ------------------------------------------------------------------------------ recovery
-
-  async #recover(topic: string, partition: number, start: bigint): Promise<void> {
-    let scan = this.#scans.get(topic);
-    if (!scan) {
-      scan = this.#scan(topic);
-      this.#scans.set(topic, scan);
-      // A failed scan is not cached: the retry of `assign` scans again.
-      scan.catch(() => this.#scans.delete(topic));
-    }
-    const files = (await scan).filter((f) => f.partition === partition);
-    const plan = planRecovery(files, start);
-    for (const { file, name } of plan.trim) await this.#trim(file, name, start);
-    const dirs = new Set<string>();
-    for (const f of plan.remove) {
-      await rm(join(this.#root, f.dir, f.name), { force: true });
-      dirs.add(f.dir);
-    }
-    for (const d of dirs) await fsyncDir(join(this.#root, d));
-    const removed = plan.remove.length;
-    const trimmed = plan.trim.length;
-    if (removed > 0) this.#metrics.recovered.inc({ action: 'removed' }, removed);
-    if (trimmed > 0) this.#metrics.recovered.inc({ action: 'trimmed' }, trimmed);
-    if (removed + trimmed > 0) {
-      this.#log.info(
-        { topic, partition, offset: String(start), removed, trimmed },
-        'removed lake files not covered by the committed offset',
-      );
-    }
-  }
-
-  /** Every lake and temp file of `topic`, from its date and hour directories. */
-  async #scan(topic: string): Promise<LakeFile[]> {
-    const top = `topic=${topic}`;
-    const out: LakeFile[] = [];
-    for (const hour of await hourDirs(join(this.#root, top))) {
-      const dir = `${top}/${hour}`;
-      for (const name of await readdir(join(this.#root, dir))) {
-        const f = parseFileName(topic, dir, name);
-        if (f) out.push(f);
-      }
-    }
-    return out;
-  }
-
-  /** Rewrites the rows of `file` below `start` as `name`, then removes `file`. */
-  async #trim(file: LakeFile, name: string, start: bigint): Promise<void> {
-    const dir = join(this.#root, file.dir);
-    const source = join(dir, file.name);
-    const temp = join(dir, tempName(name));
-    const conn = await this.#db.connect();
-    try {
-      const rows = `FROM read_parquet(${sqlString(source)}, hive_partitioning = false) WHERE kafka_offset < ${start}`;
-      const count = await conn.runAndReadAll(`SELECT count(*) ${rows}`);
-      if (Number(count.getRows()[0]?.[0] ?? 0) > 0) {
-        await conn.run(`COPY (SELECT * ${rows}) TO ${sqlString(temp)} ${PARQUET}`);
-        await fsyncFile(temp);
-        await rename(temp, join(dir, name));
-        await fsyncDir(dir);
-      }
-      await rm(source);
-      await fsyncDir(dir);
-    } finally {
-      conn.closeSync();
-    }
-  }
-
-  /** Creates `dir` and makes its entry (and those of new parents) durable. */
-  async #ensureDir(dir: string): Promise<void> {
-    if (this.#dirs.has(dir)) return;
-    const created = await mkdir(dir, { recursive: true });
-    if (created !== undefined) {
-      for (let d = dir; ; d = dirname(d)) {
-        await fsyncDir(dirname(d));
-        if (d === created || d === dirname(d)) break;
-      }
-    }
-    this.#dirs.add(dir);
-  }
-}
-
-/** Appends one event as a row; returns its hour. Hot path: one native call per column. */
-function append(a: DuckDBAppender, r: ConsumedRecord<UserEvent>, offset: bigint): number {
-  const e = r.value;
-  if (!isLakeTime(e.ts) || !isLakeTime(e.receivedAt)) {
-    throw new RangeError(`${r.topic}/${r.partition}@${r.offset}: time outside the lake's range`);
-  }
-  const hour = hourOf(e.ts);
-  a.appendVarchar(e.eventId);
-  a.appendVarchar(e.userId);
-  if (e.sessionId === null) a.appendNull();
-  else a.appendVarchar(e.sessionId);
-  a.appendVarchar(e.itemId);
-  a.appendVarchar(e.type);
-  a.appendTimestampTZ(new DuckDBTimestampTZValue(BigInt(e.ts) * 1000n));
-  const c = e.context;
-  if (c?.page == null) a.appendNull();
-  else a.appendVarchar(c.page);
-  if (c?.position == null) a.appendNull();
-  else a.appendInteger(c.position);
-  if (c?.device == null) a.appendNull();
-  else a.appendVarchar(c.device);
-  if (e.value === null) a.appendNull();
-  else a.appendDouble(e.value);
-  a.appendTimestampTZ(new DuckDBTimestampTZValue(BigInt(e.receivedAt) * 1000n));
-  a.appendVarchar(e.source);
-  a.appendInteger(r.partition);
-  a.appendBigInt(offset);
-  a.appendInteger(hour);
-  a.endRow();
-  return hour;
-}
-
-/** fsyncs a file's data; returns its size. */
-async function fsyncFile(path: string): Promise<number> {
-  const fh = await open(path, 'r');
-  try {
-    await fh.sync();
-    return (await fh.stat()).size;
-  } finally {
-    await fh.close();
-  }
-}
-
-/** fsyncs a directory, so the names created, renamed or removed in it survive a crash. */
-async function fsyncDir(path: string): Promise<void> {
-  const fh = await open(path, 'r');
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-}
-
-/**
- * The `date=…/hour=…` directories of one topic's lake directory, relative to it, dates then
- * hours in directory order; none when the directory does not exist.
- */
-export async function hourDirs(topicDir: string): Promise<string[]> {
-  const out: string[] = [];
-  for (const date of await subdirs(topicDir, 'date=')) {
-    for (const hour of await subdirs(join(topicDir, date), 'hour=')) out.push(`${date}/${hour}`);
-  }
-  return out;
-}
-
-async function subdirs(path: string, prefix: string): Promise<string[]> {
-  try {
-    const entries = await readdir(path, { withFileTypes: true });
-    return entries.filter((e) => e.isDirectory() && e.name.startsWith(prefix)).map((e) => e.name);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
-    throw err;
   }
 }

@@ -25,7 +25,7 @@ import type { Config } from '../../core/index.js';
 import type { CandidateStore } from '../../store/candidates.js';
 import type { Redis } from '../../store/redis.js';
 import { readFeatures, type SessionFeatures } from '../../store/session-features.js';
-import type { ImpressionStore } from '../../stream/roles/impressions.js';
+import type { ImpressionStore } from '../../store/impressions.js';
 import type { ItemTable } from '../item-table.js';
 import {
   demoteFatigued,

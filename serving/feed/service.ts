@@ -19,7 +19,7 @@ import { CatalogStore } from '../../store/catalog.js';
 import { createRedis, redisHealth, type Redis } from '../../store/redis.js';
 import { openRegistry } from '../../store/registry/index.js';
 import { TrendingStore } from '../../store/trending.js';
-import { ImpressionStore } from '../../stream/roles/impressions.js';
+import { ImpressionStore } from '../../store/impressions.js';
 import { startModelHolder } from '../model.js';
 import { startServedLog } from '../served-log.js';
 import { FeedCaches } from './caches.js';

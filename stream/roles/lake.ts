@@ -16,64 +16,45 @@ import { randomUUID } from 'node:crypto';
 import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Counter } from 'prom-client';
-import { createDecoder, type DlqRecord, type UserEvent } from '../../schemas/index.js';
-import {
-  consumerMetrics,
-  startConsumer,
-  type ConsumedRecord,
-  type ConsumerHandle,
-} from '../consumer.js';
-import { createDeadLetter, undecodableToDlq, type DeadLetter } from '../dead-letter.js';
-import { checkHealth, retryForever, type RoleDeps, type StreamRole } from '../../core/index.js';
-import { createKafka, createProducer, ensureTopics, kafkaHealth } from '../kafka.js';
+import type { RoleDeps, StreamRole } from '../../core/index.js';
+import type { DlqRecord, UserEvent } from '../../schemas/index.js';
+import type { ConsumedRecord } from '../consumer.js';
 import { isLakeTime } from '../lake-layout.js';
-import { lakeMetrics, LakeWriter } from '../lake-writer.js';
-import { consumerCheck, consumerFailure } from './role.js';
+import { lakeMetrics } from '../lake-metrics.js';
+import { LakeWriter } from '../lake-writer.js';
+import { consumerRole } from './consumer-role.js';
 
-export function startLake({ config, log: parent, metrics }: RoleDeps): StreamRole {
-  const log = parent.child({ role: 'lake' });
-  const kafka = createKafka(config.kafka, log, 'lake');
-  const producer = createProducer(kafka);
-  const stopping = new AbortController();
+export function startLake(deps: RoleDeps): StreamRole {
+  const { config, metrics } = deps;
   let writer: LakeWriter | null = null;
-  let consumer: ConsumerHandle | null = null;
-  let stopped: Promise<void> | null = null;
   const refused = new Counter({
     name: 'recsys_lake_refused_records_total',
     help: 'events whose ts or receivedAt no Parquet timestamp holds, sent to the DLQ',
     registers: [metrics],
   });
-
-  const forever = retryForever(log, stopping.signal);
-
-  const ready = (async () => {
-    await forever('kafka topics', () => ensureTopics(kafka, config.kafka, log));
-    await forever('kafka producer connect', () => producer.connect());
-    const deadLetter: DeadLetter = await forever('dlq schema', () =>
-      createDeadLetter(config, producer),
-    );
-    const w = await forever('lake directory', () =>
-      LakeWriter.open({
-        dir: config.lake.dir,
-        rollRecords: config.lake.rollRecords,
-        rollMs: config.lake.rollMs,
-        log,
-        metrics: lakeMetrics(metrics),
-      }),
-    );
-    writer = w;
-    stopping.signal.throwIfAborted();
-    const tuning = config.consumer;
-    consumer = startConsumer<UserEvent>({
-      kafka,
-      groupId: tuning.groups.lake,
-      topics: [config.kafka.topics.events],
-      decoder: createDecoder<UserEvent>(config.registry.url),
-      log,
-      metrics: consumerMetrics(metrics),
-      tuning,
-      undecodable: (bad) => deadLetter(bad.map((r) => undecodableToDlq(r))),
-      handle: async (records, chunk) => {
+  const opened = (): LakeWriter => {
+    if (!writer) throw new Error('lake: still starting');
+    return writer;
+  };
+  return consumerRole<UserEvent>(deps, {
+    role: 'lake',
+    label: 'lake sink',
+    groupId: config.consumer.groups.lake,
+    topics: [config.kafka.topics.events],
+    open: async ({ forever, log }) => {
+      writer = await forever('lake directory', () =>
+        LakeWriter.open({
+          dir: config.lake.dir,
+          rollRecords: config.lake.rollRecords,
+          rollMs: config.lake.rollMs,
+          log,
+          metrics: lakeMetrics(metrics),
+        }),
+      );
+    },
+    handle:
+      ({ deadLetter, log }) =>
+      async (records, chunk) => {
         // The bridge accepts only times near its clock; anything else reached Kafka another
         // way and cannot be filed by hour or stored as a Parquet timestamp.
         const good: ConsumedRecord<UserEvent>[] = [];
@@ -89,54 +70,25 @@ export function startLake({ config, log: parent, metrics }: RoleDeps): StreamRol
             'events with unstorable times dead-lettered',
           );
         }
-        await w.take(good, chunk);
+        await opened().take(good, chunk);
       },
-      deferred: {
-        revoked: () => w.revokeAll(),
-        assigned: (topic, partition, offset, commit) => w.assign(topic, partition, offset, commit),
-        drain: () => w.drain(),
+    deferred: () => ({
+      revoked: () => opened().revokeAll(),
+      assigned: (topic, partition, offset, commit) =>
+        opened().assign(topic, partition, offset, commit),
+      drain: () => opened().drain(),
+    }),
+    checks: {
+      lake: async () => {
+        const failure = opened().failure;
+        if (failure) throw new Error(`lake: writing files fails: ${failure.message}`);
+        await probeWritable(config.lake.dir);
       },
-    });
-    await consumer.ready;
-    log.info(
-      { group: tuning.groups.lake, dir: config.lake.dir, rollRecords: config.lake.rollRecords },
-      'lake sink ready',
-    );
-  })();
-  ready.catch(() => undefined);
-
-  const failed = consumerFailure(ready, () => consumer);
-
-  return {
-    ready,
-    failed,
-    readiness: () =>
-      checkHealth(
-        {
-          kafka: () => kafkaHealth(kafka, config.healthTimeoutMs),
-          lake: async () => {
-            if (!writer) throw new Error('lake: still starting');
-            const failure = writer.failure;
-            if (failure) throw new Error(`lake: writing files fails: ${failure.message}`);
-            await probeWritable(config.lake.dir);
-          },
-          consumer: consumerCheck(() => consumer),
-        },
-        config.healthTimeoutMs,
-      ),
-    stop() {
-      stopped ??= (async () => {
-        stopping.abort(new Error('stopping'));
-        // The consumer first: its stop drains the writer (rolls and commits what was taken).
-        await consumer?.stop();
-        await ready.catch(() => undefined);
-        await writer?.close();
-        await producer.disconnect().catch(() => undefined);
-        log.info('lake sink stopped');
-      })();
-      return stopped;
     },
-  };
+    onStop: async () => {
+      await writer?.close();
+    },
+  });
 }
 
 /** Creates and removes a file in the lake root: catches a full, read-only or missing disk. */

@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { loadConfig } from '../../../core/config.js';
-import { runBatch } from '../../../batch/main.js';
+import { runBatch } from '../../../batch/run.js';
 import { openRegistry } from '../../../store/registry/index.js';
 import { CandidateStore } from '../../../store/candidates.js';
 import { config as baseConfig, log, requireServices } from '../harness.js';

@@ -9,7 +9,7 @@ import { Redis } from 'ioredis';
 import {
   APPLIED,
   DUPLICATE,
-  FeatureStore,
+  SessionFeatureStore,
   readFeatures,
   REDELIVERED,
   type FeatureEvent,
@@ -48,10 +48,10 @@ function event(userId: string, over: Partial<FeatureEvent>): FeatureEvent {
 
 describe('feature store (Lua on real Redis)', () => {
   let redis: Redis;
-  let store: FeatureStore;
+  let store: SessionFeatureStore;
   before(() => {
     redis = new Redis(config.redis.url, { lazyConnect: true, maxRetriesPerRequest: 1 });
-    store = new FeatureStore(redis, options);
+    store = new SessionFeatureStore(redis, options);
   });
   after(() => redis.disconnect());
 

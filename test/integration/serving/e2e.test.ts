@@ -15,7 +15,7 @@ import { Redis } from 'ioredis';
 import WebSocket from 'ws';
 import { loadConfig, type Config } from '../../../core/config.js';
 import { sleep } from '../../../core/retry.js';
-import { runBatch } from '../../../batch/main.js';
+import { runBatch } from '../../../batch/run.js';
 import { openRegistry } from '../../../store/registry/index.js';
 import { CandidateStore } from '../../../store/candidates.js';
 import { mintToken, WS_PROTOCOL } from '../../../serving/auth.js';

@@ -2,7 +2,7 @@
  * The feed service against the real backbone: `runBatch` on generated data (temp lake, batch
  * dir and local registry, Redis database 12) gives batch candidates, neighbours, popularity and
  * a champion model; then feeds are built for users with batch candidates, brand-new users and
- * users whose live features come from `FeatureStore`; exclusions, the diversity rule,
+ * users whose live features come from `SessionFeatureStore`; exclusions, the diversity rule,
  * impression fatigue, the served log (read back with kcat), the impressions role, latency over
  * 1,000 calls and the model hot swap (and a corrupt model that must not replace it).
  */
@@ -15,13 +15,14 @@ import avro from 'avsc';
 import { Redis } from 'ioredis';
 import { Registry } from 'prom-client';
 import { type Config, loadConfig } from '../../../core/index.js';
-import { runBatch } from '../../../batch/main.js';
+import { runBatch } from '../../../batch/run.js';
 import { CandidateStore } from '../../../store/candidates.js';
 import { openRegistry } from '../../../store/registry/index.js';
 import { readSchema, type ServedFeed } from '../../../schemas/index.js';
 import { CatalogStore } from '../../../store/catalog.js';
-import { FeatureStore, type FeatureEvent } from '../../../store/session-features.js';
-import { ImpressionStore, startImpressions } from '../../../stream/roles/impressions.js';
+import { SessionFeatureStore, type FeatureEvent } from '../../../store/session-features.js';
+import { ImpressionStore } from '../../../store/impressions.js';
+import { startImpressions } from '../../../stream/roles/impressions.js';
 import { BATCH } from '../../../store/keys.js';
 import { TrendingStore } from '../../../store/trending.js';
 import { startFeedService, type Feed, type FeedService } from '../../../serving/feed/service.js';
@@ -201,7 +202,9 @@ describe('feed service', { timeout: 600_000 }, () => {
     const goneItem = (await catalog.get([gone])).get(gone);
     assert.ok(goneItem);
     await catalog.upsert([{ ...goneItem, isAvailable: false }]);
-    await new FeatureStore(redis, config.features).apply(events(user, [[bought, 'purchase']]));
+    await new SessionFeatureStore(redis, config.features).apply(
+      events(user, [[bought, 'purchase']]),
+    );
     // A purchase counts at once (the user's features are read per request). Nothing here
     // forwards the catalog change message to the service (the server does, see
     // server-live.test.ts), so the item made unavailable drops out once the service's cached
@@ -291,7 +294,7 @@ describe('feed service', { timeout: 600_000 }, () => {
     const [, keys] = await redis.scan('0', 'MATCH', `nb:v${version}:*`, 'COUNT', 5000);
     const touched = keys.slice(0, 2).map((k) => k.slice(`nb:v${version}:`.length));
     assert.equal(touched.length, 2);
-    await new FeatureStore(redis, config.features).apply(
+    await new SessionFeatureStore(redis, config.features).apply(
       events(
         user,
         touched.map((i) => [i, 'view']),

@@ -1,6 +1,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { generateData, generatedPrefix } from '../../../batch/generate.js';
+import { generateData } from '../../../batch/generate-data.js';
+import { generatedPrefix } from '../../../batch/generate.js';
 import { EVENT_TYPES } from '../../../schemas/index.js';
 import { parseFileName } from '../../../stream/lake-layout.js';
 

@@ -14,7 +14,7 @@ import {
 import { ItemTable } from '../../../serving/item-table.js';
 import { EMPTY_LIST, type ScoredList } from '../../../serving/scored-list.js';
 import { SOURCES } from '../../../serving/rank-features.js';
-import { parseImpressions } from '../../../stream/roles/impressions.js';
+import { parseImpressions } from '../../../store/impressions.js';
 import { IMPRESSIONS_OFFSET_FIELD, userImpressionsKey } from '../../../store/keys.js';
 
 const s = (itemId: string, score: number) => ({ itemId, score });

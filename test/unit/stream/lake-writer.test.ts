@@ -17,7 +17,8 @@ import { sleep } from '../../../core/retry.js';
 import type { UserEvent } from '../../../schemas/types.js';
 import type { ConsumedRecord } from '../../../stream/consumer.js';
 import { fileName, tempName } from '../../../stream/lake-layout.js';
-import { lakeMetrics, LakeWriteError, LakeWriter } from '../../../stream/lake-writer.js';
+import { lakeMetrics } from '../../../stream/lake-metrics.js';
+import { LakeWriteError, LakeWriter } from '../../../stream/lake-writer.js';
 
 const log = createLogger('silent');
 const HOUR = 3_600_000;

@@ -1,0 +1,153 @@
+/**
+ * The batch run as a library: every step once, in order, each printing what it did and how
+ * long it took (see `main.ts` for the steps and the CLI). Tests and the benches call
+ * {@link runBatch} directly.
+ *
+ * @example
+ *   const result = await runBatch(config, log, redis, { generateEvents: 200_000 });
+ */
+import { join } from 'node:path';
+import type { Redis } from 'ioredis';
+import type { Config, Logger } from '../core/index.js';
+import { openRegistry } from '../store/registry/index.js';
+import { buildCandidates } from './candidates.js';
+import { runEtl } from './etl.js';
+import { generate } from './generate.js';
+import { publishCandidates } from './publish.js';
+import { trainAndEvaluate } from './rerank.js';
+
+export interface BatchRunOptions {
+  /** Generate this many synthetic events into the lake first. */
+  generateEvents?: number;
+  /** Seed of the generator. @default 1 */
+  seed?: number;
+  /** Users in reranker training and evaluation. */
+  maxUsers?: number;
+  /** LightGBM parameters over train.py's defaults. */
+  params?: Record<string, unknown>;
+}
+
+export interface BatchRunResult {
+  stepsMs: Record<string, number>;
+  metrics: Awaited<ReturnType<typeof trainAndEvaluate>>['metrics'];
+  model: { version: string; promoted: boolean; reason: string };
+  candidatesVersion: number;
+  report: string;
+}
+
+/** Runs every step once; `progress` gets one line per step. */
+export async function runBatch(
+  config: Readonly<Config>,
+  log: Logger,
+  redis: Redis,
+  options: BatchRunOptions = {},
+  progress: (line: string) => void = (line) => process.stdout.write(line + '\n'),
+): Promise<BatchRunResult> {
+  const stepsMs: Record<string, number> = {};
+  const step = async <T>(name: string, fn: () => Promise<T>, say: (r: T) => string): Promise<T> => {
+    const t0 = performance.now();
+    progress(`[${name}] ...`);
+    const r = await fn();
+    stepsMs[name] = Math.round(performance.now() - t0);
+    progress(`[${name}] ${say(r)} (${(stepsMs[name] / 1000).toFixed(1)} s)`);
+    return r;
+  };
+  const catalogPath = join(config.batch.dir, 'catalog.jsonl');
+  if (options.generateEvents) {
+    await step(
+      'generate',
+      () =>
+        generate({
+          seed: options.seed ?? 1,
+          events: options.generateEvents,
+          endTs: Date.now(),
+          lakeDir: config.lake.dir,
+          topic: config.kafka.topics.events,
+          catalogPath,
+          redis,
+          log,
+        }),
+      (r) =>
+        `${r.events} events, ${r.users} users, ${r.items} items, ${r.plantedPairs.length} planted pairs`,
+    );
+  }
+  const etl = await step(
+    'etl',
+    () => runEtl(config, log, { catalogPath }),
+    (r) =>
+      `${r.counts.events} events (${r.counts.duplicates} duplicates dropped), ${r.counts.users} users, ${r.counts.sessions} sessions, cut-off ${new Date(r.cutoffTs).toISOString()}`,
+  );
+  const cands = await step(
+    'candidates',
+    () => buildCandidates(config, log, etl),
+    (r) =>
+      `${r.counts.neighbours} neighbour pairs over ${r.counts.itemsWithNeighbours} items, ${r.counts.userCandidates} user candidates for ${r.counts.users} users`,
+  );
+  const ranked = await step(
+    'train+evaluate',
+    () =>
+      trainAndEvaluate(config, log, redis, etl, cands, {
+        maxUsers: options.maxUsers,
+        params: options.params,
+      }),
+    (r) =>
+      `${r.users.train} training queries, ${r.users.eval} evaluation users; NDCG@10 popularity ${r.metrics.popularity.ndcg_at_10.toFixed(4)}, co-visitation ${r.metrics.covisitation.ndcg_at_10.toFixed(4)}, hybrid ${r.metrics.hybrid.ndcg_at_10.toFixed(4)}`,
+  );
+  const model = await step(
+    'register',
+    () => registerModel(config, log, ranked),
+    (r) =>
+      `version ${r.version} ${r.promoted ? 'promoted to champion' : 'registered, not promoted'}: ${r.reason}`,
+  );
+  const published = await step(
+    'publish',
+    () => publishCandidates(config, redis, log, cands),
+    (r) =>
+      `candidates version ${r.version} live (previous ${r.previous ?? 'none'}), retired ${r.retired.length}`,
+  );
+  progress(`report: ${ranked.report.markdown}`);
+  return {
+    stepsMs,
+    metrics: ranked.metrics,
+    model,
+    candidatesVersion: published.version,
+    report: ranked.report.markdown,
+  };
+}
+
+/** Registers the trained model with its offline metrics; promoted only if it beats the champion. */
+async function registerModel(
+  config: Readonly<Config>,
+  log: Logger,
+  ranked: Awaited<ReturnType<typeof trainAndEvaluate>>,
+): Promise<{ version: string; promoted: boolean; reason: string }> {
+  const registry = openRegistry(config.batch, log);
+  try {
+    const metrics = { ...ranked.metrics.hybrid };
+    const { version } = await registry.register({
+      onnxPath: ranked.train.onnxPath,
+      metrics: {
+        ndcg_at_10: metrics.ndcg_at_10,
+        recall_at_20: metrics.recall_at_20,
+        mrr_at_20: metrics.mrr_at_20,
+        hit_rate_at_10: metrics.hit_rate_at_10,
+        coverage_at_10: metrics.coverage_at_10,
+        covisitation_ndcg_at_10: ranked.metrics.covisitation.ndcg_at_10,
+        popularity_ndcg_at_10: ranked.metrics.popularity.ndcg_at_10,
+      },
+      params: {
+        objective: 'lambdarank',
+        evalUsers: ranked.users.eval,
+        trainQueries: ranked.users.train,
+      },
+    });
+    const decision = await registry.promoteIfBetter(
+      version,
+      metrics as unknown as Record<string, number>,
+      { minNdcg: config.batch.minNdcg },
+    );
+    return { version, promoted: decision.promoted, reason: decision.reason };
+  } finally {
+    await registry.close();
+  }
+}
