@@ -180,7 +180,8 @@ async function phase(
   };
 }
 
-async function main(): Promise<void> {
+/** MQTT accounts for the publishers, then phase 1: Mosquitto alone, to a plain subscriber. */
+async function brokerBaseline() {
   const users = Array.from({ length: PUBLISHERS }, (_, i) => ({
     username: `bench-${id}-${i}`,
     password: `pw-${id}-${i}`,
@@ -226,7 +227,12 @@ async function main(): Promise<void> {
     baseline.times.length,
   );
   await sink.endAsync();
+  return { baseMax, baseSteady, baseline, sink, users };
+}
 
+/** Phases 2 and 3: the bridge as a process, steady then ramped rates into Kafka. */
+async function throughBridge(b: Awaited<ReturnType<typeof brokerBaseline>>) {
+  const { users } = b;
   // --- phases 2 and 3: through the bridge into Kafka
   const topics = {
     events: `bench-${id}.events`,
@@ -326,7 +332,34 @@ async function main(): Promise<void> {
     .deleteTopics({ topics: [topics.events, topics.dlq, topics.served] })
     .catch(() => undefined);
   await admin.disconnect();
+  return {
+    admin,
+    arrivals,
+    batchCount,
+    batchSum,
+    bridge,
+    bridgeEnv,
+    consumer,
+    eventType,
+    held,
+    kafka,
+    max,
+    metricsText,
+    port,
+    ramp,
+    readyDeadline,
+    steady,
+    topics,
+  };
+}
 
+/** The result file and the summary. */
+async function report(
+  b: Awaited<ReturnType<typeof brokerBaseline>>,
+  k: Awaited<ReturnType<typeof throughBridge>>,
+): Promise<void> {
+  const { baseMax, baseSteady } = b;
+  const { batchCount, batchSum, max, ramp, steady } = k;
   const result = {
     bench: 'ingest',
     at: new Date().toISOString(),
@@ -383,6 +416,12 @@ async function main(): Promise<void> {
   );
   console.log(`result: ${file}`);
   process.exit(0);
+}
+
+async function main(): Promise<void> {
+  const baseline = await brokerBaseline();
+  const bridge = await throughBridge(baseline);
+  await report(baseline, bridge);
 }
 
 main().catch((err: Error) => {

@@ -1,41 +1,13 @@
 /**
- * `npm run bench:serve`: the feed server on the real stack.
- *
- * Set-up: `runBatch` on BENCH_EVENTS generated events (temp lake, local registry, Redis
- * database 7) so the server has a champion model and batch candidates; the 2,000 bench users
- * get live sessions from their last BENCH_SEED_EVENTS events (`seed-features.ts`), so every
- * request does an active user's work (neighbours of recent items, their categories' trending
- * and popular lists); then, as processes, the stream roles `ingest features` and the server
- * (`dist/serving/main.js`, RECSYS_SERVING_WORKERS processes; 2 unless set).
- *
- * The shared host's speed moves the numbers (the same code measured 30% more CPU per feed in a
- * busy hour): `inProcessCpuPerFeed` builds the same feeds in this process, without HTTP, at the
- * start and the end, so two runs can be compared.
- *
- * Phases, in one run so the numbers share the machine's state:
- * 0. warm-up: BENCH_WARMUP_MS of feeds at 500/s (JIT, catalog and list caches); then the
- *    baseline: `GET /healthz` at 2,000/s, the floor of HTTP plus load generator on this machine.
- * 1. feed requests at fixed rates (BENCH_RATES, BENCH_DURATION_MS each; up to 200 candidates
- *    reranked per request) from vegeta (`vegeta.ts`, open loop): throughput, p50/p99, and the
- *    CPU spent per second by the server (and by each of its workers), vegeta, Redis, the
- *    stream roles (they count the served log's impressions), Kafka and the whole machine.
- *    The ramp stops at the first rate not sustained (under 97% of the scheduled requests sent
- *    or answered 200, or p99 over 1 s).
- * 2. live push: BENCH_SUBSCRIBERS WebSocket subscribers; events for them are posted to the
- *    ingest's `POST /v1/events` at BENCH_EVENT_RATE/s; push latency = frame received - event
- *    posted (same clock, this process), through bridge → Kafka → feature consumer → Redis
- *    PUBLISH → server → socket.
- * 3. memory: sockets opened up to BENCH_SOCKETS in all; the server's RSS (all its processes)
- *    read from /proc.
- *
- * This process stays out of the server's way while it is measured: `npm run bench:serve` runs it
- * with `--expose-gc --no-memory-reducer`, and its garbage (the batch and in-process feeds of
- * the set-up) is collected before each step. Otherwise V8's memory reducer collected it during
- * the steps, in bursts of 30 to 80 ms of CPU (its CPU profile: 147 ms of collection within 3 s
- * of a 2,000/s step), on the same two cores as the server.
- *
- * BENCH_SERVER_NODE_ARGS adds Node options to the server process (e.g. `--cpu-prof
- * --cpu-prof-dir=/tmp/prof`).
+ * `npm run bench:serve`: the feed server on the real stack, in one run so the numbers share the
+ * machine's state: set-up (`runBatch` on BENCH_EVENTS generated events, live sessions for the
+ * 2,000 bench users, the same feeds built in this process as a host-speed baseline), then
+ * 0. warm-up and the `/healthz` baseline at 2,000/s; 1. feed requests at BENCH_RATES from
+ * vegeta (open loop) with the CPU each process spends; 2. live pushes to BENCH_SUBSCRIBERS
+ * WebSocket subscribers while events are posted; 3. server memory with BENCH_SOCKETS sockets.
+ * Run with `--expose-gc --no-memory-reducer`: this process collects its own garbage before each
+ * step. BENCH_SERVER_NODE_ARGS adds Node options to the server. The method in full, and the
+ * history of the numbers: bench/README.md.
  *
  * Writes bench/results/serve-<time>.json and prints a summary.
  */
@@ -144,7 +116,8 @@ function percentiles(values: number[]) {
   };
 }
 
-async function main(): Promise<void> {
+/** The batch, live sessions, the in-process baseline, vegeta, and the server and stream processes. */
+async function setUp() {
   const dir = await mkdtemp(join(tmpdir(), 'bench-serve-'));
   const base = loadConfig(process.env);
   const env: Record<string, string> = {
@@ -229,7 +202,37 @@ async function main(): Promise<void> {
   const kafkaPid = await pidOfCommand('kafka.Kafka');
   const others: Record<string, number> = { stream: stream.pid as number };
   if (kafkaPid !== null) others.kafka = kafkaPid;
+  return {
+    base,
+    batch,
+    benchUsers,
+    collectGarbage,
+    config,
+    dir,
+    env,
+    feedTargets,
+    healthTargets,
+    inProcessBefore,
+    kafkaPid,
+    others,
+    redis,
+    say,
+    seeded,
+    servePort,
+    server,
+    serverPid,
+    stream,
+    streamPort,
+    t0,
+    tokens,
+    users,
+    vegeta,
+  };
+}
 
+/** Warm-up, the /healthz baseline, then feed requests at each rate until one is not sustained. */
+async function measureFeeds(s: SetUp) {
+  const { collectGarbage, feedTargets, healthTargets, others, say, serverPid, vegeta } = s;
   // 0. Warm-up, then the baseline.
   collectGarbage();
   const warmup = await attack(vegeta, feedTargets, 500, WARMUP_MS, { serverPid, others });
@@ -256,7 +259,12 @@ async function main(): Promise<void> {
     if (!sustained(r)) break;
     await sleep(1000);
   }
+  return { baseline, http, sustained, warmup };
+}
 
+/** Live pushes to subscribers while events flow. */
+async function measurePush(s: SetUp) {
+  const { servePort, streamPort, tokens, users } = s;
   // 2. Live push to subscribers while events flow.
   const pending = new Map<string, number[]>();
   const pushLatencies: number[] = [];
@@ -316,7 +324,18 @@ async function main(): Promise<void> {
   console.log(
     `push: ${posted} events posted, ${push.samples} pushes measured, p50 ${push.p50.toFixed(1)} ms, p99 ${push.p99.toFixed(1)} ms`,
   );
+  return { open, pending, posted, push, pushLatencies, pushT0, sockets };
+}
 
+/** Server memory with many open sockets, then the result file and summary. */
+async function finish(
+  s: SetUp,
+  feeds: Awaited<ReturnType<typeof measureFeeds>>,
+  pushed: Awaited<ReturnType<typeof measurePush>>,
+) {
+  const { batch, benchUsers, config, dir, inProcessBefore, redis, server, stream, users } = s;
+  const { baseline, http, sustained, warmup } = feeds;
+  const { open, posted, push, sockets } = pushed;
   // 3. Server memory with many open sockets.
   const memBefore = await memoryMiB(server.pid as number);
   for (let i = sockets.length; i < SOCKETS; i += 200) {
@@ -396,6 +415,15 @@ async function main(): Promise<void> {
       `push p50 ${push.p50.toFixed(1)} ms p99 ${push.p99.toFixed(1)} ms | RSS ${memSockets.rss} MiB (PSS ${memSockets.pss}) with ${sockets.length} sockets | ` +
       `in-process ${inProcessBefore} / ${inProcessAfter} µs CPU per feed`,
   );
+}
+
+type SetUp = Awaited<ReturnType<typeof setUp>>;
+
+async function main(): Promise<void> {
+  const s = await setUp();
+  const feeds = await measureFeeds(s);
+  const pushed = await measurePush(s);
+  await finish(s, feeds, pushed);
 }
 
 await main();

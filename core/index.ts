@@ -6,7 +6,8 @@
  *   const config = loadConfig(process.env);
  *   const log = createLogger(config.logLevel, 'recsys-ingest');
  */
-export { loadConfig, VARIABLES } from './config.js';
+export { loadConfig } from './config.js';
+export { VARIABLES, type VariableDoc } from './config-variables.js';
 export type {
   BatchConfig,
   Config,
@@ -20,7 +21,6 @@ export type {
   LocalConfig,
   MqttConfig,
   ServingConfig,
-  VariableDoc,
 } from './config.js';
 export { ConfigError, DependencyUnavailableError, isRetriable, RecsysError } from './errors.js';
 export { withFileLock, type FileLockOptions } from './file-lock.js';

@@ -15,22 +15,14 @@
  * `model.onnx` into `<cacheDir>/<model>/<version>/` (once: the cached copy is checked against
  * the sha256 tag) and reads its metrics from the run.
  *
- * Errors: a network failure, a 5xx or a 429 is `DependencyUnavailableError('mlflow')` and
- * retried with the project's retry helper; a 4xx is a `RegistryError` (not retried).
- * Requests that create something (runs, model versions) are retried only when the connection
- * was refused, i.e. when the server cannot have seen them, so a retry never makes a duplicate.
+ * Errors and retries: `mlflow-client.ts`.
  */
 import { randomBytes } from 'node:crypto';
 import { mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises';
 import { basename, join } from 'node:path';
-import {
-  DependencyUnavailableError,
-  type Logger,
-  retry,
-  type RetryOptions,
-  sleep,
-} from '../../core/index.js';
+import { type Logger, type RetryOptions, sleep } from '../../core/index.js';
 import { sha256File } from './local.js';
+import { MlflowClient, type MlflowModelVersion, type MlflowRun } from './mlflow-client.js';
 import {
   CHAMPION_ALIAS,
   checkRegisterInput,
@@ -67,36 +59,13 @@ const ARTIFACT_FILE = 'model.onnx';
 /** MLflow's log-batch limits: 1000 metrics, 100 params, 100 tags per request. */
 const BATCH_PARAMS = 100;
 
-interface MlflowRun {
-  info: { run_id: string; experiment_id: string; artifact_uri: string };
-  data?: {
-    metrics?: { key: string; value: number }[];
-    params?: { key: string; value: string }[];
-    tags?: { key: string; value: string }[];
-  };
-}
-
-interface MlflowModelVersion {
-  name: string;
-  version: string;
-  creation_timestamp?: number;
-  source: string;
-  run_id?: string;
-  status?: string;
-  status_message?: string;
-  tags?: { key: string; value: string }[];
-  aliases?: string[];
-}
-
-type Method = 'GET' | 'POST' | 'PATCH' | 'PUT';
-
 export class MlflowModelRegistry implements ModelRegistry {
   readonly kind = 'mlflow';
   readonly #base: string;
   readonly #name: string;
   readonly #cacheDir: string;
   readonly #log: Logger;
-  readonly #requestTimeoutMs: number;
+  readonly #client: MlflowClient;
   readonly #readyTimeoutMs: number;
   readonly #retry: RetryOptions;
   #experimentId: string | null = null;
@@ -107,7 +76,6 @@ export class MlflowModelRegistry implements ModelRegistry {
     this.#name = options.modelName;
     this.#cacheDir = options.cacheDir;
     this.#log = options.log.child({ component: 'registry-mlflow', url: this.#base });
-    this.#requestTimeoutMs = options.requestTimeoutMs ?? 60_000;
     this.#readyTimeoutMs = options.readyTimeoutMs ?? 60_000;
     this.#retry = {
       attempts: 5,
@@ -119,6 +87,12 @@ export class MlflowModelRegistry implements ModelRegistry {
           'mlflow request failed; retrying',
         ),
     };
+    this.#client = new MlflowClient(
+      this.#base,
+      options.requestTimeoutMs ?? 60_000,
+      this.#retry,
+      this.#log,
+    );
   }
 
   async register(input: RegisterInput): Promise<{ version: string }> {
@@ -132,7 +106,7 @@ export class MlflowModelRegistry implements ModelRegistry {
     const experimentId = await this.#experiment();
     const now = Date.now();
     const tags = { ...input.tags };
-    const { run } = await this.#call<{ run: MlflowRun }>(
+    const { run } = await this.#client.call<{ run: MlflowRun }>(
       'POST',
       'mlflow/runs/create',
       {
@@ -159,33 +133,37 @@ export class MlflowModelRegistry implements ModelRegistry {
         step: 0,
       }));
       for (let i = 0; i < Math.max(1, params.length); i += BATCH_PARAMS) {
-        await this.#call('POST', 'mlflow/runs/log-batch', {
+        await this.#client.call('POST', 'mlflow/runs/log-batch', {
           run_id: runId,
           params: params.slice(i, i + BATCH_PARAMS),
           metrics: i === 0 ? metrics : [],
         });
       }
-      await this.#call(
+      await this.#client.call(
         'PUT',
         `mlflow-artifacts/artifacts/${artifactPath(run.info.artifact_uri)}/${ARTIFACT_DIR}/${ARTIFACT_FILE}`,
         bytes,
       );
-      await this.#call('POST', 'mlflow/runs/update', {
+      await this.#client.call('POST', 'mlflow/runs/update', {
         run_id: runId,
         status: 'FINISHED',
         end_time: Date.now(),
       });
     } catch (err) {
       // Best effort: a run left RUNNING would look like a training still in progress.
-      await this.#call('POST', 'mlflow/runs/update', {
-        run_id: runId,
-        status: 'FAILED',
-        end_time: Date.now(),
-      }).catch(() => undefined);
+      await this.#client
+        .call('POST', 'mlflow/runs/update', {
+          run_id: runId,
+          status: 'FAILED',
+          end_time: Date.now(),
+        })
+        .catch(() => undefined);
       throw err;
     }
     await this.#registeredModel();
-    const { model_version: created } = await this.#call<{ model_version: MlflowModelVersion }>(
+    const { model_version: created } = await this.#client.call<{
+      model_version: MlflowModelVersion;
+    }>(
       'POST',
       'mlflow/model-versions/create',
       {
@@ -217,7 +195,7 @@ export class MlflowModelRegistry implements ModelRegistry {
 
   async setChampion(version: string): Promise<void> {
     await this.#modelVersion(version); // must exist
-    await this.#call('POST', 'mlflow/registered-models/alias', {
+    await this.#client.call('POST', 'mlflow/registered-models/alias', {
       name: this.#name,
       alias: CHAMPION_ALIAS,
       version,
@@ -234,7 +212,7 @@ export class MlflowModelRegistry implements ModelRegistry {
         max_results: '200',
       });
       if (pageToken) query.set('page_token', pageToken);
-      const page = await this.#call<{
+      const page = await this.#client.call<{
         model_versions?: MlflowModelVersion[];
         next_page_token?: string;
       }>('GET', `mlflow/model-versions/search?${query}`);
@@ -280,7 +258,7 @@ export class MlflowModelRegistry implements ModelRegistry {
           };
     const result = decidePromotion({ version, metrics }, champion, options);
     if (result.promoted) {
-      await this.#call('POST', 'mlflow/registered-models/alias', {
+      await this.#client.call('POST', 'mlflow/registered-models/alias', {
         name: this.#name,
         alias: CHAMPION_ALIAS,
         version,
@@ -295,19 +273,21 @@ export class MlflowModelRegistry implements ModelRegistry {
   async #experiment(): Promise<string> {
     if (this.#experimentId !== null) return this.#experimentId;
     const query = new URLSearchParams({ experiment_name: this.#name });
-    const found = await this.#call<{ experiment: { experiment_id: string } }>(
-      'GET',
-      `mlflow/experiments/get-by-name?${query}`,
-    ).catch((err: unknown) => {
-      if (isMlflowCode(err, 'RESOURCE_DOES_NOT_EXIST')) return null;
-      throw err;
-    });
+    const found = await this.#client
+      .call<{ experiment: { experiment_id: string } }>(
+        'GET',
+        `mlflow/experiments/get-by-name?${query}`,
+      )
+      .catch((err: unknown) => {
+        if (isMlflowCode(err, 'RESOURCE_DOES_NOT_EXIST')) return null;
+        throw err;
+      });
     if (found) {
       this.#experimentId = found.experiment.experiment_id;
       return this.#experimentId;
     }
     try {
-      const created = await this.#call<{ experiment_id: string }>(
+      const created = await this.#client.call<{ experiment_id: string }>(
         'POST',
         'mlflow/experiments/create',
         { name: this.#name },
@@ -324,7 +304,7 @@ export class MlflowModelRegistry implements ModelRegistry {
   async #registeredModel(): Promise<void> {
     if (this.#modelCreated) return;
     try {
-      await this.#call('POST', 'mlflow/registered-models/create', { name: this.#name });
+      await this.#client.call('POST', 'mlflow/registered-models/create', { name: this.#name });
     } catch (err) {
       if (!isMlflowCode(err, 'RESOURCE_ALREADY_EXISTS')) throw err;
     }
@@ -358,7 +338,7 @@ export class MlflowModelRegistry implements ModelRegistry {
   async #modelVersion(version: string): Promise<MlflowModelVersion> {
     const query = new URLSearchParams({ name: this.#name, version });
     try {
-      const res = await this.#call<{ model_version: MlflowModelVersion }>(
+      const res = await this.#client.call<{ model_version: MlflowModelVersion }>(
         'GET',
         `mlflow/model-versions/get?${query}`,
       );
@@ -382,7 +362,7 @@ export class MlflowModelRegistry implements ModelRegistry {
   async #alias(alias: string): Promise<MlflowModelVersion | null> {
     const query = new URLSearchParams({ name: this.#name, alias });
     try {
-      const res = await this.#call<{ model_version: MlflowModelVersion }>(
+      const res = await this.#client.call<{ model_version: MlflowModelVersion }>(
         'GET',
         `mlflow/registered-models/alias?${query}`,
       );
@@ -401,7 +381,7 @@ export class MlflowModelRegistry implements ModelRegistry {
 
   async #run(runId: string): Promise<MlflowRun> {
     const query = new URLSearchParams({ run_id: runId });
-    return (await this.#call<{ run: MlflowRun }>('GET', `mlflow/runs/get?${query}`)).run;
+    return (await this.#client.call<{ run: MlflowRun }>('GET', `mlflow/runs/get?${query}`)).run;
   }
 
   async #runMetrics(runId: string): Promise<Record<string, number>> {
@@ -418,7 +398,7 @@ export class MlflowModelRegistry implements ModelRegistry {
       if ((await sha256File(file)) === want) return file;
     }
     const path = `mlflow-artifacts/artifacts/${artifactPath(mv.source)}/${ARTIFACT_FILE}`;
-    const bytes = await this.#call<Buffer>('GET', path, undefined, { binary: true });
+    const bytes = await this.#client.call<Buffer>('GET', path, undefined, { binary: true });
     await mkdir(dir, { recursive: true });
     const tmp = `${file}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
     const handle = await open(tmp, 'wx');
@@ -439,109 +419,6 @@ export class MlflowModelRegistry implements ModelRegistry {
     await rename(tmp, file);
     return file;
   }
-
-  /**
-   * One REST call with retries. JSON in and out, except a Buffer body (sent as bytes) and
-   * `binary` (the answer as bytes).
-   */
-  #call<T = unknown>(
-    method: Method,
-    path: string,
-    body?: unknown,
-    options: { creates?: boolean; binary?: boolean } = {},
-  ): Promise<T> {
-    const url = `${this.#base}/api/2.0/${path}`;
-    return retry(
-      async () => {
-        let res: Response;
-        const t0 = performance.now();
-        try {
-          res = await fetch(url, {
-            method,
-            headers:
-              body === undefined
-                ? {}
-                : {
-                    'content-type': Buffer.isBuffer(body)
-                      ? 'application/octet-stream'
-                      : 'application/json',
-                  },
-            body:
-              body === undefined
-                ? undefined
-                : Buffer.isBuffer(body)
-                  ? new Uint8Array(body)
-                  : JSON.stringify(body),
-            signal: AbortSignal.timeout(this.#requestTimeoutMs),
-          });
-        } catch (err) {
-          throw new NetworkError(`${method} ${path}: ${describe(err)}`, err);
-        }
-        this.#log.debug(
-          { method, path, status: res.status, ms: Math.round(performance.now() - t0) },
-          'mlflow call',
-        );
-        if (res.ok) {
-          if (options.binary) return Buffer.from(await res.arrayBuffer()) as T;
-          const text = await res.text();
-          return (text === '' ? {} : JSON.parse(text)) as T;
-        }
-        const text = await res.text().catch(() => '');
-        let mlflowCode: string | undefined;
-        let message = text.slice(0, 500);
-        try {
-          const parsed = JSON.parse(text) as { error_code?: string; message?: string };
-          mlflowCode = parsed.error_code;
-          message = parsed.message ?? message;
-        } catch {
-          // not JSON (a proxy's error page): keep the text
-        }
-        if (res.status >= 500 || res.status === 429) {
-          throw new DependencyUnavailableError(
-            'mlflow',
-            `${method} ${path} answered ${res.status}: ${message}`,
-          );
-        }
-        throw new RegistryError(
-          REGISTRY_ERRORS.rejected,
-          `mlflow ${method} ${path} answered ${res.status} ${mlflowCode ?? ''}: ${message}`,
-          { status: res.status, ...(mlflowCode ? { mlflowCode } : {}) },
-        );
-      },
-      {
-        ...this.#retry,
-        retriable: (err) =>
-          err instanceof NetworkError
-            ? !options.creates || err.refused
-            : err instanceof DependencyUnavailableError && !options.creates,
-      },
-    ).catch((err: unknown) => {
-      if (err instanceof NetworkError) {
-        throw new DependencyUnavailableError('mlflow', err.message, { cause: err.cause });
-      }
-      throw err;
-    });
-  }
-}
-
-/** A fetch that failed before any answer; `refused` means the server never saw the request. */
-class NetworkError extends Error {
-  readonly refused: boolean;
-  constructor(message: string, cause: unknown) {
-    super(message, { cause });
-    this.refused = errnoOf(cause) === 'ECONNREFUSED';
-  }
-}
-
-function errnoOf(err: unknown): string | undefined {
-  const cause = (err as { cause?: { code?: string } } | null)?.cause;
-  return cause?.code ?? (err as { code?: string } | null)?.code;
-}
-
-function describe(err: unknown): string {
-  const code = errnoOf(err);
-  const message = err instanceof Error ? err.message : String(err);
-  return code ? `${message} (${code})` : message;
 }
 
 function isMlflowCode(err: unknown, code: string): boolean {

@@ -3,7 +3,8 @@ import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { loadConfig, VARIABLES } from '../../../core/config.js';
+import { loadConfig } from '../../../core/config.js';
+import { VARIABLES } from '../../../core/config-variables.js';
 import { ConfigError } from '../../../core/errors.js';
 
 function repoRoot(): string {
