@@ -27,7 +27,7 @@ import type { Consumer, EachBatchPayload, Kafka, KafkaMessage } from 'kafkajs';
 import { type Logger, retry, sleep } from '../core/index.js';
 import { UndecodableError, type Decoder } from '../schemas/index.js';
 import type { ConsumerMetrics } from './consumer-metrics.js';
-import { DeferredOffsets } from './deferred-offsets.js';
+import { DeferredOffsets, type DeferredCommit } from './deferred-offsets.js';
 
 /** One decoded record, with where it came from (the identity of its side effects). */
 export interface ConsumedRecord<T> {
@@ -106,24 +106,6 @@ export interface ConsumerOptions<T> {
  * partition is then given to `assigned` again, with the offset consumption restarts at, before
  * its first chunk. Releases of an earlier assignment are dropped, never committed.
  */
-export interface DeferredCommit {
-  /** Every partition may have moved (rebalance, consumer restart, stop): stop writing them. */
-  revoked(): void;
-  /**
-   * `partition`'s first chunk of this assignment follows; consumption restarts at `offset` (the
-   * committed offset, or where a new group starts). `commit(next)` commits `next` (one past the
-   * last durable record) while this assignment lasts and is a no-op after. Retried like `handle`.
-   */
-  assigned(
-    topic: string,
-    partition: number,
-    offset: string,
-    commit: (next: string) => void,
-  ): Promise<void>;
-  /** Called by `stop()` after the last `handle`: make durable and `commit` what was taken. */
-  drain(): Promise<void>;
-}
-
 export interface ConsumerHandle {
   /** Resolves once the consumer joined its group and runs. */
   ready: Promise<void>;

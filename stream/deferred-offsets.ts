@@ -7,7 +7,24 @@
  */
 import type { Batch, Consumer, TopicPartitionOffsetAndMetadata } from 'kafkajs';
 import type { Logger } from '../core/index.js';
-import type { DeferredCommit } from './consumer.js';
+
+export interface DeferredCommit {
+  /** Every partition may have moved (rebalance, consumer restart, stop): stop writing them. */
+  revoked(): void;
+  /**
+   * `partition`'s first chunk of this assignment follows; consumption restarts at `offset` (the
+   * committed offset, or where a new group starts). `commit(next)` commits `next` (one past the
+   * last durable record) while this assignment lasts and is a no-op after. Retried like `handle`.
+   */
+  assigned(
+    topic: string,
+    partition: number,
+    offset: string,
+    commit: (next: string) => void,
+  ): Promise<void>;
+  /** Called by `stop()` after the last `handle`: make durable and `commit` what was taken. */
+  drain(): Promise<void>;
+}
 
 export class DeferredOffsets {
   /** Bumped on every possible revocation: work of an older assignment is dropped. */

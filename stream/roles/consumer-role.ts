@@ -32,13 +32,9 @@ import {
   type StreamRole,
 } from '../../core/index.js';
 import { createDecoder } from '../../schemas/index.js';
-import {
-  startConsumer,
-  type ConsumerHandle,
-  type ConsumerOptions,
-  type DeferredCommit,
-} from '../consumer.js';
+import { startConsumer, type ConsumerHandle, type ConsumerOptions } from '../consumer.js';
 import { consumerMetrics } from '../consumer-metrics.js';
+import type { DeferredCommit } from '../deferred-offsets.js';
 import { createDeadLetter, undecodableToDlq, type DeadLetter } from '../dead-letter.js';
 import { createKafka, createProducer, ensureTopics, kafkaHealth } from '../kafka.js';
 
