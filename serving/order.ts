@@ -9,9 +9,7 @@
  * Scores compare at float32 precision (the model's own output precision): two scores closer
  * than that tie and keep their input order. NaN ranks lowest; -0 equals 0.
  *
- * Measured on 200 random scores (a loop of 20,000 calls): 5.0 to 5.6 µs a call, against 10 to
- * 12 µs for the version before, which packed (key, position) into a Float64Array and sorted
- * that natively. A feed sorts about twice (some 160 scores each).
+ * About twice as fast as a native sort of packed (key, position) pairs on a feed's ~200 scores.
  *
  * @example
  *   const order = descendingOrder(Float32Array.of(0.2, 0.9, 0.2), 3, new Uint32Array(3)); // [1, 0, 2]

@@ -10,11 +10,8 @@ export type { Redis };
  * server whose concurrent requests each issue a few commands makes one system call (and Redis
  * one read) per turn instead of one per command.
  *
- * This replaces ioredis' `enableAutoPipelining`, which batches the same way through a
- * `Pipeline` object per turn: measured with 4,000 requests/s of HGETALL + GET + HGETALL, those
- * objects outlived young-generation collections and filled the old generation (16 full
- * collections in 10 s against 1, old space +8 to +12 MB), at 49-54 µs of client CPU per request
- * against 33-40 µs corked; Redis' CPU per request was the same (6-7 µs; 11 µs uncorked).
+ * This replaces ioredis' `enableAutoPipelining`, whose per-turn `Pipeline` objects outlived
+ * young-generation collections and cost more client CPU per request (bench/README.md).
  */
 export function createRedis(
   url: string,

@@ -7,12 +7,9 @@
  * `maxBatchBytes` of payload (so no request can pass the broker's 1 MB `message.max.bytes`,
  * which would fail the same way on every retry and stall the pipeline), or
  * its oldest message has waited `lingerMs`, and at most one produce request is in flight (the
- * idempotent producer's sequence numbers stay in order); what arrives meanwhile waits for the
- * next request. Measured with bench/ingest: flushing every `lingerMs` regardless of the request
- * in flight queued small requests behind each other (mean latency 28 ms at 8,000 events/s with
- * the bridge's CPU 85% idle); one request in flight fixed that. System calls are dear on this
- * machine (a socket write of a produce request was 9% of the bridge's CPU at 20,000 events/s),
- * so the linger also keeps requests large under load. A failed send is retried with
+ * idempotent producer's sequence numbers stay in order, and small requests do not queue behind
+ * each other); what arrives meanwhile waits for the next request, which keeps requests large
+ * under load (bench/README.md has the measurements). A failed send is retried with
  * backoff until it succeeds or the batcher is closed: the messages it holds are not lost and not
  * acknowledged meanwhile, so MQTT stops delivering more (receive maximum) and HTTP callers time
  * out with 503 and retry.
