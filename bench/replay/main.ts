@@ -280,6 +280,14 @@ export async function runReplay(
         applyTimeouts: served.applyTimeouts,
       },
       stepsMs,
+      ranks: Object.fromEntries([
+        ['served', served.outcomes.map((o) => o.rank)],
+        ...BASELINES.map((b) => [
+          b,
+          served.indices.map((i) => baselines[b].outcomes[i]?.rank ?? null),
+        ]),
+      ]),
+      eventIds: served.indices.map((i) => plan.replay[i]?.eventId ?? ''),
     };
     const paths = await writeReport(args.out, report);
     return { report, paths };
@@ -288,7 +296,7 @@ export async function runReplay(
   }
 }
 
-/** MQTT accounts for `users` (four CLI calls at a time; each waits for Mosquitto's reload). */
+/** MQTT accounts for `users` (eight CLI calls at a time; each waits for Mosquitto's reload). */
 async function addAccounts(stack: ReplayStack, users: string[], password: string): Promise<void> {
   let next = 0;
   const worker = async (): Promise<void> => {
@@ -297,7 +305,7 @@ async function addAccounts(stack: ReplayStack, users: string[], password: string
       await stack.addMqttUser(user, password);
     }
   };
-  await Promise.all([worker(), worker(), worker(), worker()]);
+  await Promise.all(Array.from({ length: 8 }, worker));
 }
 
 async function main(): Promise<void> {

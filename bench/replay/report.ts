@@ -48,6 +48,9 @@ export interface ReplayReport {
     applyTimeouts: number;
   };
   stepsMs: Record<string, number>;
+  /** Per system, the rank of each replayed event's item (null: not shown), in `eventIds` order. */
+  ranks: Record<string, (number | null)[]>;
+  eventIds: string[];
 }
 
 const f3 = (x: number): string => (Number.isFinite(x) ? x.toFixed(3) : '-');
