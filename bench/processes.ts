@@ -33,7 +33,13 @@ export async function startReady(
   args: string[],
   env: Record<string, string>,
   port: number,
-  options: { nodeArgs?: string[]; timeoutMs?: number; readyPath?: string } = {},
+  options: {
+    nodeArgs?: string[];
+    timeoutMs?: number;
+    readyPath?: string;
+    /** Gets the child at once, so a caller can stop it while it is still starting. */
+    onSpawn?: (child: ChildProcess) => void;
+  } = {},
 ): Promise<ChildProcess> {
   const root = process.cwd();
   const child = spawn(
@@ -45,6 +51,7 @@ export async function startReady(
       stdio: ['ignore', 'ignore', 'inherit'],
     },
   );
+  options.onSpawn?.(child);
   const timeoutMs = options.timeoutMs ?? 90_000;
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {

@@ -73,6 +73,8 @@ export class ReplayStack {
   servingPort = 0;
   #stream: ChildProcess | null = null;
   #serving: ChildProcess | null = null;
+  /** Short-lived children (batch, CLIs) still running: stopped by the clean-up. */
+  readonly #children = new Set<ChildProcess>();
 
   private constructor(
     readonly id: string,
@@ -127,6 +129,9 @@ export class ReplayStack {
       stack.redis.disconnect();
     });
     cleanup.add('topics and schema subjects', () => stack.#deleteTopics());
+    cleanup.add('running commands', () =>
+      Promise.all([...stack.#children].map((c) => stopProcess(c))),
+    );
     await stack.redis.connect();
     await stack.redis.flushdb();
     return stack;
@@ -139,7 +144,9 @@ export class ReplayStack {
       if (this.#stream) await stopProcess(this.#stream);
       await this.#discardBridgeSession();
     });
-    this.#stream = await startReady('dist/stream/main.js', STREAM_ROLES, this.env, this.streamPort);
+    await startReady('dist/stream/main.js', STREAM_ROLES, this.env, this.streamPort, {
+      onSpawn: (child) => (this.#stream = child),
+    });
   }
 
   /**
@@ -153,8 +160,9 @@ export class ReplayStack {
     this.cleanup.add('serving process', async () => {
       if (this.#serving) await stopProcess(this.#serving);
     });
-    this.#serving = await startReady('dist/serving/main.js', [], this.env, this.servingPort, {
+    await startReady('dist/serving/main.js', [], this.env, this.servingPort, {
       readyPath: '/healthz',
+      onSpawn: (child) => (this.#serving = child),
     });
     const deadline = Date.now() + readyWaitMs;
     for (;;) {
@@ -254,6 +262,8 @@ export class ReplayStack {
         env: { ...process.env, ...this.env },
         stdio: ['ignore', 'pipe', 'pipe'],
       });
+      this.#children.add(child);
+      child.once('exit', () => this.#children.delete(child));
       let out = '';
       let err = '';
       let partial = '';
