@@ -44,7 +44,7 @@ import { datasetDir, findDataset } from './data.js';
 import { parseLog, parseMovieLensItems, type LogFormat, type ParsedLog } from './loaders.js';
 import { percentiles, summarize, type Outcome, type SystemReport } from './metrics.js';
 import { byUser, makePlan, wireEvent, type Plan } from './plan.js';
-import { replayServed, type UserStart } from './replay.js';
+import { replayServed, type ServedResult, type UserStart } from './replay.js';
 import { markdownReport, writeReport, type ReplayReport } from './report.js';
 import { ReplayStack } from './stack.js';
 
@@ -231,69 +231,103 @@ export async function runReplay(
         progressEvery: 1000,
       }),
     );
-    const systems: Record<string, SystemReport> = {
-      served: summarize(served.outcomes, args.k, served.shown.size, catalogSize),
-    };
-    // Baselines over the same events the served feed was measured on (a deadline cuts some).
-    const replayed = served.outcomes.length;
-    for (const name of BASELINES) {
-      const b = baselines[name];
-      const outcomes = served.indices.map((i) => b.outcomes[i] as Outcome);
-      const shown = new Set(served.indices.flatMap((i) => b.lists[i] ?? []));
-      systems[name] = summarize(outcomes, args.k, shown.size, catalogSize);
-    }
-    const types: Record<string, number> = {};
-    for (const e of log.events) types[e.type] = (types[e.type] ?? 0) + 1;
-    const report: ReplayReport = {
-      dataset: args.dataset,
-      file: args.file,
-      startedAt: startedAt.toISOString(),
-      finishedAt: new Date().toISOString(),
-      options: { ...args, stackId: stack.id, covisWindow: 3, covisLastItems: 3 },
-      servingNotReady: notReady,
-      log: {
-        events: log.events.length,
-        skippedRows: log.skipped,
-        users: new Set(log.events.map((e) => e.user)).size,
-        items: items.size,
-        catalogSize,
-        catalogSource,
-        types,
-      },
-      plan: {
-        history: plan.history.length,
-        replayPlanned: plan.replay.length,
-        replayed,
-        skippedAtDeadline: served.skipped,
-        unused: plan.unused,
-        usersInHistory: plan.usersInHistory,
-        usersReplayed: plan.usersReplayed,
-        timeScale: plan.scale,
-      },
-      systems,
-      served: {
-        latencyMs: percentiles(served.latencyMs),
-        serverLatencyMs: percentiles(served.serverLatencyMs),
-        freshnessMs: percentiles(served.freshnessMs),
-        modelVersions: served.modelVersions,
-        feedErrors: served.feedErrors,
-        applyTimeouts: served.applyTimeouts,
-      },
+    const report = assembleReport({
+      args,
+      stackId: stack.id,
+      startedAt,
+      notReady,
+      log,
+      catalogSize,
+      catalogSource,
+      plan,
+      baselines,
+      served,
       stepsMs,
-      ranks: Object.fromEntries([
-        ['served', served.outcomes.map((o) => o.rank)],
-        ...BASELINES.map((b) => [
-          b,
-          served.indices.map((i) => baselines[b].outcomes[i]?.rank ?? null),
-        ]),
-      ]),
-      eventIds: served.indices.map((i) => plan.replay[i]?.eventId ?? ''),
-    };
+    });
     const paths = await writeReport(args.out, report);
     return { report, paths };
   } finally {
     await stack.cleanup.run();
   }
+}
+
+interface ReportInputs {
+  args: ReplayArgs;
+  stackId: string;
+  startedAt: Date;
+  notReady: Record<string, unknown>;
+  log: ParsedLog;
+  catalogSize: number;
+  catalogSource: string;
+  plan: Plan;
+  baselines: ReturnType<typeof runBaselines>;
+  served: ServedResult;
+  stepsMs: Record<string, number>;
+}
+
+/** The report of a finished replay: every system summarised over the same replayed events. */
+function assembleReport(r: ReportInputs): ReplayReport {
+  const { args, log, plan, baselines, served, catalogSize, catalogSource, stepsMs } = r;
+  const items = new Set(log.events.map((e) => e.item));
+  const systems: Record<string, SystemReport> = {
+    served: summarize(served.outcomes, args.k, served.shown.size, catalogSize),
+  };
+  // Baselines over the same events the served feed was measured on (a deadline cuts some).
+  const replayed = served.outcomes.length;
+  for (const name of BASELINES) {
+    const b = baselines[name];
+    const outcomes = served.indices.map((i) => b.outcomes[i] as Outcome);
+    const shown = new Set(served.indices.flatMap((i) => b.lists[i] ?? []));
+    systems[name] = summarize(outcomes, args.k, shown.size, catalogSize);
+  }
+  const types: Record<string, number> = {};
+  for (const e of log.events) types[e.type] = (types[e.type] ?? 0) + 1;
+  const report: ReplayReport = {
+    dataset: args.dataset,
+    file: args.file,
+    startedAt: r.startedAt.toISOString(),
+    finishedAt: new Date().toISOString(),
+    options: { ...args, stackId: r.stackId, covisWindow: 3, covisLastItems: 3 },
+    servingNotReady: r.notReady,
+    log: {
+      events: log.events.length,
+      skippedRows: log.skipped,
+      users: new Set(log.events.map((e) => e.user)).size,
+      items: items.size,
+      catalogSize,
+      catalogSource,
+      types,
+    },
+    plan: {
+      history: plan.history.length,
+      replayPlanned: plan.replay.length,
+      replayed,
+      skippedAtDeadline: served.skipped,
+      unused: plan.unused,
+      usersInHistory: plan.usersInHistory,
+      usersReplayed: plan.usersReplayed,
+      timeScale: plan.scale,
+    },
+    systems,
+    served: {
+      latencyMs: percentiles(served.latencyMs),
+      serverLatencyMs: percentiles(served.serverLatencyMs),
+      freshnessMs: percentiles(served.freshnessMs),
+      modelVersions: served.modelVersions,
+      feedErrors: served.feedErrors,
+      applyTimeouts: served.applyTimeouts,
+    },
+    stepsMs,
+    ranks: Object.fromEntries([
+      ['served', served.outcomes.map((o) => o.rank)],
+      ...BASELINES.map((b) => [
+        b,
+        served.indices.map((i) => baselines[b].outcomes[i]?.rank ?? null),
+      ]),
+    ]),
+    eventIds: served.indices.map((i) => plan.replay[i]?.eventId ?? ''),
+  };
+  return report;
 }
 
 /** MQTT accounts for `users` (eight CLI calls at a time; each waits for Mosquitto's reload). */
