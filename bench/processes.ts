@@ -25,14 +25,21 @@ export function freePort(): Promise<number> {
 
 /**
  * Runs `node <script> <args>` from the project root with `env` (and RECSYS_HTTP_PORT=`port`),
- * resolving once its `/readyz` answers 200; it is killed if it is not ready within `timeoutMs`.
+ * resolving once its `/readyz` (or `readyPath`) answers 200; it is killed if it is not ready
+ * within `timeoutMs`.
  */
 export async function startReady(
   script: string,
   args: string[],
   env: Record<string, string>,
   port: number,
-  options: { nodeArgs?: string[]; timeoutMs?: number } = {},
+  options: {
+    nodeArgs?: string[];
+    timeoutMs?: number;
+    readyPath?: string;
+    /** Gets the child at once, so a caller can stop it while it is still starting. */
+    onSpawn?: (child: ChildProcess) => void;
+  } = {},
 ): Promise<ChildProcess> {
   const root = process.cwd();
   const child = spawn(
@@ -44,11 +51,12 @@ export async function startReady(
       stdio: ['ignore', 'ignore', 'inherit'],
     },
   );
+  options.onSpawn?.(child);
   const timeoutMs = options.timeoutMs ?? 90_000;
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     if (child.exitCode !== null) throw new Error(`${script} exited ${child.exitCode}`);
-    const ok = await fetch(`http://127.0.0.1:${port}/readyz`).then(
+    const ok = await fetch(`http://127.0.0.1:${port}${options.readyPath ?? '/readyz'}`).then(
       (r) => r.status === 200,
       () => false,
     );
