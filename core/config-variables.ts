@@ -202,6 +202,16 @@ export const VARIABLES: readonly VariableDoc[] = [
     doc: "a user's features expire after this much inactivity, seconds (30 days)",
   },
   {
+    name: 'RECSYS_FEATURES_CONSUMED_TYPES',
+    default: 'purchase',
+    doc: 'event types that consume an item: the user is never shown it again (all five where users never repeat an item, e.g. films)',
+  },
+  {
+    name: 'RECSYS_FEATURES_CONSUMED_ITEMS',
+    default: '500',
+    doc: 'consumed items remembered per user, newest first (0 = none)',
+  },
+  {
     name: 'RECSYS_TRENDING_WINDOWS_S',
     default: '3600,86400',
     doc: 'sliding windows trending items are counted over, seconds',

@@ -13,6 +13,15 @@ import { ConfigError } from './errors.js';
 
 type Env = Readonly<Record<string, string | undefined>>;
 
+/** The event types (schemas/ defines them; core cannot import it, a unit test keeps both equal). */
+export const EVENT_TYPE_NAMES: readonly string[] = [
+  'view',
+  'click',
+  'like',
+  'add_to_cart',
+  'purchase',
+];
+
 export interface KafkaConfig {
   brokers: string[];
   clientId: string;
@@ -59,6 +68,9 @@ export interface FeaturesConfig {
   maxCategories: number;
   dedupWindow: number;
   ttlSec: number;
+  /** Event types that consume an item (never shown to the user again). */
+  consumedTypes: string[];
+  consumedItems: number;
 }
 
 export interface TrendingConfig {
@@ -290,6 +302,16 @@ function streamSettings(
       maxCategories: int('RECSYS_FEATURES_MAX_CATEGORIES', 1, 1000),
       dedupWindow: int('RECSYS_FEATURES_DEDUP_WINDOW', 0, 10_000),
       ttlSec: int('RECSYS_FEATURES_TTL_S', 1),
+      consumedTypes: list('RECSYS_FEATURES_CONSUMED_TYPES').map((t) => {
+        if (!EVENT_TYPE_NAMES.includes(t)) {
+          throw new ConfigError(
+            'RECSYS_FEATURES_CONSUMED_TYPES',
+            `"${t}" is not an event type (${EVENT_TYPE_NAMES.join(', ')})`,
+          );
+        }
+        return t;
+      }),
+      consumedItems: int('RECSYS_FEATURES_CONSUMED_ITEMS', 0, 100_000),
     },
     trending: {
       windowsSec: list('RECSYS_TRENDING_WINDOWS_S').map((w) => {

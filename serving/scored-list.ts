@@ -20,3 +20,23 @@ export function firstOf(list: ScoredList, k: number): ScoredList {
     scores: Array.prototype.slice.call(list.scores, 0, k) as number[],
   };
 }
+
+/**
+ * Two lists as one, best first: an id in both keeps the higher score; equal scores in id order.
+ *
+ * @example
+ *   mergeLists({ ids: ['a', 'b'], scores: [1, 0.5] }, { ids: ['b', 'c'], scores: [1, 0.2] });
+ *   // { ids: ['a', 'b', 'c'], scores: [1, 1, 0.2] }
+ */
+export function mergeLists(a: ScoredList, b: ScoredList): ScoredList {
+  const best = new Map<string, number>();
+  for (const list of [a, b]) {
+    for (let i = 0; i < list.ids.length; i++) {
+      const id = list.ids[i] as string;
+      const score = list.scores[i] as number;
+      if (!(score <= (best.get(id) ?? -Infinity))) best.set(id, score);
+    }
+  }
+  const entries = [...best].sort((x, y) => y[1] - x[1] || (x[0] < y[0] ? -1 : 1));
+  return { ids: entries.map(([id]) => id), scores: entries.map(([, v]) => v) };
+}

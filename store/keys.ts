@@ -41,6 +41,8 @@ export const USER_FIELDS = {
   recent: 'r',
   /** Recently purchased distinct items, newest first, space-separated. */
   purchased: 'b',
+  /** Consumed distinct items (events of the consumed types), newest first, space-separated. */
+  consumed: 'c',
   /** Last applied Kafka record, `<partition>:<offset>` (exact redelivery detection). */
   offset: 'o',
   /** Latest applied eventIds as packed 6-byte hashes, newest first (re-send detection). */
@@ -137,6 +139,15 @@ export const BATCH = {
     return Number(m[1] ?? m[2] ?? m[3] ?? m[4] ?? m[5]);
   },
 } as const;
+
+// ------------------------------------------------------------------------------ online neighbours
+// Written by the features role from each applied event, read by the feed service beside the
+// batch neighbours. One sorted set per item (neighbour id -> decayed co-visitation weight).
+
+/** Sorted set of one item's online co-visitation neighbours. */
+export function onlineNeighboursKey(itemId: string): string {
+  return `nbo:${itemId}`;
+}
 
 // ------------------------------------------------------------------------------ impressions
 // Written by the impressions role (`stream/roles/impressions.ts`) from the served log, read by the

@@ -52,7 +52,17 @@ export interface FeatureOptions {
   ttlSec: number;
   /** Channel the change signal goes to. @default FEATURE_CHANNEL (the batch uses its own) */
   channel?: string;
+  /**
+   * Event types that consume an item: the item joins the user's consumed list, and serving
+   * never shows it to the user again. @default DEFAULT_CONSUMED_TYPES
+   */
+  consumedTypes?: readonly string[];
+  /** Consumed items kept per user (newest first). @default 500 */
+  consumedItems?: number;
 }
+
+/** Purchases: shops see repeat views and carts; a domain without repeats names all types. */
+export const DEFAULT_CONSUMED_TYPES: readonly string[] = ['purchase'];
 
 /** One event as the feature store needs it. */
 export interface FeatureEvent {
@@ -75,7 +85,7 @@ export const DUPLICATE = 2;
 export type ApplyStatus = typeof APPLIED | typeof REDELIVERED | typeof DUPLICATE;
 
 const ARGS_PER_EVENT = 8;
-const FIXED_ARGS = 8;
+const FIXED_ARGS = 10;
 
 // Lua 5.1 inside Redis: numbers are doubles; integers are formatted with %d (tostring would
 // write 1.7e+12 for an epoch-ms), fractions with 6 significant digits.
@@ -85,12 +95,16 @@ local channel, user = ARGV[1], ARGV[2]
 local halfLife, gap = tonumber(ARGV[3]), tonumber(ARGV[4])
 local recentCap, maxCats = tonumber(ARGV[5]), tonumber(ARGV[6])
 local dedupBytes, ttl = tonumber(ARGV[7]) * 6, tonumber(ARGV[8])
+local consumedCap, consumes = tonumber(ARGV[9]), {}
+for t in string.gmatch(ARGV[10], '%S+') do consumes[t] = true end
 local W = {${EVENT_TYPES.map((t) => `${t}=${TYPE_WEIGHTS[t]}`).join(', ')}}
 local C = {${EVENT_TYPES.map((t) => `${t}='${COUNT_FIELDS[t]}'`).join(', ')}}
 
 local h, changed, removed = {}, {}, {}
 local flat = redis.call('HGETALL', key)
 for i = 1, #flat, 2 do h[flat[i]] = flat[i + 1] end
+-- The recent items before this call, returned last (online co-visitation pairs with them).
+local prior = h['${USER_FIELDS.recent}'] or ''
 
 local function fmt(v)
   if v == math.floor(v) and math.abs(v) < 9007199254740992 then return string.format('%d', v) end
@@ -187,6 +201,7 @@ for i = ${FIXED_ARGS + 1}, #ARGV, ${ARGS_PER_EVENT} do
 
     push('${USER_FIELDS.recent}', item, recentCap)
     if typ == 'purchase' then push('${USER_FIELDS.purchased}', item, recentCap) end
+    if consumes[typ] and consumedCap > 0 then push('${USER_FIELDS.consumed}', item, consumedCap) end
   end
   results[#results + 1] = status
 end
@@ -205,6 +220,7 @@ if applied > 0 then
   redis.call('EXPIRE', key, ttl)
   redis.call('PUBLISH', channel, user)
 end
+results[#results + 1] = prior
 return results
 `;
 
@@ -241,6 +257,8 @@ export class SessionFeatureStore {
       options.maxCategories,
       options.dedupWindow,
       options.ttlSec,
+      options.consumedItems ?? 500,
+      (options.consumedTypes ?? DEFAULT_CONSUMED_TYPES).join(' '),
     ];
   }
 
@@ -248,9 +266,13 @@ export class SessionFeatureStore {
    * Applies `events` (any users, each user's events in Kafka order) with one script call per
    * user, pipelined in one round trip. Returns each event's status, in input order. Rejects when
    * Redis did not acknowledge every call (the caller retries the whole chunk; applied events
-   * then come back as redelivered).
+   * then come back as redelivered). With `priorRecent`, each user's recent items before the
+   * call (newest first) are put there.
    */
-  async apply(events: readonly FeatureEvent[]): Promise<ApplyStatus[]> {
+  async apply(
+    events: readonly FeatureEvent[],
+    priorRecent?: Map<string, string[]>,
+  ): Promise<ApplyStatus[]> {
     const byUser = new Map<string, number[]>();
     events.forEach((e, i) => {
       const list = byUser.get(e.userId);
@@ -286,9 +308,15 @@ export class SessionFeatureStore {
     replies.forEach(([err, reply], u) => {
       if (err) throw err;
       const indexes = order[u] as number[];
-      (reply as number[]).forEach((s, k) => {
-        statuses[indexes[k] as number] = s as ApplyStatus;
-      });
+      const values = reply as (number | string)[];
+      for (let k = 0; k < indexes.length; k++) {
+        statuses[indexes[k] as number] = values[k] as ApplyStatus;
+      }
+      if (priorRecent) {
+        const prior = values[values.length - 1] as string;
+        const userId = events[indexes[0] as number]?.userId as string;
+        priorRecent.set(userId, prior ? prior.split(' ') : []);
+      }
     });
     return statuses;
   }
@@ -308,6 +336,8 @@ export interface SessionFeatures {
   affinities: [string, number][];
   recent: string[];
   purchased: string[];
+  /** Items of the consumed types, newest first (serving never shows them again). */
+  consumed: string[];
 }
 
 /** Reads one user's features; null when the user has none (new, or expired). */
@@ -357,6 +387,7 @@ export function parseFeatures(
     affinities,
     recent: split(h[USER_FIELDS.recent]),
     purchased: split(h[USER_FIELDS.purchased]),
+    consumed: split(h[USER_FIELDS.consumed]),
   };
 }
 

@@ -23,6 +23,7 @@
 import type { Config, Logger } from '../../core/index.js';
 import type { CandidateStore } from '../../store/candidates.js';
 import type { CatalogStore } from '../../store/catalog.js';
+import type { OnlineNeighbourStore } from '../../store/online-neighbours.js';
 import type { TrendingStore } from '../../store/trending.js';
 import { ITEM_TABLE_LIMIT, ItemTable } from '../item-table.js';
 import { popularityLog } from '../rank-features.js';
@@ -32,6 +33,10 @@ import { firstOf, type ScoredList } from '../scored-list.js';
 export const POPULAR_K = 50;
 /** How long a trending list is reused, ms (trending moves in buckets of a minute). */
 const TRENDING_CACHE_MS = 1000;
+/** How long an item's online neighbour list is reused, ms. */
+const ONLINE_CACHE_MS = 1000;
+/** Online neighbours read per item. */
+const ONLINE_K = 50;
 /** Neighbour lists kept per process (oldest out first); at 50 neighbours some 3 KB each. */
 const NEIGHBOUR_CACHE_LISTS = 20_000;
 
@@ -50,6 +55,7 @@ export interface VersionState {
 
 export interface FeedStores {
   candidates: CandidateStore;
+  online: OnlineNeighbourStore;
   catalog: CatalogStore;
   trending: TrendingStore;
 }
@@ -61,6 +67,7 @@ export class FeedCaches {
   readonly #userCacheSize: number;
   readonly #trendWindow: number;
   readonly #trending = new Map<string, { at: number; list: Promise<ScoredList> }>();
+  readonly #online = new Map<string, { at: number; list: Promise<ScoredList> }>();
   #state: VersionState | null = null;
 
   constructor(stores: FeedStores, config: Readonly<Config>, log: Logger) {
@@ -242,6 +249,37 @@ export class FeedCaches {
         table.neighbours[k] = list.ids.length > 0 ? list : null;
         remember(state, k);
       }
+      if (list.ids.length > 0) out.set(id, list);
+    });
+    return out;
+  }
+
+  /**
+   * The online co-visitation neighbours of each item (`store/online-neighbours.ts`), reused for
+   * ONLINE_CACHE_MS; items without any are absent.
+   */
+  async onlineNeighbours(
+    itemIds: readonly string[],
+    now: number,
+  ): Promise<Map<string, ScoredList>> {
+    const out = new Map<string, ScoredList>();
+    if (itemIds.length === 0) return out;
+    const lists = await Promise.all(
+      itemIds.map((id) => {
+        const hit = this.#online.get(id);
+        if (hit && now - hit.at < ONLINE_CACHE_MS) return hit.list;
+        const list: Promise<ScoredList> = this.#stores.online
+          .read([id], ONLINE_K)
+          .then((r) => r[0] ?? { ids: [], scores: [] });
+        list.catch(() => this.#online.delete(id));
+        this.#online.set(id, { at: now, list });
+        // Bounded: entries of items not asked for again are dropped wholesale.
+        if (this.#online.size > 100_000) this.#online.clear();
+        return list;
+      }),
+    );
+    itemIds.forEach((id, i) => {
+      const list = lists[i] as ScoredList;
       if (list.ids.length > 0) out.set(id, list);
     });
     return out;

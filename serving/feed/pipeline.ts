@@ -5,11 +5,11 @@
  *      impression counts, and the user's batch candidates of the version the previous request
  *      saw (read again, in a second trip, only when the version has just moved);
  *   2. `gatherCandidates`: concurrently, from memory after the first read (`caches.ts`):
- *      co-visitation neighbours of the 5 most recent items, trending items overall and in the 3
+ *      co-visitation neighbours of the 5 most recent items (batch and online, merged), trending items overall and in the 3
  *      strongest categories, popular items; mixed into at most `config.serving.candidates` rows
  *      the way training mixes them (`mix.ts`);
- *   3. `fillFacts`: the catalog facts of the rows and the recent items; purchased and
- *      unavailable items are dropped; the rows' train popularity;
+ *   3. `fillFacts`: the catalog facts of the rows and the recent items; unavailable items and
+ *      items the user purchased or consumed are dropped; the rows' train popularity;
  *   4. `score`: features into a pooled matrix (`fillFeatureRows`, the code training runs too)
  *      and one ONNX run; without a model, mix order with score 1/(1 + position);
  *   5. `orderFeed`: by score; items the user saw `fatigueImpressions` times without an
@@ -39,7 +39,7 @@ import {
 import type { ModelHolder } from '../model.js';
 import { descendingOrder } from '../order.js';
 import { FEATURE_COUNT, fillFeatureRows, SOURCES, userPriceLevel } from '../rank-features.js';
-import { EMPTY_LIST, type ScoredList } from '../scored-list.js';
+import { EMPTY_LIST, mergeLists, type ScoredList } from '../scored-list.js';
 import type { ServedLog } from '../served-log.js';
 import { POPULAR_K, type FeedCaches, type VersionState } from './caches.js';
 import type { FeedMetrics } from './metrics.js';
@@ -186,7 +186,7 @@ async function gatherCandidates(
   const recent = (session?.recent ?? []).slice(0, RECENT_ITEMS);
   const topCategories = (session?.affinities ?? []).slice(0, TOP_CATEGORIES).map(([c]) => c);
   const onMiss = record ? () => ctx.metrics.userCacheMisses.inc() : undefined;
-  const [batch, neighbours, trending, overall] = await Promise.all([
+  const [batch, batchNeighbours, onlineNeighbours, trending, overall] = await Promise.all([
     version === guessed && known !== undefined
       ? known
       : caches.userCandidates(
@@ -198,6 +198,7 @@ async function gatherCandidates(
           onMiss,
         ),
     version === null ? NO_NEIGHBOURS : caches.neighbours(recent, state),
+    caches.onlineNeighbours(recent, now),
     Promise.all([
       caches.trending(null, POPULAR_K, now),
       ...topCategories.map((c) => caches.trending(c, TRENDING_PER_CATEGORY, now)),
@@ -205,6 +206,17 @@ async function gatherCandidates(
     version === null ? null : caches.overall(state),
   ]);
   if (record && batch === known) ctx.metrics.userCacheHits.inc();
+  // Batch and online neighbours of each recent item as one list (the batch list alone when
+  // there are no online ones).
+  let neighbours = batchNeighbours;
+  if (onlineNeighbours.size > 0) {
+    const merged = new Map(batchNeighbours);
+    for (const [item, list] of onlineNeighbours) {
+      const fromBatch = batchNeighbours.get(item);
+      merged.set(item, fromBatch ? mergeLists(fromBatch, list) : list);
+    }
+    neighbours = merged;
+  }
   return mixCandidates(
     { batch, recent, neighbours, trending, popular: overall ?? EMPTY_LIST },
     ctx.config.serving.candidates,
@@ -214,7 +226,7 @@ async function gatherCandidates(
 
 /**
  * Step 3: catalog facts of the rows and of all the user's recent items (their prices give the
- * user's price level, as in training); drops unavailable and purchased items; reads the
+ * user's price level, as in training); drops unavailable, purchased and consumed items; reads the
  * popularity of the rows' categories. Returns the recent items' keys.
  */
 async function fillFacts(
@@ -227,17 +239,21 @@ async function fillFacts(
   const { table } = user.state;
   const { session } = user;
   const recentKeys = (session?.recent ?? []).map((id) => table.intern(id));
-  const bought =
-    session && session.purchased.length > 0
-      ? new Set(session.purchased.map((id) => table.intern(id)))
-      : null;
+  // Purchased and consumed items (the consumed event types, `FeatureOptions.consumedTypes`)
+  // are never shown again.
+  let excluded: Set<number> | null = null;
+  if (session && session.purchased.length + session.consumed.length > 0) {
+    excluded = new Set();
+    for (const id of session.purchased) excluded.add(table.intern(id));
+    for (const id of session.consumed) excluded.add(table.intern(id));
+  }
   await Promise.all([
     ctx.caches.readFacts(table, rows.keys, rows.n, now),
     recentKeys.length > 0 ? ctx.caches.readFacts(table, recentKeys, recentKeys.length, now) : null,
   ]);
   keepRows(rows, (i) => {
     const k = rows.keys[i] as number;
-    return (table.known[k] === 0 || table.available[k] === 1) && !bought?.has(k);
+    return (table.known[k] === 0 || table.available[k] === 1) && !excluded?.has(k);
   });
   if (record) countSources(ctx, rows);
   if (user.version !== null) {

@@ -16,6 +16,7 @@ import type { Registry } from 'prom-client';
 import { checkHealth, type Config, type HealthReport, type Logger } from '../../core/index.js';
 import { CandidateStore } from '../../store/candidates.js';
 import { CatalogStore } from '../../store/catalog.js';
+import { OnlineNeighbourStore } from '../../store/online-neighbours.js';
 import { createRedis, redisHealth, type Redis } from '../../store/redis.js';
 import { openRegistry } from '../../store/registry/index.js';
 import { TrendingStore } from '../../store/trending.js';
@@ -61,6 +62,7 @@ export function startFeedService(deps: FeedDeps): FeedService {
   const candidates = new CandidateStore(redis);
   const stores = {
     candidates,
+    online: new OnlineNeighbourStore(redis),
     // Catalog reads only: the item table keeps the entries (as columns).
     catalog: new CatalogStore(redis, { cacheTtlMs: 0, cacheSize: 0 }),
     trending: new TrendingStore(redis, config.trending),

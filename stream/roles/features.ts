@@ -5,7 +5,8 @@
  * Trending counts (`store/trending.ts`) gather per partition and go to Redis once a second; a
  * partition's offsets are committed only after both its features and its trending counts are
  * in Redis (a crash replays the records, and trending's per-partition offset guard counts each
- * once). A timer retires trending buckets.
+ * once). Each applied event also pairs its item with the user's previous items in the online
+ * co-visitation lists (`store/online-neighbours.ts`). A timer retires trending buckets.
  *
  * @example
  *   const role = startFeatures({ config, log, metrics });
@@ -24,6 +25,7 @@ import {
   type ApplyStatus,
   type FeatureEvent,
 } from '../../store/session-features.js';
+import { coVisits, OnlineNeighbourStore } from '../../store/online-neighbours.js';
 import { TrendingStore, type TrendingRecord } from '../../store/trending.js';
 import type { ChunkEnd, ConsumedRecord } from '../consumer.js';
 import { consumerRole } from './consumer-role.js';
@@ -38,6 +40,7 @@ export function startFeatures(deps: RoleDeps): StreamRole {
   const redis = createRedis(config.redis.url, 'recsys-features');
   const features = new SessionFeatureStore(redis, config.features);
   const trending = new TrendingStore(redis, config.trending);
+  const online = new OnlineNeighbourStore(redis);
   const catalog = new CatalogStore(redis, { cacheTtlMs: 30_000, cacheSize: 200_000 });
   const counts = featureMetrics(metrics);
   let buffer: TrendingBuffer | null = null;
@@ -60,8 +63,12 @@ export function startFeatures(deps: RoleDeps): StreamRole {
         offset: r.offset,
       };
     });
-    const statuses = await features.apply(batch);
+    const prior = new Map<string, string[]>();
+    const statuses = await features.apply(batch, prior);
     counts.record(batch, statuses);
+    // Online co-visitation of what was applied now: a chunk retried after this point sees its
+    // events as redelivered, so a co-visit is counted at most once.
+    await online.record(coVisits(batch, (i) => statuses[i] === APPLIED, prior, online.window));
     // Re-sent duplicates are not trending; redelivered records are (trending skips those it
     // already counted itself, by offset).
     const out: TrendingRecord[] = [];

@@ -80,6 +80,7 @@ function makeQuery(qid: number, rand: () => number): Query {
         affinities: cats.map((c, i): [string, number] => [c, 10 / (i + 1) + rand()]),
         recent: itemIds.filter(() => rand() < 0.2),
         purchased: itemIds.filter(() => rand() < 0.05),
+        consumed: [],
       }
     : null;
   const candidates: RankCandidate[] = itemIds.map((itemId) => {

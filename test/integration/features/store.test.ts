@@ -160,4 +160,35 @@ describe('feature store (Lua on real Redis)', () => {
     assert.deepEqual(got, [u]);
     assert.ok((await redis.ttl(userFeaturesKey(u))) > 3500);
   });
+  it('keeps the consumed items of the consumed types, newest first and capped', async (t) => {
+    if (!(await requireServices(t, 'redis'))) return;
+    const all = uniq('consumed-all');
+    const every = new SessionFeatureStore(redis, {
+      ...options,
+      consumedTypes: ['view', 'click', 'like', 'add_to_cart', 'purchase'],
+    });
+    await every.apply([
+      event(all, { itemId: 'a', type: 'view', ts: T0 }),
+      event(all, { itemId: 'b', type: 'add_to_cart', ts: T0 + 1 }),
+      event(all, { itemId: 'a', type: 'purchase', ts: T0 + 2 }),
+    ]);
+    // `a` again moves to the front, once.
+    assert.deepEqual((await readFeatures(redis, all, T0, HOUR))?.consumed, ['a', 'b']);
+
+    const narrow = new SessionFeatureStore(redis, {
+      ...options,
+      consumedTypes: ['purchase'],
+      consumedItems: 2,
+    });
+    const buyer = uniq('consumed-purchase');
+    await narrow.apply([
+      event(buyer, { itemId: 'x', type: 'view', ts: T0 }),
+      event(buyer, { itemId: 'p1', type: 'purchase', ts: T0 + 1 }),
+      event(buyer, { itemId: 'p2', type: 'purchase', ts: T0 + 2 }),
+      event(buyer, { itemId: 'p3', type: 'purchase', ts: T0 + 3 }),
+    ]);
+    const f = await readFeatures(redis, buyer, T0, HOUR);
+    assert.deepEqual(f?.consumed, ['p3', 'p2']);
+    assert.deepEqual(f?.recent, ['p3', 'p2', 'p1']);
+  });
 });

@@ -3,9 +3,10 @@ import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { loadConfig } from '../../../core/config.js';
+import { EVENT_TYPE_NAMES, loadConfig } from '../../../core/config.js';
 import { VARIABLES } from '../../../core/config-variables.js';
 import { ConfigError } from '../../../core/errors.js';
+import { EVENT_TYPES } from '../../../schemas/index.js';
 
 function repoRoot(): string {
   let dir = dirname(fileURLToPath(import.meta.url));
@@ -51,6 +52,19 @@ describe('loadConfig', () => {
         name,
       );
     }
+  });
+
+  it("takes the consumed event types from the schema's types, and refuses others", () => {
+    assert.deepEqual([...EVENT_TYPE_NAMES].sort(), [...EVENT_TYPES].sort());
+    assert.deepEqual(
+      loadConfig({ RECSYS_FEATURES_CONSUMED_TYPES: 'purchase' }).features.consumedTypes,
+      ['purchase'],
+    );
+    assert.throws(
+      () => loadConfig({ RECSYS_FEATURES_CONSUMED_TYPES: 'purchase,wish' }),
+      (err: unknown) =>
+        err instanceof ConfigError && err.variable === 'RECSYS_FEATURES_CONSUMED_TYPES',
+    );
   });
 
   it('expands ~ in the cache dir from HOME', () => {

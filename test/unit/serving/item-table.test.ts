@@ -78,6 +78,7 @@ describe('features from an item table (the serving path)', () => {
     ],
     recent: ['b', 'z', 'a'],
     purchased: ['z'],
+    consumed: [],
   };
   const facts: Record<string, RankItem | null> = {
     a: { categoryL1: 'shoes', price: 99, createdAt: NOW - 3 * DAY, popularity: 12 },

@@ -30,6 +30,7 @@ const session: SessionFeatures = {
   ],
   recent: ['i2', 'i1'],
   purchased: ['i1'],
+  consumed: [],
 };
 
 const candidates: RankCandidate[] = [
@@ -155,6 +156,7 @@ describe('rank features', () => {
       affinities: [],
       recent: [],
       purchased: [],
+      consumed: [],
     };
     const odd: RankCandidate[] = [
       {

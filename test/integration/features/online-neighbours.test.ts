@@ -1,0 +1,53 @@
+/**
+ * Online co-visitation on a real Redis: both directions, newer co-visits weigh more, the set is
+ * bounded, and what the store reads back is what redis-cli sees.
+ */
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { Redis } from 'ioredis';
+import { onlineNeighboursKey } from '../../../store/keys.js';
+import { OnlineNeighbourStore } from '../../../store/online-neighbours.js';
+import { config, requireServices, run, uniq } from '../harness.js';
+
+const DAY = 86_400_000;
+const T0 = Date.UTC(2026, 5, 1);
+
+describe('online neighbours (real Redis)', () => {
+  let redis: Redis;
+  before(() => {
+    redis = new Redis(config.redis.url, { lazyConnect: true, maxRetriesPerRequest: 1 });
+  });
+  after(() => redis.disconnect());
+
+  it('records co-visits both ways, newer ones weighing more, bounded per item', async (t) => {
+    if (!(await requireServices(t, 'redis'))) return;
+    const store = new OnlineNeighbourStore(redis, { maxNeighbours: 3, halfLifeMs: DAY });
+    const [a, b, c] = [uniq('a'), uniq('b'), uniq('c')];
+    // b with a one day before c with a: c weighs twice as much (one half-life later).
+    await store.record([{ itemId: b, previous: [a], ts: T0 }]);
+    await store.record([{ itemId: c, previous: [a], ts: T0 + DAY }]);
+    const [ofA, ofB] = await store.read([a, b], 10);
+    assert.deepEqual(ofA?.ids, [c, b]);
+    assert.ok(Math.abs((ofA?.scores[1] ?? 0) - 0.5) < 1e-9, `${ofA?.scores}`);
+    assert.deepEqual(ofB?.ids, [a]);
+    const cli = await run('redis-cli', [
+      '-u',
+      config.redis.url,
+      'ZREVRANGE',
+      onlineNeighboursKey(a),
+      '0',
+      '-1',
+    ]);
+    assert.deepEqual(cli.stdout.trim().split('\n'), [c, b]);
+
+    // Past twice the bound the weakest go: 7 neighbours of x leave the 3 newest.
+    const x = uniq('x');
+    const others = Array.from({ length: 7 }, (_, i) => uniq(`n${i}`));
+    for (const [i, n] of others.entries()) {
+      await store.record([{ itemId: n, previous: [x], ts: T0 + i * DAY }]);
+    }
+    const [ofX] = await store.read([x], 10);
+    assert.deepEqual(ofX?.ids, [others[6], others[5], others[4]]);
+    assert.ok((await redis.ttl(onlineNeighboursKey(x))) > 0);
+  });
+});
