@@ -27,14 +27,18 @@ import type { OnlineNeighbourStore } from '../../store/online-neighbours.js';
 import type { TrendingStore } from '../../store/trending.js';
 import { ITEM_TABLE_LIMIT, ItemTable } from '../item-table.js';
 import { popularityLog } from '../rank-features.js';
-import { firstOf, type ScoredList } from '../scored-list.js';
+import { EMPTY_LIST, firstOf, mergeLists, type ScoredList } from '../scored-list.js';
 
 /** Popular items read per version (a candidate source; training's `popularK`). */
 export const POPULAR_K = 50;
 /** How long a trending list is reused, ms (trending moves in buckets of a minute). */
 const TRENDING_CACHE_MS = 1000;
-/** How long an item's online neighbour list is reused, ms. */
-const ONLINE_CACHE_MS = 1000;
+/**
+ * How often an item's online neighbour list is re-read in the background, ms (a random half of
+ * it sooner). Each process re-reads every item it serves once per period, a cost of the catalog's
+ * size rather than traffic: at 1 s the bench's 2,000 items were some 4,000 reads a second.
+ */
+const ONLINE_CACHE_MS = 5000;
 /** Online neighbours read per item. */
 const ONLINE_K = 50;
 /** Neighbour lists kept per process (oldest out first); at 50 neighbours some 3 KB each. */
@@ -53,6 +57,15 @@ export interface VersionState {
   users: Map<string, ScoredList>;
 }
 
+/** An item's online neighbours: the list last read (null before the first read ends). */
+interface OnlineEntry {
+  at: number;
+  value: ScoredList | null;
+  reading: boolean;
+  /** The first read, while in flight (requests wait for it; later reads they do not). */
+  first?: Promise<ScoredList>;
+}
+
 export interface FeedStores {
   candidates: CandidateStore;
   online: OnlineNeighbourStore;
@@ -67,7 +80,12 @@ export class FeedCaches {
   readonly #userCacheSize: number;
   readonly #trendWindow: number;
   readonly #trending = new Map<string, { at: number; list: Promise<ScoredList> }>();
-  readonly #online = new Map<string, { at: number; list: Promise<ScoredList> }>();
+  readonly #online = new Map<string, OnlineEntry>();
+  /** Per item, its batch and online lists merged, and the two lists they came from. */
+  readonly #merged = new Map<
+    string,
+    { batch: ScoredList | undefined; online: ScoredList; list: ScoredList }
+  >();
   #state: VersionState | null = null;
 
   constructor(stores: FeedStores, config: Readonly<Config>, log: Logger) {
@@ -255,33 +273,89 @@ export class FeedCaches {
   }
 
   /**
-   * The online co-visitation neighbours of each item (`store/online-neighbours.ts`), reused for
-   * ONLINE_CACHE_MS; items without any are absent.
+   * The online co-visitation neighbours of each item (`store/online-neighbours.ts`); items without
+   * any are absent. A list read once is used as it is from then on and re-read in the background
+   * when older than ONLINE_CACHE_MS (once, however many requests ask), so only an item's first
+   * read makes a request wait. Synchronous when every list is in memory.
    */
-  async onlineNeighbours(
+  onlineNeighbours(
     itemIds: readonly string[],
     now: number,
-  ): Promise<Map<string, ScoredList>> {
+  ): Map<string, ScoredList> | Promise<Map<string, ScoredList>> {
     const out = new Map<string, ScoredList>();
-    if (itemIds.length === 0) return out;
-    const lists = await Promise.all(
-      itemIds.map((id) => {
-        const hit = this.#online.get(id);
-        if (hit && now - hit.at < ONLINE_CACHE_MS) return hit.list;
-        const list: Promise<ScoredList> = this.#stores.online
-          .read([id], ONLINE_K)
-          .then((r) => r[0] ?? { ids: [], scores: [] });
-        list.catch(() => this.#online.delete(id));
-        this.#online.set(id, { at: now, list });
+    let waits: Promise<void>[] | null = null;
+    for (const id of itemIds) {
+      let entry = this.#online.get(id);
+      if (entry === undefined) {
         // Bounded: entries of items not asked for again are dropped wholesale.
         if (this.#online.size > 100_000) this.#online.clear();
+        entry = { at: -Infinity, value: null, reading: false };
+        this.#online.set(id, entry);
+      }
+      if (now - entry.at >= ONLINE_CACHE_MS && !entry.reading) this.#readOnline(id, entry, now);
+      if (entry.value !== null) {
+        if (entry.value.ids.length > 0) out.set(id, entry.value);
+      } else if (entry.first) {
+        const first = entry.first;
+        (waits ??= []).push(
+          first.then((list) => {
+            if (list.ids.length > 0) out.set(id, list);
+          }),
+        );
+      }
+    }
+    return waits === null ? out : Promise.all(waits).then(() => out);
+  }
+
+  #readOnline(id: string, entry: OnlineEntry, now: number): void {
+    entry.reading = true;
+    // The entry is updated before anyone waiting on the first read resumes.
+    const settled = this.#stores.online.read([id], ONLINE_K).then(
+      (r) => {
+        const list = r[0] ?? EMPTY_LIST;
+        entry.value = list;
+        // Less up to half at random, so items read together are not read again together.
+        entry.at = now - Math.random() * (ONLINE_CACHE_MS / 2);
+        entry.reading = false;
+        entry.first = undefined;
         return list;
-      }),
+      },
+      (err: unknown) => {
+        this.#log.warn(
+          { err: (err as Error).message, itemId: id },
+          'online neighbours read failed',
+        );
+        entry.reading = false;
+        entry.first = undefined;
+        return EMPTY_LIST;
+      },
     );
-    itemIds.forEach((id, i) => {
-      const list = lists[i] as ScoredList;
-      if (list.ids.length > 0) out.set(id, list);
-    });
+    if (entry.value === null) entry.first = settled;
+  }
+
+  /**
+   * Batch and online neighbours of each item as one list (`mergeLists`; the batch list alone
+   * where there are no online ones). A merge is kept until either list it came from changes.
+   */
+  mergeNeighbours(
+    batch: ReadonlyMap<string, ScoredList>,
+    online: ReadonlyMap<string, ScoredList>,
+  ): ReadonlyMap<string, ScoredList> {
+    if (online.size === 0) return batch;
+    const out = new Map(batch);
+    for (const [item, list] of online) {
+      const fromBatch = batch.get(item);
+      const hit = this.#merged.get(item);
+      if (hit && hit.batch === fromBatch && hit.online === list) {
+        out.set(item, hit.list);
+        continue;
+      }
+      const merged = fromBatch ? mergeLists(fromBatch, list) : list;
+      // Bounded like the online lists: entries of items not asked for again go wholesale.
+      if (this.#merged.size > 100_000) this.#merged.clear();
+      this.#merged.set(item, { batch: fromBatch, online: list, list: merged });
+      out.set(item, merged);
+    }
     return out;
   }
 

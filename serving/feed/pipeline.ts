@@ -5,9 +5,9 @@
  *      impression counts, and the user's batch candidates of the version the previous request
  *      saw (read again, in a second trip, only when the version has just moved);
  *   2. `gatherCandidates`: concurrently, from memory after the first read (`caches.ts`):
- *      co-visitation neighbours of the 5 most recent items (batch and online, merged), trending items overall and in the 3
- *      strongest categories, popular items; mixed into at most `config.serving.candidates` rows
- *      the way training mixes them (`mix.ts`);
+ *      co-visitation neighbours of the 5 most recent items (batch and online, merged),
+ *      trending items overall and in the 3 strongest categories, popular items; mixed into at
+ *      most `config.serving.candidates` rows the way training mixes them (`mix.ts`);
  *   3. `fillFacts`: the catalog facts of the rows and the recent items; unavailable items and
  *      items the user purchased or consumed are dropped; the rows' train popularity;
  *   4. `score`: features into a pooled matrix (`fillFeatureRows`, the code training runs too)
@@ -39,7 +39,7 @@ import {
 import type { ModelHolder } from '../model.js';
 import { descendingOrder } from '../order.js';
 import { FEATURE_COUNT, fillFeatureRows, SOURCES, userPriceLevel } from '../rank-features.js';
-import { EMPTY_LIST, mergeLists, type ScoredList } from '../scored-list.js';
+import { EMPTY_LIST, type ScoredList } from '../scored-list.js';
 import type { ServedLog } from '../served-log.js';
 import { POPULAR_K, type FeedCaches, type VersionState } from './caches.js';
 import type { FeedMetrics } from './metrics.js';
@@ -206,19 +206,14 @@ async function gatherCandidates(
     version === null ? null : caches.overall(state),
   ]);
   if (record && batch === known) ctx.metrics.userCacheHits.inc();
-  // Batch and online neighbours of each recent item as one list (the batch list alone when
-  // there are no online ones).
-  let neighbours = batchNeighbours;
-  if (onlineNeighbours.size > 0) {
-    const merged = new Map(batchNeighbours);
-    for (const [item, list] of onlineNeighbours) {
-      const fromBatch = batchNeighbours.get(item);
-      merged.set(item, fromBatch ? mergeLists(fromBatch, list) : list);
-    }
-    neighbours = merged;
-  }
   return mixCandidates(
-    { batch, recent, neighbours, trending, popular: overall ?? EMPTY_LIST },
+    {
+      batch,
+      recent,
+      neighbours: caches.mergeNeighbours(batchNeighbours, onlineNeighbours),
+      trending,
+      popular: overall ?? EMPTY_LIST,
+    },
     ctx.config.serving.candidates,
     state.table,
   );
