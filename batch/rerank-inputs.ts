@@ -1,9 +1,9 @@
 /**
  * What reranker training reads from the ETL and the candidate build (step 1 of `rerank.ts`):
- * the selected users with their train events (the state at the cut-off) and validation
- * interactions (the labels), the items' catalog facts and train popularity, the popular and
- * trending lists before the cut-off, and the selected users' batch candidates and the
- * neighbours of their recent items.
+ * the selected users with their train events and validation interactions (empty for users with
+ * history only), the items' catalog facts and train popularity, the popular and trending lists
+ * before the cut-off, and the selected users' batch candidates and the neighbours of their
+ * recent items (of the cut-off and of the history queries).
  */
 import type { EventType } from '../schemas/index.js';
 import type { RankItem } from '../serving/rank-features.js';
@@ -37,20 +37,25 @@ const num = (v: unknown): number => (typeof v === 'bigint' ? Number(v) : Number(
 export async function loadTrainingInputs(
   etl: Pick<EtlResult, 'paths' | 'cutoffTs'>,
   cands: Pick<CandidateResult, 'paths'>,
-  opts: { maxUsers: number; recentK: number; popularK: number },
+  opts: { maxUsers: number; recentK: number; popularK: number; historyLabels: number },
 ): Promise<TrainingInputs> {
-  const { maxUsers, recentK, popularK } = opts;
+  const { maxUsers, recentK, popularK, historyLabels } = opts;
   const cutoff = etl.cutoffTs;
   const db = await openBatchDb();
   const q = async (sql: string): Promise<unknown[][]> =>
     (await db.conn.runAndReadAll(sql)).getRowsJS() as unknown[][];
   const p = etl.paths;
   try {
-    // 1. Users with something to predict and something to start from.
+    // 1. Users with something to predict after the cut-off and something to start from, and
+    //    (history queries) users with enough train events to hold their last ones out.
     const userRows = await q(`
       WITH v AS (SELECT DISTINCT userId FROM read_parquet(${sqlString(p.validInteractions)})),
-           t AS (SELECT DISTINCT userId FROM read_parquet(${sqlString(p.trainInteractions)}))
-      SELECT v.userId FROM v JOIN t USING (userId) ORDER BY hash(v.userId) LIMIT ${maxUsers}`);
+           t AS (SELECT DISTINCT userId FROM read_parquet(${sqlString(p.trainInteractions)})),
+           h AS (SELECT userId FROM read_parquet(${sqlString(p.events)}) WHERE split = 'train'
+                 GROUP BY userId HAVING count(*) > ${historyLabels + 1})
+      (SELECT v.userId FROM v JOIN t USING (userId) ORDER BY hash(v.userId) LIMIT ${maxUsers})
+      UNION
+      (SELECT userId FROM h ORDER BY hash(userId) LIMIT ${maxUsers})`);
     const users = new Map<string, UserData>();
     for (const [u] of userRows)
       users.set(String(u), { id: String(u), events: [], relevant: new Map() });
@@ -114,8 +119,9 @@ export async function loadTrainingInputs(
       batchCands.set(String(u), list);
     }
     const recentItems = new Set<string>();
+    // The items recent at the cut-off and at each history query (a few events earlier).
     for (const user of users.values()) {
-      for (const e of user.events.slice(-recentK)) recentItems.add(e.itemId);
+      for (const e of user.events.slice(-(2 * recentK + historyLabels))) recentItems.add(e.itemId);
     }
     await db.conn.run(
       `CREATE TEMP TABLE recent AS SELECT unnest(${sqlString(JSON.stringify([...recentItems]))}::JSON::VARCHAR[]) AS itemId`,

@@ -91,7 +91,7 @@ export async function runBatch(
         params: options.params,
       }),
     (r) =>
-      `${r.users.train} training queries, ${r.users.eval} evaluation users; NDCG@10 popularity ${r.metrics.popularity.ndcg_at_10.toFixed(4)}, co-visitation ${r.metrics.covisitation.ndcg_at_10.toFixed(4)}, hybrid ${r.metrics.hybrid.ndcg_at_10.toFixed(4)}`,
+      `${r.users.train} training queries (${r.queries.cutoff} at the cut-off, ${r.queries.history} from history), ${r.users.eval} evaluation users; NDCG@10 popularity ${r.metrics.popularity.ndcg_at_10.toFixed(4)}, co-visitation ${r.metrics.covisitation.ndcg_at_10.toFixed(4)}, hybrid ${r.metrics.hybrid.ndcg_at_10.toFixed(4)}`,
   );
   const model = await step(
     'register',

@@ -89,6 +89,8 @@ let byRank = new Int32Array(0);
 let bySource = new Int32Array(0);
 const sourceLength = new Int32Array(SOURCE_COUNT);
 const TAKEN = 0x80;
+/** `ItemTable.slotOf` of an excluded item (slots are < 2^32 - 1). */
+const EXCLUDED = 0xffffffff;
 
 /**
  * Mixes the sources into at most `cap` distinct candidates.
@@ -100,12 +102,15 @@ const TAKEN = 0x80;
  * crowd out the real-time sources (a user who just touched items gets their neighbours ranked).
  *
  * `table` gives each item its key (`rows.keys`); the feed service passes its batch version's
- * table, whose columns then hold the rows' catalog facts and popularity.
+ * table, whose columns then hold the rows' catalog facts and popularity. Items whose keys are in
+ * `excluded` (what the user must not be shown again) are left out before the cap, so they take
+ * no place another candidate could have had.
  */
 export function mixCandidates(
   input: MixInput,
   cap: number,
   table: ItemTable = new ItemTable(null),
+  excluded: readonly number[] = [],
 ): CandidateRows {
   let total = input.batch.ids.length + input.popular.ids.length;
   for (const item of input.recent) total += input.neighbours.get(item)?.ids.length ?? 0;
@@ -129,6 +134,11 @@ export function mixCandidates(
   const stamp = table.stamp;
   const stampOf = table.stampOf;
   const slotOf = table.slotOf;
+  // An excluded key is stamped with the slot EXCLUDED: every list below skips it.
+  for (const g of excluded) {
+    stampOf[g] = stamp;
+    slotOf[g] = EXCLUDED;
+  }
 
   // (1) + (2): one slot per distinct item (its key in `slotKeys`); per source s, the slots it
   // proposed, at `bySource[s * total ..]` (`sourceLength[s]` of them).
@@ -155,7 +165,10 @@ export function mixCandidates(
         slotOf[g] = k;
         slotKeys[k] = g;
         bits[k] = 0;
-      } else k = slotOf[g] as number;
+      } else {
+        k = slotOf[g] as number;
+        if (k === EXCLUDED) continue;
+      }
       const cell = k * SOURCE_COUNT + s;
       if (((bits[k] as number) & bit) === 0) {
         bits[k] = (bits[k] as number) | bit;

@@ -8,8 +8,8 @@
  *      co-visitation neighbours of the 5 most recent items (batch and online, merged),
  *      trending items overall and in the 3 strongest categories, popular items; mixed into at
  *      most `config.serving.candidates` rows the way training mixes them (`mix.ts`);
- *   3. `fillFacts`: the catalog facts of the rows and the recent items; unavailable items and
- *      items the user purchased or consumed are dropped; the rows' train popularity;
+ *   3. `fillFacts`: the catalog facts of the rows and the recent items; unavailable items are
+ *      dropped (purchased and consumed ones were left out of the mix); the rows' train popularity;
  *   4. `score`: features into a pooled matrix (`fillFeatureRows`, the code training runs too)
  *      and one ONNX run; without a model, mix order with score 1/(1 + position);
  *   5. `orderFeed`: by score; items the user saw `fatigueImpressions` times without an
@@ -206,6 +206,13 @@ async function gatherCandidates(
     version === null ? null : caches.overall(state),
   ]);
   if (record && batch === known) ctx.metrics.userCacheHits.inc();
+  // Purchased and consumed items (the consumed event types, `FeatureOptions.consumedTypes`)
+  // are never shown again: left out before the mix's cap.
+  const excluded: number[] = [];
+  if (session) {
+    for (const id of session.purchased) excluded.push(state.table.intern(id));
+    for (const id of session.consumed) excluded.push(state.table.intern(id));
+  }
   return mixCandidates(
     {
       batch,
@@ -216,13 +223,14 @@ async function gatherCandidates(
     },
     ctx.config.serving.candidates,
     state.table,
+    excluded,
   );
 }
 
 /**
  * Step 3: catalog facts of the rows and of all the user's recent items (their prices give the
- * user's price level, as in training); drops unavailable, purchased and consumed items; reads the
- * popularity of the rows' categories. Returns the recent items' keys.
+ * user's price level, as in training); drops unavailable items; reads the popularity of the
+ * rows' categories. Returns the recent items' keys.
  */
 async function fillFacts(
   ctx: FeedContext,
@@ -234,21 +242,13 @@ async function fillFacts(
   const { table } = user.state;
   const { session } = user;
   const recentKeys = (session?.recent ?? []).map((id) => table.intern(id));
-  // Purchased and consumed items (the consumed event types, `FeatureOptions.consumedTypes`)
-  // are never shown again.
-  let excluded: Set<number> | null = null;
-  if (session && session.purchased.length + session.consumed.length > 0) {
-    excluded = new Set();
-    for (const id of session.purchased) excluded.add(table.intern(id));
-    for (const id of session.consumed) excluded.add(table.intern(id));
-  }
   await Promise.all([
     ctx.caches.readFacts(table, rows.keys, rows.n, now),
     recentKeys.length > 0 ? ctx.caches.readFacts(table, recentKeys, recentKeys.length, now) : null,
   ]);
   keepRows(rows, (i) => {
     const k = rows.keys[i] as number;
-    return (table.known[k] === 0 || table.available[k] === 1) && !excluded?.has(k);
+    return table.known[k] === 0 || table.available[k] === 1;
   });
   if (record) countSources(ctx, rows);
   if (user.version !== null) {

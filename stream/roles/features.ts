@@ -6,7 +6,9 @@
  * partition's offsets are committed only after both its features and its trending counts are
  * in Redis (a crash replays the records, and trending's per-partition offset guard counts each
  * once). Each applied event also pairs its item with the user's previous items in the online
- * co-visitation lists (`store/online-neighbours.ts`). A timer retires trending buckets.
+ * co-visitation lists (`store/online-neighbours.ts`); those pairs gather with the trending counts
+ * and go to Redis in the same flush, summed per item and neighbour over the second (one script
+ * per item a second instead of one per item and chunk). A timer retires trending buckets.
  *
  * @example
  *   const role = startFeatures({ config, log, metrics });
@@ -25,7 +27,7 @@ import {
   type ApplyStatus,
   type FeatureEvent,
 } from '../../store/session-features.js';
-import { coVisits, OnlineNeighbourStore } from '../../store/online-neighbours.js';
+import { coVisits, OnlineNeighbourStore, type CoVisit } from '../../store/online-neighbours.js';
 import { TrendingStore, type TrendingRecord } from '../../store/trending.js';
 import type { ChunkEnd, ConsumedRecord } from '../consumer.js';
 import { consumerRole } from './consumer-role.js';
@@ -43,11 +45,14 @@ export function startFeatures(deps: RoleDeps): StreamRole {
   const online = new OnlineNeighbourStore(redis);
   const catalog = new CatalogStore(redis, { cacheTtlMs: 30_000, cacheSize: 200_000 });
   const counts = featureMetrics(metrics);
-  let buffer: TrendingBuffer | null = null;
+  let buffer: CountBuffer | null = null;
   const timers: NodeJS.Timeout[] = [];
 
-  /** Applies a chunk's events to the users' features; returns what trending should count. */
-  const apply = async (records: ConsumedRecord<UserEvent>[]): Promise<TrendingRecord[]> => {
+  /**
+   * Applies a chunk's events to the users' features; returns what trending should count and the
+   * co-visits of the applied events.
+   */
+  const apply = async (records: ConsumedRecord<UserEvent>[]): Promise<Counts> => {
     const items = await catalog.get(records.map((r) => r.value.itemId));
     const batch: FeatureEvent[] = records.map((r) => {
       const e = r.value;
@@ -66,9 +71,9 @@ export function startFeatures(deps: RoleDeps): StreamRole {
     const prior = new Map<string, string[]>();
     const statuses = await features.apply(batch, prior);
     counts.record(batch, statuses);
-    // Online co-visitation of what was applied now: a chunk retried after this point sees its
-    // events as redelivered, so a co-visit is counted at most once.
-    await online.record(coVisits(batch, (i) => statuses[i] === APPLIED, prior, online.window));
+    // Co-visits of what was applied now: a chunk retried after this point sees its events as
+    // redelivered, so a co-visit is counted at most once (unless a flush fails partway).
+    const visits = coVisits(batch, (i) => statuses[i] === APPLIED, prior, online.window);
     // Re-sent duplicates are not trending; redelivered records are (trending skips those it
     // already counted itself, by offset).
     const out: TrendingRecord[] = [];
@@ -77,7 +82,7 @@ export function startFeatures(deps: RoleDeps): StreamRole {
         out.push({ itemId: e.itemId, category: e.category, ts: e.ts, offset: e.offset });
       }
     });
-    return out;
+    return { trending: out, visits };
   };
 
   return consumerRole<UserEvent>(deps, {
@@ -86,11 +91,9 @@ export function startFeatures(deps: RoleDeps): StreamRole {
     groupId: config.consumer.groups.features,
     topics: [config.kafka.topics.events],
     open: async ({ log }) => {
-      const trendingBuffer = new TrendingBuffer(trending, log);
-      buffer = trendingBuffer;
-      timers.push(
-        setInterval(() => trendingBuffer.flush().catch(() => undefined), TRENDING_FLUSH_MS),
-      );
+      const counts = new CountBuffer(trending, online, log);
+      buffer = counts;
+      timers.push(setInterval(() => counts.flush().catch(() => undefined), TRENDING_FLUSH_MS));
       const width = (Math.min(...config.trending.windowsSec) * 1000) / config.trending.buckets;
       timers.push(
         setInterval(
@@ -105,11 +108,11 @@ export function startFeatures(deps: RoleDeps): StreamRole {
       for (const t of timers) t.unref();
     },
     handle: () => async (records, chunk) => {
-      const pending = records.length > 0 ? await apply(records) : [];
+      const pending = records.length > 0 ? await apply(records) : NO_COUNTS;
       await buffer?.add(chunk, pending);
     },
     // Features are applied (and published) per chunk; the offsets wait for the trending counts
-    // of their records (`TrendingBuffer`).
+    // and co-visits of their records (`CountBuffer`).
     deferred: () => ({
       revoked: () => buffer?.revoked(),
       assigned: async (topic, partition, _offset, commit) =>
@@ -154,29 +157,40 @@ function featureMetrics(registry: Registry) {
   };
 }
 
-/** One partition's trending records waiting for the next flush, and how to commit them. */
+/** What a chunk leaves for the next flush. */
+interface Counts {
+  trending: TrendingRecord[];
+  visits: CoVisit[];
+}
+
+const NO_COUNTS: Counts = { trending: [], visits: [] };
+
+/** One partition's trending records and co-visits waiting for the next flush. */
 interface Pending {
   topic: string;
   partition: number;
   records: TrendingRecord[];
+  visits: CoVisit[];
   /** Last offset handled since the last flush (null: nothing new). */
   lastOffset: string | null;
   commit: (next: string) => void;
 }
 
 /**
- * Trending counts per partition, aggregated over a second before they go to Redis (fewer
- * sorted-set writes than one flush per chunk); a partition's offsets are committed after its
- * counts are written.
+ * Trending counts and co-visits per partition, aggregated over a second before they go to Redis
+ * (fewer sorted-set writes than one flush per chunk); a partition's offsets are committed after
+ * both are written.
  */
-class TrendingBuffer {
+class CountBuffer {
   readonly #trending: TrendingStore;
+  readonly #online: OnlineNeighbourStore;
   readonly #log: Logger;
   readonly #pending = new Map<string, Pending>();
   #flushing: Promise<void> = Promise.resolve();
 
-  constructor(trending: TrendingStore, log: Logger) {
+  constructor(trending: TrendingStore, online: OnlineNeighbourStore, log: Logger) {
     this.#trending = trending;
+    this.#online = online;
     this.#log = log;
   }
 
@@ -189,47 +203,66 @@ class TrendingBuffer {
       topic,
       partition,
       records: [],
+      visits: [],
       lastOffset: null,
       commit,
     });
   }
 
-  /** Adds a chunk's records; a partition far ahead of the timer flushes at once. */
-  async add(chunk: ChunkEnd, records: readonly TrendingRecord[]): Promise<void> {
+  /** Adds a chunk's counts; a partition far ahead of the timer flushes at once. */
+  async add(chunk: ChunkEnd, counts: Counts): Promise<void> {
     const key = `${chunk.topic}|${chunk.partition}`;
     let p = this.#pending.get(key);
     if (!p) {
       // Not assigned through the loop (cannot happen in order); counted, never committed.
-      p = { ...chunk, records: [], lastOffset: null, commit: () => undefined };
+      p = { ...chunk, records: [], visits: [], lastOffset: null, commit: () => undefined };
       this.#pending.set(key, p);
     }
-    for (const r of records) p.records.push(r);
+    for (const r of counts.trending) p.records.push(r);
+    for (const v of counts.visits) p.visits.push(v);
     p.lastOffset = chunk.lastOffset;
-    if (p.records.length >= TRENDING_MAX_PENDING) await this.flush();
+    if (p.records.length + p.visits.length >= TRENDING_MAX_PENDING) await this.flush();
   }
 
-  /** Writes every partition's counts, then commits its offsets; failures stay for the next. */
+  /**
+   * Writes every partition's trending counts and then all co-visits (summed per item across
+   * partitions), then commits the offsets; what failed stays for the next flush (trending
+   * skips offsets it already counted).
+   */
   flush(): Promise<void> {
     this.#flushing = this.#flushing.then(async () => {
-      for (const p of [...this.#pending.values()]) {
+      const taken: { p: Pending; records: TrendingRecord[]; visits: CoVisit[]; last: string }[] =
+        [];
+      for (const p of this.#pending.values()) {
         if (p.lastOffset === null) continue;
-        const records = p.records;
-        const last = p.lastOffset;
+        taken.push({ p, records: p.records, visits: p.visits, last: p.lastOffset });
         p.records = [];
+        p.visits = [];
         p.lastOffset = null;
+      }
+      const putBack = (t: (typeof taken)[number], err: unknown): void => {
+        const { p } = t;
+        p.records = t.records.concat(p.records);
+        p.visits = t.visits.concat(p.visits);
+        p.lastOffset ??= t.last;
+        this.#log.warn({ err: (err as Error).message, partition: p.partition }, 'flush failed');
+      };
+      const written: typeof taken = [];
+      for (const t of taken) {
         try {
-          await this.#trending.apply(p.topic, p.partition, records);
-          p.commit((BigInt(last) + 1n).toString());
+          await this.#trending.apply(t.p.topic, t.p.partition, t.records);
+          written.push(t);
         } catch (err) {
-          // Put them back in front; the offsets stay uncommitted until a flush succeeds.
-          p.records = records.concat(p.records);
-          p.lastOffset ??= last;
-          this.#log.warn(
-            { err: (err as Error).message, partition: p.partition },
-            'trending flush failed',
-          );
+          putBack(t, err);
         }
       }
+      try {
+        await this.#online.record(written.flatMap((t) => t.visits));
+      } catch (err) {
+        for (const t of written) putBack(t, err);
+        return;
+      }
+      for (const t of written) t.p.commit((BigInt(t.last) + 1n).toString());
     });
     return this.#flushing;
   }

@@ -1,7 +1,7 @@
 /**
  * The feature consumer end to end on real Kafka and Redis: 10,000 events once, then the same
  * records redelivered (a new group from the beginning) and the same events re-sent (new offsets):
- * Redis is byte-for-byte what one pass left. And a SIGKILL mid-stream: after a restart every
+ * Redis (features and online co-visitation lists) is byte-for-byte what one pass left. And a SIGKILL mid-stream: after a restart every
  * user's counts equal their distinct events, none missing, none double.
  */
 import { after, describe, it } from 'node:test';
@@ -10,7 +10,7 @@ import { Redis } from 'ioredis';
 import { Registry } from 'prom-client';
 import { startFeatures } from '../../../stream/roles/features.js';
 import { CatalogStore } from '../../../store/catalog.js';
-import { userFeaturesKey } from '../../../store/keys.js';
+import { onlineNeighboursKey, userFeaturesKey } from '../../../store/keys.js';
 import type { UserEvent } from '../../../schemas/types.js';
 import { BridgeProcess, deleteTopics, freePort } from '../ingest/bridge-process.js';
 import { config, log, requireServices, uniq } from '../harness.js';
@@ -25,10 +25,12 @@ import {
 const redis = new Redis(config.redis.url, { maxRetriesPerRequest: 2, lazyConnect: true });
 const topics: string[] = [];
 const users = new Set<string>();
+const items = new Set<string>();
 
 after(async () => {
   await deleteTopics(topics).catch(() => undefined);
   const keys = [...users].map(userFeaturesKey);
+  keys.push(...[...items].map(onlineNeighboursKey));
   for (let i = 0; i < keys.length; i += 500) await redis.unlink(...keys.slice(i, i + 500));
   redis.disconnect();
 });
@@ -45,12 +47,13 @@ async function onePass(env: Record<string, string>): Promise<void> {
   }
 }
 
-async function snapshot(userIds: string[]): Promise<Map<string, string>> {
+/** DUMP of each key (hex; '' when absent). */
+async function snapshot(keys: string[]): Promise<Map<string, string>> {
   const pipeline = redis.pipeline();
-  for (const u of userIds) pipeline.dumpBuffer(userFeaturesKey(u));
+  for (const k of keys) pipeline.dumpBuffer(k);
   const replies = (await pipeline.exec()) ?? [];
   return new Map(
-    userIds.map((u, i) => [u, (replies[i]?.[1] as Buffer | null)?.toString('hex') ?? '']),
+    keys.map((k, i) => [k, (replies[i]?.[1] as Buffer | null)?.toString('hex') ?? '']),
   );
 }
 
@@ -78,6 +81,9 @@ describe('feature consumer', () => {
     const events = makeEvents(prefix, 1250, 8);
     const userIds = [...new Set(events.map((e) => e.userId))];
     userIds.forEach((u) => users.add(u));
+    const itemIds = [...new Set(events.map((e) => e.itemId))];
+    itemIds.forEach((i) => items.add(i));
+    const keys = [...userIds.map(userFeaturesKey), ...itemIds.map(onlineNeighboursKey)];
     const catalog = new CatalogStore(redis, { cacheTtlMs: 0, cacheSize: 0 });
     await catalog.upsert(
       Array.from({ length: 100 }, (_, i) => ({
@@ -92,21 +98,26 @@ describe('feature consumer', () => {
 
     await produceEvents(env, events);
     await onePass(env);
-    const once = await snapshot(userIds);
+    const once = await snapshot(keys);
     assert.ok(
-      [...once.values()].every((v) => v.length > 0),
+      userIds.every((u) => (once.get(userFeaturesKey(u)) ?? '').length > 0),
       'every user has features',
+    );
+    // Each user's 8 events pair with their previous items: every item has online neighbours.
+    assert.ok(
+      itemIds.every((i) => (once.get(onlineNeighboursKey(i)) ?? '').length > 0),
+      'every item has online neighbours',
     );
     assert.deepEqual(await totals(userIds), expectedCounts(events));
 
     // The same records again: a new group reads the topic from the beginning.
     await onePass({ ...env, RECSYS_GROUP_FEATURES: uniq('again') });
-    assert.deepEqual(await snapshot(userIds), once, 'redelivery changed Redis');
+    assert.deepEqual(await snapshot(keys), once, 'redelivery changed Redis');
 
     // The same events again at new offsets (re-sent by clients), read by the first group.
     await produceEvents(env, events);
     await onePass(env);
-    assert.deepEqual(await snapshot(userIds), once, 're-sent events changed Redis');
+    assert.deepEqual(await snapshot(keys), once, 're-sent events changed Redis');
   });
 
   it('counts every distinct event exactly once across a SIGKILL mid-stream', async (t) => {
@@ -125,6 +136,9 @@ describe('feature consumer', () => {
     const stream = [...events.slice(0, 9500), ...resent, ...events.slice(9500)];
     const userIds = [...new Set(events.map((e) => e.userId))];
     userIds.forEach((u) => users.add(u));
+    const itemIds = [...new Set(events.map((e) => e.itemId))];
+    itemIds.forEach((i) => items.add(i));
+    const keys = [...userIds.map(userFeaturesKey), ...itemIds.map(onlineNeighboursKey)];
 
     const setup = { env: { ...process.env, ...env }, baseUrl: `http://127.0.0.1:${port}` };
     const start = () =>

@@ -143,6 +143,24 @@ describe('mixCandidates', () => {
   });
 });
 
+describe('mixCandidates exclusion', () => {
+  it('leaves excluded items out of every source before the cap, so others take their places', () => {
+    const table = new ItemTable(1);
+    const input: MixInput = {
+      ...empty,
+      batch: list(s('a', 4), s('b', 3), s('c', 2)),
+      recent: ['r'],
+      neighbours: new Map([['r', list(s('b', 1), s('d', 0.5))]]),
+      popular: list(s('a', 9), s('e', 8)),
+    };
+    const excluded = ['a', 'b'].map((id) => table.intern(id));
+    const rows = mixCandidates(input, 3, table, excluded);
+    assert.deepEqual(rows.ids, ['c', 'd', 'e']);
+    // The next mix with the same table and no exclusion sees them again.
+    assert.deepEqual(mixCandidates(input, 3, table).ids, ['a', 'b', 'd']);
+  });
+});
+
 describe('keepRows', () => {
   it('compacts the rows and the aligned arrays in order', () => {
     const rows = mixCandidates(
