@@ -14,18 +14,23 @@
  * promoted unless better) and publishes a new candidate version (older ones expire).
  *
  * Modes: once (default); `--schedule` runs on RECSYS_BATCH_SCHEDULE (cron); `--serve` also
- * listens on RECSYS_HTTP_PORT for the Alertmanager retrain webhook (`POST /v1/admin/retrain`),
- * with /healthz, /readyz and /metrics. The steps themselves are `run.ts`.
+ * listens on RECSYS_BATCH_PORT (8095) for the Alertmanager retrain webhook
+ * (`POST /v1/admin/retrain`, bearer RECSYS_RETRAIN_TOKEN, which `--serve` requires), with
+ * /healthz, /readyz and /metrics. The steps themselves are `run.ts`.
  */
 import { resolve } from 'node:path';
 import { Cron } from 'croner';
 import { Gauge, type Registry } from 'prom-client';
 import {
+  assertPortFree,
   checkHealth,
+  ConfigError,
   createHttpServer,
   createLogger,
   createMetricsRegistry,
+  listenPort,
   loadConfig,
+  RecsysError,
 } from '../core/index.js';
 import { createRedis, redisHealth } from '../store/redis.js';
 import { mountRetrainTrigger } from './retrain.js';
@@ -46,6 +51,14 @@ async function main(): Promise<void> {
   };
   const schedule = process.argv.includes('--schedule');
   const serve = process.argv.includes('--serve');
+  const { port, variable } = listenPort(config, 'batch');
+  if (serve) {
+    // Checked before anything runs: an open retrain endpoint would let anyone start batches.
+    if (!config.batch.retrainToken) {
+      throw new ConfigError('RECSYS_RETRAIN_TOKEN', '`--serve` needs the webhook bearer token set');
+    }
+    await assertPortFree(config.http.host, port, variable);
+  }
   if (!schedule && !serve) {
     const t0 = performance.now();
     const r = await runBatch(config, log, redis, options);
@@ -81,7 +94,8 @@ async function main(): Promise<void> {
   if (serve) {
     const server = createHttpServer({
       host: config.http.host,
-      port: config.http.port,
+      port,
+      portVariable: variable,
       log,
       metrics,
       readiness: () =>
@@ -94,6 +108,7 @@ async function main(): Promise<void> {
       onTrigger: once,
       log,
       metrics,
+      token: config.batch.retrainToken,
       minIntervalMs: 15 * 60_000,
     });
     await server.listen();
@@ -104,4 +119,8 @@ async function main(): Promise<void> {
   );
 }
 
-await main();
+await main().catch((err: Error) => {
+  // Ours (config, a port in use) say what to do; anything else keeps its stack.
+  process.stderr.write(`batch: ${err instanceof RecsysError ? err.message : err.stack}\n`);
+  process.exit(1);
+});

@@ -24,19 +24,22 @@ import { ensureGoTool } from '../deploy/local/install.js';
 import { VERSIONS } from '../deploy/local/versions.js';
 import { mintToken, WS_PROTOCOL } from '../serving/auth.js';
 import { freePort, startReady, stopProcess } from './processes.js';
+import { loadScenarios } from './scenarios.js';
 import { seedFeatures } from './seed-features.js';
 import { attack, childrenOf, pidOfCommand, writeTargets, type AttackResult } from './vegeta.js';
 
 const num = (name: string, fallback: number): number => Number(process.env[name] ?? fallback);
+/** Rates, durations and targets shared with the k6 scripts (deploy/k6/scenarios.json). */
+const S = loadScenarios(process.cwd());
 const EVENTS = num('BENCH_EVENTS', 200_000);
-const RATES = (process.env.BENCH_RATES ?? '500,1000,2000,3000,4000,5000').split(',').map(Number);
-const DURATION_MS = num('BENCH_DURATION_MS', 10_000);
-const WARMUP_MS = num('BENCH_WARMUP_MS', 8000);
+const RATES = process.env.BENCH_RATES?.split(',').map(Number) ?? S.feed.rates;
+const DURATION_MS = num('BENCH_DURATION_MS', S.feed.durationMs);
+const WARMUP_MS = num('BENCH_WARMUP_MS', S.feed.warmupMs);
 const SEED_EVENTS = num('BENCH_SEED_EVENTS', 20);
 const WORKERS = process.env.RECSYS_SERVING_WORKERS ?? '2';
-const SUBSCRIBERS = num('BENCH_SUBSCRIBERS', 1000);
-const EVENT_RATE = num('BENCH_EVENT_RATE', 200);
-const SOCKETS = num('BENCH_SOCKETS', 10_000);
+const SUBSCRIBERS = num('BENCH_SUBSCRIBERS', S.live.subscribers);
+const EVENT_RATE = num('BENCH_EVENT_RATE', S.live.eventRate);
+const SOCKETS = num('BENCH_SOCKETS', S.memory.sockets);
 const root = process.cwd();
 const log = createLogger(process.env.RECSYS_LOG_LEVEL ?? 'warn', 'bench');
 const id = `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`;
@@ -399,7 +402,12 @@ async function finish(
     },
     /** The same processes' proportional set size (shared pages split between them). */
     pssMiB: { withSubscribers: memBefore.pss, withSockets: memSockets.pss },
-    targets: { p99At2000Ms: 10, peakPerSec: 5000, pushP99Ms: 100, rssMiBAt10kSockets: 512 },
+    targets: {
+      p99At2000Ms: S.feed.targets.p99Ms,
+      peakPerSec: S.feed.targets.peakPerSec,
+      pushP99Ms: S.live.targets.pushP99Ms,
+      rssMiBAt10kSockets: S.memory.targets.rssMiBAt10kSockets,
+    },
   };
   await mkdir(join(root, 'bench/results'), { recursive: true });
   const file = join(root, 'bench/results', `serve-${result.at.replace(/[:.]/g, '-')}.json`);

@@ -71,8 +71,23 @@ export const VARIABLES: readonly VariableDoc[] = [
   { name: 'RECSYS_HTTP_HOST', default: '127.0.0.1', doc: 'HTTP listen address' },
   {
     name: 'RECSYS_HTTP_PORT',
+    default: '',
+    doc: "HTTP port of this process whatever its kind (tests, a second process of a kind); unset: the kind's own port below",
+  },
+  {
+    name: 'RECSYS_SERVING_PORT',
     default: '8080',
-    doc: 'HTTP listen port (ingest, feed, metrics, health)',
+    doc: 'HTTP port of the feed server (its workers share it)',
+  },
+  {
+    name: 'RECSYS_STREAM_PORT',
+    default: '8090',
+    doc: 'HTTP port of a stream process (`POST /v1/events` with ingest, health, metrics)',
+  },
+  {
+    name: 'RECSYS_BATCH_PORT',
+    default: '8095',
+    doc: 'HTTP port of `npm run batch -- --serve` (the retrain webhook, health, metrics)',
   },
   {
     name: 'RECSYS_HTTP_MAX_BODY_BYTES',
@@ -293,6 +308,11 @@ export const VARIABLES: readonly VariableDoc[] = [
     doc: 'batch output versions kept in Redis (the live one and rollbacks); older ones expire',
   },
   {
+    name: 'RECSYS_RETRAIN_TOKEN',
+    default: '',
+    doc: 'bearer token of the retrain webhook; required by `npm run batch -- --serve`; Alertmanager sends it',
+  },
+  {
     name: 'RECSYS_BATCH_SCHEDULE',
     default: '',
     doc: 'cron expression for `npm run batch -- --schedule` (empty: run once)',
@@ -391,7 +411,7 @@ export const VARIABLES: readonly VariableDoc[] = [
   },
   {
     name: 'RECSYS_LOCAL_SERVICES',
-    default: 'kafka,registry,redis,mosquitto,elasticsearch',
+    default: 'kafka,registry,redis,mosquitto,elasticsearch,prometheus,alertmanager',
     doc: 'deploy/local: services `up` starts',
   },
   {

@@ -10,6 +10,7 @@
  */
 import { VARIABLES } from './config-variables.js';
 import { ConfigError } from './errors.js';
+import { type HttpConfig, PORT_VARIABLES, type ProcessKind } from './ports.js';
 
 type Env = Readonly<Record<string, string | undefined>>;
 
@@ -102,6 +103,8 @@ export interface BatchConfig {
   keepVersions: number;
   /** Cron expression, or '' for none. */
   schedule: string;
+  /** Bearer token of the retrain webhook ('' = unset; `--serve` refuses to start then). */
+  retrainToken: string;
 }
 
 export interface ServingConfig {
@@ -141,7 +144,7 @@ export interface Config {
   redis: { url: string };
   elasticsearch: { url: string };
   mqtt: MqttConfig;
-  http: { host: string; port: number; maxBodyBytes: number };
+  http: HttpConfig;
   ingest: IngestConfig;
   consumer: ConsumerConfig;
   features: FeaturesConfig;
@@ -257,7 +260,8 @@ function connections(
     },
     http: {
       host: str('RECSYS_HTTP_HOST'),
-      port: int('RECSYS_HTTP_PORT', 0, 65535),
+      port: str('RECSYS_HTTP_PORT') === '' ? null : int('RECSYS_HTTP_PORT', 0, 65535),
+      ports: kindPorts(r),
       maxBodyBytes: int('RECSYS_HTTP_MAX_BODY_BYTES', 1024, 1_000_000),
     },
     ingest: {
@@ -272,6 +276,21 @@ function connections(
     },
     healthTimeoutMs: int('RECSYS_HEALTH_TIMEOUT_MS', 50, 60_000),
   };
+}
+
+/** Each process kind's port; two kinds on one port would refuse each other, so it fails here. */
+function kindPorts(r: Reader): Record<ProcessKind, number> {
+  const ports = {} as Record<ProcessKind, number>;
+  for (const [kind, variable] of Object.entries(PORT_VARIABLES) as [ProcessKind, string][]) {
+    ports[kind] = r.int(variable, 1, 65535);
+    const clash = Object.entries(ports).find(([k, p]) => k !== kind && p === ports[kind]);
+    if (clash)
+      throw new ConfigError(
+        variable,
+        `port ${ports[kind]} is also ${PORT_VARIABLES[clash[0] as ProcessKind]}`,
+      );
+  }
+  return ports;
 }
 
 /** The stream roles: consumer tuning, features, trending, the indexer and the lake. */
@@ -363,6 +382,7 @@ function batchSettings(r: Reader): Pick<Config, 'batch' | 'local'> {
       neighboursPerItem: int('RECSYS_NEIGHBOURS_PER_ITEM', 1, 10_000),
       keepVersions: int('RECSYS_CANDIDATES_KEEP_VERSIONS', 1, 100),
       schedule: str('RECSYS_BATCH_SCHEDULE'),
+      retrainToken: str('RECSYS_RETRAIN_TOKEN'),
     },
     local: {
       dir: str('RECSYS_LOCAL_DIR'),

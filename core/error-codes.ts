@@ -213,6 +213,11 @@ export const ERROR_CODES = {
     retriable: false,
     doc: 'the MLflow server does not proxy artifacts (--serve-artifacts)',
   },
+  RECSYS_PORT_IN_USE: {
+    status: 500,
+    retriable: false,
+    doc: 'a process cannot listen on its HTTP port (another process has it); names the port and its variable',
+  },
   // Local stack (deploy/local).
   RECSYS_LOCAL_INSTALL_FAILED: {
     status: 500,

@@ -11,10 +11,11 @@
  */
 import uWS from 'uWebSockets.js';
 import type { HttpRequest, HttpResponse, TemplatedApp } from 'uWebSockets.js';
-import type { Registry } from 'prom-client';
+import { Gauge, type Registry } from 'prom-client';
 import type { Logger } from './log.js';
 import type { HealthReport } from './health.js';
 import { HTTP_ERRORS, type HttpErrorKind } from './error-codes.js';
+import { bindFailure, PortInUseError } from './ports.js';
 
 export type { HttpRequest, HttpResponse, TemplatedApp };
 
@@ -119,6 +120,13 @@ export function readBody(
 export interface HttpServerOptions {
   host: string;
   port: number;
+  /** The variable that set `port`, named when it is taken. @default 'RECSYS_HTTP_PORT' */
+  portVariable?: string;
+  /**
+   * Share the port with other processes that say so (SO_REUSEPORT): serving workers only.
+   * Otherwise the port is bound exclusively and a second process fails. @default false
+   */
+  sharedPort?: boolean;
   log: Logger;
   metrics: Registry;
   /** What `/metrics` answers; default `metrics.metrics()` (a cluster worker passes all workers'). */
@@ -133,9 +141,44 @@ export interface HttpServer {
   close(): void;
 }
 
+/** uSockets' LIBUS_LISTEN_EXCLUSIVE_PORT: bind without SO_REUSEPORT. */
+const LISTEN_EXCLUSIVE_PORT = 1;
+/** `listen(host, port, options, cb)`, which the native addon takes but the typings omit. */
+type ListenWithOptions = (
+  host: string,
+  port: number,
+  options: number,
+  cb: (socket: uWS.us_listen_socket | false) => void,
+) => void;
+
+/**
+ * `recsys_readiness_check{check}`: each readiness check of the process (the checks `/readyz`
+ * runs: kafka, redis, elasticsearch, registry, mqtt, model, ...), 1 passing or 0 failing, run
+ * when Prometheus scrapes. Dashboards and alerts read the dependencies' health from it.
+ */
+function readinessGauge(registry: Registry, readiness: () => Promise<HealthReport>): void {
+  if (registry.getSingleMetric('recsys_readiness_check')) return;
+  new Gauge({
+    name: 'recsys_readiness_check',
+    help: 'readiness checks of this process at scrape time (those of /readyz), 1 passing, 0 failing',
+    labelNames: ['check'],
+    registers: [registry],
+    // Several serving workers: the worst of them.
+    aggregator: 'min',
+    async collect() {
+      const report = await readiness().catch(() => null);
+      this.reset();
+      for (const [check, r] of Object.entries(report?.checks ?? {})) {
+        this.labels(check).set(r.ok ? 1 : 0);
+      }
+    },
+  });
+}
+
 export function createHttpServer(opts: HttpServerOptions): HttpServer {
   const app = uWS.App();
   let socket: uWS.us_listen_socket | null = null;
+  readinessGauge(opts.metrics, opts.readiness);
 
   app.get('/healthz', (res) => sendJson(res, 200, { status: 'ok' }));
 
@@ -183,14 +226,28 @@ export function createHttpServer(opts: HttpServerOptions): HttpServer {
           `no route for ${req.getMethod().toUpperCase()} ${req.getUrl()}`,
         ),
       );
+      const options = opts.sharedPort ? 0 : LISTEN_EXCLUSIVE_PORT;
       return new Promise((resolve, reject) => {
-        app.listen(opts.host, opts.port, (listenSocket) => {
-          if (!listenSocket) return reject(new Error(`cannot listen on ${opts.host}:${opts.port}`));
-          socket = listenSocket;
-          const port = uWS.us_socket_local_port(listenSocket);
-          opts.log.info({ host: opts.host, port }, 'http listening');
-          resolve(port);
-        });
+        (app.listen as unknown as ListenWithOptions)(
+          opts.host,
+          opts.port,
+          options,
+          (listenSocket) => {
+            if (!listenSocket) {
+              // uWS says only that it failed; a plain bind says why.
+              void bindFailure(opts.host, opts.port).then((why) => {
+                const reason = why === 'EADDRINUSE' || why === null ? 'the port is in use' : why;
+                const variable = opts.portVariable ?? 'RECSYS_HTTP_PORT';
+                reject(new PortInUseError(opts.host, opts.port, variable, reason));
+              });
+              return;
+            }
+            socket = listenSocket;
+            const port = uWS.us_socket_local_port(listenSocket);
+            opts.log.info({ host: opts.host, port }, 'http listening');
+            resolve(port);
+          },
+        );
       });
     },
     close() {

@@ -22,6 +22,14 @@ export type {
   MqttConfig,
   ServingConfig,
 } from './config.js';
+export {
+  assertPortFree,
+  bindFailure,
+  listenPort,
+  PortInUseError,
+  type HttpConfig,
+  type ProcessKind,
+} from './ports.js';
 export { ConfigError, DependencyUnavailableError, isRetriable, RecsysError } from './errors.js';
 export { withFileLock, type FileLockOptions } from './file-lock.js';
 export { createLogger, type Logger } from './log.js';

@@ -6,13 +6,22 @@
  * worker it is the worker.
  */
 import cluster from 'node:cluster';
-import { createLogger, loadConfig } from '../core/index.js';
+import { assertPortFree, createLogger, listenPort, loadConfig } from '../core/index.js';
 import { startMetricsAggregator } from './cluster-metrics.js';
 
 const config = loadConfig(process.env);
 const log = createLogger(config.logLevel, 'recsys-serving');
 
 if (config.serving.workers > 1 && cluster.isPrimary) {
+  // The workers bind with SO_REUSEPORT, which would let them join another server already on
+  // the port; check first that nothing holds it.
+  const { port, variable } = listenPort(config, 'serving');
+  try {
+    await assertPortFree(config.http.host, port, variable);
+  } catch (err) {
+    log.fatal({ err: (err as Error).message }, 'cannot start');
+    process.exit(1);
+  }
   // Two V8 options for the workers, each unless already given (in execArgv or NODE_OPTIONS):
   // 8 MB young-generation semi-spaces (a feed's garbage is all short-lived; less resident
   // memory), and one V8 platform thread (on a small host the workers' helper threads only
@@ -47,5 +56,8 @@ if (config.serving.workers > 1 && cluster.isPrimary) {
 } else {
   // Imported here: a supervising primary never loads ONNX Runtime, uWS or the Kafka client.
   const { runWorker } = await import('./worker.js');
-  await runWorker(config, log);
+  await runWorker(config, log).catch((err: Error) => {
+    log.fatal({ err: err.message }, 'cannot start');
+    process.exit(1);
+  });
 }

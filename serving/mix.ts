@@ -187,32 +187,7 @@ export function mixCandidates(
   for (const list of input.trending) addList(2, list, 1);
   addList(3, input.popular, 1);
 
-  // Rank within each source: score descending, ties in the order first proposed
-  // (`descendingOrder`). Lists usually arrive in that order already, so a linear check saves
-  // most sorts.
-  for (let s = 0; s < SOURCE_COUNT; s++) {
-    const base = s * stride;
-    const m = sourceLength[s] as number;
-    let sorted = true;
-    for (let i = 1; i < m && sorted; i++) {
-      sorted =
-        (best[(bySource[base + i - 1] as number) * SOURCE_COUNT + s] as number) >=
-        (best[(bySource[base + i] as number) * SOURCE_COUNT + s] as number);
-    }
-    if (sorted) continue;
-    if (values.length < m) {
-      values = new Float64Array(m * 2);
-      order = new Uint32Array(m * 2);
-      moved = new Int32Array(m * 2);
-    }
-    for (let i = 0; i < m; i++) {
-      const k = bySource[base + i] as number;
-      values[i] = best[k * SOURCE_COUNT + s] as number;
-      moved[i] = k;
-    }
-    descendingOrder(values, m, order);
-    for (let r = 0; r < m; r++) bySource[base + r] = moved[order[r] as number] as number;
-  }
+  rankWithinSources(stride);
 
   // (3) Round-robin by rank over the sources.
   let longest = 0;
@@ -258,6 +233,37 @@ export function mixCandidates(
     }
   }
   return rows;
+}
+
+/**
+ * Ranks each source's slots (`bySource`) by score descending, ties in the order first proposed
+ * (`descendingOrder`). Lists usually arrive in that order already, so a linear check saves most
+ * sorts.
+ */
+function rankWithinSources(stride: number): void {
+  for (let s = 0; s < SOURCE_COUNT; s++) {
+    const base = s * stride;
+    const m = sourceLength[s] as number;
+    let sorted = true;
+    for (let i = 1; i < m && sorted; i++) {
+      sorted =
+        (best[(bySource[base + i - 1] as number) * SOURCE_COUNT + s] as number) >=
+        (best[(bySource[base + i] as number) * SOURCE_COUNT + s] as number);
+    }
+    if (sorted) continue;
+    if (values.length < m) {
+      values = new Float64Array(m * 2);
+      order = new Uint32Array(m * 2);
+      moved = new Int32Array(m * 2);
+    }
+    for (let i = 0; i < m; i++) {
+      const k = bySource[base + i] as number;
+      values[i] = best[k * SOURCE_COUNT + s] as number;
+      moved[i] = k;
+    }
+    descendingOrder(values, m, order);
+    for (let r = 0; r < m; r++) bySource[base + r] = moved[order[r] as number] as number;
+  }
 }
 
 /**

@@ -15,7 +15,7 @@
  */
 import { fileURLToPath } from 'node:url';
 import { Counter, Histogram, type Registry } from 'prom-client';
-import { createHttpServer, sleep, type Config, type Logger } from '../core/index.js';
+import { createHttpServer, listenPort, sleep, type Config, type Logger } from '../core/index.js';
 import type { Redis } from '../store/redis.js';
 import { Guards } from './guards.js';
 import { LiveHub } from './live.js';
@@ -110,9 +110,13 @@ export async function startServing(deps: ServingDeps): Promise<Serving> {
     ? startLiveSubscription({ subscriber: redisSubscriber, hub, feed, log })
     : null;
 
+  const { port: listenOn, variable } = listenPort(config, 'serving');
   const server = createHttpServer({
     host: config.http.host,
-    port: config.http.port,
+    port: listenOn,
+    portVariable: variable,
+    // Workers share the port on purpose; serving/main.ts checked it was free before forking.
+    sharedPort: config.serving.workers > 1,
     log,
     metrics,
     ...(deps.metricsText ? { metricsText: deps.metricsText } : {}),

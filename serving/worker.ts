@@ -1,7 +1,7 @@
 /**
  * One serving worker: connects Redis (one connection for feeds, one in subscriber mode for live
  * pushes), starts the feed service and the HTTP + WebSocket server on
- * RECSYS_HTTP_HOST:RECSYS_HTTP_PORT.
+ * RECSYS_HTTP_HOST:RECSYS_SERVING_PORT (8080; RECSYS_HTTP_PORT overrides it).
  *
  * On SIGTERM/SIGINT it stops gracefully: the listen socket closes, in-flight requests finish,
  * WebSockets close with 1001 (going away), then the feed service (its served-log producer

@@ -1,6 +1,7 @@
-/** The Redis connection every stream and serving process uses, and its health check. */
+/** The Redis connection every stream and serving process uses, its health check and memory. */
 import { Redis } from 'ioredis';
-import { DependencyUnavailableError, withTimeout } from '../core/index.js';
+import { Gauge } from 'prom-client';
+import { DependencyUnavailableError, type Registry, withTimeout } from '../core/index.js';
 
 export type { Redis };
 
@@ -70,5 +71,48 @@ export async function redisHealth(redis: Redis, timeoutMs: number): Promise<void
     if (pong !== 'PONG') throw new Error(`unexpected PING reply ${pong}`);
   } catch (err) {
     throw new DependencyUnavailableError('redis', (err as Error).message, { cause: err });
+  }
+}
+
+/**
+ * `recsys_redis_used_memory_bytes` and `recsys_redis_maxmemory_bytes` from `INFO memory`, read
+ * when Prometheus scrapes (one small command per scrape): the Redis memory the dashboards show,
+ * without a separate exporter. Registered once per registry; a failed read leaves no sample.
+ */
+export function redisMemoryMetrics(redis: Redis, registry: Registry): void {
+  if (registry.getSingleMetric('recsys_redis_used_memory_bytes')) return;
+  let info: Promise<Record<string, number>> | null = null;
+  // Both gauges collect in one scrape: one INFO for both.
+  const read = (): Promise<Record<string, number>> => {
+    info ??= redis
+      .info('memory')
+      .then((text) => {
+        const out: Record<string, number> = {};
+        for (const m of text.matchAll(/^(used_memory|maxmemory):(\d+)/gm))
+          out[m[1] as string] = Number(m[2]);
+        return out;
+      })
+      .catch(() => ({}))
+      .finally(() => setImmediate(() => (info = null)));
+    return info;
+  };
+  for (const [name, field, help] of [
+    [
+      'recsys_redis_used_memory_bytes',
+      'used_memory',
+      'memory Redis uses (INFO memory used_memory)',
+    ],
+    ['recsys_redis_maxmemory_bytes', 'maxmemory', 'Redis maxmemory (0 = no limit)'],
+  ] as const) {
+    new Gauge({
+      name,
+      help,
+      registers: [registry],
+      async collect() {
+        const value = (await read())[field];
+        if (value === undefined) this.reset();
+        else this.set(value);
+      },
+    });
   }
 }

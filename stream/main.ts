@@ -4,14 +4,16 @@
  * Redis), `indexer` (Elasticsearch), `lake` (Parquet) and `impressions` (served feeds into
  * per-user impression counts), or `all`. Default: `ingest`. Every
  * process serves `/healthz`, `/readyz` (all its roles' dependencies) and `/metrics` on
- * RECSYS_HTTP_PORT, and stops gracefully on SIGTERM/SIGINT: work in hand is made durable and
+ * RECSYS_STREAM_PORT (8090; RECSYS_HTTP_PORT overrides it), and stops gracefully on SIGTERM/SIGINT: work in hand is made durable and
  * its offsets committed (or its MQTT messages acknowledged) before exit.
  */
 import {
+  assertPortFree,
   createHttpServer,
   createLogger,
   createMetricsRegistry,
   type HealthReport,
+  listenPort,
   loadConfig,
   type RoleDeps,
   type StreamRole,
@@ -43,9 +45,17 @@ const metrics = createMetricsRegistry(names.join('+'));
 const roles = new Map<RoleName, StreamRole>();
 let stopping = false;
 
+const { port, variable: portVariable } = listenPort(config, 'stream');
+// Before any role starts: a second bridge with this one's MQTT client id would take over its
+// session. The listen below binds exclusively as well.
+await assertPortFree(config.http.host, port, portVariable).catch((err: Error) => {
+  log.fatal({ err: err.message }, 'cannot start');
+  process.exit(1);
+});
 const server = createHttpServer({
   host: config.http.host,
-  port: config.http.port,
+  port,
+  portVariable,
   log,
   metrics,
   readiness: async () => {
@@ -87,7 +97,10 @@ for (const name of names) {
     });
   }
 }
-await server.listen();
+await server.listen().catch((err: Error) => {
+  log.fatal({ err: err.message }, 'cannot start');
+  process.exit(1);
+});
 
 for (const signal of ['SIGTERM', 'SIGINT'] as const) {
   process.on(signal, () => {

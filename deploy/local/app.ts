@@ -1,7 +1,7 @@
 /**
  * The product's own processes on the local backbone: `stream` (the ingest bridge and every
- * stream role, `dist/stream/main.js all`, HTTP on APP_PORTS.stream) and `serving` (the feed
- * server, `dist/serving/main.js`, HTTP on RECSYS_HTTP_PORT). They run from the built checkout
+ * stream role, `dist/stream/main.js all`, HTTP on RECSYS_STREAM_PORT) and `serving` (the feed
+ * server, `dist/serving/main.js`, HTTP on RECSYS_SERVING_PORT). They run from the built checkout
  * (`npm run build`), detached like the backbone, and are ready when their `/readyz` answers 200:
  * for serving that means a model is loaded and the caches are warm.
  */
@@ -10,8 +10,8 @@ import type { AppName, ServiceDef, StackContext } from './service-def.js';
 
 /** HTTP ports of the app processes (`/readyz`, `/metrics`; ingest's `POST /v1/events`). */
 export const APP_PORTS = {
-  stream: (): number => 8090,
-  serving: (ctx: StackContext): number => ctx.config.http.port,
+  stream: (ctx: StackContext): number => ctx.config.http.ports.stream,
+  serving: (ctx: StackContext): number => ctx.config.http.ports.serving,
 } as const;
 
 async function ready(port: number): Promise<boolean> {
@@ -32,7 +32,8 @@ function appDef(name: AppName, script: string, args: string[]): ServiceDef {
       return {
         command: process.execPath,
         args: [join(ctx.root, script), ...args],
-        env: { ...process.env, RECSYS_HTTP_PORT: String(APP_PORTS[name](ctx)) },
+        // Each on its kind's port (what Prometheus scrapes), even if the caller set one for all.
+        env: { ...process.env, RECSYS_HTTP_PORT: '' },
         cwd: ctx.root,
         marker: script,
       };

@@ -9,8 +9,8 @@
  *   node dist/deploy/local/cli.js env        (every variable with its default)
  *   node dist/deploy/local/cli.js errors     (every error code, as the README's table)
  *
- * Services: kafka, registry, redis, mosquitto, elasticsearch (default: RECSYS_LOCAL_SERVICES),
- * and the product's processes stream and serving (`app.ts`).
+ * Services: kafka, registry, redis, mosquitto, elasticsearch, prometheus, alertmanager (default:
+ * RECSYS_LOCAL_SERVICES), and the product's processes stream and serving (`app.ts`).
  * Downloads are cached in RECSYS_CACHE_DIR; data, logs and pid files go to RECSYS_LOCAL_DIR.
  */
 import { existsSync } from 'node:fs';

@@ -127,6 +127,11 @@ export const DEBIAN_PACKAGES: Readonly<Record<string, string>> = {
   unshare: 'util-linux',
   // Headless browser of the serving page's test (driven by playwright-core).
   chromium: 'chromium',
+  // Monitoring (monitoring.ts), with the rule and config checkers the tests run.
+  prometheus: 'prometheus',
+  promtool: 'prometheus',
+  'prometheus-alertmanager': 'prometheus-alertmanager',
+  amtool: 'prometheus-alertmanager',
 };
 
 export async function ensureDebianPackages(log: Logger): Promise<void> {

@@ -1,5 +1,6 @@
 /**
- * `npm run up`: the whole product on this machine in one command. It starts the backbone, then
+ * `npm run up`: the whole product on this machine in one command. It starts the backbone and
+ * Prometheus with Alertmanager, then
  * the stream process (the ingest bridge and every stream role); when no batch output is live
  * (a fresh stack) it runs the batch once over a small generated demo catalog and history, which
  * publishes candidates and registers the first model; then it starts the feed server and waits
@@ -15,7 +16,8 @@ import { canConnectMqtt } from '../../stream/index.js';
 import { sleep } from '../../core/index.js';
 import { APP_PORTS } from './app.js';
 import { isOurs, readPidFile } from './process.js';
-import { BACKBONE_NAMES, type StackContext } from './service-def.js';
+import { PROMETHEUS_PORT } from './monitoring.js';
+import { BACKBONE_NAMES, MONITOR_NAMES, type StackContext } from './service-def.js';
 import { setMqttPassword } from './services.js';
 import { servicePaths, up } from './stack.js';
 
@@ -74,7 +76,7 @@ export async function upProduct(ctx: StackContext): Promise<void> {
   const say = (line: string): void => console.log(line);
   const t0 = Date.now();
   say('starting the backbone (first run installs it: some minutes) ...');
-  await up(ctx, BACKBONE_NAMES);
+  await up(ctx, [...BACKBONE_NAMES, ...MONITOR_NAMES]);
   say('starting the stream process (ingest bridge and stream roles) ...');
   await up(ctx, ['stream']);
   if ((await liveVersion(ctx)) === null) {
@@ -98,10 +100,11 @@ Publish an event for ${DEMO_USER}; the page shows a new feed within a moment:
   mosquitto_pub -h ${mqtt.hostname} -p ${mqtt.port || 1883} -V mqttv5 -q 1 -u ${DEMO_USER} -P ${DEMO_PASSWORD} -t ${topic} \\
     -m '{"eventId":"'$(cat /proc/sys/kernel/random/uuid)'","userId":"${DEMO_USER}","itemId":"i42","type":"purchase","ts":'$(date +%s%3N)'}'
 
-or over HTTP:  curl -s -XPOST localhost:${APP_PORTS.stream()}/v1/events -H 'content-type: application/json' -d '[{...}]'
+or over HTTP:  curl -s -XPOST localhost:${APP_PORTS.stream(ctx)}/v1/events -H 'content-type: application/json' -d '[{...}]'
 
 A token for any user:  node dist/serving/token-cli.js <userId>
 The feed as JSON:      curl -s -H "authorization: Bearer $(node dist/serving/token-cli.js ${DEMO_USER})" localhost:${servingPort}/v1/users/${DEMO_USER}/feed
+Prometheus:            http://127.0.0.1:${PROMETHEUS_PORT}/targets (alerts: /alerts)
 Status and stop:       npm run stack -- status; npm run down
 `);
 }

@@ -5,11 +5,13 @@
 import type { Config, Logger } from '../../core/index.js';
 import type { SpawnSpec } from './process.js';
 
-/** The backbone, and the product's own processes (`app.ts`) that run on it. */
+/** The backbone, monitoring (`monitoring.ts`), and the product's own processes (`app.ts`). */
 export const BACKBONE_NAMES = ['kafka', 'registry', 'redis', 'mosquitto', 'elasticsearch'] as const;
+export const MONITOR_NAMES = ['prometheus', 'alertmanager'] as const;
 export const APP_NAMES = ['stream', 'serving'] as const;
-export const SERVICE_NAMES = [...BACKBONE_NAMES, ...APP_NAMES] as const;
+export const SERVICE_NAMES = [...BACKBONE_NAMES, ...MONITOR_NAMES, ...APP_NAMES] as const;
 export type BackboneName = (typeof BACKBONE_NAMES)[number];
+export type MonitorName = (typeof MONITOR_NAMES)[number];
 export type AppName = (typeof APP_NAMES)[number];
 export type ServiceName = (typeof SERVICE_NAMES)[number];
 

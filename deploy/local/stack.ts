@@ -11,10 +11,15 @@ import { ensureDebianPackages, javaHome } from './install.js';
 import { groupRssBytes, isOurs, readPidFile, spawnDetached, stopGroup, tail } from './process.js';
 import { APP } from './app.js';
 import { APP_NAMES, type ServiceDef, type ServiceName, type StackContext } from './service-def.js';
+import { MONITORING } from './monitoring.js';
 import { BACKBONE } from './services.js';
 
-/** Every service `deploy/local` runs: the backbone and the product's processes. */
-export const SERVICES: Readonly<Record<ServiceName, ServiceDef>> = { ...BACKBONE, ...APP };
+/** Every service `deploy/local` runs: the backbone, monitoring and the product's processes. */
+export const SERVICES: Readonly<Record<ServiceName, ServiceDef>> = {
+  ...BACKBONE,
+  ...MONITORING,
+  ...APP,
+};
 
 export class ServiceStartError extends RecsysError {
   readonly service: ServiceName;

@@ -14,6 +14,8 @@ export const VERSIONS = Object.freeze({
   /** Debian bookworm's packages, which deploy/local installs with apt. */
   redis: '7.0.15',
   mosquitto: '2.0.11',
+  prometheus: '2.42.0',
+  alertmanager: '0.25.0',
   /** Load generator of `npm run bench:serve` (MIT), built with `go install`. */
   vegeta: '12.13.0',
 });

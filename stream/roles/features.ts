@@ -18,7 +18,7 @@ import { Counter, type Registry } from 'prom-client';
 import type { Logger, RoleDeps, StreamRole } from '../../core/index.js';
 import type { UserEvent } from '../../schemas/index.js';
 import { CatalogStore } from '../../store/catalog.js';
-import { createRedis, redisHealth } from '../../store/redis.js';
+import { createRedis, redisHealth, redisMemoryMetrics } from '../../store/redis.js';
 import {
   APPLIED,
   DUPLICATE,
@@ -40,6 +40,8 @@ const TRENDING_MAX_PENDING = 50_000;
 export function startFeatures(deps: RoleDeps): StreamRole {
   const { config, metrics } = deps;
   const redis = createRedis(config.redis.url, 'recsys-features');
+  // The process that writes most to Redis reports its memory.
+  redisMemoryMetrics(redis, metrics);
   const features = new SessionFeatureStore(redis, config.features);
   const trending = new TrendingStore(redis, config.trending);
   const online = new OnlineNeighbourStore(redis);
