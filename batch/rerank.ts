@@ -257,9 +257,10 @@ async function sessionsAt(
  */
 function candidatesOf(inputs: TrainingInputs, query: Query, recentK: number): RankCandidate[] {
   const byItem = new Map<string, Partial<Record<CandidateSource, number>>>();
+  // Co-visitation sums over the recent items; the other sources keep their best score.
   const add = (itemId: string, source: CandidateSource, score: number): void => {
     const s = byItem.get(itemId) ?? {};
-    s[source] = Math.max(s[source] ?? 0, score);
+    s[source] = source === 'covis' ? (s[source] ?? 0) + score : Math.max(s[source] ?? 0, score);
     byItem.set(itemId, s);
   };
   if (query.kind === 'cutoff') {

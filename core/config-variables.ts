@@ -300,7 +300,7 @@ export const VARIABLES: readonly VariableDoc[] = [
   {
     name: 'RECSYS_NEIGHBOURS_PER_ITEM',
     default: '50',
-    doc: 'co-visitation neighbours kept per item',
+    doc: 'co-visitation neighbours kept per item (batch lists, and the online lists the feature role keeps)',
   },
   {
     name: 'RECSYS_CANDIDATES_KEEP_VERSIONS',

@@ -89,14 +89,16 @@ let byRank = new Int32Array(0);
 let bySource = new Int32Array(0);
 const sourceLength = new Int32Array(SOURCE_COUNT);
 const TAKEN = 0x80;
+/** The co-visitation source: its scores sum over the recent items (the others keep the best). */
+const COVIS = SOURCES.indexOf('covis');
 /** `ItemTable.slotOf` of an excluded item (slots are < 2^32 - 1). */
 const EXCLUDED = 0xffffffff;
 
 /**
  * Mixes the sources into at most `cap` distinct candidates.
  *
- * Steps: (1) each source's ranked list (co-visitation lists merged by their position-discounted
- * score, trending lists by count) with the best score per item; (2) scores of every proposal
+ * Steps: (1) each source's ranked list with the best score per item, except co-visitation,
+ * whose lists sum their position-discounted scores per item (trending lists by count); (2) scores of every proposal
  * are kept for every item, whether or not it survives the cap; (3) which items survive the cap
  * is decided round-robin over the sources by rank, so a long batch list cannot
  * crowd out the real-time sources (a user who just touched items gets their neighbours ranked).
@@ -176,7 +178,8 @@ export function mixCandidates(
         const m = sourceLength[s] as number;
         bySource[s * stride + m] = k;
         sourceLength[s] = m + 1;
-      } else if (score > (best[cell] as number)) best[cell] = score;
+      } else if (s === COVIS) best[cell] = (best[cell] as number) + score;
+      else if (score > (best[cell] as number)) best[cell] = score;
     }
   };
   addList(0, input.batch, 1);

@@ -28,7 +28,9 @@ const TYPES = ['view', 'click', 'like', 'add_to_cart', 'purchase'] as const sati
 
 /** Ordered, stable feature names: the column order of the matrix and of the model's input. */
 export const FEATURE_NAMES: readonly string[] = Object.freeze([
-  ...SOURCES.map((s) => `score_${s}`),
+  // covis: the sum over the user's recent items of the neighbour score / (1 + the item's
+  // position among them), so an item co-visited with several recent items ranks higher.
+  ...SOURCES.map((s) => (s === 'covis' ? 'score_covis_sum' : `score_${s}`)),
   // 1 / rank of the candidate's score among this request's candidates of the same source (1 for
   // the best, 0 when the source did not propose it): scale-free, unlike the raw scores.
   ...SOURCES.map((s) => `rrank_${s}`),

@@ -39,8 +39,6 @@ const TRENDING_CACHE_MS = 1000;
  * size rather than traffic: at 1 s the bench's 2,000 items were some 4,000 reads a second.
  */
 const ONLINE_CACHE_MS = 5000;
-/** Online neighbours read per item. */
-const ONLINE_K = 50;
 /** Neighbour lists kept per process (oldest out first); at 50 neighbours some 3 KB each. */
 const NEIGHBOUR_CACHE_LISTS = 20_000;
 
@@ -79,6 +77,8 @@ export class FeedCaches {
   readonly #catalogTtlMs: number;
   readonly #userCacheSize: number;
   readonly #trendWindow: number;
+  /** Online neighbours read per item (as many as the batch keeps, `neighboursPerItem`). */
+  readonly #onlineK: number;
   readonly #trending = new Map<string, { at: number; list: Promise<ScoredList> }>();
   readonly #online = new Map<string, OnlineEntry>();
   /** Per item, its batch and online lists merged, and the two lists they came from. */
@@ -94,6 +94,7 @@ export class FeedCaches {
     this.#catalogTtlMs = config.serving.catalogTtlMs;
     this.#userCacheSize = config.serving.userCache;
     this.#trendWindow = Math.max(...config.trending.windowsSec);
+    this.#onlineK = config.batch.neighboursPerItem;
   }
 
   /** The state of `version`, started anew when the version moved or the table is full. */
@@ -310,7 +311,7 @@ export class FeedCaches {
   #readOnline(id: string, entry: OnlineEntry, now: number): void {
     entry.reading = true;
     // The entry is updated before anyone waiting on the first read resumes.
-    const settled = this.#stores.online.read([id], ONLINE_K).then(
+    const settled = this.#stores.online.read([id], this.#onlineK).then(
       (r) => {
         const list = r[0] ?? EMPTY_LIST;
         entry.value = list;

@@ -44,7 +44,10 @@ export function startFeatures(deps: RoleDeps): StreamRole {
   redisMemoryMetrics(redis, metrics);
   const features = new SessionFeatureStore(redis, config.features);
   const trending = new TrendingStore(redis, config.trending);
-  const online = new OnlineNeighbourStore(redis);
+  // As many neighbours per item as the batch keeps.
+  const online = new OnlineNeighbourStore(redis, {
+    maxNeighbours: config.batch.neighboursPerItem,
+  });
   const catalog = new CatalogStore(redis, { cacheTtlMs: 30_000, cacheSize: 200_000 });
   const counts = featureMetrics(metrics);
   let buffer: CountBuffer | null = null;

@@ -63,9 +63,9 @@ describe('mixCandidates', () => {
     assert.equal(mixed.length, 6);
     assert.deepEqual(byId.get('a')?.scores, { batch: 0.9, popularity: 100 });
     assert.equal(byId.get('a')?.source, 'batch');
-    // covis: score / (1 + position): b from r1 = 1; c = max(0.5 / 1, 1 / 2) = 0.5; d = 0.4 / 2.
+    // covis: score / (1 + position), summed: b from r1 = 1; c = 0.5 / 1 + 1 / 2 = 1; d = 0.4 / 2.
     assert.deepEqual(byId.get('b')?.scores, { batch: 0.5, covis: 1 });
-    assert.deepEqual(byId.get('c')?.scores, { covis: 0.5, trending: 30 });
+    assert.deepEqual(byId.get('c')?.scores, { covis: 1, trending: 30 });
     assert.equal(byId.get('c')?.source, 'covis');
     assert.deepEqual(byId.get('d')?.scores, { covis: 0.2 });
     // The best count of an item over the trending lists.
@@ -117,7 +117,7 @@ describe('mixCandidates', () => {
     );
   });
 
-  it('merges co-visitation lists by discounted score across recent items', () => {
+  it('sums co-visitation lists by discounted score across recent items', () => {
     const mixed = asObjects(
       mixCandidates(
         {
@@ -131,12 +131,12 @@ describe('mixCandidates', () => {
         10,
       ),
     );
-    // z = 1 / 2 = 0.5, x = max(0.3, 0.9 / 2) = 0.45, y = 0.1.
+    // x = 0.3 + 0.9 / 2 = 0.75 (co-visited with both), z = 1 / 2 = 0.5, y = 0.1.
     assert.deepEqual(
       mixed.map((c) => [c.itemId, c.scores.covis]),
       [
+        ['x', 0.75],
         ['z', 0.5],
-        ['x', 0.45],
         ['y', 0.1],
       ],
     );

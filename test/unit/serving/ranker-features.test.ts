@@ -51,7 +51,7 @@ describe('rank features', () => {
   it('keeps FEATURE_NAMES stable (a change must retrain every model)', () => {
     assert.deepEqual(FEATURE_NAMES, [
       'score_batch',
-      'score_covis',
+      'score_covis_sum',
       'score_trending',
       'score_popularity',
       'rrank_batch',
@@ -89,7 +89,7 @@ describe('rank features', () => {
     fillFeatures(out, ctx, candidates);
     const expected: Record<string, number[]> = {
       score_batch: [0.5, 0.9, 0],
-      score_covis: [0, 0.3, 0],
+      score_covis_sum: [0, 0.3, 0],
       score_trending: [10, 0, 0],
       score_popularity: [0, 0, 100],
       rrank_batch: [0.5, 1, 0],
