@@ -21,6 +21,9 @@
  *      of the user's validation interactions with the item (`relevance`).
  *   5. Train LightGBM LambdaRank (Python, exported to ONNX), load it in onnxruntime-node, and
  *      evaluate on the other half: popularity, co-visitation only, and the reranked hybrid.
+ *   6. The current champion (when given) reranks the same held-out half, so the promotion gate
+ *      compares two scores of one data set; a champion that cannot be loaded with today's
+ *      features has no score (and loses to any candidate above the minimum).
  */
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -60,6 +63,8 @@ export interface RerankOptions {
   outDir?: string;
   /** LightGBM parameters merged over train.py's defaults. */
   params?: Record<string, unknown>;
+  /** The champion to re-score on the same held-out users (step 6). */
+  champion?: { version: string; onnxPath: string } | null;
 }
 
 export interface RerankResult {
@@ -70,6 +75,8 @@ export interface RerankResult {
   users: { train: number; eval: number };
   /** Training queries by kind. */
   queries: { cutoff: number; history: number };
+  /** The champion's hybrid metrics on the same held-out users; null when it cannot be loaded. */
+  champion: { version: string; metrics: Metrics | null } | null;
   durationMs: number;
 }
 
@@ -140,6 +147,21 @@ export async function trainAndEvaluate(
     covisitation: evaluate(recs.covisitation, truth, items.size),
     hybrid: evaluate(recs.hybrid, truth, items.size),
   };
+  const champion = options.champion
+    ? {
+        version: options.champion.version,
+        metrics: await rankHeldOut(options.champion.onnxPath, inputs, evalUsers).then(
+          (r) => evaluate(r.recs.hybrid, r.truth, items.size),
+          (err: Error) => {
+            log.warn(
+              { err: err.message, version: options.champion?.version },
+              'champion not re-scored',
+            );
+            return null;
+          },
+        ),
+      }
+    : null;
   const report = await writeReport(outDir, metrics, {
     cutoffTs: cutoff,
     trainUsers: trainGroups.length,
@@ -153,6 +175,7 @@ export async function trainAndEvaluate(
     report,
     users: { train: trainGroups.length, eval: evalUsers.length },
     queries: kinds,
+    champion,
     durationMs: Math.round(performance.now() - t0),
   };
 }

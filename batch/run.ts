@@ -83,12 +83,14 @@ export async function runBatch(
     (r) =>
       `${r.counts.neighbours} neighbour pairs over ${r.counts.itemsWithNeighbours} items, ${r.counts.userCandidates} user candidates for ${r.counts.users} users`,
   );
+  const champion = await currentChampion(config, log);
   const ranked = await step(
     'train+evaluate',
     () =>
       trainAndEvaluate(config, log, redis, etl, cands, {
         maxUsers: options.maxUsers,
         params: options.params,
+        champion,
       }),
     (r) =>
       `${r.users.train} training queries (${r.queries.cutoff} at the cut-off, ${r.queries.history} from history), ${r.users.eval} evaluation users; NDCG@10 popularity ${r.metrics.popularity.ndcg_at_10.toFixed(4)}, co-visitation ${r.metrics.covisitation.ndcg_at_10.toFixed(4)}, hybrid ${r.metrics.hybrid.ndcg_at_10.toFixed(4)}`,
@@ -115,7 +117,25 @@ export async function runBatch(
   };
 }
 
-/** Registers the trained model with its offline metrics; promoted only if it beats the champion. */
+/** The champion to re-score on this run's held-out data (its ONNX file local), or null. */
+async function currentChampion(
+  config: Readonly<Config>,
+  log: Logger,
+): Promise<{ version: string; onnxPath: string } | null> {
+  const registry = openRegistry(config.batch, log);
+  try {
+    const champion = await registry.champion();
+    return champion && { version: champion.version, onnxPath: champion.onnxPath };
+  } finally {
+    await registry.close();
+  }
+}
+
+/**
+ * Registers the trained model with its offline metrics and the champion's on the same held-out
+ * data (`champion_*`, tag `champion_version`: both scores the gate compared, in the registry);
+ * promoted only if it beats the champion's re-score.
+ */
 async function registerModel(
   config: Readonly<Config>,
   log: Logger,
@@ -124,6 +144,12 @@ async function registerModel(
   const registry = openRegistry(config.batch, log);
   try {
     const metrics = { ...ranked.metrics.hybrid };
+    const rescored = ranked.champion;
+    const championMetrics: Record<string, number> = {};
+    for (const key of ['ndcg_at_10', 'recall_at_20', 'mrr_at_20', 'hit_rate_at_10'] as const) {
+      const v = rescored?.metrics?.[key];
+      if (v !== undefined && Number.isFinite(v)) championMetrics[`champion_${key}`] = v;
+    }
     const { version } = await registry.register({
       onnxPath: ranked.train.onnxPath,
       metrics: {
@@ -134,7 +160,9 @@ async function registerModel(
         coverage_at_10: metrics.coverage_at_10,
         covisitation_ndcg_at_10: ranked.metrics.covisitation.ndcg_at_10,
         popularity_ndcg_at_10: ranked.metrics.popularity.ndcg_at_10,
+        ...championMetrics,
       },
+      ...(rescored ? { tags: { champion_version: rescored.version } } : {}),
       params: {
         objective: 'lambdarank',
         evalUsers: ranked.users.eval,
@@ -144,7 +172,17 @@ async function registerModel(
     const decision = await registry.promoteIfBetter(
       version,
       metrics as unknown as Record<string, number>,
-      { minNdcg: config.batch.minNdcg },
+      {
+        minNdcg: config.batch.minNdcg,
+        ...(rescored
+          ? {
+              rescored: {
+                version: rescored.version,
+                metrics: (rescored.metrics ?? {}) as unknown as Record<string, number>,
+              },
+            }
+          : {}),
+      },
     );
     return { version, promoted: decision.promoted, reason: decision.reason };
   } finally {

@@ -182,6 +182,16 @@ export const VARIABLES: readonly VariableDoc[] = [
     doc: 'consumer group of the impressions role (served feeds add, interactions reset)',
   },
   {
+    name: 'RECSYS_GROUP_ATTRIBUTION',
+    default: 'recsys-attribution',
+    doc: 'consumer group of the attribution role (online CTR and hit rate per model version)',
+  },
+  {
+    name: 'RECSYS_ATTRIBUTION_WINDOW_MS',
+    default: '1800000',
+    doc: 'an event is attributed to a feed served to its user at most this long before, ms (30 min)',
+  },
+  {
     name: 'RECSYS_GROUP_CATALOG',
     default: 'recsys-catalog',
     doc: 'consumer group of the catalog loader (items topic to Redis)',

@@ -59,7 +59,16 @@ export interface ConsumerConfig {
   concurrency: number;
   commitIntervalMs: number;
   sessionTimeoutMs: number;
-  groups: { features: string; indexer: string; lake: string; catalog: string; impressions: string };
+  groups: {
+    features: string;
+    indexer: string;
+    lake: string;
+    catalog: string;
+    impressions: string;
+    attribution: string;
+  };
+  /** Attribution role: an event counts for a feed served at most this long before it, ms. */
+  attributionWindowMs: number;
 }
 
 export interface FeaturesConfig {
@@ -312,7 +321,9 @@ function streamSettings(
         lake: str('RECSYS_GROUP_LAKE'),
         catalog: str('RECSYS_GROUP_CATALOG'),
         impressions: str('RECSYS_GROUP_IMPRESSIONS'),
+        attribution: str('RECSYS_GROUP_ATTRIBUTION'),
       },
+      attributionWindowMs: int('RECSYS_ATTRIBUTION_WINDOW_MS', 1000, 7 * 86_400_000),
     },
     features: {
       halfLifeMs: int('RECSYS_FEATURES_HALF_LIFE_MS', 1000),

@@ -1,7 +1,7 @@
 /**
- * What every long-running role (ingest, features, indexer, lake, catalog, impressions, serving)
- * returns, so one entry point can run any set of them in one process and report their readiness
- * together; and the start-up retry they share.
+ * What every long-running role (ingest, features, indexer, lake, catalog, impressions,
+ * attribution, serving) returns, so one entry point can run any set of them in one process and
+ * report their readiness together; and the start-up retry they share.
  */
 import type { Registry } from 'prom-client';
 import type { Config } from './config.js';

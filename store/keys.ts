@@ -163,3 +163,12 @@ export function userImpressionsKey(userId: string): string {
  * `<partition>:<offset>` (exact redelivery detection). `~` is not allowed in item ids.
  */
 export const IMPRESSIONS_OFFSET_FIELD = '~o';
+
+// ------------------------------------------------------------------------------ attribution
+// Written and read by the attribution role (`stream/roles/attribution.ts`): the user's last few
+// served feeds, so an event can be attributed to the feed that showed its item.
+
+/** List of one user's last served feeds, newest received first (`store/attribution.ts`). */
+export function userServedFeedsKey(userId: string): string {
+  return `{u:${userId}}:sf`;
+}

@@ -1,8 +1,9 @@
 /**
  * Stream processes: `node dist/stream/main.js [role ...]`, roles `ingest` (MQTT and HTTP into
  * Kafka), `features` (session features and trending in Redis), `catalog` (items topic into
- * Redis), `indexer` (Elasticsearch), `lake` (Parquet) and `impressions` (served feeds into
- * per-user impression counts), or `all`. Default: `ingest`. Every
+ * Redis), `indexer` (Elasticsearch), `lake` (Parquet), `impressions` (served feeds into
+ * per-user impression counts) and `attribution` (online CTR and hit rate per model version), or
+ * `all`. Default: `ingest`. Every
  * process serves `/healthz`, `/readyz` (all its roles' dependencies) and `/metrics` on
  * RECSYS_STREAM_PORT (8090; RECSYS_HTTP_PORT overrides it), and stops gracefully on SIGTERM/SIGINT: work in hand is made durable and
  * its offsets committed (or its MQTT messages acknowledged) before exit.
@@ -18,6 +19,7 @@ import {
   type RoleDeps,
   type StreamRole,
 } from '../core/index.js';
+import { startAttribution } from './roles/attribution.js';
 import { startIngest } from './roles/ingest.js';
 import { startCatalog } from './roles/catalog.js';
 import { startFeatures } from './roles/features.js';
@@ -25,7 +27,15 @@ import { startImpressions } from './roles/impressions.js';
 import { startIndexer } from './roles/indexer.js';
 import { startLake } from './roles/lake.js';
 
-const ROLES = ['ingest', 'features', 'catalog', 'indexer', 'lake', 'impressions'] as const;
+const ROLES = [
+  'ingest',
+  'features',
+  'catalog',
+  'indexer',
+  'lake',
+  'impressions',
+  'attribution',
+] as const;
 type RoleName = (typeof ROLES)[number];
 
 const args = process.argv.slice(2);
@@ -84,6 +94,7 @@ for (const name of names) {
   else if (name === 'catalog') role = startCatalog(deps);
   else if (name === 'indexer') role = startIndexer(deps);
   else if (name === 'impressions') role = startImpressions(deps);
+  else if (name === 'attribution') role = startAttribution(deps);
   else role = startLake(deps);
   roles.set(name, role);
   // Dependencies that are down are retried for as long as it takes; what rejects here is a

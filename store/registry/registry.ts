@@ -44,6 +44,12 @@ export interface PromoteOptions {
   minNdcg: number;
   /** @default 'ndcg_at_10' */
   metric?: string;
+  /**
+   * The champion re-scored on the candidate's own held-out data (empty metrics: it could not be
+   * scored there). Used in place of the champion's stored metrics while it still is the champion:
+   * a score from an older held-out set is not comparable once the data drifted.
+   */
+  rescored?: { version: string; metrics: Record<string, number> };
 }
 
 export interface PromoteResult {
@@ -129,8 +135,10 @@ export function checkRegisterInput(input: RegisterInput): void {
  * The champion gate as a pure function, so both backends decide identically:
  * 1. the candidate must carry the metric and reach `minNdcg`, else it is never promoted;
  * 2. with no champion (or a champion without the metric) it is promoted;
- * 3. otherwise it must be strictly better: a tie keeps the incumbent, so re-registering the
- *    same model does not churn the alias.
+ * 3. otherwise it must be strictly better than the champion re-scored on the same held-out data
+ *    (`options.rescored`; the stored score only when none is given or the champion changed
+ *    meanwhile): a tie keeps the incumbent, so re-registering the same model does not churn the
+ *    alias.
  */
 export function decidePromotion(
   candidate: { version: string; metrics: Record<string, number> },
@@ -168,24 +176,20 @@ export function decidePromotion(
       ...base,
     };
   }
-  const current = champion.metrics[metric];
+  const rescored = options.rescored?.version === champion.version ? options.rescored : undefined;
+  const current = (rescored ?? champion).metrics[metric];
+  const on = rescored ? 'on the same held-out data' : 'stored';
   if (typeof current !== 'number' || !Number.isFinite(current)) {
     return {
       promoted: true,
-      reason: `champion ${champion.version} has no ${metric}; version ${candidate.version} has ${fmt(value)}`,
+      reason: `champion ${champion.version} has no ${metric} (${on}); version ${candidate.version} has ${fmt(value)}`,
       ...base,
     };
   }
-  if (value > current) {
-    return {
-      promoted: true,
-      reason: `${metric} ${fmt(value)} of version ${candidate.version} beats champion ${champion.version} (${fmt(current)})`,
-      ...base,
-    };
-  }
+  const verdict = value > current ? 'beats' : 'does not beat';
   return {
-    promoted: false,
-    reason: `${metric} ${fmt(value)} of version ${candidate.version} does not beat champion ${champion.version} (${fmt(current)})`,
+    promoted: value > current,
+    reason: `${metric} ${fmt(value)} of version ${candidate.version} ${verdict} champion ${champion.version} (${fmt(current)}, ${on})`,
     ...base,
   };
 }

@@ -1,7 +1,8 @@
 /**
  * The behaviour every model-registry backend must show, run once per backend
  * (`registry-local.test.ts`, `registry-mlflow.test.ts`): registration, the champion gate
- * (first model, better, worse, below the minimum), exact bytes back from `champion()`,
+ * (first model, better, worse, below the minimum, against the champion re-scored on the same
+ * data), exact bytes back from `champion()`,
  * listing, rollback with `setChampion`, and the error codes callers switch on.
  */
 import assert from 'node:assert/strict';
@@ -130,6 +131,49 @@ export function registrySuite(backend: string, options: SuiteOptions): void {
           registry.promoteIfBetter('999', { ndcg_at_10: 0.9 }, { minNdcg: MIN }),
           { code: 'RECSYS_REGISTRY_VERSION_NOT_FOUND' },
         );
+      } finally {
+        await registry.close();
+        await rm(dir, { recursive: true, force: true });
+      }
+    });
+
+    test('the gate compares with the champion re-scored on the same data; both scores kept', async (t) => {
+      const name = uniq('reranker-drift');
+      const registry = await options.open(t, name);
+      if (!registry) return;
+      const dir = await mkdtemp(join(tmpdir(), 'recsys-reg-'));
+      try {
+        await modelFile(dir, 'm1.onnx');
+        const { version: v1 } = await registry.register({
+          onnxPath: join(dir, 'm1.onnx'),
+          metrics: { ndcg_at_10: 0.4 },
+          params: {},
+        });
+        assert.equal(
+          (await registry.promoteIfBetter(v1, { ndcg_at_10: 0.4 }, { minNdcg: MIN })).promoted,
+          true,
+        );
+        // The data drifted: on today's held-out users the champion scores 0.1, the candidate 0.15.
+        await modelFile(dir, 'm2.onnx');
+        const { version: v2 } = await registry.register({
+          onnxPath: join(dir, 'm2.onnx'),
+          metrics: { ndcg_at_10: 0.15, champion_ndcg_at_10: 0.1 },
+          params: {},
+          tags: { champion_version: v1 },
+        });
+        const stored = await registry.promoteIfBetter(v2, { ndcg_at_10: 0.15 }, { minNdcg: MIN });
+        assert.equal(stored.promoted, false, 'against the stored 0.4 it loses');
+        const gate = await registry.promoteIfBetter(
+          v2,
+          { ndcg_at_10: 0.15 },
+          { minNdcg: MIN, rescored: { version: v1, metrics: { ndcg_at_10: 0.1 } } },
+        );
+        assert.equal(gate.promoted, true, gate.reason);
+        assert.match(gate.reason, /beats champion .*0\.1, on the same held-out data/);
+        assert.equal((await registry.champion())?.version, v2);
+        const listed = (await registry.versions()).find((v) => v.version === v2);
+        assert.deepEqual(listed?.metrics, { ndcg_at_10: 0.15, champion_ndcg_at_10: 0.1 });
+        assert.equal(listed?.tags.champion_version, v1);
       } finally {
         await registry.close();
         await rm(dir, { recursive: true, force: true });

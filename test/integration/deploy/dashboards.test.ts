@@ -1,6 +1,6 @@
 /**
  * Every Grafana panel watches a metric that exists: the product runs (a batch for the model and
- * candidates, a stream process with ingest, features and indexer, a feed server), Prometheus
+ * candidates, a stream process with ingest, features, indexer and attribution, a feed server), Prometheus
  * from deploy/local scrapes them (a file_sd file beside the stack's own), a short load passes
  * (events over HTTP with one rejected, feeds, a live subscriber and a push), and then each
  * panel's PromQL, read from deploy/grafana/dashboards/*.json, must parse and return at least
@@ -22,19 +22,6 @@ import { PROMETHEUS_PORT, prometheusConfDir } from '../../../deploy/local/monito
 import type { StackContext } from '../../../deploy/local/service-def.js';
 import { deleteTopics, freePort, purgeMqttSession } from '../ingest/bridge-process.js';
 import { config as baseConfig, log, requireServices, uniq } from '../harness.js';
-
-/**
- * Metrics and recorded rules the attribution stream role will emit (issue 15, part 1: online
- * quality metrics); until it exists, panels reading them return nothing. A panel expression that
- * names one of these must still parse, and must return nothing: once part 1 lands, remove the
- * names here and the test holds those panels too.
- */
-const EXPECTED_MISSING = [
-  'recsys:online_ctr:ratio30m',
-  'recsys:online_hit_rate:ratio30m',
-  'recsys_online_served_items_total',
-  'recsys_online_attributed_events_total',
-];
 
 /** The shared e2e test's database (both flush it). */
 const DB = 6;
@@ -120,6 +107,7 @@ describe('Grafana dashboards against the real Prometheus', () => {
       RECSYS_TOPIC_ITEMS: `${id}.items`,
       RECSYS_GROUP_FEATURES: `${id}-features`,
       RECSYS_GROUP_INDEXER: `${id}-indexer`,
+      RECSYS_GROUP_ATTRIBUTION: `${id}-attribution`,
       RECSYS_ES_NAMESPACE: id.replace(/[^a-z0-9]/g, ''),
       RECSYS_MQTT_SHARE_GROUP: id,
       RECSYS_MQTT_CLIENT_ID: `${id}-bridge`,
@@ -160,7 +148,7 @@ describe('Grafana dashboards against the real Prometheus', () => {
 
     const streamPort = await freePort();
     const servePort = await freePort();
-    const stream = start('dist/stream/main.js', ['ingest', 'features', 'indexer'], {
+    const stream = start('dist/stream/main.js', ['ingest', 'features', 'indexer', 'attribution'], {
       ...env,
       RECSYS_HTTP_PORT: String(streamPort),
     });
@@ -230,14 +218,7 @@ describe('Grafana dashboards against the real Prometheus', () => {
       for (const p of await panelExprs()) {
         const r = await query(p.expr);
         assert.ok(r.ok, `${p.dashboard} "${p.panel}": ${p.expr} does not parse: ${r.error}`);
-        const missing = EXPECTED_MISSING.some((name) => p.expr.includes(name));
-        if (missing) {
-          assert.equal(
-            r.series,
-            0,
-            `${p.expr} has data now: remove its name from EXPECTED_MISSING`,
-          );
-        } else if (r.series === 0) failing.push(`${p.dashboard} "${p.panel}": ${p.expr}`);
+        if (r.series === 0) failing.push(`${p.dashboard} "${p.panel}": ${p.expr}`);
       }
       if (failing.length === 0 || Date.now() > deadline) break;
       await sleep(3000);

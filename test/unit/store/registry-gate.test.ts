@@ -48,7 +48,36 @@ describe('registry: champion gate', () => {
     );
     const worse = decidePromotion({ version: '2', metrics: { ndcg_at_10: 0.1 } }, champ, opts);
     assert.equal(worse.promoted, false);
-    assert.match(worse.reason, /ndcg_at_10 0\.1 of version 2 does not beat champion 1 \(0\.2\)/);
+    assert.match(
+      worse.reason,
+      /ndcg_at_10 0\.1 of version 2 does not beat champion 1 \(0\.2, stored\)/,
+    );
+  });
+  test('the champion re-scored on the same held-out data is what the candidate must beat', () => {
+    // Drift: the champion scored 0.4 on its own, older held-out set; on today's it scores 0.1.
+    const champ = { version: '1', metrics: { ndcg_at_10: 0.4 } };
+    const candidate = { version: '2', metrics: { ndcg_at_10: 0.15 } };
+    assert.equal(decidePromotion(candidate, champ, opts).promoted, false, 'stored: rejected');
+    const rescored = { version: '1', metrics: { ndcg_at_10: 0.1 } };
+    const r = decidePromotion(candidate, champ, { ...opts, rescored });
+    assert.equal(r.promoted, true);
+    assert.match(
+      r.reason,
+      /0\.15 of version 2 beats champion 1 \(0\.1, on the same held-out data\)/,
+    );
+    // Re-scored higher than the candidate: kept.
+    const better = { version: '1', metrics: { ndcg_at_10: 0.2 } };
+    assert.equal(decidePromotion(candidate, champ, { ...opts, rescored: better }).promoted, false);
+    // The champion changed since the re-score: the stored score of the new one counts.
+    const stale = { version: '0', metrics: { ndcg_at_10: 0.01 } };
+    assert.equal(decidePromotion(candidate, champ, { ...opts, rescored: stale }).promoted, false);
+    // The champion could not be scored on this data (another feature set): the candidate wins.
+    const none = decidePromotion(candidate, champ, {
+      ...opts,
+      rescored: { version: '1', metrics: {} },
+    });
+    assert.equal(none.promoted, true);
+    assert.match(none.reason, /champion 1 has no ndcg_at_10 \(on the same held-out data\)/);
   });
   test('missing or non-finite metric on the candidate is not promoted', () => {
     assert.equal(decidePromotion({ version: '2', metrics: {} }, null, opts).promoted, false);
