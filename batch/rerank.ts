@@ -6,7 +6,7 @@
  *      most `maxUsers`, state at the cut-off, labels their validation interactions; split in two
  *      halves by a hash of the userId: one half trains the reranker, the other is only evaluated.
  *      History queries (training only): up to `maxUsers` users with more than `historyLabels` + 1
- *      train events, state before their last `historyLabels` train events, labels those events.
+ *      train events, state before their last `historyLabels` (5) train events, labels those events.
  *      Without them a short validation window leaves a handful of queries to train on (39 on
  *      MovieLens 100K's last 10%); with them every user with history teaches the ranker what
  *      comes next. Their candidates have no batch source (the batch lists were built from the
@@ -57,7 +57,7 @@ export interface RerankOptions {
   recentItems?: number;
   /** Popular and trending items added to every user's candidates. @default 50 */
   popularK?: number;
-  /** Train events a history query holds out as its labels (0: no history queries). @default 3 */
+  /** Train events a history query holds out as its labels (0: no history queries). @default 5 */
   historyLabels?: number;
   /** Where training data, the model and the report go. @default `<batch dir>/rerank` */
   outDir?: string;
@@ -100,7 +100,7 @@ export async function trainAndEvaluate(
   const outDir = options.outDir ?? join(config.batch.dir, 'rerank');
   await mkdir(outDir, { recursive: true });
   const cutoff = etl.cutoffTs;
-  const historyLabels = options.historyLabels ?? 3;
+  const historyLabels = options.historyLabels ?? 5;
   const inputs = await loadTrainingInputs(etl, cands, {
     maxUsers: options.maxUsers ?? 6000,
     recentK,
