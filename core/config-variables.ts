@@ -162,6 +162,11 @@ export const VARIABLES: readonly VariableDoc[] = [
     doc: 'consumer group session timeout, ms',
   },
   {
+    name: 'RECSYS_LAG_POLL_MS',
+    default: '15000',
+    doc: "how often a consumer reads its partitions' lag from Kafka even when no record arrives (so a stalled consumer shows), ms; 0 = only as records arrive",
+  },
+  {
     name: 'RECSYS_GROUP_FEATURES',
     default: 'recsys-features',
     doc: 'consumer group of the session-feature consumer',

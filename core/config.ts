@@ -59,6 +59,8 @@ export interface ConsumerConfig {
   concurrency: number;
   commitIntervalMs: number;
   sessionTimeoutMs: number;
+  /** How often lag is read from Kafka whether or not records arrive, ms (0 = never). */
+  lagPollMs: number;
   groups: {
     features: string;
     indexer: string;
@@ -315,6 +317,7 @@ function streamSettings(
       concurrency: int('RECSYS_CONSUMER_CONCURRENCY', 1, 1024),
       commitIntervalMs: int('RECSYS_CONSUMER_COMMIT_INTERVAL_MS', 10, 600_000),
       sessionTimeoutMs: int('RECSYS_CONSUMER_SESSION_TIMEOUT_MS', 6000, 600_000),
+      lagPollMs: int('RECSYS_LAG_POLL_MS', 0, 3_600_000),
       groups: {
         features: str('RECSYS_GROUP_FEATURES'),
         indexer: str('RECSYS_GROUP_INDEXER'),

@@ -28,6 +28,7 @@ import { type Logger, retry, sleep } from '../core/index.js';
 import { UndecodableError, type Decoder } from '../schemas/index.js';
 import type { ConsumerMetrics } from './consumer-metrics.js';
 import { DeferredOffsets, type DeferredCommit } from './deferred-offsets.js';
+import { startLagPoller, type LagPoller } from './lag-poller.js';
 
 /** One decoded record, with where it came from (the identity of its side effects). */
 export interface ConsumedRecord<T> {
@@ -70,6 +71,11 @@ export interface ConsumerTuning {
   commitIntervalMs: number;
   /** Group session timeout, ms; `handle` heartbeats while it retries. */
   sessionTimeoutMs: number;
+  /**
+   * How often lag is read from Kafka whether or not records arrive, ms (`lag-poller.ts`); 0 reads
+   * it only as records are resolved. @default 0
+   */
+  lagPollMs?: number;
 }
 
 export interface ConsumerOptions<T> {
@@ -134,6 +140,13 @@ export function startConsumer<T>(options: ConsumerOptions<T>): ConsumerHandle {
   failed.catch(() => undefined);
 
   const g = { group: groupId };
+  const lagPoller = startLagPoller({
+    kafka,
+    groupId,
+    gauge: metrics.lag,
+    intervalMs: tuning.lagPollMs ?? 0,
+    log: clog,
+  });
 
   const offsets = deferred ? new DeferredOffsets(deferred, clog, tuning.commitIntervalMs) : null;
   const inBatch = new Set<Promise<void>>();
@@ -173,6 +186,7 @@ export function startConsumer<T>(options: ConsumerOptions<T>): ConsumerHandle {
     const c = consumer;
     c.on(c.events.GROUP_JOIN, (e) => {
       joined = true;
+      lagPoller.assign(e.payload.memberAssignment);
       clog.info({ assignment: e.payload.memberAssignment }, 'joined group');
     });
     c.on(c.events.CRASH, (e) => {
@@ -191,7 +205,14 @@ export function startConsumer<T>(options: ConsumerOptions<T>): ConsumerHandle {
     }
     await c.connect();
     await c.subscribe({ topics, fromBeginning: options.fromBeginning ?? true });
-    const eachBatch = batchHandler({ options, clog, durably, signal: stopping.signal, offsets });
+    const eachBatch = batchHandler({
+      options,
+      clog,
+      durably,
+      signal: stopping.signal,
+      offsets,
+      lagPoller,
+    });
     await c.run({
       autoCommit: !deferred,
       autoCommitInterval: tuning.commitIntervalMs,
@@ -232,6 +253,7 @@ export function startConsumer<T>(options: ConsumerOptions<T>): ConsumerHandle {
     healthy: () => joined && !stuck,
     async stop() {
       stopping.abort(new Error('consumer stopping'));
+      await lagPoller.stop();
       await ready.catch(() => undefined);
       if (offsets && deferred) {
         await Promise.all(inBatch);
@@ -262,8 +284,9 @@ function batchHandler<T>(loop: {
   durably: Durably;
   signal: AbortSignal;
   offsets: DeferredOffsets | null;
+  lagPoller: LagPoller;
 }): (payload: EachBatchPayload) => Promise<void> {
-  const { options, clog, durably, signal, offsets } = loop;
+  const { options, clog, durably, signal, offsets, lagPoller } = loop;
   const { groupId, decoder, handle, undecodable, metrics, tuning, deferred } = options;
   const g = { group: groupId };
   const chunkTimer = metrics.chunkSeconds.labels(g);
@@ -307,6 +330,7 @@ function batchHandler<T>(loop: {
       // Revoked while the role worked: the next assignment starts from the committed offset.
       if (at !== assignment()) return;
       resolveOffset(last.offset);
+      lagPoller.resolved(topic, partition, last.offset);
       const now = Date.now();
       chunkTimer.observe((performance.now() - t0) / 1000);
       chunkSize.observe(slice.length);

@@ -14,8 +14,13 @@ export const VERSIONS = Object.freeze({
   /** Debian bookworm's packages, which deploy/local installs with apt. */
   redis: '7.0.15',
   mosquitto: '2.0.11',
+  /** Also the prom/prometheus and prom/alertmanager image tags (with a leading v) compose runs. */
   prometheus: '2.42.0',
   alertmanager: '0.25.0',
+  /** Grafana's image in docker-compose.yml; not installed by deploy/local (dashboards: deploy/grafana). */
+  grafana: '11.6.0',
+  /** Node.js of the app image (Dockerfile `NODE_VERSION`, node:<version>-bookworm-slim). */
+  node: '20.20.2',
   /** Load generator of `npm run bench:serve` (MIT), built with `go install`. */
   vegeta: '12.13.0',
 });
