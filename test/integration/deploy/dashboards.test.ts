@@ -21,7 +21,7 @@ import { mintToken, WS_PROTOCOL } from '../../../serving/auth.js';
 import { PROMETHEUS_PORT, prometheusConfDir } from '../../../deploy/local/monitoring.js';
 import type { StackContext } from '../../../deploy/local/service-def.js';
 import { deleteTopics, freePort, purgeMqttSession } from '../ingest/bridge-process.js';
-import { config as baseConfig, log, requireServices, uniq } from '../harness.js';
+import { config as baseConfig, log, requireServices, run, uniq } from '../harness.js';
 
 /** The shared e2e test's database (both flush it). */
 const DB = 6;
@@ -227,7 +227,9 @@ describe('Grafana dashboards against the real Prometheus', () => {
     assert.deepEqual(failing, [], 'panels with no series');
     assert.ok(frames >= 2, `the subscriber got its feed and a push (${frames} frames)`);
 
-    const targets = (await (await fetch(`${PROM}/api/v1/targets`)).json()) as {
+    // Read with curl, a client this project did not write.
+    const curl = await run('curl', ['-sf', `${PROM}/api/v1/targets`]);
+    const targets = JSON.parse(curl.stdout) as {
       data: { activeTargets: { labels: { instance: string }; health: string }[] };
     };
     for (const port of [streamPort, servePort]) {
