@@ -96,9 +96,9 @@ export function startFeatures(deps: RoleDeps): StreamRole {
     groupId: config.consumer.groups.features,
     topics: [config.kafka.topics.events],
     open: async ({ log }) => {
-      const counts = new CountBuffer(trending, online, log);
-      buffer = counts;
-      timers.push(setInterval(() => counts.flush().catch(() => undefined), TRENDING_FLUSH_MS));
+      const countBuffer = new CountBuffer(trending, online, log);
+      buffer = countBuffer;
+      timers.push(setInterval(() => countBuffer.flush().catch(() => undefined), TRENDING_FLUSH_MS));
       const width = (Math.min(...config.trending.windowsSec) * 1000) / config.trending.buckets;
       timers.push(
         setInterval(
