@@ -53,7 +53,7 @@ import { relevance, writeTrainingData, type TrainingGroup } from './training-dat
 export interface RerankOptions {
   /** Users trained and evaluated on, both halves together. @default 6000 */
   maxUsers?: number;
-  /** Recent items whose neighbours are real-time candidates. @default 5 */
+  /** Recent items whose neighbours are real-time candidates. @default 3 */
   recentItems?: number;
   /** Popular and trending items added to every user's candidates. @default 50 */
   popularK?: number;
@@ -96,7 +96,7 @@ export async function trainAndEvaluate(
   options: RerankOptions = {},
 ): Promise<RerankResult> {
   const t0 = performance.now();
-  const recentK = options.recentItems ?? 5;
+  const recentK = options.recentItems ?? 3;
   const outDir = options.outDir ?? join(config.batch.dir, 'rerank');
   await mkdir(outDir, { recursive: true });
   const cutoff = etl.cutoffTs;

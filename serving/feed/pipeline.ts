@@ -5,7 +5,7 @@
  *      impression counts, and the user's batch candidates of the version the previous request
  *      saw (read again, in a second trip, only when the version has just moved);
  *   2. `gatherCandidates`: concurrently, from memory after the first read (`caches.ts`):
- *      co-visitation neighbours of the 5 most recent items (batch and online, merged),
+ *      co-visitation neighbours of the 3 most recent items (batch and online, merged),
  *      trending items overall and in the 3 strongest categories, popular items; mixed into at
  *      most `config.serving.candidates` rows the way training mixes them (`mix.ts`);
  *   3. `fillFacts`: the catalog facts of the rows and the recent items; unavailable items are
@@ -63,8 +63,8 @@ export interface Feed {
 /** The version served feeds carry while no model is loaded (unranked feed). */
 export const NO_MODEL_VERSION = 'none';
 
-// Mix sizes, the same as training's defaults (`batch/rerank.ts`: recentItems 5).
-const RECENT_ITEMS = 5;
+// Mix sizes, the same as training's defaults (`batch/rerank.ts`: recentItems 3).
+const RECENT_ITEMS = 3;
 /** Strongest categories whose trending items are read. */
 const TOP_CATEGORIES = 3;
 /** Trending items read per category. */
