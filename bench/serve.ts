@@ -11,6 +11,7 @@
  *
  * Writes bench/results/serve-<time>.json and prints a summary.
  */
+import { randomBytes } from 'node:crypto';
 import { mkdtemp, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -22,7 +23,7 @@ import { Registry } from 'prom-client';
 import { startFeedService } from '../serving/feed/service.js';
 import { ensureGoTool } from '../deploy/local/install.js';
 import { VERSIONS } from '../deploy/local/versions.js';
-import { mintToken, WS_PROTOCOL } from '../serving/auth.js';
+import { mintToken, WS_PROTOCOL } from '../core/auth.js';
 import { freePort, startReady, stopProcess } from './processes.js';
 import { loadScenarios } from './scenarios.js';
 import { seedFeatures } from './seed-features.js';
@@ -41,6 +42,8 @@ const SUBSCRIBERS = num('BENCH_SUBSCRIBERS', S.live.subscribers);
 const EVENT_RATE = num('BENCH_EVENT_RATE', S.live.eventRate);
 const SOCKETS = num('BENCH_SOCKETS', S.memory.sockets);
 const root = process.cwd();
+/** The benchmark stream process's service token for `POST /v1/events`. */
+const INGEST_TOKEN = `bench-${randomBytes(24).toString('base64url')}`;
 const log = createLogger(process.env.RECSYS_LOG_LEVEL ?? 'warn', 'bench');
 const id = `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`;
 
@@ -136,6 +139,7 @@ async function setUp() {
     RECSYS_MQTT_SHARE_GROUP: `bench-${id}`,
     RECSYS_MQTT_CLIENT_ID: `bench-${id}-bridge`,
     RECSYS_RATE_LIMIT_PER_S: '1000000',
+    RECSYS_INGEST_TOKENS: INGEST_TOKEN,
     RECSYS_LOG_LEVEL: 'warn',
     RECSYS_SERVING_WORKERS: WORKERS,
   };
@@ -315,7 +319,7 @@ async function measurePush(s: SetUp) {
       pending.set(u, list);
       void fetch(`http://127.0.0.1:${streamPort}/v1/events`, {
         method: 'POST',
-        headers: { 'content-type': 'application/json' },
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${INGEST_TOKEN}` },
         body,
       });
       posted++;

@@ -339,6 +339,12 @@ export const VARIABLES: readonly VariableDoc[] = [
   },
   { name: 'RECSYS_JWT_ISSUER', default: 'recsys', doc: 'issuer the feed tokens must carry' },
   {
+    name: 'RECSYS_INGEST_TOKENS',
+    default: '',
+    doc: 'comma-separated service tokens (24+ characters each) a backend sends as `Authorization: Bearer` to `POST /v1/events`; list old and new while rotating; empty: user JWTs only',
+  },
+  { name: 'RECSYS_LIVE_QUERY_AUTH', default: '0', doc: '1: the live socket also takes `?token=`' },
+  {
     name: 'RECSYS_CORS_ORIGINS',
     default: '*',
     doc: 'comma-separated origins allowed to call the feed API from a browser (* = any)',

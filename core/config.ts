@@ -8,11 +8,9 @@
  *   const config = loadConfig(process.env);
  *   const kafka = createKafka(config.kafka, logger);
  */
-import { VARIABLES } from './config-variables.js';
 import { ConfigError } from './errors.js';
+import { reader, type Env, type Reader } from './config-reader.js';
 import { type HttpConfig, PORT_VARIABLES, type ProcessKind } from './ports.js';
-
-type Env = Readonly<Record<string, string | undefined>>;
 
 /** The event types (schemas/ defines them; core cannot import it, a unit test keeps both equal). */
 export const EVENT_TYPE_NAMES: readonly string[] = [
@@ -140,6 +138,14 @@ export interface ServingConfig {
   workers: number;
 }
 
+/** Who may post events and how live sockets may carry tokens. */
+export interface AuthConfig {
+  /** Service credentials of `POST /v1/events` (bearer tokens; several while rotating). */
+  ingestTokens: string[];
+  /** Whether the live socket accepts `?token=` (off: the token stays out of URLs and logs). */
+  liveQueryToken: boolean;
+}
+
 export interface LocalConfig {
   dir: string;
   cacheDir: string;
@@ -164,13 +170,10 @@ export interface Config {
   lake: LakeConfig;
   batch: BatchConfig;
   serving: ServingConfig;
+  auth: AuthConfig;
   healthTimeoutMs: number;
   local: LocalConfig;
 }
-
-const DEFAULTS: Readonly<Record<string, string>> = Object.fromEntries(
-  VARIABLES.map((v) => [v.name, v.default]),
-);
 
 /** Reads, validates and freezes the whole configuration. Throws {@link ConfigError}. */
 export function loadConfig(env: Env = process.env): Readonly<Config> {
@@ -180,51 +183,8 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     ...streamSettings(r),
     ...batchSettings(r),
     ...servingSettings(r),
+    ...authSettings(r),
   });
-}
-
-type Reader = ReturnType<typeof reader>;
-
-/** Typed readers over `env`, each falling back to the variable's documented default. */
-function reader(env: Env) {
-  const str = (name: string): string => {
-    const fallback = DEFAULTS[name];
-    if (fallback === undefined) throw new Error(`undocumented variable ${name}`);
-    const value = env[name];
-    return value === undefined || value === '' ? fallback : value;
-  };
-  const int = (name: string, min: number, max = Number.MAX_SAFE_INTEGER): number => {
-    const raw = str(name);
-    const n = Number(raw);
-    if (!Number.isInteger(n) || n < min || n > max) {
-      throw new ConfigError(name, `expected an integer in [${min}, ${max}], got "${raw}"`);
-    }
-    return n;
-  };
-  const url = (name: string, protocols: string[]): string => {
-    const raw = str(name);
-    let parsed: URL;
-    try {
-      parsed = new URL(raw);
-    } catch {
-      throw new ConfigError(name, `not a URL: "${raw}"`);
-    }
-    if (!protocols.includes(parsed.protocol)) {
-      throw new ConfigError(name, `expected ${protocols.join(' or ')} URL, got "${raw}"`);
-    }
-    return raw.replace(/\/+$/, '');
-  };
-  const list = (name: string): string[] => {
-    const items = str(name)
-      .split(',')
-      .map((s) => s.trim())
-      .filter(Boolean);
-    if (items.length === 0)
-      throw new ConfigError(name, 'expected a non-empty comma-separated list');
-    return items;
-  };
-  const home = env.HOME ?? '/root';
-  return { str, int, url, list, home };
 }
 
 /** Addresses of the backbone, HTTP, ingest limits and health timeouts. */
@@ -437,6 +397,21 @@ function servingSettings(r: Reader): Pick<Config, 'serving'> {
       workers: int('RECSYS_SERVING_WORKERS', 1, 64),
     },
   };
+}
+
+/** Credentials: ingest's service tokens and the live socket's `?token=` flag. */
+function authSettings(r: Reader): Pick<Config, 'auth'> {
+  const raw = r.str('RECSYS_INGEST_TOKENS');
+  const ingestTokens = raw
+    .split(',')
+    .map((t) => t.trim())
+    .filter(Boolean);
+  for (const t of ingestTokens) {
+    if (t.length < 24 || /\s/.test(t)) {
+      throw new ConfigError('RECSYS_INGEST_TOKENS', 'each token needs 24+ non-space characters');
+    }
+  }
+  return { auth: { ingestTokens, liveQueryToken: r.flag('RECSYS_LIVE_QUERY_AUTH') } };
 }
 
 function deepFreeze<T>(value: T): T {

@@ -29,12 +29,12 @@ export const ERROR_CODES = {
   RECSYS_UNAUTHENTICATED: {
     status: 401,
     retriable: false,
-    doc: 'no token, or one that fails verification (signature, issuer, expiry)',
+    doc: 'no token, or one that fails verification (signature, issuer, expiry) or is no service token',
   },
   RECSYS_FORBIDDEN: {
     status: 403,
     retriable: false,
-    doc: 'the token is valid but names another user',
+    doc: "the token is valid but names another user (a feed, or an event's userId)",
   },
   RECSYS_ORIGIN_DENIED: {
     status: 403,
@@ -60,7 +60,11 @@ export const ERROR_CODES = {
     doc: 'over the per-user request rate; Retry-After says when to come back',
   },
   RECSYS_HEADERS_TOO_LARGE: { status: 431, retriable: false, doc: 'headers over their byte limit' },
-  RECSYS_INTERNAL: { status: 500, retriable: false, doc: 'a bug; the message says where' },
+  RECSYS_INTERNAL: {
+    status: 500,
+    retriable: false,
+    doc: 'an unexpected error (a bug); the answer says no more, the server log has the details',
+  },
   RECSYS_NOT_READY: {
     status: 503,
     retriable: true,
@@ -272,9 +276,18 @@ export const HTTP_ERRORS = {
   internal: kind('RECSYS_INTERNAL'),
   notReady: kind('RECSYS_NOT_READY'),
   kafkaUnavailable: kind('RECSYS_KAFKA_UNAVAILABLE'),
+  redisUnavailable: kind('RECSYS_REDIS_UNAVAILABLE'),
   shuttingDown: kind('RECSYS_SHUTTING_DOWN'),
   overloaded: kind('RECSYS_OVERLOADED'),
   retrainBadPayload: kind('RECSYS_RETRAIN_BAD_PAYLOAD'),
   retrainUnauthorized: kind('RECSYS_RETRAIN_UNAUTHORIZED'),
   retrainRateLimited: kind('RECSYS_RETRAIN_RATE_LIMITED'),
 } as const satisfies Record<string, HttpErrorKind>;
+
+/**
+ * The message a 5xx answer (or a WebSocket error frame) carries: fixed per code, never the
+ * internal error's own text (which can name hosts, keys or code paths); the caller logs that.
+ */
+export function publicMessage(code: ErrorCode): string {
+  return code === 'RECSYS_INTERNAL' ? 'internal error' : ERROR_CODES[code].doc;
+}

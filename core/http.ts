@@ -1,6 +1,7 @@
 /**
  * The uWebSockets.js HTTP server every process serves from: `/healthz` (the process runs),
- * `/readyz` (every dependency answers, per named check), `/metrics` (Prometheus), plus the
+ * `/readyz` (every dependency answers, per named check; 200 `degraded` when only optional ones
+ * fail), `/metrics` (Prometheus), plus the
  * routes a role mounts on `app` before `listen`. Errors are JSON `{ error: { code, message } }`
  * with the status of their code (`error-codes.ts`).
  *
@@ -14,7 +15,7 @@ import type { HttpRequest, HttpResponse, TemplatedApp } from 'uWebSockets.js';
 import { Gauge, type Registry } from 'prom-client';
 import type { Logger } from './log.js';
 import type { HealthReport } from './health.js';
-import { HTTP_ERRORS, type HttpErrorKind } from './error-codes.js';
+import { HTTP_ERRORS, publicMessage, type HttpErrorKind } from './error-codes.js';
 import { bindFailure, PortInUseError } from './ports.js';
 
 export type { HttpRequest, HttpResponse, TemplatedApp };
@@ -153,11 +154,20 @@ type ListenWithOptions = (
 
 /**
  * `recsys_readiness_check{check}`: each readiness check of the process (the checks `/readyz`
- * runs: kafka, redis, elasticsearch, registry, mqtt, model, ...), 1 passing or 0 failing, run
- * when Prometheus scrapes. Dashboards and alerts read the dependencies' health from it.
+ * runs: kafka, redis, elasticsearch, registry, mqtt, model, ...), 1 passing or 0 failing, and
+ * `recsys_readiness_degraded{check}`: 1 for an optional check that fails (the process stays
+ * ready). Run when Prometheus scrapes, once for both gauges. Dashboards and alerts read the
+ * dependencies' health from them.
  */
 function readinessGauge(registry: Registry, readiness: () => Promise<HealthReport>): void {
   if (registry.getSingleMetric('recsys_readiness_check')) return;
+  let pending: Promise<HealthReport | null> | null = null;
+  const read = (): Promise<HealthReport | null> => {
+    pending ??= readiness()
+      .catch(() => null)
+      .finally(() => setImmediate(() => (pending = null)));
+    return pending;
+  };
   new Gauge({
     name: 'recsys_readiness_check',
     help: 'readiness checks of this process at scrape time (those of /readyz), 1 passing, 0 failing',
@@ -166,10 +176,24 @@ function readinessGauge(registry: Registry, readiness: () => Promise<HealthRepor
     // Several serving workers: the worst of them.
     aggregator: 'min',
     async collect() {
-      const report = await readiness().catch(() => null);
+      const report = await read();
       this.reset();
       for (const [check, r] of Object.entries(report?.checks ?? {})) {
         this.labels(check).set(r.ok ? 1 : 0);
+      }
+    },
+  });
+  new Gauge({
+    name: 'recsys_readiness_degraded',
+    help: 'optional readiness checks failing at scrape time (ready, but degraded), 1 per check',
+    labelNames: ['check'],
+    registers: [registry],
+    aggregator: 'max',
+    async collect() {
+      const report = await read();
+      this.reset();
+      for (const check of Object.keys(report?.checks ?? {})) {
+        this.labels(check).set(report?.degraded?.includes(check) ? 1 : 0);
       }
     },
   });
@@ -192,10 +216,17 @@ export function createHttpServer(opts: HttpServerOptions): HttpServer {
         sendJson(
           res,
           report.ok ? 200 : 503,
-          { status: report.ok ? 'ready' : 'not ready', checks: report.checks },
+          {
+            status: report.ok ? (report.degraded ? 'degraded' : 'ready') : 'not ready',
+            checks: report.checks,
+            ...(report.degraded ? { degraded: report.degraded } : {}),
+          },
           state,
         ),
-      (err: Error) => sendError(res, HTTP_ERRORS.notReady, err.message, state),
+      (err: Error) => {
+        opts.log.error({ err }, 'readiness check threw');
+        sendError(res, HTTP_ERRORS.notReady, publicMessage('RECSYS_NOT_READY'), state);
+      },
     );
   });
 
@@ -211,7 +242,10 @@ export function createHttpServer(opts: HttpServerOptions): HttpServer {
           res.writeStatus('200 OK').writeHeader('content-type', opts.metrics.contentType).end(text);
         });
       },
-      (err: Error) => sendError(res, HTTP_ERRORS.internal, err.message, state),
+      (err: Error) => {
+        opts.log.error({ err }, 'metrics collection failed');
+        sendError(res, HTTP_ERRORS.internal, publicMessage('RECSYS_INTERNAL'), state);
+      },
     );
   });
 

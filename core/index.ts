@@ -9,6 +9,7 @@
 export { loadConfig } from './config.js';
 export { VARIABLES, type VariableDoc } from './config-variables.js';
 export type {
+  AuthConfig,
   BatchConfig,
   Config,
   ConsumerConfig,
@@ -51,6 +52,7 @@ export {
   DEPENDENCY_CODES,
   ERROR_CODES,
   HTTP_ERRORS,
+  publicMessage,
   type Dependency,
   type ErrorCode,
   type ErrorCodeInfo,

@@ -9,6 +9,7 @@
  */
 import {
   HTTP_ERRORS,
+  publicMessage,
   sendError,
   type Config,
   type HttpErrorKind,
@@ -16,7 +17,7 @@ import {
   type HttpResponse,
   type Logger,
 } from '../core/index.js';
-import { AuthError, TokenVerifier } from './auth.js';
+import { TokenVerifier } from '../core/auth.js';
 import { RateLimiter } from './rate-limit.js';
 
 export interface GuardLimits {
@@ -146,13 +147,6 @@ export class Guards {
     return this.inFlight >= this.#config.serving.maxInFlight;
   }
 
-  /** What a failed request answers: 401 for tokens, 503 for retriable errors, else 500. */
-  errorStatus(err: unknown): HttpErrorKind {
-    if (err instanceof AuthError) return HTTP_ERRORS.unauthenticated;
-    const retriable = (err as { retriable?: unknown } | null)?.retriable;
-    return retriable === true ? HTTP_ERRORS.notReady : HTTP_ERRORS.internal;
-  }
-
   /**
    * A throw inside a uWS handler would end the process; answer 500 instead and keep serving.
    * (A throw after the response was written is logged only.)
@@ -165,9 +159,9 @@ export class Guards {
       try {
         handler(res, req);
       } catch (err) {
-        this.#log.error({ err: (err as Error).message, route }, 'request handler threw');
+        this.#log.error({ err, route }, 'request handler threw');
         try {
-          sendError(res, HTTP_ERRORS.internal, 'internal error');
+          sendError(res, HTTP_ERRORS.internal, publicMessage('RECSYS_INTERNAL'));
         } catch {
           // Already answered or aborted.
         }

@@ -23,6 +23,7 @@
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import type { Logger } from '../core/index.js';
 import type { Feed, FeedService } from './feed/service.js';
+import { publicError } from './public-error.js';
 
 /** What the hub needs of a socket; a uWS WebSocket has all of it. */
 export interface LiveSocket {
@@ -163,15 +164,10 @@ export class LiveHub {
       (feed) => this.#deliver(sub, FEED_FRAME(feed), seq, 0),
       (err: Error) => {
         this.#errors.inc();
-        this.#opts.log.warn({ err: err.message, userId }, 'initial live feed failed');
-        const code = (err as { code?: unknown }).code;
-        const frame = JSON.stringify({
-          type: 'error',
-          error: {
-            code: typeof code === 'string' ? code : 'RECSYS_INTERNAL',
-            message: err.message,
-          },
-        });
+        // The frame carries a stable code and a fixed message; the details stay in the log.
+        const { kind, message } = publicError(err);
+        this.#opts.log.warn({ err, userId, code: kind.code }, 'initial live feed failed');
+        const frame = JSON.stringify({ type: 'error', error: { code: kind.code, message } });
         this.#deliver(sub, frame, seq, 0);
       },
     );

@@ -129,7 +129,7 @@ export async function startServing(deps: ServingDeps): Promise<Serving> {
         ok &&= live.ok();
       }
       if (guards.closing) checks.server = { ok: false, ms: 0, error: 'shutting down' };
-      return { ok, checks };
+      return { ok, checks, ...(report.degraded ? { degraded: report.degraded } : {}) };
     },
   });
   mountFeedRoute(server.app, ctx);

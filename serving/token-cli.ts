@@ -5,7 +5,7 @@
  * instead: the setup step of the k6 scripts (deploy/k6/), which cannot sign tokens themselves.
  */
 import { loadConfig } from '../core/index.js';
-import { mintToken } from './auth.js';
+import { mintToken } from '../core/auth.js';
 
 const args = process.argv.slice(2);
 const many = args[0] === '--users';

@@ -120,6 +120,12 @@ export function parseCatalog(text: string, name: string): CatalogItem[] {
   return items;
 }
 
+/** One change of the items topic: the new entry, or null for a delete (tombstone). */
+export interface CatalogChange {
+  itemId: string;
+  item: CatalogItem | null;
+}
+
 export interface CatalogOptions {
   /** How long a looked-up item (or its absence) is trusted in memory, ms. */
   cacheTtlMs: number;
@@ -151,6 +157,26 @@ export class CatalogStore {
         this.#cache.delete(item.itemId);
       }
       pipeline.publish(CATALOG_CHANNEL, chunk.map((item) => item.itemId).join(' '));
+      const replies = await pipeline.exec();
+      for (const [err] of replies ?? []) if (err) throw err;
+    }
+  }
+
+  /**
+   * Applies upserts (an item) and deletes (null) in the order given, as the items topic holds
+   * them: a delete followed by a re-add of one item ends with the item. One pipeline per 1000
+   * changes; Redis runs a pipeline's commands in order. Then tells cache holders.
+   */
+  async apply(changes: readonly CatalogChange[]): Promise<void> {
+    for (let i = 0; i < changes.length; i += 1000) {
+      const chunk = changes.slice(i, i + 1000);
+      const pipeline = this.#redis.pipeline();
+      for (const { itemId, item } of chunk) {
+        pipeline.del(itemKey(itemId));
+        if (item) pipeline.hset(itemKey(itemId), encodeItem(item));
+        this.#cache.delete(itemId);
+      }
+      pipeline.publish(CATALOG_CHANNEL, [...new Set(chunk.map((c) => c.itemId))].join(' '));
       const replies = await pipeline.exec();
       for (const [err] of replies ?? []) if (err) throw err;
     }

@@ -58,6 +58,32 @@ function coalesceWrites(redis: Redis): void {
   };
 }
 
+// Socket-level failures of the connection (Node's error codes), as ioredis passes them on.
+const NETWORK_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ETIMEDOUT',
+  'EPIPE',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+]);
+
+/**
+ * Whether `err` says Redis could not be reached (as opposed to a command Redis refused, which
+ * is a bug): ioredis gives up on a command after `maxRetriesPerRequest` reconnects, rejects
+ * commands of a closed connection, or passes on the socket's error.
+ */
+export function isRedisUnavailable(err: unknown): boolean {
+  if (err instanceof DependencyUnavailableError) return err.dependency === 'redis';
+  if (!(err instanceof Error)) return false;
+  if (err.name === 'MaxRetriesPerRequestError') return true;
+  const code = (err as { code?: unknown }).code;
+  if (typeof code === 'string' && NETWORK_CODES.has(code)) return true;
+  return /^(Connection is closed|Stream isn't writeable|Command timed out)/.test(err.message);
+}
+
 export async function redisHealth(redis: Redis, timeoutMs: number): Promise<void> {
   if (redis.status !== 'ready') {
     throw new DependencyUnavailableError('redis', `connection is ${redis.status}`);

@@ -1,5 +1,8 @@
 /**
- * `POST /v1/events`: one event (a JSON object) or a batch (a JSON array) from a backend.
+ * `POST /v1/events`: one event (a JSON object) or a batch (a JSON array), from a backend with a
+ * service token or from a user with their JWT (`ingest-auth.ts`), as `Authorization: Bearer`.
+ * 401 without a valid credential, 403 when a user posts another user's event; these two are
+ * counted and answered, never dead-lettered (a flood of them must not fill the DLQ). Then:
  * 202 once every event is in Kafka; 400 naming the first bad field (the batch is all or
  * nothing, and the rejections go to the DLQ); 413 past the body or batch bound; 415 for a
  * non-JSON body; 503 when Kafka does not acknowledge in time (the client retries; eventId makes
@@ -11,6 +14,7 @@ import {
   type HttpErrorKind,
   type HttpResponse,
   type IngestConfig,
+  publicMessage,
   type Logger,
   readBody,
   sendError,
@@ -20,9 +24,13 @@ import {
 } from '../core/index.js';
 import { EventRejectedError } from '../schemas/index.js';
 import type { Counter } from 'prom-client';
+import { AuthError } from '../core/auth.js';
 import type { IngestPipeline } from './ingest.js';
+import { foreignEvent, type IngestAuth, type IngestPrincipal } from './ingest-auth.js';
 
 export interface IngestHttpOptions {
+  /** Checks the `Authorization` header. */
+  auth: IngestAuth;
   limits: IngestConfig;
   /** Largest request body, bytes. */
   maxBodyBytes: number;
@@ -54,17 +62,41 @@ export function mountIngest(
     details?: Record<string, unknown>,
   ): void => {
     opts.refused.labels(String(kind.status), kind.code).inc();
-    sendError(res, kind, message, state, details);
+    const headers = kind.status === 401 ? { 'www-authenticate': 'Bearer' } : undefined;
+    sendError(res, kind, message, state, details, headers);
   };
 
   app.post('/v1/events', (res, req) => {
+    const authorization = req.getHeader('authorization');
+    if (!authorization) {
+      res.onAborted(() => undefined);
+      refuse(res, HTTP_ERRORS.unauthenticated, 'no token: send Authorization: Bearer <token>');
+      return;
+    }
+    // Verified while the body arrives; a refusal is handled once it has.
+    const who: Promise<IngestPrincipal | AuthError> = opts.auth
+      .authenticate(authorization)
+      .catch((err: unknown) => {
+        if (err instanceof AuthError) return err;
+        opts.log.error({ err }, 'http ingest: token check failed');
+        return new AuthError('token could not be checked');
+      });
     const contentType = req.getHeader('content-type');
     if (!/^application\/(?:[\w.+-]+\+)?json\b/i.test(contentType)) {
-      res.onAborted(() => undefined);
-      refuse(
-        res,
-        HTTP_ERRORS.unsupportedMediaType,
-        `expected content-type application/json, got "${contentType || 'none'}"`,
+      const state = { aborted: false };
+      res.onAborted(() => {
+        state.aborted = true;
+      });
+      // An unknown sender learns nothing but 401, whatever else is wrong with the request.
+      void who.then((principal) =>
+        principal instanceof AuthError
+          ? refuse(res, HTTP_ERRORS.unauthenticated, principal.message, state)
+          : refuse(
+              res,
+              HTTP_ERRORS.unsupportedMediaType,
+              `expected content-type application/json, got "${contentType || 'none'}"`,
+              state,
+            ),
       );
       return;
     }
@@ -77,6 +109,10 @@ export function mountIngest(
     );
 
     async function handle(body: Buffer, state: { aborted: boolean }): Promise<void> {
+      const principal = await who;
+      if (principal instanceof AuthError) {
+        return refuse(res, HTTP_ERRORS.unauthenticated, principal.message, state);
+      }
       const active = pipeline();
       if (!active) {
         return refuse(
@@ -110,6 +146,17 @@ export function mountIngest(
           field: null,
         });
       }
+      const foreign = foreignEvent(events, principal);
+      if (foreign >= 0) {
+        const where = Array.isArray(parsed) ? `events[${foreign}]: ` : '';
+        return refuse(
+          res,
+          HTTP_ERRORS.forbidden,
+          `${where}userId must be the token's subject`,
+          state,
+          Array.isArray(parsed) ? { index: foreign } : {},
+        );
+      }
       if (events.length > opts.limits.maxBatchEvents) {
         return refuse(
           res,
@@ -142,10 +189,11 @@ export function mountIngest(
       } catch (err) {
         if (err instanceof DependencyUnavailableError) {
           opts.log.warn({ err: (err as Error).message }, 'http ingest: Kafka did not acknowledge');
-          return refuse(res, HTTP_ERRORS.kafkaUnavailable, (err as Error).message, state);
+          const kafka = HTTP_ERRORS.kafkaUnavailable;
+          return refuse(res, kafka, publicMessage(kafka.code), state);
         }
         opts.log.error({ err }, 'http ingest failed');
-        refuse(res, HTTP_ERRORS.internal, 'internal error; see the server log', state);
+        refuse(res, HTTP_ERRORS.internal, publicMessage('RECSYS_INTERNAL'), state);
       }
     }
   });

@@ -16,7 +16,7 @@
  */
 import mqtt, { type MqttClient } from 'mqtt';
 import { Redis } from 'ioredis';
-import { mintToken } from '../../serving/auth.js';
+import { mintToken } from '../../core/auth.js';
 import { FEATURE_CHANNEL } from '../../store/keys.js';
 import { readFeatures } from '../../store/session-features.js';
 import type { Outcome } from './metrics.js';
@@ -186,7 +186,7 @@ export async function replayServed(
       const topic = `${config.mqtt.topicPrefix}/${e.userId}`;
       await u.client.publishAsync(topic, JSON.stringify(wireEvent(e)), { qos: 1 });
     } else {
-      await stack.postEvents([wireEvent(e)]);
+      await stack.postEvents([wireEvent(e)], 1, u.token);
     }
     const applied = await watcher.until(e.userId, u.state.applied + 1, opts.applyTimeoutMs);
     if (applied) result.freshnessMs.push(performance.now() - t0);

@@ -67,6 +67,8 @@ export const STREAM_ROLES = ['ingest', 'features', 'lake', 'impressions'];
 export class ReplayStack {
   readonly cleanup: Cleanup;
   readonly env: Record<string, string>;
+  /** The private stream process's service token (RECSYS_INGEST_TOKENS). */
+  readonly ingestToken = `replay-${randomBytes(24).toString('base64url')}`;
   readonly config: Readonly<Config>;
   readonly redis: Redis;
   streamPort = 0;
@@ -99,6 +101,8 @@ export class ReplayStack {
       RECSYS_MQTT_SHARE_GROUP: id,
       RECSYS_MQTT_CLIENT_ID: `${id}-bridge`,
       RECSYS_MQTT_SESSION_EXPIRY_S: '0',
+      // History goes in with this service token; each replayed event with its user's JWT.
+      RECSYS_INGEST_TOKENS: this.ingestToken,
       RECSYS_REDIS_URL: redisUrl.toString().replace(/\/$/, ''),
       RECSYS_LAKE_DIR: join(dir, 'lake'),
       // Files close within a second or two, so the lake holds the history soon after ingest.
@@ -183,15 +187,22 @@ export class ReplayStack {
     }
   }
 
-  /** POSTs events to the stream process's `/v1/events` in batches; retries a 503. */
-  async postEvents(events: readonly Record<string, unknown>[], batch = 500): Promise<void> {
+  /**
+   * POSTs events to the stream process's `/v1/events` in batches, with the service token or the
+   * given user's JWT; retries a 503.
+   */
+  async postEvents(
+    events: readonly Record<string, unknown>[],
+    batch = 500,
+    token = this.ingestToken,
+  ): Promise<void> {
     const size = Math.min(batch, this.config.ingest.maxBatchEvents);
     for (let i = 0; i < events.length; i += size) {
       const body = JSON.stringify(events.slice(i, i + size));
       for (let attempt = 1; ; attempt++) {
         const res = await fetch(`http://127.0.0.1:${this.streamPort}/v1/events`, {
           method: 'POST',
-          headers: { 'content-type': 'application/json' },
+          headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
           body,
         });
         if (res.status === 202) break;

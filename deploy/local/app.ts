@@ -3,9 +3,11 @@
  * stream role, `dist/stream/main.js all`, HTTP on RECSYS_STREAM_PORT) and `serving` (the feed
  * server, `dist/serving/main.js`, HTTP on RECSYS_SERVING_PORT). They run from the built checkout
  * (`npm run build`), detached like the backbone, and are ready when their `/readyz` answers 200:
- * for serving that means a model is loaded and the caches are warm.
+ * for serving that means a model is loaded and the caches are warm. The stream process gets the
+ * machine's ingest service token (`.local/secrets/ingest-token`).
  */
 import { join } from 'node:path';
+import { localIngestTokens } from './secrets.js';
 import type { AppName, ServiceDef, StackContext } from './service-def.js';
 
 /** HTTP ports of the app processes (`/readyz`, `/metrics`; ingest's `POST /v1/events`). */
@@ -33,7 +35,12 @@ function appDef(name: AppName, script: string, args: string[]): ServiceDef {
         command: process.execPath,
         args: [join(ctx.root, script), ...args],
         // Each on its kind's port (what Prometheus scrapes), even if the caller set one for all.
-        env: { ...process.env, RECSYS_HTTP_PORT: '' },
+        // The stream process takes the local service token on HTTP ingest (`secrets.ts`).
+        env: {
+          ...process.env,
+          RECSYS_HTTP_PORT: '',
+          ...(name === 'stream' ? { RECSYS_INGEST_TOKENS: await localIngestTokens(ctx) } : {}),
+        },
         cwd: ctx.root,
         marker: script,
       };

@@ -4,17 +4,18 @@
  * the stream process (the ingest bridge and every stream role); when no batch output is live
  * (a fresh stack) it runs the batch once over a small generated demo catalog and history, which
  * publishes candidates and registers the first model; then it starts the feed server and waits
- * until it is ready, and prints the live page's URL with a token, and how to publish an event
- * that changes the feed. `npm run down` stops it all.
+ * until it is ready, and prints the live page's URL with a token (in the fragment, which the
+ * browser never sends), and how to publish an event that changes the feed. `npm run down` stops it all.
  */
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { createRedis } from '../../store/redis.js';
 import { CandidateStore } from '../../store/candidates.js';
-import { mintToken } from '../../serving/auth.js';
+import { mintToken } from '../../core/auth.js';
 import { canConnectMqtt } from '../../stream/index.js';
 import { sleep } from '../../core/index.js';
 import { APP_PORTS } from './app.js';
+import { secretPath } from './secrets.js';
 import { isOurs, readPidFile } from './process.js';
 import { PROMETHEUS_PORT } from './monitoring.js';
 import { BACKBONE_NAMES, MONITOR_NAMES, type StackContext } from './service-def.js';
@@ -93,14 +94,16 @@ export async function upProduct(ctx: StackContext): Promise<void> {
   say(`
 The product runs (${((Date.now() - t0) / 1000).toFixed(0)} s).
 
-  Live feed of ${DEMO_USER}:  http://127.0.0.1:${servingPort}/?token=${token}
+  Live feed of ${DEMO_USER}:  http://127.0.0.1:${servingPort}/#token=${token}
 
 Publish an event for ${DEMO_USER}; the page shows a new feed within a moment:
 
   mosquitto_pub -h ${mqtt.hostname} -p ${mqtt.port || 1883} -V mqttv5 -q 1 -u ${DEMO_USER} -P ${DEMO_PASSWORD} -t ${topic} \\
     -m '{"eventId":"'$(cat /proc/sys/kernel/random/uuid)'","userId":"${DEMO_USER}","itemId":"i42","type":"purchase","ts":'$(date +%s%3N)'}'
 
-or over HTTP:  curl -s -XPOST localhost:${APP_PORTS.stream(ctx)}/v1/events -H 'content-type: application/json' -d '[{...}]'
+or over HTTP (the local service token; or the user's own token):
+  curl -s -XPOST localhost:${APP_PORTS.stream(ctx)}/v1/events -H 'content-type: application/json' \
+    -H "authorization: Bearer $(cat ${secretPath(ctx, 'ingest-token')})" -d '[{...}]'
 
 A token for any user:  node dist/serving/token-cli.js <userId>
 The feed as JSON:      curl -s -H "authorization: Bearer $(node dist/serving/token-cli.js ${DEMO_USER})" localhost:${servingPort}/v1/users/${DEMO_USER}/feed

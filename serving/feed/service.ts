@@ -33,7 +33,7 @@ export { NO_MODEL_VERSION, type Feed, type FeedItem } from './pipeline.js';
 export interface FeedService {
   /** Builds, ranks and returns a user's feed; the served record is written to Kafka asynchronously (off the request path). */
   getFeed(userId: string, limit: number): Promise<Feed>;
-  /** Named checks for /readyz: redis, model (a model is loaded), kafka (served-log producer), warm. */
+  /** Named checks for /readyz: redis, model (a model is loaded), warm, and kafka (served-log producer; optional: degraded, still ready). */
   readiness(): Promise<HealthReport>;
   /** Current model version, or null before one is loaded. */
   modelVersion(): string | null;
@@ -110,6 +110,8 @@ export function startFeedService(deps: FeedDeps): FeedService {
           },
         },
         config.healthTimeoutMs,
+        // Feeds do not need Kafka: without the served log the server answers, degraded.
+        ['kafka'],
       ),
     modelVersion: () => models.version(),
     itemsChanged: (itemIds) => ctx.caches.itemsChanged(itemIds),

@@ -15,7 +15,8 @@ import {
   type HttpErrorKind,
   type TemplatedApp,
 } from '../../core/index.js';
-import { bearerToken } from '../auth.js';
+import { bearerToken } from '../../core/auth.js';
+import { publicError } from '../public-error.js';
 import type { RouteContext } from './context.js';
 
 export const FEED_ROUTE = '/v1/users/:userId/feed';
@@ -75,13 +76,12 @@ export function mountFeedRoute(app: TemplatedApp, ctx: RouteContext): void {
         observe(FEED_ROUTE, 200, t0);
       })()
         .catch((err: unknown) => {
-          const kind = guards.errorStatus(err);
-          if (kind.status >= 500) {
-            log.error({ err: (err as Error).message, userId }, 'feed request failed');
-          }
+          const { kind, message } = publicError(err);
+          if (kind.status >= 500)
+            log.error({ err, userId, code: kind.code }, 'feed request failed');
           fail(
             kind,
-            (err as Error).message,
+            message,
             kind === HTTP_ERRORS.unauthenticated ? { 'www-authenticate': 'Bearer' } : undefined,
           );
         })

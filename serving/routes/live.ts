@@ -1,7 +1,9 @@
 /**
- * WebSocket `/v1/feed?token=...[&limit=N]` (or the token as the sub-protocol `bearer.<token>`
- * beside `recsys.feed.v1`, for browsers): the current feed at once, then a fresh one whenever
- * the user's features change (`live.ts`). The upgrade passes the same guards as a feed request.
+ * WebSocket `/v1/feed[?limit=N]` with the token as the sub-protocol `bearer.<token>` beside
+ * `recsys.feed.v1` (browsers) or as `Authorization: Bearer`; `?token=` only with
+ * RECSYS_LIVE_QUERY_AUTH=1 (a URL lands in proxy and access logs): the current feed at once,
+ * then a fresh one whenever the user's features change (`live.ts`). The upgrade passes the same
+ * guards as a feed request.
  *
  * @example
  *   mountLiveRoute(app, ctx, hub, { idleTimeoutSec: 32 });
@@ -9,8 +11,9 @@
 import uWS from 'uWebSockets.js';
 import type { WebSocket } from 'uWebSockets.js';
 import { HTTP_ERRORS, sendError, type HttpErrorKind, type TemplatedApp } from '../../core/index.js';
-import { bearerToken, tokenFromProtocols } from '../auth.js';
+import { bearerToken, tokenFromProtocols } from '../../core/auth.js';
 import type { LiveHub, Subscription } from '../live.js';
+import { publicError } from '../public-error.js';
 import type { RouteContext } from './context.js';
 
 export const WS_ROUTE = '/v1/feed';
@@ -63,9 +66,19 @@ export function mountLiveRoute(
         if (limit === null) return fail(HTTP_ERRORS.badRequest, guards.limitMessage);
         const wantedUser = req.getQuery('userId') ?? '';
         const offered = tokenFromProtocols(req.getHeader('sec-websocket-protocol'));
+        const inQuery = req.getQuery('token') ?? '';
         const token =
-          req.getQuery('token') || offered.token || bearerToken(req.getHeader('authorization'));
-        if (!token) return fail(HTTP_ERRORS.unauthenticated, 'no token');
+          offered.token ||
+          bearerToken(req.getHeader('authorization')) ||
+          (ctx.config.auth.liveQueryToken ? inQuery : '');
+        if (!token) {
+          return fail(
+            HTTP_ERRORS.unauthenticated,
+            inQuery
+              ? '?token= is off (RECSYS_LIVE_QUERY_AUTH=0): offer the sub-protocol bearer.<token> or send Authorization'
+              : 'no token',
+          );
+        }
         // Read everything from req now: it is gone after the first await.
         const key = req.getHeader('sec-websocket-key');
         const extensions = req.getHeader('sec-websocket-extensions');
@@ -86,7 +99,13 @@ export function mountLiveRoute(
           res.cork(() => res.upgrade(data, key, offered.protocol, extensions, context));
           observe(WS_ROUTE, 101, t0);
         })()
-          .catch((err: unknown) => fail(guards.errorStatus(err), (err as Error).message))
+          .catch((err: unknown) => {
+            const { kind, message } = publicError(err);
+            if (kind.status >= 500) {
+              ctx.log.error({ err, code: kind.code }, 'live feed upgrade failed');
+            }
+            fail(kind, message);
+          })
           .finally(() => {
             guards.inFlight -= 1;
           });

@@ -1,8 +1,9 @@
 /**
  * The catalog role: keeps `item:<itemId>` in Redis equal to the compacted items topic (JSON
  * value per item, key = itemId; an empty value deletes the item). A record that does not parse
- * goes to the DLQ with the reason `bad_catalog_record`. Offsets are resolved after Redis has
- * the chunk, and replaying an upsert is harmless.
+ * goes to the DLQ with the reason `bad_catalog_record`. A chunk's changes are applied in offset
+ * order (a delete then a re-add of one item ends with the item). Offsets are resolved after
+ * Redis has the chunk, and replaying a chunk is harmless.
  */
 import { Counter } from 'prom-client';
 import type { RoleDeps, StreamRole } from '../../core/index.js';
@@ -11,7 +12,7 @@ import {
   CatalogRecordError,
   CatalogStore,
   toCatalogItem,
-  type CatalogItem,
+  type CatalogChange,
 } from '../../store/catalog.js';
 import { createRedis, redisHealth } from '../../store/redis.js';
 import type { ConsumedRecord } from '../consumer.js';
@@ -35,12 +36,12 @@ export function startCatalog(deps: RoleDeps): StreamRole {
     // Raw values are never undecodable.
     undecodable: () => async () => undefined,
     handle: (ctx) => async (records) => {
-      const { upserts, deletes, rejected } = sortRecords(records);
-      await store.upsert(upserts);
-      await store.remove(deletes);
+      const { changes, rejected } = sortRecords(records);
+      await store.apply(changes);
       await ctx.deadLetter(rejected);
-      items.inc({ outcome: 'upserted' }, upserts.length);
-      items.inc({ outcome: 'deleted' }, deletes.length);
+      const deleted = changes.filter((c) => c.item === null).length;
+      items.inc({ outcome: 'upserted' }, changes.length - deleted);
+      items.inc({ outcome: 'deleted' }, deleted);
       items.inc({ outcome: 'rejected' }, rejected.length);
     },
     checks: { redis: () => redisHealth(redis, config.healthTimeoutMs) },
@@ -48,19 +49,21 @@ export function startCatalog(deps: RoleDeps): StreamRole {
   });
 }
 
-/** Upserts, deletes (empty values) and records that are no catalog item (to the DLQ). */
-function sortRecords(records: ConsumedRecord<Buffer | null>[]): {
-  upserts: CatalogItem[];
-  deletes: string[];
+/**
+ * Upserts and deletes (empty values) in offset order, and records that are no catalog item (to
+ * the DLQ). A chunk holds one partition's records in offset order, and one item's records
+ * share a partition (key = itemId), so this order is the topic's order for each item.
+ */
+export function sortRecords(records: readonly ConsumedRecord<Buffer | null>[]): {
+  changes: CatalogChange[];
   rejected: DlqRecord[];
 } {
-  const upserts: CatalogItem[] = [];
-  const deletes: string[] = [];
+  const changes: CatalogChange[] = [];
   const rejected: DlqRecord[] = [];
   for (const r of records) {
     const where = `${r.topic}/${r.partition}@${r.offset}`;
     if (!r.value || r.value.length === 0) {
-      if (r.key) deletes.push(r.key);
+      if (r.key) changes.push({ itemId: r.key, item: null });
       continue;
     }
     try {
@@ -68,7 +71,8 @@ function sortRecords(records: ConsumedRecord<Buffer | null>[]): {
       if (!raw || typeof raw !== 'object' || Array.isArray(raw)) {
         throw new CatalogRecordError(where, 'not a JSON object');
       }
-      upserts.push(toCatalogItem(raw as Record<string, unknown>, where));
+      const item = toCatalogItem(raw as Record<string, unknown>, where);
+      changes.push({ itemId: item.itemId, item });
     } catch (err) {
       rejected.push({
         reason: 'bad_catalog_record',
@@ -82,5 +86,5 @@ function sortRecords(records: ConsumedRecord<Buffer | null>[]): {
       });
     }
   }
-  return { upserts, deletes, rejected };
+  return { changes, rejected };
 }

@@ -29,6 +29,7 @@ import {
 } from '../../schemas/index.js';
 import { KafkaBatcher } from '../producer.js';
 import { createIngestMetrics, IngestPipeline } from '../ingest.js';
+import { IngestAuth } from '../ingest-auth.js';
 import { mountIngest } from '../ingest-http.js';
 import { createKafka, createProducer, ensureTopics, kafkaHealth } from '../kafka.js';
 import { MqttSubscriber } from '../mqtt-subscriber.js';
@@ -70,6 +71,7 @@ export function startIngest({ config, log, metrics, app }: IngestDeps): IngestRo
 
   // HTTP ingest answers 503 until the pipeline exists, so the route can be mounted at once.
   mountIngest(app, () => pipeline, {
+    auth: new IngestAuth(config),
     limits: config.ingest,
     maxBodyBytes: config.http.maxBodyBytes,
     timeoutMs: config.ingest.httpTimeoutMs,

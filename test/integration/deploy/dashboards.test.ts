@@ -17,14 +17,14 @@ import WebSocket from 'ws';
 import { loadConfig, type Config } from '../../../core/config.js';
 import { sleep } from '../../../core/retry.js';
 import { runBatch } from '../../../batch/run.js';
-import { mintToken, WS_PROTOCOL } from '../../../serving/auth.js';
+import { mintToken, WS_PROTOCOL } from '../../../core/auth.js';
 import { PROMETHEUS_PORT, prometheusConfDir } from '../../../deploy/local/monitoring.js';
 import type { StackContext } from '../../../deploy/local/service-def.js';
 import { deleteTopics, freePort, purgeMqttSession } from '../ingest/bridge-process.js';
 import { config as baseConfig, log, requireServices, run, uniq } from '../harness.js';
 
-/** The shared e2e test's database (both flush it). */
-const DB = 6;
+/** The database shared with the e2e test (both flush it), or RECSYS_TEST_REDIS_DB. */
+const DB = Number(process.env.RECSYS_TEST_REDIS_DB ?? 6);
 const PROM = `http://127.0.0.1:${PROMETHEUS_PORT}`;
 
 interface Panel {
@@ -192,10 +192,11 @@ describe('Grafana dashboards against the real Prometheus', () => {
       type: i % 3 === 0 ? 'click' : 'view',
       ts: Date.now(),
     });
+    // Posted as the user, with the user's own token (HTTP ingest takes a user's JWT).
     const postEvents = (body: unknown): Promise<Response> =>
       fetch(`http://127.0.0.1:${streamPort}/v1/events`, {
         method: 'POST',
-        headers: { 'content-type': 'application/json' },
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
         body: JSON.stringify(body),
       });
     const rejected = await postEvents({ eventId: crypto.randomUUID(), userId: user, type: 'view' });

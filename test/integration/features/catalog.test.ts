@@ -1,7 +1,8 @@
 /**
  * The catalog from outside: a CSV loaded with the CLI is what redis-cli reads; a JSON Lines file
  * published to the items topic reaches Redis through the catalog role, a tombstone deletes, and a
- * bad record in the topic goes to the DLQ; a bad file is refused with its line number.
+ * bad record in the topic goes to the DLQ; a bad file is refused with its line number. The
+ * changes of one chunk apply in offset order (a delete then a re-add ends with the item).
  */
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -11,6 +12,7 @@ import { join } from 'node:path';
 import kafkajs from 'kafkajs';
 import { Registry } from 'prom-client';
 import { sleep } from '../../../core/retry.js';
+import { ensureTopics } from '../../../stream/kafka.js';
 import { startCatalog } from '../../../stream/roles/catalog.js';
 import { config, log, requireServices, run, uniq } from '../harness.js';
 import { AvroReader, deleteTopics, readDecoded } from '../ingest/bridge-process.js';
@@ -107,6 +109,53 @@ describe('item catalog', () => {
       assert.equal(dlq[0]?.value.reason, 'bad_catalog_record');
       assert.match(dlq[0]?.value.message ?? '', /itemId/);
       assert.equal((await hgetall(`item:${p}-2`)).trim(), '', 'tombstone deleted the item');
+    } finally {
+      await role.stop();
+    }
+  });
+
+  it('applies one chunk in offset order: delete then re-add keeps the item', async (t) => {
+    if (!(await requireServices(t, 'kafka', 'registry', 'redis'))) return;
+    const p = uniq('order');
+    const env = isolatedEnv();
+    topics.push(env.RECSYS_TOPIC_ITEMS as string, env.RECSYS_TOPIC_DLQ as string);
+    const item = (id: string, categoryL1: string): string =>
+      JSON.stringify({ itemId: id, categoryL1, createdAt: 1 });
+    const kafka = new kafkajs.Kafka({
+      brokers: config.kafka.brokers,
+      logLevel: kafkajs.logLevel.NOTHING,
+    });
+    await ensureTopics(kafka, testConfig(env).kafka, log);
+    const producer = kafka.producer();
+    await producer.connect();
+    // One partition, one produce call before the role starts: the role's first fetch holds all
+    // of it in one chunk (a chunk is up to RECSYS_CONSUMER_CHUNK_SIZE records).
+    await producer
+      .send({
+        topic: env.RECSYS_TOPIC_ITEMS as string,
+        messages: [
+          { partition: 0, key: `${p}-a`, value: item(`${p}-a`, 'first') },
+          { partition: 0, key: `${p}-a`, value: null },
+          { partition: 0, key: `${p}-a`, value: item(`${p}-a`, 'readded') },
+          { partition: 0, key: `${p}-b`, value: item(`${p}-b`, 'kept') },
+          { partition: 0, key: `${p}-b`, value: null },
+          { partition: 0, key: `${p}-c`, value: item(`${p}-c`, 'done') },
+        ],
+      })
+      .finally(() => producer.disconnect());
+
+    const role = startCatalog({ config: testConfig(env), log, metrics: new Registry() });
+    try {
+      await role.ready;
+      // c is the chunk's last record: once it is there, the whole chunk was applied.
+      const deadline = Date.now() + 30_000;
+      const applied = async (): Promise<boolean> =>
+        (await hgetall(`item:${p}-c`)).includes('done') &&
+        (await hgetall(`item:${p}-a`)).includes('readded');
+      while (Date.now() < deadline && !(await applied())) await sleep(200);
+      const a = (await hgetall(`item:${p}-a`)).trim().split('\n');
+      assert.equal(a[a.indexOf('c1') + 1], 'readded', 'the re-add after the delete wins');
+      assert.equal((await hgetall(`item:${p}-b`)).trim(), '', 'the delete after the add wins');
     } finally {
       await role.stop();
     }

@@ -142,7 +142,14 @@ describe('feature consumer', () => {
     const setup = { env: { ...process.env, ...env }, baseUrl: `http://127.0.0.1:${port}` };
     const start = () =>
       BridgeProcess.start(
-        { ...setup, topics: { events: '', dlq: '', served: '' }, port, clientId: '' },
+        {
+          ...setup,
+          topics: { events: '', dlq: '', served: '' },
+          port,
+          clientId: '',
+          ingestToken: '',
+          postHeaders: {},
+        },
         ['features'],
       );
     // The topic must exist before the consumer subscribes; the first batch creates it.

@@ -8,6 +8,7 @@
  * Avro decoding by the writer schema the registry serves for the id in the Confluent frame.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import assert from 'node:assert/strict';
@@ -42,6 +43,10 @@ export function freePort(): Promise<number> {
 export interface BridgeSetup {
   /** The full environment of the child (the test runner's, plus the isolating variables). */
   env: NodeJS.ProcessEnv;
+  /** The bridge's service token (RECSYS_INGEST_TOKENS) for `POST /v1/events`. */
+  ingestToken: string;
+  /** Headers of a `POST /v1/events` with that token. */
+  postHeaders: Record<string, string>;
   topics: { events: string; dlq: string; served: string };
   port: number;
   clientId: string;
@@ -50,13 +55,14 @@ export interface BridgeSetup {
 
 /**
  * An isolated environment for one bridge: unique topics, share group and MQTT client id, a free
- * HTTP port, warn-level logs. `overrides` win (e.g. a closed Kafka port).
+ * HTTP port, a fresh service token for HTTP ingest, warn-level logs. `overrides` win (e.g. a closed Kafka port).
  */
 export async function bridgeSetup(overrides: Record<string, string> = {}): Promise<BridgeSetup> {
   const id = uniq('test');
   const port = await freePort();
   const topics = { events: `${id}.events`, dlq: `${id}.dlq`, served: `${id}.served` };
   const clientId = `${id}-bridge`;
+  const ingestToken = `svc-${randomBytes(24).toString('base64url')}`;
   const env: NodeJS.ProcessEnv = {
     ...process.env,
     RECSYS_TOPIC_EVENTS: topics.events,
@@ -67,9 +73,18 @@ export async function bridgeSetup(overrides: Record<string, string> = {}): Promi
     RECSYS_HTTP_HOST: '127.0.0.1',
     RECSYS_HTTP_PORT: String(port),
     RECSYS_LOG_LEVEL: 'warn',
+    RECSYS_INGEST_TOKENS: ingestToken,
     ...overrides,
   };
-  return { env, topics, port, clientId, baseUrl: `http://127.0.0.1:${port}` };
+  return {
+    env,
+    ingestToken,
+    postHeaders: { 'content-type': 'application/json', authorization: `Bearer ${ingestToken}` },
+    topics,
+    port,
+    clientId,
+    baseUrl: `http://127.0.0.1:${port}`,
+  };
 }
 
 const OUTPUT_KEEP = 64 * 1024;

@@ -96,7 +96,7 @@ test(
     ): Promise<{ status: number; json: { error?: { code: string; reason?: string } } }> => {
       const res = await fetch(`${setup.baseUrl}/v1/events`, {
         method: 'POST',
-        headers: { 'content-type': 'application/json' },
+        headers: setup.postHeaders,
         body,
       });
       return {

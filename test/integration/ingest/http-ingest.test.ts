@@ -2,12 +2,16 @@
  * `POST /v1/events` of a real ingest process, with fetch and curl: 202 once the events are in
  * Kafka; batches are all or nothing (a bad event rejects the batch with 400 naming the event and
  * field, nothing reaches the events topic, the rejection reaches the DLQ); 413 past the body,
- * event or batch bound; 415 for a non-JSON content type; 400 bad_json. Also /healthz and /readyz.
+ * event or batch bound; 415 for a non-JSON content type; 400 bad_json. Only with a credential:
+ * 401 without one, 403 for a user's JWT posting another user's event, 202 with a service token
+ * (either of two while rotating) or the user's own JWT; refusals counted in /metrics, never in
+ * the DLQ. Also /healthz and /readyz.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { DlqRecord, UserEvent } from '../../../schemas/types.js';
-import { requireServices, uniq } from '../harness.js';
+import { mintToken } from '../../../core/auth.js';
+import { config, requireServices, uniq } from '../harness.js';
 import {
   AvroReader,
   bridgeSetup,
@@ -43,6 +47,7 @@ describe('ingest: HTTP POST /v1/events', () => {
   let startError: Error | null = new Error('not started');
   /** eventIds of every batch that was refused: none may reach the events topic. */
   const refusedIds: string[] = [];
+  const rotated = `svc-rotated-${uniq('tok')}`;
 
   before(async () => {
     try {
@@ -54,6 +59,8 @@ describe('ingest: HTTP POST /v1/events', () => {
         RECSYS_MQTT_TOPIC_PREFIX: `recsys/events/${uniq('none')}`,
       });
       url = `${setup.baseUrl}/v1/events`;
+      // A second service token, as while rotating: both are accepted.
+      setup.env.RECSYS_INGEST_TOKENS = `${setup.ingestToken}, ${rotated}`;
       bridge = cleanup.bridge(setup);
       await bridge.waitReady();
       startError = null;
@@ -63,13 +70,15 @@ describe('ingest: HTTP POST /v1/events', () => {
   });
   after(() => cleanup.run());
 
+  /** POSTs `body` with the service token, or with `authorization` as given ('' = none). */
   const post = async (
     body: string,
     contentType = 'application/json',
+    authorization = `Bearer ${setup.ingestToken}`,
   ): Promise<{ status: number; json: unknown; text: string }> => {
     const res = await fetch(url, {
       method: 'POST',
-      headers: { 'content-type': contentType },
+      headers: { 'content-type': contentType, ...(authorization ? { authorization } : {}) },
       body,
       signal: AbortSignal.timeout(20_000),
     });
@@ -157,6 +166,8 @@ describe('ingest: HTTP POST /v1/events', () => {
           'POST',
           '-H',
           'content-type: application/json',
+          '-H',
+          `authorization: Bearer ${setup.ingestToken}`,
         ].concat(['--data-binary', '@-', url]),
         { input: JSON.stringify(e), timeoutMs: 20_000 },
       );
@@ -239,6 +250,8 @@ describe('ingest: HTTP POST /v1/events', () => {
           'POST',
           '-H',
           'content-type: application/json',
+          '-H',
+          `authorization: Bearer ${setup.ingestToken}`,
         ].concat(['-H', 'transfer-encoding: chunked', '--data-binary', '@-', url]),
         { input: huge, timeoutMs: 20_000 },
       );
@@ -301,6 +314,68 @@ describe('ingest: HTTP POST /v1/events', () => {
       assert.ok(r, 'the invalid body is not in the DLQ');
       assert.equal(r.value.reason, 'bad_json');
       assert.equal(r.value.source, 'http');
+    },
+  );
+
+  test(
+    'credentials: 401 without, 403 for another user, 202 for a user or either service token; refusals counted, not dead-lettered',
+    { timeout: 60_000 },
+    async (t) => {
+      if (!(await guard(t))) return;
+      const metric = async (status: string, code: string): Promise<number> => {
+        const text = await (await fetch(`${setup.baseUrl}/metrics`)).text();
+        const line = text
+          .split('\n')
+          .find(
+            (l) =>
+              l.startsWith('recsys_ingest_http_refused_total{') &&
+              l.includes(`status="${status}"`) &&
+              l.includes(`code="${code}"`),
+          );
+        return line ? Number(line.split(' ').pop()) : 0;
+      };
+      const before401 = await metric('401', 'RECSYS_UNAUTHENTICATED');
+      const before403 = await metric('403', 'RECSYS_FORBIDDEN');
+      const other = uniq('other');
+      const userToken = await mintToken(config.serving, user, 600);
+      /** eventIds of the refused requests: none may reach the DLQ (nor the events topic). */
+      const authRefused: string[] = [];
+      const refuse = async (status: number, events: EventJson[], auth: string): Promise<void> => {
+        authRefused.push(...events.map((e) => e.eventId));
+        refusedIds.push(...events.map((e) => e.eventId));
+        const res = await post(JSON.stringify(events), 'application/json', auth);
+        assert.equal(res.status, status, res.text);
+        const code = status === 401 ? 'RECSYS_UNAUTHENTICATED' : 'RECSYS_FORBIDDEN';
+        assert.equal((res.json as ErrorBody).error.code, code);
+      };
+      await refuse(401, [validEvent(user)], '');
+      await refuse(401, [validEvent(user)], 'Bearer not-a-token-and-no-service-token');
+      await refuse(401, [validEvent(user)], `Basic ${Buffer.from('a:b').toString('base64')}`);
+      await refuse(401, [validEvent(user)], `Bearer ${userToken}x`);
+      // A bad credential is 401 whatever else is wrong (here the content type).
+      const wrongType = await post('x', 'text/plain', 'Bearer not-a-token');
+      assert.equal(wrongType.status, 401, wrongType.text);
+      // A user's token posts only that user's events: one foreign event refuses the batch.
+      await refuse(403, [validEvent(user), validEvent(other)], `Bearer ${userToken}`);
+      assert.equal(await metric('401', 'RECSYS_UNAUTHENTICATED'), before401 + 5);
+      assert.equal(await metric('403', 'RECSYS_FORBIDDEN'), before403 + 1);
+
+      const own = [validEvent(user), validEvent(user)];
+      const asUser = await post(JSON.stringify(own), 'application/json', `Bearer ${userToken}`);
+      assert.equal(asUser.status, 202, asUser.text);
+      const anyUser = [validEvent(other), validEvent(user)];
+      const asRotated = await post(
+        JSON.stringify(anyUser),
+        'application/json',
+        `Bearer ${rotated}`,
+      );
+      assert.equal(asRotated.status, 202, asRotated.text);
+      await waitForEvents([...own, anyUser[1] as EventJson].map((e) => e.eventId));
+
+      // A 4xx that writes the DLQ does so before it answers: by now it would be there.
+      const dlq = await readDecoded<DlqRecord>(reader, setup.topics.dlq);
+      const leaked = dlq.filter((r) => authRefused.some((id) => r.value.original.includes(id)));
+      assert.deepEqual(leaked, [], 'a refused request reached the DLQ');
     },
   );
 

@@ -92,7 +92,7 @@ test(
 
       const http = await fetch(`${setup.baseUrl}/v1/events`, {
         method: 'POST',
-        headers: { 'content-type': 'application/json' },
+        headers: setup.postHeaders,
         body: JSON.stringify(validEvent(user)),
       });
       assert.equal(http.status, 503);

@@ -86,7 +86,7 @@ async function degraded(
 
   const res = await fetch(`${bridge.baseUrl}/v1/events`, {
     method: 'POST',
-    headers: { 'content-type': 'application/json' },
+    headers: setup.postHeaders,
     body: JSON.stringify(validEvent('readiness-user')),
     signal: AbortSignal.timeout(20_000),
   });

@@ -21,15 +21,17 @@ import { Redis } from 'ioredis';
 import { loadConfig } from '../../../core/config.js';
 import { sleep } from '../../../core/retry.js';
 import { runBatch } from '../../../batch/run.js';
-import { mintToken } from '../../../serving/auth.js';
+import { mintToken } from '../../../core/auth.js';
 import { localAlertmanagerConfig } from '../../../deploy/local/monitoring.js';
 import { openRegistry } from '../../../store/registry/index.js';
 import { deleteTopics, freePort } from '../ingest/bridge-process.js';
 import { config as baseConfig, log, requireServices, uniq } from '../harness.js';
 
 /** This helper's Redis database (3 and 7 belong to others); flushed before and after. */
-const DB = 5;
+/** The test's Redis database (flushed): 5, or RECSYS_TEST_REDIS_DB on a shared Redis. */
+const DB = Number(process.env.RECSYS_TEST_REDIS_DB ?? 5);
 const TOKEN = 'retrain-loop-token-0123456789';
+const INGEST_TOKEN = `retrain-loop-ingest-${crypto.randomUUID()}`;
 const USERS = Array.from({ length: 12 }, (_, i) => `u${i}`);
 
 function start(cmd: string, args: string[], env: NodeJS.ProcessEnv, what: string): ChildProcess {
@@ -111,6 +113,7 @@ describe('the retrain loop', () => {
       RECSYS_MODEL_POLL_MS: '500',
       RECSYS_SERVING_WORKERS: '2',
       RECSYS_RETRAIN_TOKEN: TOKEN,
+      RECSYS_INGEST_TOKENS: INGEST_TOKEN,
       RECSYS_BATCH_SCHEDULE: '',
       RECSYS_HTTP_PORT: '',
       RECSYS_STREAM_PORT: String(streamPort),
@@ -228,7 +231,8 @@ describe('the retrain loop', () => {
       }));
       const res = await fetch(`http://127.0.0.1:${streamPort}/v1/events`, {
         method: 'POST',
-        headers: { 'content-type': 'application/json' },
+        // Many users' events in one batch: a backend's service token.
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${INGEST_TOKEN}` },
         body: JSON.stringify(events),
       });
       assert.equal(res.status, 202, await res.text());

@@ -18,7 +18,7 @@ import { sleep } from '../../../core/retry.js';
 import { runBatch } from '../../../batch/run.js';
 import { openRegistry } from '../../../store/registry/index.js';
 import { CandidateStore } from '../../../store/candidates.js';
-import { mintToken, WS_PROTOCOL } from '../../../serving/auth.js';
+import { mintToken, WS_PROTOCOL } from '../../../core/auth.js';
 import { config as baseConfig, log, requireServices, uniq } from '../harness.js';
 import {
   addMqttUser,

@@ -23,8 +23,10 @@ interface Frame {
 }
 
 /** Opens a socket and collects frames; `refused` holds the HTTP status of a refused upgrade. */
-function connect(url: string, protocols?: string[]) {
-  const ws = new WebSocket(url, protocols);
+function connect(url: string, protocols?: string[], token?: string) {
+  const ws = new WebSocket(url, protocols, {
+    headers: token ? { authorization: `Bearer ${token}` } : {},
+  });
   const frames: Array<{ at: number; frame: Frame }> = [];
   const waiters: Array<() => void> = [];
   ws.on('message', (data) => {
@@ -212,9 +214,14 @@ describe('serving server (real process, real feed service)', { timeout: 180_000 
       { ...(await none.opened), body: undefined },
       { ok: false, status: 401, body: undefined },
     );
-    const bad = connect(`${server.wsUrl}?token=a.b.c`);
+    const bad = connect(server.wsUrl, undefined, 'a.b.c');
     assert.equal(((await bad.opened) as { status: number }).status, 401);
-    const other = connect(`${server.wsUrl}?token=${aliceToken}&userId=${bob}`);
+    // A valid token in the URL is refused: `?token=` is off by default (RECSYS_LIVE_QUERY_AUTH).
+    const inUrl = connect(`${server.wsUrl}?token=${aliceToken}`);
+    const urlRefused = (await inUrl.opened) as { ok: false; status: number; body: string };
+    assert.equal(urlRefused.status, 401);
+    assert.match(JSON.parse(urlRefused.body).error.message, /RECSYS_LIVE_QUERY_AUTH/);
+    const other = connect(`${server.wsUrl}?userId=${bob}`, undefined, aliceToken);
     const refused = (await other.opened) as { ok: false; status: number; body: string };
     assert.equal(refused.status, 403);
     assert.equal(JSON.parse(refused.body).error.code, 'RECSYS_FORBIDDEN');
@@ -231,7 +238,8 @@ describe('serving server (real process, real feed service)', { timeout: 180_000 
     assert.equal(first.feed.userId, alice);
     assert.equal(first.feed.items.length, 4);
 
-    const second = connect(`${server.wsUrl}?token=${aliceToken}&limit=4`);
+    // Token as a header, as a backend client sends it.
+    const second = connect(`${server.wsUrl}?limit=4`, undefined, aliceToken);
     await second.frame(1);
     const latencies: number[] = [];
     for (let i = 0; i < 20; i++) {
@@ -265,8 +273,20 @@ describe('serving server (real process, real feed service)', { timeout: 180_000 
       const page = await browser.newPage({ viewport: { width: 900, height: 700 } });
       const errors: string[] = [];
       page.on('pageerror', (e) => errors.push(e.message));
-      await page.goto(`${server.baseUrl}/?token=${aliceToken}`);
+      // The token in no URL the server sees: the page's link carries it in the fragment (which
+      // a browser never sends; Playwright reports it with the URL), and the page sends it as a
+      // WebSocket sub-protocol.
+      const urls: string[] = [];
+      page.on('request', (r) => urls.push(r.url().split('#')[0] as string));
+      page.on('websocket', (ws) => urls.push(ws.url()));
+      await page.goto(`${server.baseUrl}/#token=${aliceToken}`);
       await page.waitForSelector('#state[data-state="open"]', { timeout: 10_000 });
+      assert.ok(
+        urls.some((u) => u.includes('/v1/feed')),
+        urls.join(' '),
+      );
+      assert.ok(!urls.some((u) => u.includes(aliceToken)), `token in a URL: ${urls.join(' ')}`);
+      assert.ok(!page.url().includes(aliceToken), 'the address bar drops the fragment');
       await page.waitForSelector('#feed li', { timeout: 10_000 });
       const before = await page.$$eval('#feed li', (lis) => lis.map((li) => li.dataset.item));
       assert.equal(before[0], 'it-1');
@@ -292,7 +312,7 @@ describe('serving server (real process, real feed service)', { timeout: 180_000 
 
   it('SIGTERM closes sockets with 1001 and exits 0', async (t) => {
     if (skipped()) return t.skip('services down');
-    const c = connect(`${server.wsUrl}?token=${aliceToken}`);
+    const c = connect(server.wsUrl, undefined, aliceToken);
     await c.frame(1);
     server.child.kill('SIGTERM');
     const closed = await c.closed;

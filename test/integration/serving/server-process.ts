@@ -1,6 +1,6 @@
 /**
  * What the server integration tests share: a real serving process (`node dist/serving/main.js`)
- * with the real feed service on its own Redis database (13) seeded with a small catalog and
+ * with the real feed service on its own Redis database (13 by default) seeded with a small catalog and
  * trending counts, an empty model registry (feeds come unranked) and a unique served-log
  * topic; plus curl and `redis-cli PUBLISH` helpers.
  */
@@ -12,14 +12,15 @@ import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { type Config, loadConfig } from '../../../core/index.js';
 import { sleep } from '../../../core/retry.js';
-import { mintToken } from '../../../serving/auth.js';
+import { mintToken } from '../../../core/auth.js';
 import { CatalogStore } from '../../../store/catalog.js';
 import { FEATURE_CHANNEL } from '../../../store/keys.js';
 import { TrendingStore } from '../../../store/trending.js';
 import { deleteTopics, freePort } from '../ingest/bridge-process.js';
 import { config as baseConfig, requireServices, run, uniq } from '../harness.js';
 
-export const DB = 13;
+/** The suite's Redis database (flushed): 13, or RECSYS_TEST_REDIS_DB on a shared Redis. */
+export const DB = Number(process.env.RECSYS_TEST_REDIS_DB ?? 13);
 const MAIN = join(process.cwd(), 'dist', 'serving', 'main.js');
 
 export class ServingProcess {

@@ -1,7 +1,7 @@
 /**
  * The server in-process with a feed double (no services): 429 with Retry-After past the
- * per-token rate, stop() finishing an in-flight request before closing sockets with 1001, and
- * the HTTP latency of a feed request through uWS (the double answers at once).
+ * per-token rate, stop() finishing an in-flight request before closing sockets with 1001,
+ * `?token=` on the live socket only behind its flag, and the HTTP latency of a feed request through uWS (the double answers at once).
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -10,7 +10,7 @@ import { Registry } from 'prom-client';
 import { WebSocket } from 'ws';
 import { loadConfig } from '../../../core/config.js';
 import { createLogger } from '../../../core/log.js';
-import { mintToken } from '../../../serving/auth.js';
+import { mintToken } from '../../../core/auth.js';
 import type { Feed } from '../../../serving/feed/service.js';
 import { startServing } from '../../../serving/server.js';
 
@@ -80,7 +80,9 @@ describe('server over real sockets (feed double)', () => {
 
   it('stop() finishes in-flight requests, then closes sockets with 1001', async () => {
     const { serving, base, token } = await start({}, 150);
-    const ws = new WebSocket(`${base.replace('http', 'ws')}/v1/feed?token=${token}`);
+    const ws = new WebSocket(`${base.replace('http', 'ws')}/v1/feed`, {
+      headers: { authorization: `Bearer ${token}` },
+    });
     const firstFrame = new Promise((r) => ws.once('message', r));
     const closed = new Promise<number>((r) => ws.once('close', (code) => r(code)));
     await firstFrame;
@@ -104,6 +106,38 @@ describe('server over real sockets (feed double)', () => {
       }),
       /ECONNREFUSED/,
     );
+  });
+
+  it('takes ?token= on the live socket only with RECSYS_LIVE_QUERY_AUTH=1', async () => {
+    /** The upgrade's HTTP status (101 when it opened) and error body. */
+    const upgrade = (url: string) =>
+      new Promise<{ status: number; body: string }>((resolve) => {
+        const ws = new WebSocket(url);
+        ws.once('open', () => {
+          ws.close();
+          resolve({ status: 101, body: '' });
+        });
+        ws.once('unexpected-response', (_req, res) => {
+          let body = '';
+          res.on('data', (d: Buffer) => (body += d.toString()));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+        });
+      });
+    const off = await start({});
+    try {
+      const refused = await upgrade(`${off.base.replace('http', 'ws')}/v1/feed?token=${off.token}`);
+      assert.equal(refused.status, 401);
+      assert.match(JSON.parse(refused.body).error.message, /RECSYS_LIVE_QUERY_AUTH/);
+    } finally {
+      await off.serving.stop();
+    }
+    const on = await start({ RECSYS_LIVE_QUERY_AUTH: '1' });
+    try {
+      const opened = await upgrade(`${on.base.replace('http', 'ws')}/v1/feed?token=${on.token}`);
+      assert.equal(opened.status, 101);
+    } finally {
+      await on.serving.stop();
+    }
   });
 
   it('serves a feed request in about a millisecond', async (t) => {

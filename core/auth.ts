@@ -1,7 +1,8 @@
 /**
- * Feed tokens: HS256 JWTs signed with `RECSYS_JWT_SECRET`, carrying the issuer
+ * User tokens: HS256 JWTs signed with `RECSYS_JWT_SECRET`, carrying the issuer
  * `RECSYS_JWT_ISSUER`, the user in `sub` and a required expiry. A token names exactly one user:
- * the server lets it read that user's feed and nobody else's.
+ * the server lets it read that user's feed and nobody else's, and
+ * HTTP ingest lets it post that user's events only. Shared by serving and stream (ingest).
  *
  * @example
  *   const auth = new TokenVerifier(config.serving);
@@ -9,7 +10,8 @@
  *   const token = await mintToken(config.serving, 'alice', 3600);
  */
 import { errors as joseErrors, jwtVerify, SignJWT } from 'jose';
-import { RecsysError, type ServingConfig } from '../core/index.js';
+import type { ServingConfig } from './config.js';
+import { RecsysError } from './errors.js';
 
 /** Why a token was refused; the HTTP layer answers 401 with this code. */
 export class AuthError extends RecsysError {

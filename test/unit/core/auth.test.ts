@@ -1,4 +1,7 @@
-/** Feed tokens: HS256 only, issuer, subject and expiry required; header and sub-protocol forms. */
+/**
+ * User tokens (feed and HTTP ingest): HS256 only, issuer, subject and expiry required; header
+ * and sub-protocol forms.
+ */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { SignJWT } from 'jose';
@@ -9,7 +12,7 @@ import {
   TokenVerifier,
   tokenFromProtocols,
   WS_PROTOCOL,
-} from '../../../serving/auth.js';
+} from '../../../core/auth.js';
 
 const cfg = { jwtSecret: 'a-test-secret-of-at-least-32-characters!!', jwtIssuer: 'recsys' };
 const key = new TextEncoder().encode(cfg.jwtSecret);
