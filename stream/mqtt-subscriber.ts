@@ -67,6 +67,7 @@ export class MqttSubscriber extends EventEmitter {
   #lastPong = 0;
   #firstSubscribe: { resolve: () => void; reject: (e: Error) => void } | null = null;
   #neverSubscribed = true;
+  #sessionsLost = 0;
 
   constructor(options: MqttSubscriberOptions) {
     super();
@@ -81,6 +82,15 @@ export class MqttSubscriber extends EventEmitter {
 
   get connected(): boolean {
     return this.#connected;
+  }
+
+  /**
+   * Reconnects on which the broker no longer held our session (CONNACK session present 0
+   * after an earlier connection of this process): QoS 1 messages it had queued for us are gone,
+   * e.g. after another client connected with our client id and clean start.
+   */
+  get sessionsLost(): number {
+    return this.#sessionsLost;
   }
 
   /** Messages received but not yet acknowledged. */
@@ -203,6 +213,17 @@ export class MqttSubscriber extends EventEmitter {
                   `broker refused connection, reason code 0x${code.toString(16)}`,
                 ),
                 fatal,
+              );
+            }
+            if (
+              !this.#neverSubscribed &&
+              !(packet as { sessionPresent?: boolean }).sessionPresent
+            ) {
+              this.#sessionsLost += 1;
+              this.emit('sessionLost');
+              this.#opts.log.error(
+                { clientId: this.#opts.clientId },
+                'mqtt session was gone on reconnect: messages queued for it are lost',
               );
             }
             this.#connected = true;

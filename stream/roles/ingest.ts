@@ -10,7 +10,7 @@
  *   await ingest.stop();
  */
 import { hostname } from 'node:os';
-import { Gauge, type Registry } from 'prom-client';
+import { Counter, Gauge, type Registry } from 'prom-client';
 import {
   checkHealth,
   type Config,
@@ -67,6 +67,20 @@ export function startIngest({ config, log, metrics, app }: IngestDeps): IngestRo
     collect() {
       this.set(subscriber?.inFlight ?? 0);
     },
+  });
+
+  new Gauge({
+    name: 'recsys_ingest_mqtt_connected',
+    help: 'whether the bridge is connected and subscribed to the broker (1) or not (0)',
+    registers: [metrics],
+    collect() {
+      this.set(subscriber?.connected ? 1 : 0);
+    },
+  });
+  const sessionsLost = new Counter({
+    name: 'recsys_ingest_mqtt_sessions_lost_total',
+    help: 'reconnects on which the broker no longer held the bridge session: the QoS 1 events it had queued for the bridge are lost',
+    registers: [metrics],
   });
 
   // HTTP ingest answers 503 until the pipeline exists, so the route can be mounted at once.
@@ -145,6 +159,7 @@ export function startIngest({ config, log, metrics, app }: IngestDeps): IngestRo
         );
       },
     });
+    subscriber.on('sessionLost', () => sessionsLost.inc());
     await subscriber.start();
     log.info({ host: hostname(), clientId: config.mqtt.clientId }, 'ingest ready');
   })();
