@@ -24,7 +24,7 @@ import { EVENT_TYPES, type ServedFeed, type UserEvent } from '../../schemas/inde
 import { ServedFeedStore, type StoredFeed } from '../../store/attribution.js';
 import { createRedis, redisHealth } from '../../store/redis.js';
 import type { ConsumedRecord } from '../consumer.js';
-import { consumerRole } from './consumer-role.js';
+import { consumerRole, logUndecodable } from './consumer-role.js';
 
 /** The k of the online hit rate. */
 export const HIT_KS = [10, 20] as const;
@@ -115,11 +115,7 @@ export function startAttribution(deps: RoleDeps & { groupId?: string }): StreamR
     // The ingest bridge and the feed service wrote these records; an undecodable one is logged
     // and skipped (the impressions role does the same).
     deadLetters: false,
-    undecodable: (ctx) => async (bad) => {
-      for (const r of bad) {
-        ctx.log.warn({ topic: r.topic, offset: r.offset, err: r.error.message }, 'undecodable');
-      }
-    },
+    undecodable: logUndecodable,
     handle: () => async (records) => {
       const since = Date.now() - windowMs;
       const recent = records.filter((r) => r.timestamp >= since);

@@ -76,6 +76,18 @@ export interface ConsumerRoleSpec<T> {
   onStop?: () => Promise<void>;
 }
 
+/**
+ * `undecodable` for roles that read records our own processes wrote (nothing to dead-letter):
+ * each undecodable record is logged and skipped.
+ */
+export function logUndecodable<T>(ctx: RoleContext): ConsumerOptions<T>['undecodable'] {
+  return async (bad) => {
+    for (const r of bad) {
+      ctx.log.warn({ topic: r.topic, offset: r.offset, err: r.error.message }, 'undecodable');
+    }
+  };
+}
+
 export function consumerRole<T>(deps: RoleDeps, spec: ConsumerRoleSpec<T>): StreamRole {
   const { config, metrics } = deps;
   const log = deps.log.child({ role: spec.role });

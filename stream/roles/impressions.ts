@@ -7,7 +7,7 @@ import type { RoleDeps, StreamRole } from '../../core/index.js';
 import type { ServedFeed, UserEvent } from '../../schemas/index.js';
 import { ImpressionStore } from '../../store/impressions.js';
 import { createRedis, redisHealth } from '../../store/redis.js';
-import { consumerRole } from './consumer-role.js';
+import { consumerRole, logUndecodable } from './consumer-role.js';
 
 export function startImpressions(deps: RoleDeps & { groupId?: string }): StreamRole {
   const { config } = deps;
@@ -24,11 +24,7 @@ export function startImpressions(deps: RoleDeps & { groupId?: string }): StreamR
     // Nothing to dead-letter: the ingest bridge and the feed service wrote these records; an
     // undecodable one is logged and skipped.
     deadLetters: false,
-    undecodable: (ctx) => async (bad) => {
-      for (const r of bad) {
-        ctx.log.warn({ topic: r.topic, offset: r.offset, err: r.error.message }, 'undecodable');
-      }
-    },
+    undecodable: logUndecodable,
     handle: () => async (records) => {
       const first = records[0];
       if (!first) return;
