@@ -89,6 +89,41 @@ export async function run(cmd: string, args: string[], opts: RunOptions = {}): P
 export const CLI = join(process.cwd(), 'dist', 'deploy', 'local', 'cli.js');
 
 /**
+ * The environment of product processes a test starts, isolated from other tests: Redis database
+ * `db`, lake, batch and registry under `dir` (no MLflow), and topics, consumer groups, MQTT share
+ * group and client id named after `id`; no rate limit to speak of, quick rebalances, warn logs.
+ * `overrides` win.
+ */
+export function productEnv(
+  dir: string,
+  id: string,
+  db: number,
+  overrides: NodeJS.ProcessEnv = {},
+): NodeJS.ProcessEnv {
+  return {
+    ...process.env,
+    RECSYS_REDIS_URL: `${config.redis.url}/${db}`,
+    RECSYS_LAKE_DIR: join(dir, 'lake'),
+    RECSYS_BATCH_DIR: join(dir, 'batch'),
+    RECSYS_MODEL_REGISTRY_URL: `file://${join(dir, 'models')}`,
+    MLFLOW_TRACKING_URI: '',
+    RECSYS_TOPIC_EVENTS: `${id}.events`,
+    RECSYS_TOPIC_DLQ: `${id}.dlq`,
+    RECSYS_TOPIC_SERVED: `${id}.served`,
+    RECSYS_TOPIC_ITEMS: `${id}.items`,
+    RECSYS_GROUP_FEATURES: `${id}-features`,
+    RECSYS_GROUP_INDEXER: `${id}-indexer`,
+    RECSYS_GROUP_ATTRIBUTION: `${id}-attribution`,
+    RECSYS_MQTT_SHARE_GROUP: id,
+    RECSYS_MQTT_CLIENT_ID: `${id}-bridge`,
+    RECSYS_RATE_LIMIT_PER_S: '100000',
+    RECSYS_CONSUMER_SESSION_TIMEOUT_MS: '6000',
+    RECSYS_LOG_LEVEL: 'warn',
+    ...overrides,
+  };
+}
+
+/**
  * Adds (or updates) an MQTT account with the stack's own tool, which returns once Mosquitto
  * accepts the account (it reloads its password file asynchronously after SIGHUP).
  */

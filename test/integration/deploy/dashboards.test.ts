@@ -21,7 +21,7 @@ import { mintToken, WS_PROTOCOL } from '../../../core/auth.js';
 import { PROMETHEUS_PORT, prometheusConfDir } from '../../../deploy/local/monitoring.js';
 import type { StackContext } from '../../../deploy/local/service-def.js';
 import { deleteTopics, freePort, purgeMqttSession } from '../ingest/bridge-process.js';
-import { config as baseConfig, log, requireServices, run, uniq } from '../harness.js';
+import { config as baseConfig, log, requireServices, run, uniq, productEnv } from '../harness.js';
 
 /** The database shared with the e2e test (both flush it), or RECSYS_TEST_REDIS_DB. */
 const DB = Number(process.env.RECSYS_TEST_REDIS_DB ?? 6);
@@ -94,27 +94,9 @@ describe('Grafana dashboards against the real Prometheus', () => {
 
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'dashboards-'));
-    env = {
-      ...process.env,
-      RECSYS_REDIS_URL: `${baseConfig.redis.url}/${DB}`,
-      RECSYS_LAKE_DIR: join(dir, 'lake'),
-      RECSYS_BATCH_DIR: join(dir, 'batch'),
-      RECSYS_MODEL_REGISTRY_URL: `file://${join(dir, 'models')}`,
-      MLFLOW_TRACKING_URI: '',
-      RECSYS_TOPIC_EVENTS: `${id}.events`,
-      RECSYS_TOPIC_DLQ: `${id}.dlq`,
-      RECSYS_TOPIC_SERVED: `${id}.served`,
-      RECSYS_TOPIC_ITEMS: `${id}.items`,
-      RECSYS_GROUP_FEATURES: `${id}-features`,
-      RECSYS_GROUP_INDEXER: `${id}-indexer`,
-      RECSYS_GROUP_ATTRIBUTION: `${id}-attribution`,
+    env = productEnv(dir, id, DB, {
       RECSYS_ES_NAMESPACE: id.replace(/[^a-z0-9]/g, ''),
-      RECSYS_MQTT_SHARE_GROUP: id,
-      RECSYS_MQTT_CLIENT_ID: `${id}-bridge`,
-      RECSYS_RATE_LIMIT_PER_S: '100000',
-      RECSYS_CONSUMER_SESSION_TIMEOUT_MS: '6000',
-      RECSYS_LOG_LEVEL: 'warn',
-    };
+    });
     config = loadConfig(env);
     redis = new Redis(config.redis.url, { maxRetriesPerRequest: 2, lazyConnect: true });
   });

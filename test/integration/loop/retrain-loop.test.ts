@@ -25,7 +25,7 @@ import { mintToken } from '../../../core/auth.js';
 import { localAlertmanagerConfig } from '../../../deploy/local/monitoring.js';
 import { openRegistry } from '../../../store/registry/index.js';
 import { deleteTopics, freePort } from '../ingest/bridge-process.js';
-import { config as baseConfig, log, requireServices, uniq } from '../harness.js';
+import { log, requireServices, uniq, productEnv } from '../harness.js';
 
 /** This helper's Redis database (3 and 7 belong to others); flushed before and after. */
 /** The test's Redis database (flushed): 5, or RECSYS_TEST_REDIS_DB on a shared Redis. */
@@ -93,23 +93,7 @@ describe('the retrain loop', () => {
     const batchPort = await freePort();
     const promPort = await freePort();
     const amPort = await freePort();
-    const env: NodeJS.ProcessEnv = {
-      ...process.env,
-      RECSYS_REDIS_URL: `${baseConfig.redis.url}/${DB}`,
-      RECSYS_LAKE_DIR: join(dir, 'lake'),
-      RECSYS_BATCH_DIR: join(dir, 'batch'),
-      RECSYS_MODEL_REGISTRY_URL: `file://${join(dir, 'models')}`,
-      MLFLOW_TRACKING_URI: '',
-      RECSYS_TOPIC_EVENTS: `${id}.events`,
-      RECSYS_TOPIC_DLQ: `${id}.dlq`,
-      RECSYS_TOPIC_SERVED: `${id}.served`,
-      RECSYS_TOPIC_ITEMS: `${id}.items`,
-      RECSYS_GROUP_FEATURES: `${id}-features`,
-      RECSYS_GROUP_ATTRIBUTION: `${id}-attribution`,
-      RECSYS_MQTT_SHARE_GROUP: id,
-      RECSYS_MQTT_CLIENT_ID: `${id}-bridge`,
-      RECSYS_RATE_LIMIT_PER_S: '100000',
-      RECSYS_CONSUMER_SESSION_TIMEOUT_MS: '6000',
+    const env: NodeJS.ProcessEnv = productEnv(dir, id, DB, {
       RECSYS_MODEL_POLL_MS: '500',
       RECSYS_SERVING_WORKERS: '2',
       RECSYS_RETRAIN_TOKEN: TOKEN,
@@ -119,8 +103,7 @@ describe('the retrain loop', () => {
       RECSYS_STREAM_PORT: String(streamPort),
       RECSYS_SERVING_PORT: String(servePort),
       RECSYS_BATCH_PORT: String(batchPort),
-      RECSYS_LOG_LEVEL: 'warn',
-    };
+    });
     const config = loadConfig(env);
     topics = Object.values(config.kafka.topics);
     redis = new Redis(config.redis.url, { maxRetriesPerRequest: 2 });

@@ -19,7 +19,7 @@ import { runBatch } from '../../../batch/run.js';
 import { openRegistry } from '../../../store/registry/index.js';
 import { CandidateStore } from '../../../store/candidates.js';
 import { mintToken, WS_PROTOCOL } from '../../../core/auth.js';
-import { config as baseConfig, log, requireServices, uniq } from '../harness.js';
+import { log, requireServices, uniq, productEnv } from '../harness.js';
 import {
   addMqttUser,
   deleteTopics,
@@ -74,25 +74,9 @@ describe('end to end: MQTT event to live feed, hot swap under load', () => {
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'e2e-'));
     const id = uniq('e2e');
-    env = {
-      ...process.env,
-      RECSYS_REDIS_URL: `${baseConfig.redis.url}/${DB}`,
-      RECSYS_LAKE_DIR: join(dir, 'lake'),
-      RECSYS_BATCH_DIR: join(dir, 'batch'),
-      RECSYS_MODEL_REGISTRY_URL: `file://${join(dir, 'models')}`,
-      MLFLOW_TRACKING_URI: '',
-      RECSYS_TOPIC_EVENTS: `${id}.events`,
-      RECSYS_TOPIC_DLQ: `${id}.dlq`,
-      RECSYS_TOPIC_SERVED: `${id}.served`,
-      RECSYS_TOPIC_ITEMS: `${id}.items`,
-      RECSYS_GROUP_FEATURES: `${id}-features`,
-      RECSYS_MQTT_SHARE_GROUP: id,
-      RECSYS_MQTT_CLIENT_ID: `${id}-bridge`,
+    env = productEnv(dir, id, DB, {
       RECSYS_MODEL_POLL_MS: '300',
-      RECSYS_RATE_LIMIT_PER_S: '100000',
-      RECSYS_CONSUMER_SESSION_TIMEOUT_MS: '6000',
-      RECSYS_LOG_LEVEL: 'warn',
-    };
+    });
     config = loadConfig(env);
     redis = new Redis(config.redis.url, { maxRetriesPerRequest: 2, lazyConnect: true });
   });
