@@ -1,0 +1,63 @@
+/** Backbone connections: logging, Kafka and its topics, schema registry, Redis, Elasticsearch, MQTT. */
+import type { VariableDoc } from './doc.js';
+
+export const BACKBONE: readonly VariableDoc[] = [
+  { name: 'RECSYS_LOG_LEVEL', default: 'info', doc: 'pino log level' },
+  {
+    name: 'RECSYS_KAFKA_BROKERS',
+    default: '127.0.0.1:9092',
+    doc: 'comma-separated Kafka bootstrap brokers',
+  },
+  { name: 'RECSYS_KAFKA_CLIENT_ID', default: 'recsys', doc: 'Kafka client id prefix' },
+  {
+    name: 'RECSYS_TOPIC_EVENTS',
+    default: 'recsys.events.v1',
+    doc: 'accepted user events (Avro, key = userId)',
+  },
+  {
+    name: 'RECSYS_TOPIC_DLQ',
+    default: 'recsys.events.dlq.v1',
+    doc: 'rejected input with reason and original bytes',
+  },
+  { name: 'RECSYS_TOPIC_SERVED', default: 'recsys.served.v1', doc: 'one record per feed served' },
+  { name: 'RECSYS_TOPIC_PARTITIONS', default: '6', doc: 'partitions for topics the stack creates' },
+  {
+    name: 'RECSYS_SCHEMA_REGISTRY_URL',
+    default: 'http://127.0.0.1:8081/apis/ccompat/v7',
+    doc: 'Confluent-compatible schema registry base URL',
+  },
+  { name: 'RECSYS_REDIS_URL', default: 'redis://127.0.0.1:6379', doc: 'Redis URL' },
+  { name: 'RECSYS_ES_URL', default: 'http://127.0.0.1:9200', doc: 'Elasticsearch URL' },
+  { name: 'RECSYS_MQTT_URL', default: 'mqtt://127.0.0.1:1883', doc: 'MQTT broker URL' },
+  { name: 'RECSYS_MQTT_USERNAME', default: 'bridge', doc: 'MQTT account of the ingest bridge' },
+  {
+    name: 'RECSYS_MQTT_PASSWORD',
+    default: 'bridge-local-secret',
+    doc: 'password of that account (local default; set it in production)',
+  },
+  {
+    name: 'RECSYS_MQTT_SHARE_GROUP',
+    default: 'ingest',
+    doc: 'shared-subscription group the bridges split the load in',
+  },
+  {
+    name: 'RECSYS_MQTT_TOPIC_PREFIX',
+    default: 'recsys/events',
+    doc: 'events arrive on <prefix>/<userId>',
+  },
+  {
+    name: 'RECSYS_MQTT_CLIENT_ID',
+    default: 'recsys-bridge-1',
+    doc: 'MQTT client id of this bridge: stable across restarts (its session holds unacknowledged events), distinct per bridge',
+  },
+  {
+    name: 'RECSYS_MQTT_SESSION_EXPIRY_S',
+    default: '86400',
+    doc: 'how long the broker keeps a stopped bridge session and queues events for it, seconds',
+  },
+  {
+    name: 'RECSYS_MQTT_RECEIVE_MAXIMUM',
+    default: '1000',
+    doc: 'QoS 1 messages in flight from the broker to one bridge',
+  },
+];

@@ -1,0 +1,60 @@
+/** Batch side: directories, model registry, candidates, retrain trigger and schedule. */
+import type { VariableDoc } from './doc.js';
+
+export const BATCH: readonly VariableDoc[] = [
+  {
+    name: 'RECSYS_BATCH_DIR',
+    default: '.local/batch',
+    doc: 'batch working directory (ETL tables, training data, evaluation reports)',
+  },
+  {
+    name: 'RECSYS_MODEL_REGISTRY_URL',
+    default: 'file://.local/models',
+    doc: 'model registry: file://<dir> (local directory) or the MLflow tracking URL; MLFLOW_TRACKING_URI, when set, wins',
+  },
+  {
+    name: 'MLFLOW_TRACKING_URI',
+    default: '',
+    doc: 'MLflow tracking server; when set the model registry is MLflow',
+  },
+  {
+    name: 'RECSYS_MODEL_NAME',
+    default: 'recsys-reranker',
+    doc: 'registered model name of the reranker',
+  },
+  {
+    name: 'RECSYS_MODEL_MIN_NDCG',
+    default: '0.05',
+    doc: 'a new model becomes champion only with NDCG@10 at least this and above the champion',
+  },
+  {
+    name: 'RECSYS_PYTHON_VENV',
+    default: '~/.cache/recsys/venv',
+    doc: 'virtual environment the batch Python steps (LightGBM, ONNX export, MLflow) run in; created by the project',
+  },
+  {
+    name: 'RECSYS_CANDIDATES_PER_USER',
+    default: '200',
+    doc: 'batch home-feed candidates kept per user',
+  },
+  {
+    name: 'RECSYS_NEIGHBOURS_PER_ITEM',
+    default: '50',
+    doc: 'co-visitation neighbours kept per item (batch lists, and the online lists the feature role keeps)',
+  },
+  {
+    name: 'RECSYS_CANDIDATES_KEEP_VERSIONS',
+    default: '2',
+    doc: 'batch output versions kept in Redis (the live one and rollbacks); older ones expire',
+  },
+  {
+    name: 'RECSYS_RETRAIN_TOKEN',
+    default: '',
+    doc: 'bearer token of the retrain webhook; required by `npm run batch -- --serve`; Alertmanager sends it',
+  },
+  {
+    name: 'RECSYS_BATCH_SCHEDULE',
+    default: '',
+    doc: 'cron expression for `npm run batch -- --schedule` (empty: run once)',
+  },
+];
