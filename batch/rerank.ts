@@ -3,14 +3,14 @@
  *
  * Steps:
  *   1. Queries. Cut-off queries: users with validation interactions and a train history, at
- *      most `maxUsers`, state at the cut-off, labels their validation interactions; split in two
- *      halves by a hash of the userId: one half trains the reranker, the other is only evaluated.
- *      History queries (training only): up to `maxUsers` users with more than `historyLabels` + 1
- *      train events, state before their last `historyLabels` (5) train events, labels those events.
- *      Without them a short validation window leaves a handful of queries to train on (39 on
- *      MovieLens 100K's last 10%); with them every user with history teaches the ranker what
- *      comes next. Their candidates have no batch source (the batch lists were built from the
- *      events they hold out), and the neighbours and popularity they see include those events.
+ *      most `maxUsers`, state at the cut-off, labels their validation interactions. History
+ *      queries: up to `maxUsers` users with more than `historyLabels` + 1 train events, state
+ *      before their last `historyLabels` (5) train events, labels those events. Without them a
+ *      short validation window leaves a handful of queries (39 on MovieLens 100K's last 10%);
+ *      with them every user with history teaches the ranker what comes next. Their candidates
+ *      have no batch source (the batch lists were built from the events they hold out), and the
+ *      neighbours and popularity they see include those events. A quarter of the users (a hash
+ *      of the userId) is held out: their queries of both kinds are only evaluated.
  *   2. Each query's state, computed by the stream's own feature script: the events before the
  *      query are applied through `SessionFeatureStore` to scratch keys (TTL, their own change
  *      channel) and read back with `parseFeatures`, so training sees exactly what serving reads.
@@ -20,8 +20,10 @@
  *   4. Features through the shared module (`serving/rank-features.ts`); labels = the best grade
  *      of the user's validation interactions with the item (`relevance`).
  *   5. Train LightGBM LambdaRank (Python, exported to ONNX), load it in onnxruntime-node, and
- *      evaluate on the other half: popularity, co-visitation only, and the reranked hybrid.
- *   6. The current champion (when given) reranks the same held-out half, so the promotion gate
+ *      evaluate on the held-out queries: popularity, co-visitation (the candidates by their
+ *      summed neighbour score), the heuristic blend serving falls back to, and the reranked
+ *      hybrid. The gate (`batch/run.ts`) promotes a model only above the blend and co-visitation.
+ *   6. The current champion (when given) reranks the same held-out queries, so the promotion gate
  *      compares two scores of one data set; a champion that cannot be loaded with today's
  *      features has no score (and loses to any candidate above the minimum).
  */
@@ -35,8 +37,10 @@ import {
   SessionFeatureStore,
   type SessionFeatures,
 } from '../store/session-features.js';
+import { blendScores } from '../serving/blend.js';
 import {
   FEATURE_COUNT,
+  FEATURE_NAMES,
   fillFeatures,
   userPriceLevel,
   type CandidateSource,
@@ -70,7 +74,7 @@ export interface RerankOptions {
 export interface RerankResult {
   train: TrainResult;
   /** Metrics of each method on the evaluation users. */
-  metrics: Record<'popularity' | 'covisitation' | 'hybrid', Metrics>;
+  metrics: Record<'popularity' | 'covisitation' | 'blend' | 'hybrid', Metrics>;
   report: { json: string; markdown: string };
   users: { train: number; eval: number };
   /** Training queries by kind. */
@@ -80,11 +84,14 @@ export interface RerankResult {
   durationMs: number;
 }
 
-/** FNV-1a of the userId: a stable split that does not depend on row order. */
-function half(userId: string): 0 | 1 {
+/**
+ * Whether a user's queries are held out for evaluation (a quarter of the users), by FNV-1a of
+ * the userId: a stable split that does not depend on row order.
+ */
+function heldOut(userId: string): boolean {
   let h = 0x811c9dc5;
   for (let i = 0; i < userId.length; i++) h = Math.imul(h ^ userId.charCodeAt(i), 0x01000193);
-  return (h >>> 0) % 2 === 0 ? 0 : 1;
+  return (h >>> 0) % 4 === 0;
 }
 
 export async function trainAndEvaluate(
@@ -111,17 +118,18 @@ export async function trainAndEvaluate(
   const queries = queriesOf(inputs, cutoff, historyLabels);
   const sessions = await sessionsAt(config, redis, queries);
 
-  // 3 + 4. Candidates and features per query; cut-off queries of one hash half are evaluated.
+  // 3 + 4. Candidates and features per query; the queries of held-out users are evaluated.
   const trainGroups: TrainingGroup[] = [];
   const evalUsers: EvalUser[] = [];
   const kinds = { cutoff: 0, history: 0 };
   let qid = 0;
   for (const query of queries) {
-    const candidates = candidatesOf(inputs, query, recentK);
+    const session = sessions.get(query.key) ?? null;
+    const candidates = candidatesOf(inputs, query, recentK, session);
     if (candidates.length === 0) continue;
-    const features = featuresOf(inputs, sessions.get(query.key) ?? null, candidates, query.at);
-    if (query.kind === 'cutoff' && half(query.user.id) === 1) {
-      evalUsers.push({ user: query.user, candidates, features });
+    const features = featuresOf(inputs, session, candidates, query.at);
+    if (heldOut(query.user.id)) {
+      evalUsers.push({ key: query.key, labels: query.labels, candidates, features });
       continue;
     }
     const labels = candidates.map((c) => relevance(query.labels.get(c.itemId) ?? []));
@@ -135,7 +143,7 @@ export async function trainAndEvaluate(
     'training data written',
   );
 
-  // 5. Train, then evaluate on the held-out half.
+  // 5. Train, then evaluate on the held-out queries.
   const train = await trainReranker(config, log, {
     trainParquet,
     outDir: join(outDir, 'model'),
@@ -145,6 +153,7 @@ export async function trainAndEvaluate(
   const metrics = {
     popularity: evaluate(recs.popularity, truth, items.size),
     covisitation: evaluate(recs.covisitation, truth, items.size),
+    blend: evaluate(recs.blend, truth, items.size),
     hybrid: evaluate(recs.hybrid, truth, items.size),
   };
   const champion = options.champion
@@ -181,7 +190,9 @@ export async function trainAndEvaluate(
 }
 
 interface EvalUser {
-  user: UserData;
+  /** The query's key (a user can have a cut-off and a history query). */
+  key: string;
+  labels: Map<string, EventType[]>;
   candidates: RankCandidate[];
   features: Float32Array;
 }
@@ -276,12 +287,20 @@ async function sessionsAt(
 
 /**
  * Step 3: the same candidate mix the server builds, deduplicated, best score per source (no
- * batch source for history queries).
+ * batch source for history queries), without the items serving would leave out (the user's
+ * purchased and consumed items at the query's time).
  */
-function candidatesOf(inputs: TrainingInputs, query: Query, recentK: number): RankCandidate[] {
+function candidatesOf(
+  inputs: TrainingInputs,
+  query: Query,
+  recentK: number,
+  session: SessionFeatures | null,
+): RankCandidate[] {
   const byItem = new Map<string, Partial<Record<CandidateSource, number>>>();
+  const excluded = new Set([...(session?.purchased ?? []), ...(session?.consumed ?? [])]);
   // Co-visitation sums over the recent items; the other sources keep their best score.
   const add = (itemId: string, source: CandidateSource, score: number): void => {
+    if (excluded.has(itemId)) return;
     const s = byItem.get(itemId) ?? {};
     s[source] = source === 'covis' ? (s[source] ?? 0) + score : Math.max(s[source] ?? 0, score);
     byItem.set(itemId, s);
@@ -326,43 +345,47 @@ function featuresOf(
   return out;
 }
 
-/** Step 5: the top 20 of each method for the held-out users, and their graded truth. */
+/**
+ * Step 5: the top 20 of each method for the held-out queries, and their graded truth. Every
+ * method but popularity orders the same candidates: co-visitation by its summed score (the
+ * neighbours of the user's recent items), the blend as serving does without a model
+ * (`serving/blend.ts`), the hybrid by the model.
+ */
 async function rankHeldOut(onnxPath: string, inputs: TrainingInputs, evalUsers: EvalUser[]) {
-  const { popular, batchCands } = inputs;
   const ranker = await loadRanker(onnxPath);
   const truth = new Map<string, Map<string, number>>();
   const recs = {
     popularity: new Map<string, string[]>(),
     covisitation: new Map<string, string[]>(),
+    blend: new Map<string, string[]>(),
     hybrid: new Map<string, string[]>(),
   };
-  const popularList = popular.map(([i]) => i);
+  const popularList = inputs.popular.map(([i]) => i);
+  const top = (candidates: RankCandidate[], scores: ArrayLike<number>): string[] =>
+    candidates
+      .map((_, i) => i)
+      .sort((a, b) => (scores[b] as number) - (scores[a] as number))
+      .slice(0, 20)
+      .map((i) => (candidates[i] as RankCandidate).itemId);
   try {
-    for (const { user, candidates, features } of evalUsers) {
-      truth.set(
-        user.id,
-        new Map([...user.relevant].map(([item, types]) => [item, relevance(types)])),
-      );
-      recs.popularity.set(user.id, popularList.slice(0, 20));
-      recs.covisitation.set(
-        user.id,
-        (batchCands.get(user.id) ?? [])
-          .filter(([, , source]) => source === 'covisit')
-          .sort((a, b) => b[1] - a[1])
-          .slice(0, 20)
-          .map(([i]) => i),
-      );
-      const scores = await ranker.score(features, candidates.length);
-      const order = candidates
-        .map((_, i) => i)
-        .sort((a, b) => (scores[b] as number) - (scores[a] as number));
-      recs.hybrid.set(
-        user.id,
-        order.slice(0, 20).map((i) => (candidates[i] as RankCandidate).itemId),
-      );
+    for (const { key, labels, candidates, features } of evalUsers) {
+      const n = candidates.length;
+      truth.set(key, new Map([...labels].map(([item, types]) => [item, relevance(types)])));
+      recs.popularity.set(key, popularList.slice(0, 20));
+      const covis = new Float32Array(n);
+      for (let i = 0; i < n; i++) {
+        const o = i * FEATURE_COUNT;
+        covis[i] = (features[o + COVIS_COL] as number) + 1e-3 * (features[o + POP_COL] as number);
+      }
+      recs.covisitation.set(key, top(candidates, covis));
+      recs.blend.set(key, top(candidates, blendScores(features, n, new Float32Array(n))));
+      recs.hybrid.set(key, top(candidates, await ranker.score(features, n)));
     }
   } finally {
     await ranker.release();
   }
   return { recs, truth };
 }
+
+const COVIS_COL = FEATURE_NAMES.indexOf('score_covis_sum');
+const POP_COL = FEATURE_NAMES.indexOf('item_popularity_log');

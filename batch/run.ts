@@ -93,7 +93,7 @@ export async function runBatch(
         champion,
       }),
     (r) =>
-      `${r.users.train} training queries (${r.queries.cutoff} at the cut-off, ${r.queries.history} from history), ${r.users.eval} evaluation users; NDCG@10 popularity ${r.metrics.popularity.ndcg_at_10.toFixed(4)}, co-visitation ${r.metrics.covisitation.ndcg_at_10.toFixed(4)}, hybrid ${r.metrics.hybrid.ndcg_at_10.toFixed(4)}`,
+      `${r.users.train} training queries (${r.queries.cutoff} at the cut-off, ${r.queries.history} from history), ${r.users.eval} held-out queries; NDCG@10 popularity ${r.metrics.popularity.ndcg_at_10.toFixed(4)}, co-visitation ${r.metrics.covisitation.ndcg_at_10.toFixed(4)}, blend ${r.metrics.blend.ndcg_at_10.toFixed(4)}, hybrid ${r.metrics.hybrid.ndcg_at_10.toFixed(4)}`,
   );
   const model = await step(
     'register',
@@ -134,7 +134,9 @@ async function currentChampion(
 /**
  * Registers the trained model with its offline metrics and the champion's on the same held-out
  * data (`champion_*`, tag `champion_version`: both scores the gate compared, in the registry);
- * promoted only if it beats the champion's re-score.
+ * promoted only if it beats the heuristic blend serving uses without a model and co-visitation
+ * on those queries (else serving keeps what it has: the blend, or a champion that won before),
+ * and the champion's re-score.
  */
 async function registerModel(
   config: Readonly<Config>,
@@ -159,6 +161,7 @@ async function registerModel(
         hit_rate_at_10: metrics.hit_rate_at_10,
         coverage_at_10: metrics.coverage_at_10,
         covisitation_ndcg_at_10: ranked.metrics.covisitation.ndcg_at_10,
+        blend_ndcg_at_10: ranked.metrics.blend.ndcg_at_10,
         popularity_ndcg_at_10: ranked.metrics.popularity.ndcg_at_10,
         ...championMetrics,
       },
@@ -169,6 +172,8 @@ async function registerModel(
         trainQueries: ranked.users.train,
       },
     });
+    const floor = belowHeuristics(ranked.metrics);
+    if (floor) return { version, promoted: false, reason: floor };
     const decision = await registry.promoteIfBetter(
       version,
       metrics as unknown as Record<string, number>,
@@ -188,4 +193,23 @@ async function registerModel(
   } finally {
     await registry.close();
   }
+}
+
+/**
+ * Why the model must not serve when it does not beat both the heuristic blend and co-visitation
+ * on the held-out queries (NDCG@10), or null when it does.
+ */
+export function belowHeuristics(
+  metrics: Readonly<
+    Record<'covisitation' | 'blend' | 'hybrid', { ndcg_at_10: number; users: number }>
+  >,
+): string | null {
+  const model = metrics.hybrid.ndcg_at_10;
+  for (const name of ['blend', 'covisitation'] as const) {
+    const other = metrics[name].ndcg_at_10;
+    if (!(model > other)) {
+      return `NDCG@10 ${model.toFixed(4)} does not beat the ${name === 'blend' ? 'heuristic blend' : 'co-visitation'} (${other.toFixed(4)}) on ${metrics.hybrid.users} held-out queries`;
+    }
+  }
+  return null;
 }

@@ -386,7 +386,7 @@ function servingSettings(r: Reader): Pick<Config, 'serving'> {
       candidates: int('RECSYS_FEED_CANDIDATES', 1, 10_000),
       userCache: int('RECSYS_FEED_USER_CACHE', 0, 10_000_000),
       maxPerCategory: int('RECSYS_FEED_MAX_PER_CATEGORY', 1, 1000),
-      fatigueImpressions: int('RECSYS_FEED_FATIGUE_IMPRESSIONS', 1, 1000),
+      fatigueImpressions: int('RECSYS_FEED_FATIGUE_IMPRESSIONS', 0, 1000),
       rateLimitPerSec: int('RECSYS_RATE_LIMIT_PER_S', 1, 1_000_000),
       modelPollMs: int('RECSYS_MODEL_POLL_MS', 100),
       liveCoalesceMs: int('RECSYS_LIVE_COALESCE_MS', 0, 10_000),

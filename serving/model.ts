@@ -13,6 +13,11 @@
  * counts `recsys_model_load_failures_total`; a registry that cannot be read is logged and
  * retried at the next poll.
  *
+ * While the registry has no champion (none trained yet, or none that beat the heuristic blend in
+ * the batch's gate), or the only champion failed to load, feeds are ordered by the blend
+ * (`blend.ts`): `mode()` says "blend", `recsys_model_info{version="blend"}` is 1 and readiness
+ * reports the model check as degraded, not failed.
+ *
  * @example
  *   const models = startModelHolder({ registry, log, metrics, pollMs: 10_000 });
  *   const lease = models.acquire(); // null until a model is loaded
@@ -37,6 +42,11 @@ export interface ModelHolder {
   /** The serving model for one request, or null before any model loaded. */
   acquire(): ModelLease | null;
   version(): string | null;
+  /**
+   * "model" while a model serves; "blend" when the registry was read and has no champion, or
+   * its champion cannot be loaded and none serves; "loading" before either is known.
+   */
+  mode(): 'model' | 'blend' | 'loading';
   /** Checks the registry now (also what the timer does); resolves when the check is done. */
   poll(): Promise<void>;
   /** Resolves after the first poll (whether or not it found a model). */
@@ -81,6 +91,13 @@ export function startModelHolder(options: ModelHolderOptions): ModelHolder {
 
   let current: Slot | null = null;
   let failedVersion: string | null = null;
+  /** The last registry read found no champion. */
+  let noChampion = false;
+  const showBlend = (on: boolean): void => {
+    if (current) return;
+    info.reset();
+    if (on) info.labels('blend').set(1);
+  };
   let polling: Promise<void> | null = null;
   let closed = false;
 
@@ -100,7 +117,10 @@ export function startModelHolder(options: ModelHolderOptions): ModelHolder {
       log.warn({ err: (err as Error).message }, 'model registry unreadable; keeping the model');
       return;
     }
-    if (!champion || closed) return;
+    if (closed) return;
+    noChampion = !champion;
+    showBlend(noChampion || champion?.version === failedVersion);
+    if (!champion) return;
     if (champion.version === current?.version || champion.version === failedVersion) return;
     let ranker: Ranker;
     const t0 = performance.now();
@@ -109,6 +129,7 @@ export function startModelHolder(options: ModelHolderOptions): ModelHolder {
     } catch (err) {
       failedVersion = champion.version;
       failures.inc();
+      showBlend(true);
       log.error(
         { version: champion.version, path: champion.onnxPath, err: (err as Error).message },
         current ? 'new champion failed to load; keeping the old model' : 'model failed to load',
@@ -152,6 +173,7 @@ export function startModelHolder(options: ModelHolderOptions): ModelHolder {
     started,
     poll,
     version: () => current?.version ?? null,
+    mode: () => (current ? 'model' : noChampion || failedVersion !== null ? 'blend' : 'loading'),
     acquire() {
       const slot = current;
       if (!slot) return null;

@@ -42,8 +42,8 @@ export const SERVING: readonly VariableDoc[] = [
   },
   {
     name: 'RECSYS_FEED_FATIGUE_IMPRESSIONS',
-    default: '3',
-    doc: 'impressions without interaction after which an item is demoted for a user',
+    default: '0',
+    doc: 'impressions without interaction after which an item is demoted for a user; 0 = off (on replayed real logs every threshold cost quality: bench/README.md)',
   },
   {
     name: 'RECSYS_RATE_LIMIT_PER_S',

@@ -11,8 +11,8 @@
  *   3. `fillFacts`: the catalog facts of the rows and the recent items; unavailable items are
  *      dropped (purchased and consumed ones were left out of the mix); the rows' train popularity;
  *   4. `score`: features into a pooled matrix (`fillFeatureRows`, the code training runs too)
- *      and one ONNX run; without a model, mix order with score 1/(1 + position);
- *   5. `orderFeed`: by score; items the user saw `fatigueImpressions` times without an
+ *      and one ONNX run; without a model, the heuristic blend of the same features (`blend.ts`);
+ *   5. `orderFeed`: by score; items the user saw `fatigueImpressions` times (when set) without an
  *      interaction move after the rest; at most `maxPerCategory` of one category in the top 10;
  *   6. `servedRecord`: the record goes to the served log (queued, never awaited).
  *
@@ -36,6 +36,7 @@ import {
   shownSource,
   type CandidateRows,
 } from '../mix.js';
+import { blendScores } from '../blend.js';
 import type { ModelHolder } from '../model.js';
 import { descendingOrder } from '../order.js';
 import { FEATURE_COUNT, fillFeatureRows, SOURCES, userPriceLevel } from '../rank-features.js';
@@ -60,8 +61,8 @@ export interface Feed {
   latencyMs: number;
 }
 
-/** The version served feeds carry while no model is loaded (unranked feed). */
-export const NO_MODEL_VERSION = 'none';
+/** The version served feeds carry while no model serves (the heuristic blend, `blend.ts`). */
+export const NO_MODEL_VERSION = 'blend';
 
 // Mix sizes, the same as training's defaults (`batch/rerank.ts`: recentItems 3).
 const RECENT_ITEMS = 3;
@@ -72,6 +73,7 @@ const TRENDING_PER_CATEGORY = 20;
 /** Positions the diversity rule applies to. */
 const DIVERSITY_TOP = 10;
 const NO_NEIGHBOURS: ReadonlyMap<string, ScoredList> = new Map();
+const NO_IMPRESSIONS: Map<string, number> = new Map();
 
 /** What every feed of a process shares. */
 export interface FeedContext {
@@ -159,7 +161,8 @@ async function readUser(ctx: FeedContext, userId: string, now: number): Promise<
   const [session, version, impressions] = await Promise.all([
     readFeatures(ctx.redis, userId, now, ctx.config.features.halfLifeMs),
     ctx.candidates.currentVersion(),
-    ctx.impressions.read(userId),
+    // Impressions matter only to fatigue (off at 0): not read otherwise.
+    ctx.config.serving.fatigueImpressions > 0 ? ctx.impressions.read(userId) : NO_IMPRESSIONS,
   ]);
   ctx.liveVersion = version;
   return {
@@ -286,7 +289,7 @@ interface Scored {
   modelVersion: string;
 }
 
-/** Step 4: features and one ONNX run; mix order when no model is loaded. */
+/** Step 4: features, then one ONNX run, or the heuristic blend while no model serves. */
 async function score(
   ctx: FeedContext,
   user: UserRead,
@@ -299,25 +302,23 @@ async function score(
   const lease = ctx.models.acquire();
   // The model's row order, the scores by row and the final order: one allocation.
   const orderBuffer = new ArrayBuffer(12 * n);
-  if (!lease || n === 0) {
+  const byRow = new Float32Array(orderBuffer, 4 * n, n);
+  if (n === 0) {
     lease?.release();
-    if (record) ctx.metrics.unrankedFeeds.inc();
-    return {
-      scores: Float64Array.from({ length: n }, (_, i) => 1 / (1 + i)),
-      orderBuffer,
-      modelVersion: lease?.version ?? NO_MODEL_VERSION,
-    };
+    return { scores: byRow, orderBuffer, modelVersion: lease?.version ?? NO_MODEL_VERSION };
   }
   const started = performance.now();
   const { table } = user.state;
   const matrix = ctx.pool.take(n);
-  const byRow = new Float32Array(orderBuffer, 4 * n, n);
   try {
     const prices = recentKeys.map((k) =>
       table.known[k] === 1 ? { price: priceOrNull(table.price[k] as number) } : null,
     );
-    // The model sees the rows grouped (`modelRowOrder`); scores come back in row order.
-    const at = modelRowOrder(rows, table.known, new Uint32Array(orderBuffer, 0, n));
+    // The model sees the rows grouped (`modelRowOrder`); scores come back in row order. The
+    // blend reads rows in row order.
+    const at = lease
+      ? modelRowOrder(rows, table.known, new Uint32Array(orderBuffer, 0, n))
+      : undefined;
     fillFeatureRows(
       matrix,
       { now, session: user.session, userPriceLevel: userPriceLevel(prices) },
@@ -331,17 +332,21 @@ async function score(
       },
       at,
     );
-    const grouped = await lease.ranker.score(matrix, n);
-    for (let i = 0; i < n; i++) byRow[i] = grouped[at[i] as number] as number;
+    if (lease && at) {
+      const grouped = await lease.ranker.score(matrix, n);
+      for (let i = 0; i < n; i++) byRow[i] = grouped[at[i] as number] as number;
+    } else {
+      blendScores(matrix, n, byRow);
+    }
   } finally {
     ctx.pool.give(matrix);
-    lease.release();
+    lease?.release();
   }
   if (record) {
     ctx.metrics.rerankSeconds.observe((performance.now() - started) / 1000);
-    ctx.metrics.rankedFeeds.inc();
+    (lease ? ctx.metrics.rankedFeeds : ctx.metrics.unrankedFeeds).inc();
   }
-  return { scores: byRow, orderBuffer, modelVersion: lease.version };
+  return { scores: byRow, orderBuffer, modelVersion: lease?.version ?? NO_MODEL_VERSION };
 }
 
 /** Step 5: by score, fatigued items after the rest, diversity in the top; `limit` items. */
@@ -357,7 +362,7 @@ function orderFeed(
   const n = rows.n;
   const order = descendingOrder(scored.scores, n, new Uint32Array(scored.orderBuffer, 8 * n, n));
   const rested =
-    user.impressions.size === 0
+    user.impressions.size === 0 || serving.fatigueImpressions === 0
       ? order
       : demoteFatigued(
           order,

@@ -4,9 +4,9 @@
  * about HTTP. It owns the process's model holder (polling the registry), the served-log
  * producer, the caches (`caches.ts`) and the warm-up (`warm-up.ts`).
  *
- * Without a model (none registered yet, or none loadable) `getFeed` still answers, unranked,
- * with `modelVersion` "none"; `readiness` reports `model` not ok, so /readyz answers 503 until a
- * model is loaded, and `warm` not ok until warm-up feeds were built with it.
+ * Without a model (no champion in the registry, or none loadable) `getFeed` orders by the
+ * heuristic blend, with `modelVersion` "blend"; `readiness` then reports `model` as degraded.
+ * /readyz answers 503 while a champion is still loading, and until the warm-up feeds were built.
  *
  * @example
  *   const feeds = startFeedService({ config, log, metrics });
@@ -33,7 +33,7 @@ export { NO_MODEL_VERSION, type Feed, type FeedItem } from './pipeline.js';
 export interface FeedService {
   /** Builds, ranks and returns a user's feed; the served record is written to Kafka asynchronously (off the request path). */
   getFeed(userId: string, limit: number): Promise<Feed>;
-  /** Named checks for /readyz: redis, model (a model is loaded), warm, and kafka (served-log producer; optional: degraded, still ready). */
+  /** Named checks for /readyz: redis, model (a model is loaded; degraded while the blend ranks), warm, and kafka (served-log producer; optional: degraded, still ready). */
   readiness(): Promise<HealthReport>;
   /** Current model version, or null before one is loaded. */
   modelVersion(): string | null;
@@ -100,7 +100,9 @@ export function startFeedService(deps: FeedDeps): FeedService {
         {
           redis: () => redisHealth(redis, config.healthTimeoutMs),
           model: () => {
-            if (models.version() === null) throw new Error('no model loaded');
+            const mode = models.mode();
+            if (mode === 'blend') throw new Error('no model promoted: the heuristic blend ranks');
+            if (mode === 'loading') throw new Error('no model loaded yet');
           },
           kafka: () => served.check(),
           warm: () => {
@@ -110,8 +112,9 @@ export function startFeedService(deps: FeedDeps): FeedService {
           },
         },
         config.healthTimeoutMs,
-        // Feeds do not need Kafka: without the served log the server answers, degraded.
-        ['kafka'],
+        // Feeds do not need Kafka: without the served log the server answers, degraded; nor a
+        // model, once the registry said there is none to load.
+        models.mode() === 'blend' ? ['kafka', 'model'] : ['kafka'],
       ),
     modelVersion: () => models.version(),
     itemsChanged: (itemIds) => ctx.caches.itemsChanged(itemIds),

@@ -1,5 +1,5 @@
 /**
- * Warm-up: once a model is loaded, `WARMUP_FEEDS` feeds for users who have live features (or
+ * Warm-up: once a model is loaded (or the registry said the blend ranks), `WARMUP_FEEDS` feeds for users who have live features (or
  * made-up new users when there are none) are built and thrown away before the service reports
  * ready, so the first real requests find the code compiled and the shared caches (catalog,
  * neighbours, popularity, trending) filled. A failed attempt is logged and tried again.
@@ -37,7 +37,7 @@ export function startWarmUp(deps: WarmUpDeps): WarmUp {
   let warmed = false;
   const stop = new AbortController();
   const once = async (): Promise<void> => {
-    while (!stop.signal.aborted && models.version() === null) await sleep(100);
+    while (!stop.signal.aborted && models.mode() === 'loading') await sleep(100);
     const users = await sampleUsers(deps.redis, WARMUP_USERS);
     const t0 = performance.now();
     let next = 0;

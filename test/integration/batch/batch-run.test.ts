@@ -1,8 +1,9 @@
 /**
  * `runBatch` end to end on generated data with planted structure (real DuckDB, the project's
  * Python environment, Redis database 8, a local registry in a temp dir): the reranked hybrid
- * beats co-visitation alone by at least 1.2x and popularity on NDCG@10; the model is champion;
- * candidates are live; a deliberately worse model is registered but not promoted.
+ * beats co-visitation alone by at least 1.2x, the heuristic blend and popularity on NDCG@10 (on
+ * the same held-out queries); the model is champion; candidates are live; a deliberately worse
+ * model is registered but not promoted, and the reason names what it did not beat.
  */
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -45,12 +46,13 @@ describe('npm run batch (runBatch)', () => {
       );
       const m = first.metrics;
       t.diagnostic(
-        `NDCG@10 hybrid ${m.hybrid.ndcg_at_10.toFixed(4)}, co-visitation ${m.covisitation.ndcg_at_10.toFixed(4)}, popularity ${m.popularity.ndcg_at_10.toFixed(4)}; steps ${JSON.stringify(first.stepsMs)}`,
+        `NDCG@10 on ${m.hybrid.users} held-out queries: hybrid ${m.hybrid.ndcg_at_10.toFixed(4)}, blend ${m.blend.ndcg_at_10.toFixed(4)}, co-visitation ${m.covisitation.ndcg_at_10.toFixed(4)}, popularity ${m.popularity.ndcg_at_10.toFixed(4)}; steps ${JSON.stringify(first.stepsMs)}`,
       );
       assert.ok(
         m.hybrid.ndcg_at_10 >= 1.2 * m.covisitation.ndcg_at_10,
         'hybrid >= 1.2x co-visitation',
       );
+      assert.ok(m.hybrid.ndcg_at_10 > m.blend.ndcg_at_10, 'hybrid beats the heuristic blend');
       assert.ok(
         m.covisitation.ndcg_at_10 > m.popularity.ndcg_at_10,
         'co-visitation beats popularity',
@@ -85,6 +87,7 @@ describe('npm run batch (runBatch)', () => {
       );
       t.diagnostic(`worse model: ${second.model.reason}`);
       assert.equal(second.model.promoted, false);
+      assert.match(second.model.reason, /does not beat the (heuristic blend|co-visitation)/);
       const registry = openRegistry(config.batch, log);
       try {
         assert.equal((await registry.champion())?.version, first.model.version);

@@ -144,6 +144,8 @@ describe('feed service', { timeout: 600_000 }, () => {
       MLFLOW_TRACKING_URI: '',
       RECSYS_MODEL_MIN_NDCG: '0',
       RECSYS_MODEL_POLL_MS: '200',
+      // Fatigue is off by default; this test checks it where an operator turns it on.
+      RECSYS_FEED_FATIGUE_IMPRESSIONS: '3',
       // Short, so the test of an unannounced catalog change sees the TTL re-read.
       RECSYS_SERVING_CATALOG_TTL_MS: '1000',
       RECSYS_TOPIC_SERVED: uniq('test.served'),
