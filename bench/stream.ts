@@ -34,7 +34,7 @@ import {
   type UserEvent,
 } from '../schemas/index.js';
 import { CatalogStore } from '../store/catalog.js';
-import { ensureTopics } from '../stream/kafka.js';
+import { createKafka, ensureTopics } from '../stream/kafka.js';
 import { FEATURE_CHANNEL, USER_FIELDS, userFeaturesKey } from '../store/keys.js';
 import { discardMqttSession } from '../stream/index.js';
 import { freePort, startReady, stopProcess } from './processes.js';
@@ -88,11 +88,7 @@ function percentiles(values: number[]) {
 }
 
 function kafkaClient(): kafkajs.Kafka {
-  return new kafkajs.Kafka({
-    clientId: 'recsys-bench',
-    brokers: config.kafka.brokers,
-    logLevel: kafkajs.logLevel.NOTHING,
-  });
+  return createKafka(config.kafka, log, 'bench', { logLevel: kafkajs.logLevel.NOTHING });
 }
 
 function startRole(role: string, port: number): Promise<ChildProcess> {

@@ -11,6 +11,9 @@
 import { ConfigError } from './errors.js';
 import { reader, type Env, type Reader } from './config-reader.js';
 import { type HttpConfig, PORT_VARIABLES, type ProcessKind } from './ports.js';
+import { kafkaSasl, type KafkaSasl } from './config-kafka.js';
+
+export type { KafkaSasl } from './config-kafka.js';
 
 /** The event types (schemas/ defines them; core cannot import it, a unit test keeps both equal). */
 export const EVENT_TYPE_NAMES: readonly string[] = [
@@ -24,6 +27,8 @@ export const EVENT_TYPE_NAMES: readonly string[] = [
 export interface KafkaConfig {
   brokers: string[];
   clientId: string;
+  /** null: no SASL (the local plain backbone). */
+  sasl: KafkaSasl | null;
   topics: { events: string; dlq: string; served: string; items: string };
   partitions: number;
 }
@@ -148,6 +153,8 @@ export interface AuthConfig {
 
 export interface LocalConfig {
   dir: string;
+  /** Redis ACL users and Kafka SASL/SCRAM, credentials generated into `<dir>/secrets`. */
+  secureBackbone: boolean;
   cacheDir: string;
   services: string[];
   startTimeoutMs: number;
@@ -159,7 +166,8 @@ export interface Config {
   kafka: KafkaConfig;
   registry: { url: string };
   redis: { url: string };
-  elasticsearch: { url: string };
+  /** `apiKey`: the encoded API key, '' for none. */
+  elasticsearch: { url: string; apiKey: string };
   mqtt: MqttConfig;
   http: HttpConfig;
   ingest: IngestConfig;
@@ -208,6 +216,7 @@ function connections(
     kafka: {
       brokers: list('RECSYS_KAFKA_BROKERS'),
       clientId: str('RECSYS_KAFKA_CLIENT_ID'),
+      sasl: kafkaSasl(r),
       topics: {
         events: str('RECSYS_TOPIC_EVENTS'),
         dlq: str('RECSYS_TOPIC_DLQ'),
@@ -218,7 +227,10 @@ function connections(
     },
     registry: { url: url('RECSYS_SCHEMA_REGISTRY_URL', ['http:', 'https:']) },
     redis: { url: url('RECSYS_REDIS_URL', ['redis:', 'rediss:']) },
-    elasticsearch: { url: url('RECSYS_ES_URL', ['http:', 'https:']) },
+    elasticsearch: {
+      url: url('RECSYS_ES_URL', ['http:', 'https:']),
+      apiKey: str('RECSYS_ES_API_KEY'),
+    },
     mqtt: {
       url: url('RECSYS_MQTT_URL', ['mqtt:', 'mqtts:', 'ws:', 'wss:']),
       username: str('RECSYS_MQTT_USERNAME'),
@@ -360,6 +372,7 @@ function batchSettings(r: Reader): Pick<Config, 'batch' | 'local'> {
     },
     local: {
       dir: str('RECSYS_LOCAL_DIR'),
+      secureBackbone: r.flag('RECSYS_SECURE_BACKBONE'),
       cacheDir: str('RECSYS_CACHE_DIR').replace(/^~(?=\/|$)/, home),
       services: list('RECSYS_LOCAL_SERVICES'),
       startTimeoutMs: int('RECSYS_START_TIMEOUT_MS', 1000),

@@ -19,6 +19,7 @@ export type {
   LakeConfig,
   TrendingConfig,
   KafkaConfig,
+  KafkaSasl,
   LocalConfig,
   MqttConfig,
   ServingConfig,

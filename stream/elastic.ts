@@ -1,11 +1,31 @@
-/** The Elasticsearch client (major pinned to the server's, 8) and its health check. */
+/**
+ * The Elasticsearch client (major pinned to the server's, 8) and its health check. With
+ * RECSYS_ES_API_KEY set every request carries `Authorization: ApiKey <key>`, as a cluster with
+ * security on requires (the local integ-test distribution has no security module and ignores it).
+ */
 import { Client } from '@elastic/elasticsearch';
 import { DependencyUnavailableError } from '../core/index.js';
 
 export type { Client as ElasticClient };
 
-export function createElastic(url: string): Client {
-  return new Client({ node: url, requestTimeout: 30_000, maxRetries: 3 });
+/** Where Elasticsearch is and the API key (encoded form, '' for none) to send it. */
+export interface ElasticConnection {
+  url: string;
+  apiKey: string;
+}
+
+export function createElastic(es: ElasticConnection): Client {
+  return new Client({
+    node: es.url,
+    ...(es.apiKey ? { auth: { apiKey: es.apiKey } } : {}),
+    requestTimeout: 30_000,
+    maxRetries: 3,
+  });
+}
+
+/** The header plain HTTP clients (fetch, curl) send for the same API key; none without one. */
+export function elasticAuthHeaders(es: ElasticConnection): Record<string, string> {
+  return es.apiKey ? { authorization: `ApiKey ${es.apiKey}` } : {};
 }
 
 export async function elasticHealth(client: Client, timeoutMs: number): Promise<void> {

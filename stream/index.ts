@@ -6,7 +6,7 @@
  *   const kafka = createKafka(config.kafka, log, 'indexer');
  *   const report = await checkHealth({ kafka: () => kafkaHealth(kafka, 1000) }, 1000);
  */
-export { createElastic, elasticHealth, type ElasticClient } from './elastic.js';
+export { createElastic, elasticAuthHeaders, elasticHealth, type ElasticClient } from './elastic.js';
 export { createConsumer, createKafka, createProducer, ensureTopics, kafkaHealth } from './kafka.js';
 export { canConnectMqtt, connectMqtt, discardMqttSession, mqttHealth } from './mqtt.js';
 export { createRedis, redisHealth, type Redis } from '../store/redis.js';

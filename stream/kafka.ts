@@ -1,14 +1,18 @@
 /**
  * Kafka plumbing shared by every stream process: one client per process with logs routed to
  * pino, topic creation owned by the code (the broker does not auto-create), an idempotent
- * `acks=all` producer, consumers, and a health check.
+ * `acks=all` producer, consumers, and a health check. `createKafka` is the only place a kafkajs
+ * client is built (a unit test holds every other file to it), so every client, the tests' and
+ * deploy/local's probes included, logs in with the configured SASL credentials.
  */
 import kafkajs, {
   type Admin,
   type Consumer,
   type ConsumerConfig,
   type Kafka,
+  type KafkaConfig as KafkaJsConfig,
   type Producer,
+  type SASLOptions,
 } from 'kafkajs';
 import {
   DependencyUnavailableError,
@@ -28,11 +32,29 @@ const LEVELS: Record<number, 'error' | 'warn' | 'info' | 'debug'> = {
   [logLevel.DEBUG]: 'debug',
 };
 
-export function createKafka(config: KafkaConfig, log: Logger, role: string): Kafka {
+/** What a caller may tune; where and as whom it connects comes from the config only. */
+export type KafkaTuning = Pick<
+  KafkaJsConfig,
+  'connectionTimeout' | 'requestTimeout' | 'retry' | 'logLevel'
+>;
+
+/**
+ * The Kafka client of `role` (client id `<RECSYS_KAFKA_CLIENT_ID>-<role>`), logging through pino
+ * at warn and above; `tuning` overrides timeouts, retries or the log level (probes and tests).
+ */
+export function createKafka(
+  config: KafkaConfig,
+  log: Logger,
+  role: string,
+  tuning: KafkaTuning = {},
+): Kafka {
   const kafkaLog = log.child({ component: 'kafkajs' });
   return new kafkajs.Kafka({
     clientId: `${config.clientId}-${role}`,
     brokers: config.brokers,
+    // SCRAM never sends the password; without TLS the records themselves still travel in
+    // clear, which the local loopback stack accepts and a production cluster should not.
+    ...(config.sasl ? { sasl: { ...config.sasl } as SASLOptions } : {}),
     connectionTimeout: 3000,
     requestTimeout: 30_000,
     // kafkajs retries each request itself with backoff; a dead broker surfaces as an error
@@ -45,6 +67,7 @@ export function createKafka(config: KafkaConfig, log: Logger, role: string): Kaf
         const { message, ...rest } = entry;
         kafkaLog[LEVELS[level] ?? 'info'](rest, message);
       },
+    ...tuning,
   });
 }
 

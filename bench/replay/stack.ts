@@ -25,7 +25,11 @@ import { join } from 'node:path';
 import kafkajs from 'kafkajs';
 import { Redis } from 'ioredis';
 import mqtt from 'mqtt';
-import { loadConfig, sleep, type Config } from '../../core/index.js';
+import { createLogger, loadConfig, sleep, type Config } from '../../core/index.js';
+import { createKafka } from '../../stream/kafka.js';
+
+/** kafkajs' own logs stay off (`logLevel` NOTHING); this only satisfies the factory. */
+const QUIET = createLogger('silent', 'replay-stack');
 import { freePort, startReady, stopProcess } from '../processes.js';
 
 /** Undo steps, run last-registered first; each runs once, errors are reported, not thrown. */
@@ -296,9 +300,7 @@ export class ReplayStack {
   }
 
   #kafka(): kafkajs.Kafka {
-    return new kafkajs.Kafka({
-      clientId: `${this.id}-admin`,
-      brokers: this.config.kafka.brokers,
+    return createKafka(this.config.kafka, QUIET, `${this.id}-admin`, {
       logLevel: kafkajs.logLevel.NOTHING,
     });
   }

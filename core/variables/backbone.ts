@@ -10,6 +10,21 @@ export const BACKBONE: readonly VariableDoc[] = [
   },
   { name: 'RECSYS_KAFKA_CLIENT_ID', default: 'recsys', doc: 'Kafka client id prefix' },
   {
+    name: 'RECSYS_KAFKA_SASL_MECHANISM',
+    default: '',
+    doc: 'SASL mechanism of every Kafka client: scram-sha-256, scram-sha-512 or plain (unset: no SASL)',
+  },
+  {
+    name: 'RECSYS_KAFKA_USERNAME',
+    default: '',
+    doc: 'Kafka SASL user (with RECSYS_KAFKA_SASL_MECHANISM)',
+  },
+  {
+    name: 'RECSYS_KAFKA_PASSWORD',
+    default: '',
+    doc: 'Kafka SASL password (with RECSYS_KAFKA_SASL_MECHANISM)',
+  },
+  {
     name: 'RECSYS_TOPIC_EVENTS',
     default: 'recsys.events.v1',
     doc: 'accepted user events (Avro, key = userId)',
@@ -26,8 +41,17 @@ export const BACKBONE: readonly VariableDoc[] = [
     default: 'http://127.0.0.1:8081/apis/ccompat/v7',
     doc: 'Confluent-compatible schema registry base URL',
   },
-  { name: 'RECSYS_REDIS_URL', default: 'redis://127.0.0.1:6379', doc: 'Redis URL' },
+  {
+    name: 'RECSYS_REDIS_URL',
+    default: 'redis://127.0.0.1:6379',
+    doc: 'Redis URL; an ACL user and password go in it: redis://user:password@host:port',
+  },
   { name: 'RECSYS_ES_URL', default: 'http://127.0.0.1:9200', doc: 'Elasticsearch URL' },
+  {
+    name: 'RECSYS_ES_API_KEY',
+    default: '',
+    doc: 'Elasticsearch API key (the encoded form), sent as Authorization: ApiKey (unset: none)',
+  },
   { name: 'RECSYS_MQTT_URL', default: 'mqtt://127.0.0.1:1883', doc: 'MQTT broker URL' },
   { name: 'RECSYS_MQTT_USERNAME', default: 'bridge', doc: 'MQTT account of the ingest bridge' },
   {

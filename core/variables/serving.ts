@@ -111,6 +111,11 @@ export const SERVING: readonly VariableDoc[] = [
     doc: 'deploy/local: Maven repository the registry and Elasticsearch archives come from (Kafka jars: Maven settings)',
   },
   {
+    name: 'RECSYS_SECURE_BACKBONE',
+    default: '0',
+    doc: 'deploy/local: 1 = Redis with ACL users, Kafka with SASL/SCRAM and ACLs, credentials made in .local/secrets',
+  },
+  {
     name: 'RECSYS_START_TIMEOUT_MS',
     default: '120000',
     doc: 'deploy/local: readiness wait per service, ms',

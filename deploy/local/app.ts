@@ -4,10 +4,12 @@
  * server, `dist/serving/main.js`, HTTP on RECSYS_SERVING_PORT). They run from the built checkout
  * (`npm run build`), detached like the backbone, and are ready when their `/readyz` answers 200:
  * for serving that means a model is loaded and the caches are warm. The stream process gets the
- * machine's ingest service token (`.local/secrets/ingest-token`).
+ * machine's ingest service token (`.local/secrets/ingest-token`), and both the secure backbone's
+ * logins when it runs (`secure.ts`).
  */
 import { join } from 'node:path';
 import { localIngestTokens } from './secrets.js';
+import { backboneLoginEnv } from './secure.js';
 import type { AppName, ServiceDef, StackContext } from './service-def.js';
 
 /** HTTP ports of the app processes (`/readyz`, `/metrics`; ingest's `POST /v1/events`). */
@@ -35,9 +37,11 @@ function appDef(name: AppName, script: string, args: string[]): ServiceDef {
         command: process.execPath,
         args: [join(ctx.root, script), ...args],
         // Each on its kind's port (what Prometheus scrapes), even if the caller set one for all.
-        // The stream process takes the local service token on HTTP ingest (`secrets.ts`).
+        // The stream process takes the local service token on HTTP ingest (`secrets.ts`);
+        // on the secure backbone both log in to Kafka and Redis as the application.
         env: {
           ...process.env,
+          ...backboneLoginEnv(ctx.config),
           RECSYS_HTTP_PORT: '',
           ...(name === 'stream' ? { RECSYS_INGEST_TOKENS: await localIngestTokens(ctx) } : {}),
         },

@@ -6,6 +6,7 @@
  *   node dist/deploy/local/cli.js status
  *   node dist/deploy/local/cli.js product    (`npm run up`: the whole product, see product.ts)
  *   node dist/deploy/local/cli.js mqtt-user <username> <password>
+ *   node dist/deploy/local/cli.js credentials  (the secure backbone's logins as `export` lines)
  *   node dist/deploy/local/cli.js env        (every variable with its default)
  *   node dist/deploy/local/cli.js errors     (every error code, as the README's table)
  *
@@ -21,6 +22,7 @@ import { createLogger, ERROR_CODES, loadConfig, VARIABLES } from '../../core/ind
 import { APP_NAMES, SERVICE_NAMES, type ServiceName, type StackContext } from './service-def.js';
 import { addMqttUser, upProduct } from './product.js';
 import { down, running, status, up } from './stack.js';
+import { backboneCredentials, backboneLoginEnv, secretNames, withCredentials } from './secure.js';
 
 function checkoutRoot(): string {
   let dir = dirname(fileURLToPath(import.meta.url));
@@ -44,13 +46,16 @@ function pickServices(args: string[], defaults: readonly string[]): ServiceName[
 
 async function main(argv: string[]): Promise<number> {
   const [command = 'status', ...rest] = argv;
-  const config = loadConfig(process.env);
+  const env = loadConfig(process.env);
   const root = checkoutRoot();
-  const log = createLogger(config.logLevel, 'deploy-local');
+  const log = createLogger(env.logLevel, 'deploy-local');
+  const localDir = resolve(root, env.local.dir);
+  // On the secure backbone every probe and process logs in as the application's accounts.
+  const config = withCredentials(env, await backboneCredentials({ config: env, localDir }));
   const ctx: StackContext = {
     config,
     root,
-    localDir: resolve(root, config.local.dir),
+    localDir,
     cacheDir: resolve(root, config.local.cacheDir),
     log,
   };
@@ -99,6 +104,17 @@ async function main(argv: string[]): Promise<number> {
       console.log(`mqtt user ${username} set`);
       return 0;
     }
+    case 'credentials': {
+      // For a shell: eval "$(npm run -s stack -- credentials)" (the plain backbone: nothing).
+      const quote = (v: string): string => `'${v.replaceAll("'", "'\\''")}'`;
+      for (const [k, v] of Object.entries(backboneLoginEnv(config)))
+        console.log(`export ${k}=${quote(v)}`);
+      if (config.local.secureBackbone)
+        console.log(
+          `# admin passwords: ${secretNames.admin.map((n) => join(localDir, 'secrets', n)).join(' ')}`,
+        );
+      return 0;
+    }
     case 'product': {
       await upProduct(ctx);
       return 0;
@@ -119,7 +135,7 @@ async function main(argv: string[]): Promise<number> {
     }
     default:
       console.error(
-        `unknown command "${command}"; use up, down, status, product, mqtt-user, env or errors`,
+        `unknown command "${command}"; use up, down, status, product, mqtt-user, credentials, env or errors`,
       );
       return 2;
   }

@@ -16,6 +16,7 @@ import { canConnectMqtt } from '../../stream/index.js';
 import { sleep } from '../../core/index.js';
 import { APP_PORTS } from './app.js';
 import { secretPath } from './secrets.js';
+import { backboneLoginEnv } from './secure.js';
 import { isOurs, readPidFile } from './process.js';
 import { PROMETHEUS_PORT } from './monitoring.js';
 import { BACKBONE_NAMES, MONITOR_NAMES, type StackContext } from './service-def.js';
@@ -55,6 +56,7 @@ function runBatch(ctx: StackContext, args: string[]): Promise<void> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [join(ctx.root, 'dist/batch/main.js'), ...args], {
       cwd: ctx.root,
+      env: { ...process.env, ...backboneLoginEnv(ctx.config) },
       stdio: 'inherit',
     });
     child.once('error', reject);

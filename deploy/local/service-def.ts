@@ -2,6 +2,7 @@
  * What `deploy/local` knows of a service it runs: its name, how it is installed, prepared and
  * probed; and the context every service step gets.
  */
+import { join } from 'node:path';
 import type { Config, Logger } from '../../core/index.js';
 import type { SpawnSpec } from './process.js';
 
@@ -35,4 +36,10 @@ export interface ServiceDef {
   prepare(ctx: StackContext): Promise<Omit<SpawnSpec, 'logFile' | 'pidFile'>>;
   /** One quick readiness probe; throws or returns false when not ready. */
   probe(ctx: StackContext): Promise<boolean>;
+  /** Set-up once it answers (each `up` that finds it ours, so idempotent), e.g. Kafka's ACLs. */
+  afterReady?(ctx: StackContext): Promise<void>;
 }
+
+/** Where a backbone service keeps its data. */
+export const dataDir = (ctx: StackContext, name: BackboneName): string =>
+  join(ctx.localDir, 'data', name);

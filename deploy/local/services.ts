@@ -1,170 +1,28 @@
 /**
- * The five backbone services as `deploy/local` runs them without Docker: how each is installed
- * into the shared cache, how it is configured and started on loopback, and how readiness is
- * probed. Ports and credentials come from the typed config, so the stack and the code that
- * talks to it cannot disagree.
+ * The five backbone services as `deploy/local` runs them without Docker (Kafka in `kafka.ts`, the
+ * secure backbone's accounts in `secure.ts`): how each is installed into the shared cache, how it
+ * is configured and started on loopback, and how readiness is probed. Ports and credentials come
+ * from the typed config, so the stack and the code that talks to it cannot disagree.
  */
 import { connect } from 'node:net';
-import { cp, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { chmod, cp, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { randomUUID } from 'node:crypto';
-import kafkajs from 'kafkajs';
 import { withFileLock } from '../../core/index.js';
-import { canConnectMqtt } from '../../stream/index.js';
+import { canConnectMqtt, elasticAuthHeaders } from '../../stream/index.js';
 import { VERSIONS } from './versions.js';
-import { installArchive, javaHome, once, sh } from './install.js';
-import type { BackboneName, ServiceDef, StackContext } from './service-def.js';
+import { installArchive, javaHome, sh } from './install.js';
+import { backboneCredentials, redisAclFile } from './secure.js';
+import { type BackboneName, dataDir, type ServiceDef, type StackContext } from './service-def.js';
+import { kafka } from './kafka.js';
 
 /** Account the readiness probes and compose healthcheck use; may only read `$SYS`. */
 export const HEALTHCHECK_MQTT = { username: 'healthcheck', password: 'healthcheck-local-secret' };
-
-export const dataDir = (ctx: StackContext, name: BackboneName): string =>
-  join(ctx.localDir, 'data', name);
-
-function hostPort(hostport: string): { host: string; port: number } {
-  const u = new URL(hostport.includes('://') ? hostport : `tcp://${hostport}`);
-  return { host: u.hostname, port: Number(u.port) };
-}
 
 function urlPort(url: string, fallback: number): number {
   const u = new URL(url);
   return u.port ? Number(u.port) : fallback;
 }
-
-// ---------------------------------------------------------------- kafka
-
-const kafkaHome = (ctx: StackContext): string =>
-  join(ctx.cacheDir, `kafka_${VERSIONS.kafkaScala}-${VERSIONS.kafka}`);
-
-const kafka: ServiceDef = {
-  name: 'kafka',
-  memory: 'heap 512m',
-  port: (ctx) => hostPort(ctx.config.kafka.brokers[0] ?? '127.0.0.1:9092').port,
-  async install(ctx) {
-    // The broker and its runtime dependencies, resolved by Maven from Maven Central: the same
-    // jars as the binary distribution's libs/ folder.
-    await once(kafkaHome(ctx), async (tmp) => {
-      const pom = `<project xmlns="http://maven.apache.org/POM/4.0.0"><modelVersion>4.0.0</modelVersion>
-  <groupId>local.recsys</groupId><artifactId>kafka-dist</artifactId><version>1</version><packaging>pom</packaging>
-  <dependencies>
-    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka_${VERSIONS.kafkaScala}</artifactId><version>${VERSIONS.kafka}</version></dependency>
-    <dependency><groupId>org.slf4j</groupId><artifactId>slf4j-reload4j</artifactId><version>1.7.36</version></dependency>
-  </dependencies></project>\n`;
-      await writeFile(join(tmp, 'pom.xml'), pom);
-      ctx.log.info({ version: VERSIONS.kafka }, 'kafka: resolving broker jars with Maven');
-      await sh(
-        'mvn',
-        [
-          '-B',
-          '-q',
-          'dependency:copy-dependencies',
-          '-DincludeScope=runtime',
-          `-DoutputDirectory=${join(tmp, 'libs')}`,
-        ],
-        { cwd: tmp },
-      );
-    });
-  },
-  async prepare(ctx) {
-    const home = kafkaHome(ctx);
-    const dir = dataDir(ctx, 'kafka');
-    const confDir = join(ctx.localDir, 'conf', 'kafka');
-    await mkdir(confDir, { recursive: true });
-    const { host, port } = hostPort(ctx.config.kafka.brokers[0] ?? '127.0.0.1:9092');
-    const controller = port + 1;
-    const props = [
-      'process.roles=broker,controller',
-      'node.id=1',
-      `controller.quorum.voters=1@${host}:${controller}`,
-      `listeners=PLAINTEXT://${host}:${port},CONTROLLER://${host}:${controller}`,
-      `advertised.listeners=PLAINTEXT://${host}:${port}`,
-      'controller.listener.names=CONTROLLER',
-      'listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT',
-      'inter.broker.listener.name=PLAINTEXT',
-      `log.dirs=${dir}`,
-      `num.partitions=${ctx.config.kafka.partitions}`,
-      // Topics are created by the code that owns them (with their partition count), as in
-      // docker-compose.yml; a typo in a topic name fails instead of creating a new topic.
-      'auto.create.topics.enable=false',
-      'offsets.topic.replication.factor=1',
-      'offsets.topic.num.partitions=10',
-      'transaction.state.log.replication.factor=1',
-      'transaction.state.log.min.isr=1',
-      'group.initial.rebalance.delay.ms=0',
-      'num.network.threads=2',
-      'num.io.threads=4',
-      'log.retention.hours=168',
-    ];
-    const propsFile = join(confDir, 'server.properties');
-    await writeFile(propsFile, props.join('\n') + '\n');
-    const log4j = join(confDir, 'log4j.properties');
-    await writeFile(
-      log4j,
-      [
-        'log4j.rootLogger=INFO, stdout',
-        'log4j.appender.stdout=org.apache.log4j.ConsoleAppender',
-        'log4j.appender.stdout.layout=org.apache.log4j.PatternLayout',
-        'log4j.appender.stdout.layout.ConversionPattern=[%d] %p %m (%c)%n',
-        'log4j.logger.kafka.request.logger=WARN',
-        'log4j.logger.org.apache.kafka.controller=WARN',
-        'log4j.logger.state.change.logger=WARN',
-      ].join('\n') + '\n',
-    );
-    const java = join(await javaHome(), 'bin', 'java');
-    const cp = `${join(home, 'libs')}/*`;
-    const jvm = [
-      '-Xms256m',
-      '-Xmx512m',
-      '-XX:+UseG1GC',
-      '-XX:MaxGCPauseMillis=20',
-      `-Dlog4j.configuration=file:${log4j}`,
-    ];
-    if (!existsSync(join(dir, 'meta.properties'))) {
-      // KRaft storage is formatted once with a cluster id kept beside the data.
-      await mkdir(dir, { recursive: true });
-      // Base64url of a random UUID; one starting with '-' would be read as an option by the
-      // tool's argument parser (1 in 64 runs failed), so, like Kafka's own Uuid, redraw it.
-      let clusterId = '-';
-      while (clusterId.startsWith('-')) {
-        clusterId = Buffer.from(randomUUID().replaceAll('-', ''), 'hex').toString('base64url');
-      }
-      await sh(java, [
-        ...jvm,
-        '-cp',
-        cp,
-        'kafka.tools.StorageTool',
-        'format',
-        '-t',
-        clusterId,
-        '-c',
-        propsFile,
-      ]);
-    }
-    return {
-      command: java,
-      args: [...jvm, '-cp', cp, 'kafka.Kafka', propsFile],
-      marker: 'kafka.Kafka',
-    };
-  },
-  async probe(ctx) {
-    const client = new kafkajs.Kafka({
-      clientId: 'recsys-local-probe',
-      brokers: ctx.config.kafka.brokers,
-      logLevel: kafkajs.logLevel.NOTHING,
-      connectionTimeout: 1000,
-      retry: { retries: 0 },
-    });
-    const admin = client.admin();
-    try {
-      await admin.connect();
-      const cluster = await admin.describeCluster();
-      return cluster.brokers.length > 0 && cluster.controller !== null;
-    } finally {
-      await admin.disconnect().catch(() => undefined);
-    }
-  },
-};
 
 // ---------------------------------------------------------------- schema registry
 
@@ -229,6 +87,17 @@ const redis: ServiceDef = {
     const dir = dataDir(ctx, 'redis');
     await mkdir(dir, { recursive: true });
     const host = new URL(ctx.config.redis.url).hostname;
+    // The secure backbone's users (secure.ts), written on every start from .local/secrets.
+    const creds = await backboneCredentials(ctx);
+    const acl: string[] = [];
+    if (creds) {
+      const confDir = join(ctx.localDir, 'conf', 'redis');
+      await mkdir(confDir, { recursive: true });
+      const file = join(confDir, 'users.acl');
+      await writeFile(file, redisAclFile(creds), { mode: 0o600 });
+      await chmod(file, 0o600);
+      acl.push('--aclfile', file);
+    }
     return {
       command: 'redis-server',
       args: [
@@ -256,23 +125,37 @@ const redis: ServiceDef = {
         // as a hashtable at several times the memory.
         '--hash-max-listpack-value',
         '512',
+        ...acl,
       ],
       marker: 'redis-server',
     };
   },
   async probe(ctx) {
-    const { hostname } = new URL(ctx.config.redis.url);
+    const url = new URL(ctx.config.redis.url);
+    // AUTH first when the URL names a user (RESP arrays: a password may hold any byte).
+    const resp = (...args: string[]): string =>
+      `*${args.length}\r\n${args.map((a) => `$${Buffer.byteLength(a)}\r\n${a}\r\n`).join('')}`;
+    const auth = url.password
+      ? resp(
+          'AUTH',
+          decodeURIComponent(url.username) || 'default',
+          decodeURIComponent(url.password),
+        )
+      : '';
     return new Promise<boolean>((resolve) => {
-      const socket = connect({ host: hostname, port: redis.port(ctx) });
-      socket.setTimeout(1000, () => {
+      const socket = connect({ host: url.hostname, port: redis.port(ctx) });
+      let answer = '';
+      const done = (ok: boolean): void => {
         socket.destroy();
-        resolve(false);
-      });
+        resolve(ok);
+      };
+      socket.setTimeout(1000, () => done(false));
       socket.on('error', () => resolve(false));
-      socket.on('connect', () => socket.write('PING\r\n'));
+      socket.on('connect', () => socket.write(`${auth}${resp('PING')}`));
       socket.on('data', (d) => {
-        socket.destroy();
-        resolve(d.toString().startsWith('+PONG'));
+        answer += d.toString();
+        if (/^-/m.test(answer)) done(false);
+        else if (answer.includes('+PONG')) done(true);
       });
     });
   },
@@ -406,6 +289,7 @@ const elasticsearch: ServiceDef = {
     const res = await fetch(
       `${ctx.config.elasticsearch.url}/_cluster/health?wait_for_status=yellow&timeout=1s`,
       {
+        headers: elasticAuthHeaders(ctx.config.elasticsearch),
         signal: AbortSignal.timeout(2500),
       },
     );

@@ -150,6 +150,18 @@ async function startOne(
     }
     await sleep(250);
   }
+  if (def.afterReady) {
+    try {
+      await def.afterReady(ctx);
+    } catch (err) {
+      throw new ServiceStartError(
+        def.name,
+        `set-up after start failed: ${(err as Error).message}`,
+        await tail(logFile),
+        err,
+      );
+    }
+  }
   const readyMs = Date.now() - t0;
   ctx.log.info({ service: def.name, readyMs }, 'ready');
   return { name: def.name, state, readyMs };

@@ -119,7 +119,7 @@ export function startIndexer({ config, log: parentLog, metrics }: RoleDeps): Str
 
   const kafka = createKafka(config.kafka, log, 'indexer');
   const producer = createProducer(kafka);
-  const es = createElastic(config.elasticsearch.url);
+  const es = createElastic(config.elasticsearch);
   const m = indexerMetrics(metrics);
   const subjects = subjectsFor(topics);
   // Hot-path lookups built once: topic → stream, stream → data stream, schema name, counters.

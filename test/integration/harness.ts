@@ -8,10 +8,13 @@ import { spawn } from 'node:child_process';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import type { TestContext } from 'node:test';
-import { loadConfig } from '../../core/config.js';
+import kafkajs from 'kafkajs';
+import { loadConfig, type Config } from '../../core/config.js';
 import type { ServiceName, StackContext } from '../../deploy/local/service-def.js';
 import { SERVICES } from '../../deploy/local/stack.js';
 import { createLogger } from '../../core/log.js';
+import { createKafka, type Kafka } from '../../stream/kafka.js';
+import { elasticAuthHeaders } from '../../stream/elastic.js';
 
 export const config = loadConfig(process.env);
 export const CI = process.env.CI === 'true';
@@ -132,8 +135,42 @@ export async function addMqttUser(username: string, password: string): Promise<v
   assert.equal(res.code, 0, `mqtt-user ${username} failed: ${res.stderr}`);
 }
 
-/** Host and port of the first Kafka broker, for kcat's -b. */
-export const kafkaBroker = config.kafka.brokers[0] ?? '127.0.0.1:9092';
+/**
+ * A kafkajs client for a test (`createKafka`, so it logs in as the config says), quiet: the
+ * test asserts on what it gets, kafkajs' own retry logs would only be noise.
+ */
+export function testKafka(role = 'test', cfg: Readonly<Config> = config): Kafka {
+  return createKafka(cfg.kafka, log, role, { logLevel: kafkajs.logLevel.NOTHING });
+}
+
+/** curl's arguments for Elasticsearch's API key (RECSYS_ES_API_KEY), none without one. */
+export function esCurlAuth(cfg: Readonly<Config> = config): string[] {
+  return Object.entries(elasticAuthHeaders(cfg.elasticsearch)).flatMap(([k, v]) => [
+    '-H',
+    `${k}: ${v}`,
+  ]);
+}
+
+/**
+ * kcat's (librdkafka's) arguments for where Kafka is and how to log in: `-b` the first broker,
+ * and with RECSYS_KAFKA_SASL_MECHANISM the same SASL account the stack's clients use.
+ */
+export function kcatArgs(cfg: Readonly<Config> = config): string[] {
+  const args = ['-b', cfg.kafka.brokers[0] ?? '127.0.0.1:9092'];
+  const sasl = cfg.kafka.sasl;
+  if (!sasl) return args;
+  return args.concat(
+    ...[
+      'security.protocol=SASL_PLAINTEXT',
+      `sasl.mechanisms=${sasl.mechanism.toUpperCase()}`,
+      `sasl.username=${sasl.username}`,
+      `sasl.password=${sasl.password}`,
+    ].map((kv) => ['-X', kv]),
+  );
+}
+
+/** {@link kcatArgs} of the tests' configuration. */
+export const kcatKafka = kcatArgs();
 
 /** A unique suffix so test runs never see each other's topics, keys or subjects. */
 export function uniq(prefix: string): string {

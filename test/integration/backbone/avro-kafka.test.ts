@@ -22,7 +22,7 @@ import {
   registerSchema,
   SchemaIncompatibleError,
 } from '../../../schemas/registry.js';
-import { config, kafkaBroker, log, requireServices, run, runBytes, uniq } from '../harness.js';
+import { config, kcatKafka, log, requireServices, run, runBytes, uniq } from '../harness.js';
 
 interface Visit {
   userId: string;
@@ -99,7 +99,7 @@ describe('avro over kafka', () => {
       assert.ok(cluster.clusterId.length > 0);
 
       // kcat (librdkafka) sees the same single broker with the same node id.
-      const meta = await run('kcat', ['-L', '-J', '-b', kafkaBroker, '-m', '10'], {
+      const meta = await run('kcat', ['-L', '-J', ...kcatKafka, '-m', '10'], {
         timeoutMs: 15_000,
       });
       assert.equal(meta.code, 0, meta.stderr);
@@ -217,7 +217,7 @@ describe('avro over kafka', () => {
       // kcat, from outside: key, frame header and body.
       const kcatOut = await runBytes(
         'kcat',
-        ['-C', '-q', '-b', kafkaBroker, '-t', topic, '-o', 'beginning', '-e', '-f', '%k\t%S\t%s\n'],
+        ['-C', '-q', ...kcatKafka, '-t', topic, '-o', 'beginning', '-e', '-f', '%k\t%S\t%s\n'],
         { timeoutMs: 30_000 },
       );
       assert.equal(kcatOut.code, 0, kcatOut.stderr);

@@ -5,7 +5,7 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createElastic, elasticHealth } from '../../../stream/elastic.js';
-import { config, requireServices, run, uniq } from '../harness.js';
+import { config, esCurlAuth, requireServices, run, uniq } from '../harness.js';
 
 interface Doc {
   '@timestamp': string;
@@ -21,7 +21,7 @@ describe('elasticsearch', () => {
     { timeout: 60_000 },
     async (t) => {
       if (!(await requireServices(t, 'elasticsearch'))) return;
-      const es = createElastic(config.elasticsearch.url);
+      const es = createElastic(config.elasticsearch);
       const index = uniq('test-backbone');
       // A token no other document has, so a hit can only be ours.
       const item = uniq('item').replaceAll('-', '');
@@ -52,6 +52,7 @@ describe('elasticsearch', () => {
           '-f',
           '--max-time',
           '10',
+          ...esCurlAuth(),
           `${config.elasticsearch.url}/${index}/_search?q=item:${item}`,
         ]);
         assert.equal(res.code, 0, `curl exited ${res.code}: ${res.stderr}`);
@@ -74,11 +75,11 @@ describe('elasticsearch', () => {
 
   test('elasticHealth passes against the running cluster', { timeout: 30_000 }, async (t) => {
     if (!(await requireServices(t, 'elasticsearch'))) return;
-    const es = createElastic(config.elasticsearch.url);
+    const es = createElastic(config.elasticsearch);
     try {
       await elasticHealth(es, 2000);
       // And it does fail when the cluster cannot answer: nothing listens on port 1.
-      const dead = createElastic('http://127.0.0.1:1');
+      const dead = createElastic({ url: 'http://127.0.0.1:1', apiKey: '' });
       try {
         await assert.rejects(
           elasticHealth(dead, 1000),

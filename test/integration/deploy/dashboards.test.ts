@@ -22,6 +22,7 @@ import { PROMETHEUS_PORT, prometheusConfDir } from '../../../deploy/local/monito
 import type { StackContext } from '../../../deploy/local/service-def.js';
 import { deleteTopics, freePort, purgeMqttSession } from '../ingest/bridge-process.js';
 import { config as baseConfig, log, requireServices, run, uniq, productEnv } from '../harness.js';
+import { elasticAuthHeaders } from '../../../stream/elastic.js';
 
 /** The database shared with the e2e test (both flush it), or RECSYS_TEST_REDIS_DB. */
 const DB = Number(process.env.RECSYS_TEST_REDIS_DB ?? 6);
@@ -111,6 +112,7 @@ describe('Grafana dashboards against the real Prometheus', () => {
       const ns = env.RECSYS_ES_NAMESPACE as string;
       await fetch(`${config.elasticsearch.url}/_data_stream/logs-recsys.*-${ns}`, {
         method: 'DELETE',
+        headers: elasticAuthHeaders(config.elasticsearch),
       }).catch(() => undefined);
     }
     redis.disconnect();

@@ -9,12 +9,11 @@ import assert from 'node:assert/strict';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import kafkajs from 'kafkajs';
 import { Registry } from 'prom-client';
 import { sleep } from '../../../core/retry.js';
 import { ensureTopics } from '../../../stream/kafka.js';
 import { startCatalog } from '../../../stream/roles/catalog.js';
-import { config, log, requireServices, run, uniq } from '../harness.js';
+import { config, log, requireServices, run, testKafka, uniq } from '../harness.js';
 import { AvroReader, deleteTopics, readDecoded } from '../ingest/bridge-process.js';
 import { isolatedEnv, testConfig } from '../stream/events.js';
 
@@ -79,10 +78,7 @@ describe('item catalog', () => {
       env: { ...process.env, ...env },
     });
     assert.equal(published.code, 0, published.stderr);
-    const kafka = new kafkajs.Kafka({
-      brokers: config.kafka.brokers,
-      logLevel: kafkajs.logLevel.NOTHING,
-    });
+    const kafka = testKafka('catalog');
     const producer = kafka.producer();
     await producer.connect();
     await producer.send({
@@ -121,10 +117,7 @@ describe('item catalog', () => {
     topics.push(env.RECSYS_TOPIC_ITEMS as string, env.RECSYS_TOPIC_DLQ as string);
     const item = (id: string, categoryL1: string): string =>
       JSON.stringify({ itemId: id, categoryL1, createdAt: 1 });
-    const kafka = new kafkajs.Kafka({
-      brokers: config.kafka.brokers,
-      logLevel: kafkajs.logLevel.NOTHING,
-    });
+    const kafka = testKafka('catalog');
     await ensureTopics(kafka, testConfig(env).kafka, log);
     const producer = kafka.producer();
     await producer.connect();

@@ -140,7 +140,7 @@ export function makeFeeds(id: string, n: number): ServedFeed[] {
 export class IndexerFixture {
   readonly id = uniq('idx');
   readonly namespace = this.id.replaceAll('-', '_');
-  readonly es = createElastic(baseConfig.elasticsearch.url);
+  readonly es = createElastic(baseConfig.elasticsearch);
   readonly streams: Record<StreamName, string>;
   readonly config: Readonly<Config>;
   readonly #groups = new Set<string>();

@@ -17,7 +17,7 @@ import kafkajs from 'kafkajs';
 import { sleep } from '../../../core/retry.js';
 import { connectMqtt } from '../../../stream/mqtt.js';
 import type { UserEvent } from '../../../schemas/types.js';
-import { addMqttUser, CLI, config, kafkaBroker, run, runBytes, uniq } from '../harness.js';
+import { addMqttUser, CLI, config, kcatKafka, run, runBytes, testKafka, uniq } from '../harness.js';
 
 export { addMqttUser, CLI, run };
 
@@ -200,11 +200,7 @@ export async function purgeMqttSession(clientId: string): Promise<void> {
 }
 
 export async function deleteTopics(topics: string[]): Promise<void> {
-  const admin = new kafkajs.Kafka({
-    clientId: 'recsys-test-cleanup',
-    brokers: config.kafka.brokers,
-    logLevel: kafkajs.logLevel.NOTHING,
-  }).admin();
+  const admin = testKafka('cleanup').admin();
   await admin.connect();
   try {
     const existing = new Set(await admin.listTopics());
@@ -317,7 +313,7 @@ export interface KafkaRecord {
 export async function readTopic(topic: string, timeoutMs = 60_000): Promise<KafkaRecord[]> {
   const res = await runBytes(
     'kcat',
-    ['-C', '-b', kafkaBroker, '-t', topic, '-o', 'beginning', '-e', '-q'].concat([
+    ['-C', ...kcatKafka, '-t', topic, '-o', 'beginning', '-e', '-q'].concat([
       '-f',
       '%p %o %K %S\\n%k%s\\n',
     ]),

@@ -14,7 +14,7 @@ import assert from 'node:assert/strict';
 import kafkajs from 'kafkajs';
 import { sleep, withTimeout } from '../../../core/retry.js';
 import { EVENT_TYPES, type UserEvent } from '../../../schemas/types.js';
-import { config, requireServices, uniq } from '../harness.js';
+import { requireServices, testKafka, uniq } from '../harness.js';
 import {
   addMqttUser,
   AvroReader,
@@ -45,11 +45,7 @@ test('SIGKILL of the bridge mid-stream loses no event', { timeout: 180_000 }, as
   await Promise.all([first.waitReady(), addMqttUser(user, password)]);
 
   const dir = await mkdtemp(join(tmpdir(), 'recsys-kill-'));
-  const admin = new kafkajs.Kafka({
-    clientId: 'recsys-test-kill',
-    brokers: config.kafka.brokers,
-    logLevel: kafkajs.logLevel.NOTHING,
-  }).admin();
+  const admin = testKafka('kill').admin();
   await admin.connect();
   const pub = spawn(
     'mosquitto_pub',

@@ -17,16 +17,12 @@ import {
   EVENT_TYPES,
   type UserEvent,
 } from '../../../schemas/index.js';
-import { config } from '../harness.js';
+import { config, testKafka } from '../harness.js';
 
 export const HOUR_MS = 3_600_000;
 
 export function kafkaClient(): kafkajs.Kafka {
-  return new kafkajs.Kafka({
-    clientId: 'recsys-test-lake',
-    brokers: config.kafka.brokers,
-    logLevel: kafkajs.logLevel.NOTHING,
-  });
+  return testKafka('lake');
 }
 
 /**

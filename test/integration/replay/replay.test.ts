@@ -11,9 +11,8 @@ import { spawn } from 'node:child_process';
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import kafkajs from 'kafkajs';
 import { Redis } from 'ioredis';
-import { config, requireServices } from '../harness.js';
+import { config, requireServices, testKafka } from '../harness.js';
 import { NTH_BUCKETS, rankMetrics } from '../../../bench/replay/metrics.js';
 import type { ReplayReport } from '../../../bench/replay/report.js';
 
@@ -144,11 +143,7 @@ describe('eval:replay end to end', () => {
       } finally {
         redis.disconnect();
       }
-      const admin = new kafkajs.Kafka({
-        clientId: 'replay-it',
-        brokers: config.kafka.brokers,
-        logLevel: kafkajs.logLevel.NOTHING,
-      }).admin();
+      const admin = testKafka('replay-it').admin();
       await admin.connect();
       try {
         const id = String(report.options.stackId);

@@ -28,7 +28,7 @@ import { TrendingStore } from '../../../store/trending.js';
 import { startFeedService, type Feed, type FeedService } from '../../../serving/feed/service.js';
 import {
   config as baseConfig,
-  kafkaBroker,
+  kcatKafka,
   log,
   requireServices,
   runBytes,
@@ -346,8 +346,7 @@ describe('feed service', { timeout: 600_000 }, () => {
         const res = await runBytes(
           'kcat',
           [
-            '-b',
-            kafkaBroker,
+            ...kcatKafka,
             '-C',
             '-t',
             config.kafka.topics.served,

@@ -128,16 +128,8 @@ export class ServingProcess {
 
 /** Runs `redis-cli` (the real client) against the suite's Redis database; its output. */
 export async function redisCli(...args: string[]): Promise<string> {
-  const url = new URL(baseConfig.redis.url);
-  const res = await run('redis-cli', [
-    '-h',
-    url.hostname,
-    '-p',
-    url.port || '6379',
-    '-n',
-    String(DB),
-    ...args,
-  ]);
+  // -u: the URL carries the database and, on a secure backbone, the ACL user and password.
+  const res = await run('redis-cli', ['-u', `${baseConfig.redis.url}/${DB}`, ...args]);
   if (res.code !== 0) throw new Error(`redis-cli ${args[0]}: ${res.stderr}`);
   return res.stdout;
 }

@@ -31,16 +31,7 @@ function sample(text: string, name: string, labels: Record<string, string>): num
 }
 
 async function redisCli(...args: string[]): Promise<string> {
-  const url = new URL(baseConfig.redis.url);
-  const res = await run('redis-cli', [
-    '-h',
-    url.hostname,
-    '-p',
-    url.port || '6379',
-    '-n',
-    String(DB),
-    ...args,
-  ]);
+  const res = await run('redis-cli', ['-u', `${baseConfig.redis.url}/${DB}`, ...args]);
   assert.equal(res.code, 0, res.stderr);
   return res.stdout.trim();
 }

@@ -8,7 +8,7 @@ import { loadConfig } from '../../../core/config.js';
 import { ensureTopics } from '../../../stream/kafka.js';
 import { createEncoder, registerSchema, subjectsFor } from '../../../schemas/index.js';
 import type { EventType, UserEvent } from '../../../schemas/types.js';
-import { config, log, uniq } from '../harness.js';
+import { log, testKafka, uniq } from '../harness.js';
 import { sleep } from '../../../core/retry.js';
 
 export const TYPES: EventType[] = [
@@ -73,11 +73,7 @@ export function testConfig(env: Record<string, string>) {
 }
 
 function client(): kafkajs.Kafka {
-  return new kafkajs.Kafka({
-    clientId: 'recsys-test',
-    brokers: config.kafka.brokers,
-    logLevel: kafkajs.logLevel.NOTHING,
-  });
+  return testKafka();
 }
 
 /**
