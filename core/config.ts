@@ -136,6 +136,11 @@ export interface ServingConfig {
   modelPollMs: number;
   liveCoalesceMs: number;
   wsMaxBufferedBytes: number;
+  /** Live sockets per user across processes; per process; upgrade shedding (ms); lease (ms). */
+  wsMaxPerUser: number;
+  wsMaxSockets: number;
+  wsShedLagMs: number;
+  wsLeaseMs: number;
   servedLingerMs: number;
   /** Age at which cached catalog facts are read again without a change message, ms. */
   catalogTtlMs: number;
@@ -404,6 +409,10 @@ function servingSettings(r: Reader): Pick<Config, 'serving'> {
       modelPollMs: int('RECSYS_MODEL_POLL_MS', 100),
       liveCoalesceMs: int('RECSYS_LIVE_COALESCE_MS', 0, 10_000),
       wsMaxBufferedBytes: int('RECSYS_WS_MAX_BUFFERED_BYTES', 1024),
+      wsMaxPerUser: int('RECSYS_WS_MAX_PER_USER', 1, 100_000),
+      wsMaxSockets: int('RECSYS_WS_MAX_SOCKETS', 1, 10_000_000),
+      wsShedLagMs: int('RECSYS_WS_SHED_LAG_MS', 0, 60_000),
+      wsLeaseMs: int('RECSYS_WS_LEASE_MS', 1000, 3_600_000),
       servedLingerMs: int('RECSYS_SERVED_LINGER_MS', 0, 10_000),
       catalogTtlMs: int('RECSYS_SERVING_CATALOG_TTL_MS', 100, 86_400_000),
       maxInFlight: int('RECSYS_SERVING_MAX_IN_FLIGHT', 1, 1_000_000),

@@ -78,7 +78,12 @@ export const ERROR_CODES = {
   RECSYS_OVERLOADED: {
     status: 503,
     retriable: true,
-    doc: 'more feed requests in flight than the process takes; Retry-After says when',
+    doc: 'too many feeds in flight (an upgrade: also sockets or event-loop delay); Retry-After says when',
+  },
+  RECSYS_WS_TOO_MANY_SOCKETS: {
+    status: 429,
+    retriable: true,
+    doc: 'the user holds RECSYS_WS_MAX_PER_USER live sockets: the new one is closed 4429, reason this code',
   },
   RECSYS_RETRAIN_BAD_PAYLOAD: {
     status: 400,

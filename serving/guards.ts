@@ -39,6 +39,8 @@ export class Guards {
   readonly userIdMessage = `userId must be 1 to ${USER_ID_MAX} printable characters`;
   /** Requests in flight (feeds and socket upgrades being authorised). */
   inFlight = 0;
+  /** Live feed builds under way (the live hub sets it). */
+  liveBuilds: () => number = () => 0;
   /** Set once the server stops: new requests are refused. */
   closing = false;
   readonly #config: Readonly<Config>;
@@ -142,9 +144,14 @@ export class Guards {
     return id;
   }
 
+  /** Feeds the process works on now: requests, upgrades being authorised, live builds. */
+  load(): number {
+    return this.inFlight + this.liveBuilds();
+  }
+
   /** True when the process takes no more feeds now (load shedding). */
   overloaded(): boolean {
-    return this.inFlight >= this.#config.serving.maxInFlight;
+    return this.load() >= this.#config.serving.maxInFlight;
   }
 
   /**

@@ -4,10 +4,12 @@
  * subscribes once and hands each message to {@link LiveHub.featureChanged}.
  *
  * Per user, changes are coalesced: the first change arms a timer of `coalesceMs`, every change
- * until it fires rides along, and one `getFeed` per distinct socket limit serves all of that
- * user's sockets. A change that arrives while the feed is being computed arms the timer again
- * once the computation ends, so a user never has two computations at once and the newest change
- * is always served.
+ * until it fires rides along, and one `getFeed` at the largest limit among that user's sockets
+ * serves all of them, each socket its first `limit` items (a feed's order does not depend on
+ * its length, `mix.ts` `diversify`, so a slice is the feed that limit would get). A change that
+ * arrives while the feed is being computed arms the timer again once the computation ends, so a
+ * user never has two computations at once and the newest change is always served. Every build
+ * is counted (`recsys_live_feed_builds_total`, by trigger: `open` or `change`).
  *
  * Slow clients never hold anyone up: a socket whose unsent bytes exceed `maxBufferedBytes` gets
  * no new frame; the newest frame waits as its only pending one (older pending frames are dropped,
@@ -65,6 +67,8 @@ interface UserState {
 export const WS_CLOSE = {
   goingAway: 1001,
   policyViolation: 1008,
+  /** The user holds RECSYS_WS_MAX_PER_USER sockets already (4000 + HTTP 429). */
+  tooManySockets: 4429,
 } as const;
 
 export interface LiveHubOptions {
@@ -81,6 +85,27 @@ export interface LiveHubOptions {
 
 const FEED_FRAME = (feed: Feed): string => JSON.stringify({ type: 'feed', feed });
 
+/**
+ * One frame per distinct slice length of `feed` among `limits`: a limit at or past the feed's
+ * length shares the whole feed's frame. Serialised once per length, not per socket.
+ */
+export function sliceFrames(feed: Feed, limits: Iterable<number>): Map<number, string> {
+  const byLength = new Map<number, string>();
+  const frames = new Map<number, string>();
+  for (const limit of limits) {
+    const n = Math.min(limit, feed.items.length);
+    let frame = byLength.get(n);
+    if (frame === undefined) {
+      frame = FEED_FRAME(
+        n === feed.items.length ? feed : { ...feed, items: feed.items.slice(0, n) },
+      );
+      byLength.set(n, frame);
+    }
+    frames.set(limit, frame);
+  }
+  return frames;
+}
+
 export class LiveHub {
   readonly #users = new Map<string, UserState>();
   readonly #opts: Required<LiveHubOptions>;
@@ -88,9 +113,11 @@ export class LiveHub {
   readonly #dropped: Counter;
   readonly #slowClosed: Counter;
   readonly #errors: Counter;
+  readonly #builds: { open: Counter.Internal; change: Counter.Internal };
   readonly #sweeper: NodeJS.Timeout;
   #seq = 0;
   #sockets = 0;
+  #building = 0;
   #closed = false;
 
   constructor(opts: LiveHubOptions) {
@@ -117,6 +144,16 @@ export class LiveHub {
       help: 'live feed computations that failed',
       registers,
     });
+    const builds = new Counter({
+      name: 'recsys_live_feed_builds_total',
+      help: 'feeds built for live sockets: on open (one per socket) and on a change (one per user and change, at the largest limit of its sockets)',
+      labelNames: ['trigger'],
+      registers,
+    });
+    this.#builds = { open: builds.labels('open'), change: builds.labels('change') };
+    // Both series shown from the start (a rate over a series that appears late misses its start).
+    this.#builds.open.inc(0);
+    this.#builds.change.inc(0);
     const sockets = (): number => this.#sockets;
     new Gauge({
       name: 'recsys_ws_open_sockets',
@@ -140,6 +177,11 @@ export class LiveHub {
     return this.#users.size;
   }
 
+  /** Live feed builds under way (load shedding counts them with the feed requests). */
+  get building(): number {
+    return this.#building;
+  }
+
   /** Registers an open socket and sends it the user's current feed at once. */
   attach(userId: string, limit: number, socket: LiveSocket): Subscription {
     const sub: Sub = {
@@ -160,7 +202,7 @@ export class LiveHub {
     user.subs.add(sub);
     this.#sockets += 1;
     const seq = ++this.#seq;
-    this.#opts.feed.getFeed(userId, limit).then(
+    this.#build(userId, limit, this.#builds.open).then(
       (feed) => this.#deliver(sub, FEED_FRAME(feed), seq, 0),
       (err: Error) => {
         this.#errors.inc();
@@ -239,27 +281,36 @@ export class LiveHub {
     user.computing = true;
     const seq = ++this.#seq;
     try {
-      // One computation per distinct limit; sockets of one user nearly always share one.
-      const limits = new Set<number>();
-      for (const sub of user.subs) limits.add(sub.limit);
-      await Promise.all(
-        [...limits].map(async (limit) => {
-          try {
-            const frame = FEED_FRAME(await this.#opts.feed.getFeed(userId, limit));
-            for (const sub of user.subs) {
-              if (sub.limit === limit) this.#deliver(sub, frame, seq, since);
-            }
-          } catch (err) {
-            this.#errors.inc();
-            this.#opts.log.warn({ err: (err as Error).message, userId }, 'live feed failed');
-          }
-        }),
+      // One build at the largest limit; every socket gets its slice.
+      let largest = 0;
+      for (const sub of user.subs) largest = Math.max(largest, sub.limit);
+      const feed = await this.#build(userId, largest, this.#builds.change);
+      // The user's sockets as they are now (some may have opened or closed meanwhile).
+      const frames = sliceFrames(
+        feed,
+        [...user.subs].map((sub) => sub.limit),
       );
+      for (const sub of user.subs) {
+        this.#deliver(sub, frames.get(sub.limit) as string, seq, since);
+      }
+    } catch (err) {
+      this.#errors.inc();
+      this.#opts.log.warn({ err: (err as Error).message, userId }, 'live feed failed');
     } finally {
       user.computing = false;
       if (user.changedAt !== null && user.subs.size > 0 && !this.#closed && !user.timer) {
         this.#arm(userId, user);
       }
+    }
+  }
+
+  async #build(userId: string, limit: number, counter: Counter.Internal): Promise<Feed> {
+    counter.inc();
+    this.#building += 1;
+    try {
+      return await this.#opts.feed.getFeed(userId, limit);
+    } finally {
+      this.#building -= 1;
     }
   }
 

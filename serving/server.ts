@@ -3,7 +3,8 @@
  * - `GET /v1/users/{userId}/feed` (`routes/feed.ts`), WebSocket `/v1/feed` (`routes/live.ts`),
  *   `/` the demo page (`routes/page.ts`); `/healthz`, `/readyz`, `/metrics` (`core/http.ts`);
  * - the checks every route runs (`guards.ts`), the live hub (`live.ts`) and its subscription
- *   to change notifications (`live-subscription.ts`).
+ *   to change notifications (`live-subscription.ts`), the live socket caps (`socket-caps.ts`)
+ *   and upgrade shedding (`upgrade-shed.ts`).
  *
  * Every refusal is JSON `{ error: { code, message } }` (`core/error-codes.ts`). `POST /v1/events`
  * is not served here: the ingest role serves it, and serving stays free of Kafka producers.
@@ -17,6 +18,7 @@ import { fileURLToPath } from 'node:url';
 import { Counter, Histogram, type Registry } from 'prom-client';
 import { createHttpServer, listenPort, sleep, type Config, type Logger } from '../core/index.js';
 import type { Redis } from '../store/redis.js';
+import { SocketLeaseStore } from '../store/socket-leases.js';
 import { Guards } from './guards.js';
 import { LiveHub } from './live.js';
 import { startLiveSubscription, type LiveSubscription } from './live-subscription.js';
@@ -24,6 +26,8 @@ import type { RouteContext, ServingFeed } from './routes/context.js';
 import { mountFeedRoute } from './routes/feed.js';
 import { mountLiveRoute } from './routes/live.js';
 import { mountPageRoute } from './routes/page.js';
+import { SocketCaps } from './socket-caps.js';
+import { LagMonitor, SHED_REASONS, type ShedReason } from './upgrade-shed.js';
 
 export type { ServingFeed } from './routes/context.js';
 
@@ -38,6 +42,8 @@ export interface ServingOptions {
   slowCloseMs?: number;
   /** WebSocket idle timeout, seconds; uWS pings well before it. @default 32 */
   wsIdleTimeoutSec?: number;
+  /** How often the event-loop delay is sampled (upgrade shedding), ms. @default 100 */
+  lagSampleMs?: number;
   /** Path of the demo page. @default serving/web/index.html of the checkout */
   pagePath?: string;
 }
@@ -52,6 +58,11 @@ export interface ServingDeps {
    * only the feed on connect.
    */
   redisSubscriber?: Redis;
+  /**
+   * A Redis connection for the live sockets' per-user leases (the feed's own is fine); without
+   * it the per-user socket cap counts this process's sockets only.
+   */
+  redis?: Redis;
   /** What `/metrics` answers, when not this process's registry (cluster workers). */
   metricsText?: () => Promise<string>;
   options?: ServingOptions;
@@ -73,6 +84,7 @@ export async function startServing(deps: ServingDeps): Promise<Serving> {
     shutdownGraceMs: 10_000,
     slowCloseMs: 10_000,
     wsIdleTimeoutSec: 32,
+    lagSampleMs: 100,
     pagePath: fileURLToPath(new URL('../../serving/web/index.html', import.meta.url)),
     ...deps.options,
   };
@@ -84,6 +96,33 @@ export async function startServing(deps: ServingDeps): Promise<Serving> {
     coalesceMs: config.serving.liveCoalesceMs,
     maxBufferedBytes: config.serving.wsMaxBufferedBytes,
     slowCloseMs: opts.slowCloseMs,
+  });
+  guards.liveBuilds = () => hub.building;
+  const { serving } = config;
+  const caps = new SocketCaps({
+    maxSockets: serving.wsMaxSockets,
+    maxPerUser: serving.wsMaxPerUser,
+    ...(deps.redis
+      ? { leases: new SocketLeaseStore(deps.redis, { leaseMs: serving.wsLeaseMs }) }
+      : {}),
+    log,
+  });
+  const lag = new LagMonitor(opts.lagSampleMs);
+  const wsShed = new Counter({
+    name: 'recsys_ws_upgrades_shed_total',
+    help: 'live socket upgrades answered 503 at once, by reason: sockets (RECSYS_WS_MAX_SOCKETS), in_flight (RECSYS_SERVING_MAX_IN_FLIGHT), event_loop_lag (RECSYS_WS_SHED_LAG_MS)',
+    labelNames: ['reason'],
+    registers: [metrics],
+  });
+  // Children made once (and every reason shown at 0 from the start).
+  const shedBy = new Map<ShedReason, Counter.Internal>(
+    SHED_REASONS.map((r) => [r, wsShed.labels(r)]),
+  );
+  for (const child of shedBy.values()) child.inc(0);
+  const userCapped = new Counter({
+    name: 'recsys_ws_user_cap_closed_total',
+    help: 'live sockets closed with 4429 as they opened: the user held RECSYS_WS_MAX_PER_USER already',
+    registers: [metrics],
   });
   const requestSeconds = new Histogram({
     name: 'recsys_http_request_seconds',
@@ -134,7 +173,12 @@ export async function startServing(deps: ServingDeps): Promise<Serving> {
   });
   mountFeedRoute(server.app, ctx);
   mountPageRoute(server.app, opts.pagePath);
-  mountLiveRoute(server.app, ctx, hub, { idleTimeoutSec: opts.wsIdleTimeoutSec });
+  mountLiveRoute(server.app, ctx, hub, {
+    idleTimeoutSec: opts.wsIdleTimeoutSec,
+    caps,
+    lag,
+    count: { shed: (reason) => shedBy.get(reason)?.inc(), userCapped: () => userCapped.inc() },
+  });
 
   const port = await server.listen();
   let stopped: Promise<void> | null = null;
@@ -152,6 +196,8 @@ export async function startServing(deps: ServingDeps): Promise<Serving> {
           log.warn({ inFlight: guards.inFlight }, 'stopping with requests still in flight');
         }
         hub.close();
+        caps.close();
+        lag.stop();
         log.info('serving stopped');
       })();
       return stopped;

@@ -32,6 +32,8 @@ export async function runWorker(config: Readonly<Config>, log: Logger): Promise<
     metrics,
     feed,
     redisSubscriber: subscriber,
+    // Live sockets' per-user leases (one script per upgrade, not per feed).
+    redis,
     // Several workers: /metrics answers for all of them (`cluster-metrics.ts`).
     ...(cluster.isWorker ? { metricsText: clusterMetricsText(metrics) } : {}),
   });

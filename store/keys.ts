@@ -11,7 +11,7 @@
  * - `{trend}:...`: trending counts; one hash tag so one script updates a whole chunk.
  * - channel {@link FEATURE_CHANNEL}: a user's features changed (message = userId).
  * - channel {@link CATALOG_CHANNEL}: catalog entries changed (message = itemIds, space-separated).
- * - batch output ({@link BATCH}) and impressions, below.
+ * - batch output ({@link BATCH}), impressions and live-socket leases, below.
  *
  * @example
  *   userFeaturesKey('u42'); // '{u:u42}:f'
@@ -171,4 +171,13 @@ export const IMPRESSIONS_OFFSET_FIELD = '~o';
 /** List of one user's last served feeds, newest received first (`store/attribution.ts`). */
 export function userServedFeedsKey(userId: string): string {
   return `{u:${userId}}:sf`;
+}
+
+// ------------------------------------------------------------------------------ live sockets
+// Written and read by the serving processes (`store/socket-leases.ts`): which live sockets a
+// user holds, so the per-user cap holds across workers and hosts.
+
+/** Sorted set of one user's live-socket leases: socket id -> expiry (Redis clock, epoch ms). */
+export function userSocketLeasesKey(userId: string): string {
+  return `{u:${userId}}:ws`;
 }

@@ -63,7 +63,7 @@ export const SERVING: readonly VariableDoc[] = [
   {
     name: 'RECSYS_SERVING_MAX_IN_FLIGHT',
     default: '128',
-    doc: 'feed requests one server process works on at once; beyond, 503 with Retry-After (load shedding)',
+    doc: 'feeds one server process works on at once (requests, socket upgrades, live pushes); beyond, 503 with Retry-After (load shedding)',
   },
   {
     name: 'RECSYS_SERVING_CATALOG_TTL_MS',
@@ -84,6 +84,26 @@ export const SERVING: readonly VariableDoc[] = [
     name: 'RECSYS_WS_MAX_BUFFERED_BYTES',
     default: '1048576',
     doc: 'a socket with more unsent bytes than this gets no new frames (superseded ones are dropped)',
+  },
+  {
+    name: 'RECSYS_WS_MAX_PER_USER',
+    default: '8',
+    doc: 'live sockets one user may hold across all serving processes (leases in Redis); one more is closed with 4429',
+  },
+  {
+    name: 'RECSYS_WS_MAX_SOCKETS',
+    default: '20000',
+    doc: 'live sockets one server process holds; past it, upgrades get 503 with Retry-After',
+  },
+  {
+    name: 'RECSYS_WS_SHED_LAG_MS',
+    default: '200',
+    doc: 'event-loop delay (smoothed over about 0.4 s) past which a server process answers upgrades 503 with Retry-After, ms (0 = off)',
+  },
+  {
+    name: 'RECSYS_WS_LEASE_MS',
+    default: '30000',
+    doc: "how long a socket's per-user lease outlives its process's last renewal (a crashed worker's sockets stop counting after it), ms",
   },
   {
     name: 'RECSYS_HEALTH_TIMEOUT_MS',

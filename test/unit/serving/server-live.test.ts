@@ -1,14 +1,15 @@
 /**
  * The live hub with socket and feed doubles: the feed on attach, bursts coalesced into one
  * computation per user pushed to all of that user's sockets, users kept apart, slow sockets
- * given only the newest frame (superseded ones dropped) and closed with 1008 when hopeless.
+ * given only the newest frame (superseded ones dropped) and closed with 1008 when hopeless;
+ * one build per change at the largest limit of a user's sockets, sliced per socket.
  */
 import { afterEach, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { Registry } from 'prom-client';
 import { createLogger } from '../../../core/log.js';
 import type { Feed } from '../../../serving/feed/service.js';
-import { LiveHub, type LiveSocket } from '../../../serving/live.js';
+import { LiveHub, sliceFrames, type LiveSocket } from '../../../serving/live.js';
 
 const log = createLogger('silent');
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -41,7 +42,13 @@ class FakeFeed {
       requestId: `r${this.calls.length}`,
       userId,
       ts: Date.now(),
-      items: [{ itemId: `v${this.version}`, score: 1, source: 'test', categoryL1: null }],
+      // `limit` items, the first named after the version.
+      items: Array.from({ length: limit }, (_, i) => ({
+        itemId: i === 0 ? `v${this.version}` : `v${this.version}.${i}`,
+        score: 1 / (i + 1),
+        source: 'test',
+        categoryL1: null,
+      })),
       modelVersion: 'm1',
       latencyMs: 0,
     };
@@ -185,5 +192,71 @@ describe('live hub', () => {
     await sleep(100);
     assert.equal(s.frames.length, 1);
     assert.equal(s.frames[0]?.feed.items[0]?.itemId, 'v9');
+  });
+
+  it('builds once per change at the largest limit and gives each socket its slice', async () => {
+    const feed = new FakeFeed();
+    const { h, metrics } = hub(feed);
+    const sockets = [2, 9, 5, 9].map((limit) => ({ limit, s: new FakeSocket() }));
+    for (const { limit, s } of sockets) h.attach('alice', limit, s);
+    await sleep(5);
+    assert.equal(feed.calls.length, 4, 'one initial feed per socket');
+    feed.calls = [];
+    for (const v of [1, 2, 3]) {
+      feed.version = v;
+      h.featureChanged('alice');
+      await sleep(40);
+    }
+    assert.deepEqual(feed.calls, [
+      ['alice', 9],
+      ['alice', 9],
+      ['alice', 9],
+    ]);
+    const last = sockets[1]?.s.frames.at(-1)?.feed;
+    assert.ok(last);
+    for (const { limit, s } of sockets) {
+      assert.equal(s.frames.length, 4);
+      const f = s.frames.at(-1)?.feed;
+      assert.deepEqual(f?.items, last.items.slice(0, limit), `limit ${limit}`);
+      assert.equal(f?.requestId, last.requestId, 'one build');
+      assert.equal(f?.items[0]?.itemId, 'v3');
+    }
+    const text = await metrics.metrics();
+    assert.match(text, /recsys_live_feed_builds_total\{trigger="open"\} 4/);
+    assert.match(text, /recsys_live_feed_builds_total\{trigger="change"\} 3/);
+  });
+
+  it('counts builds under way', async () => {
+    const feed = new FakeFeed();
+    feed.delayMs = 30;
+    const { h } = hub(feed);
+    h.attach('alice', 3, new FakeSocket());
+    h.attach('bob', 3, new FakeSocket());
+    assert.equal(h.building, 2);
+    await sleep(50);
+    assert.equal(h.building, 0);
+  });
+});
+
+describe('sliceFrames', () => {
+  const feed: Feed = {
+    requestId: 'r1',
+    userId: 'alice',
+    ts: 1,
+    items: ['a', 'b', 'c'].map((itemId) => ({ itemId, score: 1, source: 's', categoryL1: null })),
+    modelVersion: 'm',
+    latencyMs: 0,
+  };
+  const ids = (frame: string | undefined): string[] =>
+    (JSON.parse(frame ?? '{}') as { feed: Feed }).feed.items.map((i) => i.itemId);
+
+  it('gives each limit its first items; limits past the length share one frame', () => {
+    const frames = sliceFrames(feed, [1, 2, 3, 7, 2]);
+    assert.deepEqual(ids(frames.get(1)), ['a']);
+    assert.deepEqual(ids(frames.get(2)), ['a', 'b']);
+    assert.deepEqual(ids(frames.get(3)), ['a', 'b', 'c']);
+    assert.equal(frames.get(7), frames.get(3), 'the same string');
+    assert.equal(frames.size, 4);
+    assert.equal(JSON.parse(frames.get(1) as string).type, 'feed');
   });
 });
