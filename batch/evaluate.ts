@@ -74,6 +74,41 @@ export function evaluate(
   };
 }
 
+/** NDCG@10 of each user with at least one relevant item (the terms `evaluate` averages). */
+export function ndcgByUser(
+  recommendations: ReadonlyMap<string, readonly string[]>,
+  relevance: Relevance,
+): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const [user, rel] of relevance) {
+    if (rel.size === 0) continue;
+    const gains10 = (recommendations.get(user) ?? []).slice(0, 10).map((i) => rel.get(i) ?? 0);
+    const idcg = dcg([...rel.values()].sort((a, b) => b - a).slice(0, 10));
+    out.set(user, idcg > 0 ? dcg(gains10) / idcg : 0);
+  }
+  return out;
+}
+
+/**
+ * How surely method `a` beats method `b` on the same users: the mean per-user difference of
+ * NDCG@10 and its z score (mean / standard error of the paired differences; 0 when they never
+ * differ). z >= 1.64 is a one-sided 5% test.
+ */
+export function pairedAdvantage(
+  a: ReadonlyMap<string, number>,
+  b: ReadonlyMap<string, number>,
+): { diff: number; z: number; users: number } {
+  const d: number[] = [];
+  for (const [user, x] of a) d.push(x - (b.get(user) ?? 0));
+  const n = d.length;
+  if (n === 0) return { diff: 0, z: 0, users: 0 };
+  const mean = d.reduce((s, x) => s + x, 0) / n;
+  const variance = n > 1 ? d.reduce((s, x) => s + (x - mean) ** 2, 0) / (n - 1) : 0;
+  const se = Math.sqrt(variance / n);
+  const z = se > 0 ? mean / se : mean > 0 ? Number.POSITIVE_INFINITY : 0;
+  return { diff: mean, z, users: n };
+}
+
 /** A Markdown table, one row per method, best NDCG@10 first. */
 export function toMarkdown(results: Readonly<Record<string, Metrics>>): string {
   const f = (x: number): string => x.toFixed(4);

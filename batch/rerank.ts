@@ -49,7 +49,9 @@ import {
 import { loadRanker } from '../serving/ranker.js';
 import type { CandidateResult } from './candidates.js';
 import type { EtlResult } from './etl.js';
-import { evaluate, writeReport, type Metrics } from './evaluate.js';
+import { evaluate, ndcgByUser, pairedAdvantage, writeReport, type Metrics } from './evaluate.js';
+
+export type Advantage = ReturnType<typeof pairedAdvantage>;
 import { trainReranker, type TrainResult } from './train.js';
 import { loadTrainingInputs, type TrainingInputs, type UserData } from './rerank-inputs.js';
 import { relevance, writeTrainingData, type TrainingGroup } from './training-data.js';
@@ -75,6 +77,8 @@ export interface RerankResult {
   train: TrainResult;
   /** Metrics of each method on the evaluation users. */
   metrics: Record<'popularity' | 'covisitation' | 'blend' | 'hybrid', Metrics>;
+  /** The hybrid against each heuristic on the same held-out queries (`pairedAdvantage`). */
+  advantage: Record<'blend' | 'covisitation', Advantage>;
   report: { json: string; markdown: string };
   users: { train: number; eval: number };
   /** Training queries by kind. */
@@ -156,6 +160,11 @@ export async function trainAndEvaluate(
     blend: evaluate(recs.blend, truth, items.size),
     hybrid: evaluate(recs.hybrid, truth, items.size),
   };
+  const hybridByUser = ndcgByUser(recs.hybrid, truth);
+  const advantage = {
+    blend: pairedAdvantage(hybridByUser, ndcgByUser(recs.blend, truth)),
+    covisitation: pairedAdvantage(hybridByUser, ndcgByUser(recs.covisitation, truth)),
+  };
   const champion = options.champion
     ? {
         version: options.champion.version,
@@ -181,6 +190,7 @@ export async function trainAndEvaluate(
   return {
     train,
     metrics,
+    advantage,
     report,
     users: { train: trainGroups.length, eval: evalUsers.length },
     queries: kinds,

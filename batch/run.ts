@@ -14,7 +14,7 @@ import { buildCandidates } from './candidates.js';
 import { runEtl } from './etl.js';
 import { generate } from './generate.js';
 import { publishCandidates } from './publish.js';
-import { trainAndEvaluate } from './rerank.js';
+import { trainAndEvaluate, type Advantage } from './rerank.js';
 
 export interface BatchRunOptions {
   /** Generate this many synthetic events into the lake first. */
@@ -93,7 +93,7 @@ export async function runBatch(
         champion,
       }),
     (r) =>
-      `${r.users.train} training queries (${r.queries.cutoff} at the cut-off, ${r.queries.history} from history), ${r.users.eval} held-out queries; NDCG@10 popularity ${r.metrics.popularity.ndcg_at_10.toFixed(4)}, co-visitation ${r.metrics.covisitation.ndcg_at_10.toFixed(4)}, blend ${r.metrics.blend.ndcg_at_10.toFixed(4)}, hybrid ${r.metrics.hybrid.ndcg_at_10.toFixed(4)}`,
+      `${r.users.train} training queries (${r.queries.cutoff} at the cut-off, ${r.queries.history} from history), ${r.users.eval} held-out queries; NDCG@10 popularity ${r.metrics.popularity.ndcg_at_10.toFixed(4)}, co-visitation ${r.metrics.covisitation.ndcg_at_10.toFixed(4)}, blend ${r.metrics.blend.ndcg_at_10.toFixed(4)}, hybrid ${r.metrics.hybrid.ndcg_at_10.toFixed(4)} (z over the blend ${r.advantage.blend.z.toFixed(2)})`,
   );
   const model = await step(
     'register',
@@ -172,7 +172,7 @@ async function registerModel(
         trainQueries: ranked.users.train,
       },
     });
-    const floor = belowHeuristics(ranked.metrics);
+    const floor = belowHeuristics(ranked.advantage);
     if (floor) return { version, promoted: false, reason: floor };
     const decision = await registry.promoteIfBetter(
       version,
@@ -195,20 +195,23 @@ async function registerModel(
   }
 }
 
+/** z score of the per-query NDCG@10 advantage the model needs (one-sided 5%). */
+export const PROMOTION_Z = 1.64;
+
 /**
  * Why the model must not serve when it does not beat both the heuristic blend and co-visitation
- * on the held-out queries (NDCG@10), or null when it does.
+ * on the held-out queries (NDCG@10) surely: by a positive mean per-query difference with a z
+ * score of at least {@link PROMOTION_Z} (a small held-out set or a tie keeps the blend); null
+ * when it does.
  */
 export function belowHeuristics(
-  metrics: Readonly<
-    Record<'covisitation' | 'blend' | 'hybrid', { ndcg_at_10: number; users: number }>
-  >,
+  advantage: Readonly<Record<'blend' | 'covisitation', Advantage>>,
 ): string | null {
-  const model = metrics.hybrid.ndcg_at_10;
   for (const name of ['blend', 'covisitation'] as const) {
-    const other = metrics[name].ndcg_at_10;
-    if (!(model > other)) {
-      return `NDCG@10 ${model.toFixed(4)} does not beat the ${name === 'blend' ? 'heuristic blend' : 'co-visitation'} (${other.toFixed(4)}) on ${metrics.hybrid.users} held-out queries`;
+    const { diff, z, users } = advantage[name];
+    if (!(diff > 0 && z >= PROMOTION_Z)) {
+      const what = name === 'blend' ? 'heuristic blend' : 'co-visitation';
+      return `NDCG@10 does not surely beat the ${what} on ${users} held-out queries (mean difference ${diff.toFixed(4)}, z ${z.toFixed(2)} < ${PROMOTION_Z})`;
     }
   }
   return null;

@@ -203,6 +203,9 @@ export class ReplayStack {
     const size = Math.min(batch, this.config.ingest.maxBatchEvents);
     for (let i = 0; i < events.length; i += size) {
       const body = JSON.stringify(events.slice(i, i + size));
+      // A 503 (Kafka away, the bridge full) is retried with the same events (their eventIds make
+      // a repeat harmless) for up to two minutes, after Retry-After when given.
+      const deadline = Date.now() + 120_000;
       for (let attempt = 1; ; attempt++) {
         const res = await fetch(`http://127.0.0.1:${this.streamPort}/v1/events`, {
           method: 'POST',
@@ -211,10 +214,11 @@ export class ReplayStack {
         });
         if (res.status === 202) break;
         const text = await res.text();
-        if (res.status !== 503 || attempt >= 5) {
+        if (res.status !== 503 || Date.now() > deadline) {
           throw new Error(`POST /v1/events answered ${res.status}: ${text.slice(0, 500)}`);
         }
-        await sleep(200 * attempt);
+        const after = Number(res.headers.get('retry-after'));
+        await sleep(after > 0 ? after * 1000 : Math.min(5000, 200 * attempt));
       }
     }
   }

@@ -87,7 +87,7 @@ describe('npm run batch (runBatch)', () => {
       );
       t.diagnostic(`worse model: ${second.model.reason}`);
       assert.equal(second.model.promoted, false);
-      assert.match(second.model.reason, /does not beat the (heuristic blend|co-visitation)/);
+      assert.match(second.model.reason, /does not surely beat the (heuristic blend|co-visitation)/);
       const registry = openRegistry(config.batch, log);
       try {
         assert.equal((await registry.champion())?.version, first.model.version);

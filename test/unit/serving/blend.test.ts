@@ -8,6 +8,7 @@ import { FEATURE_COUNT, FEATURE_NAMES } from '../../../serving/rank-features.js'
 import type { Ranker } from '../../../serving/ranker.js';
 import type { ModelRegistry } from '../../../store/registry/index.js';
 import { belowHeuristics } from '../../../batch/run.js';
+import { ndcgByUser, pairedAdvantage } from '../../../batch/evaluate.js';
 
 const row = (values: Record<string, number>): number[] => {
   const r = new Array<number>(FEATURE_COUNT).fill(0);
@@ -37,21 +38,58 @@ describe('heuristic blend', () => {
 });
 
 describe('promotion floor', () => {
-  const m = (ndcg: number) => ({ ndcg_at_10: ndcg, users: 200 });
-  it('passes a model above the blend and co-visitation', () => {
-    assert.equal(belowHeuristics({ blend: m(0.1), covisitation: m(0.12), hybrid: m(0.13) }), null);
+  const adv = (diff: number, z: number) => ({ diff, z, users: 200 });
+  it('passes a model surely above the blend and co-visitation', () => {
+    assert.equal(belowHeuristics({ blend: adv(0.02, 2.1), covisitation: adv(0.03, 3) }), null);
   });
-  it('names the heuristic the model did not beat, with both scores and the query count', () => {
-    const why = belowHeuristics({ blend: m(0.14), covisitation: m(0.12), hybrid: m(0.13) });
-    assert.match(why ?? '', /heuristic blend \(0\.1400\) on 200 held-out queries/);
+  it('keeps the blend when the model is not surely better, and says by how much', () => {
+    const why = belowHeuristics({ blend: adv(0.004, 0.8), covisitation: adv(0.03, 3) });
     assert.match(
-      belowHeuristics({ blend: m(0.1), covisitation: m(0.13), hybrid: m(0.13) }) ?? '',
-      /co-visitation \(0\.1300\)/,
+      why ?? '',
+      /heuristic blend on 200 held-out queries \(mean difference 0\.0040, z 0\.80 < 1\.64\)/,
     );
     assert.match(
-      belowHeuristics({ blend: m(0.1), covisitation: m(0.1), hybrid: m(Number.NaN) }) ?? '',
-      /does not beat/,
+      belowHeuristics({ blend: adv(0.02, 2), covisitation: adv(-0.01, 2) }) ?? '',
+      /co-visitation/,
     );
+  });
+});
+
+describe('paired advantage', () => {
+  it('is the mean per-user difference over its standard error', () => {
+    const a = new Map([
+      ['u1', 0.5],
+      ['u2', 0.7],
+      ['u3', 0.4],
+      ['u4', 0.6],
+    ]);
+    const b = new Map([
+      ['u1', 0.4],
+      ['u2', 0.5],
+      ['u3', 0.4],
+      ['u4', 0.3],
+    ]);
+    // Differences 0.1, 0.2, 0, 0.3: mean 0.15, sample sd 0.1291, se 0.06455, z 2.324.
+    const r = pairedAdvantage(a, b);
+    assert.ok(Math.abs(r.diff - 0.15) < 1e-9);
+    assert.ok(Math.abs(r.z - 2.3238) < 1e-3, String(r.z));
+    assert.equal(r.users, 4);
+    assert.deepEqual(pairedAdvantage(a, a), { diff: 0, z: 0, users: 4 });
+  });
+  it('scores each user as evaluate does', () => {
+    const rel = new Map([
+      ['u1', new Map([['x', 1]])],
+      ['u2', new Map([['y', 1]])],
+    ]);
+    const by = ndcgByUser(
+      new Map([
+        ['u1', ['x']],
+        ['u2', ['a', 'y']],
+      ]),
+      rel,
+    );
+    assert.equal(by.get('u1'), 1);
+    assert.ok(Math.abs((by.get('u2') as number) - 1 / Math.log2(3)) < 1e-12);
   });
 });
 
