@@ -12,17 +12,10 @@ import { ConfigError } from './errors.js';
 import { reader, type Env, type Reader } from './config-reader.js';
 import { type HttpConfig, PORT_VARIABLES, type ProcessKind } from './ports.js';
 import { kafkaSasl, type KafkaSasl } from './config-kafka.js';
+import { featureSettings, type FeaturesConfig } from './config-features.js';
 
 export type { KafkaSasl } from './config-kafka.js';
-
-/** The event types (schemas/ defines them; core cannot import it, a unit test keeps both equal). */
-export const EVENT_TYPE_NAMES: readonly string[] = [
-  'view',
-  'click',
-  'like',
-  'add_to_cart',
-  'purchase',
-];
+export { EVENT_TYPE_NAMES, type FeaturesConfig } from './config-features.js';
 
 export interface KafkaConfig {
   brokers: string[];
@@ -64,6 +57,10 @@ export interface ConsumerConfig {
   sessionTimeoutMs: number;
   /** How often lag is read from Kafka whether or not records arrive, ms (0 = never). */
   lagPollMs: number;
+  /** Attempts a single failing record gets before it is dead-lettered. */
+  poisonAttempts: number;
+  /** Attempts of a chunk failing with Redis OOM or an unknown error before it is split. */
+  oomAttempts: number;
   groups: {
     features: string;
     indexer: string;
@@ -74,18 +71,6 @@ export interface ConsumerConfig {
   };
   /** Attribution role: an event counts for a feed served at most this long before it, ms. */
   attributionWindowMs: number;
-}
-
-export interface FeaturesConfig {
-  halfLifeMs: number;
-  sessionGapMs: number;
-  recentItems: number;
-  maxCategories: number;
-  dedupWindow: number;
-  ttlSec: number;
-  /** Event types that consume an item (never shown to the user again). */
-  consumedTypes: string[];
-  consumedItems: number;
 }
 
 export interface TrendingConfig {
@@ -295,6 +280,8 @@ function streamSettings(
       commitIntervalMs: int('RECSYS_CONSUMER_COMMIT_INTERVAL_MS', 10, 600_000),
       sessionTimeoutMs: int('RECSYS_CONSUMER_SESSION_TIMEOUT_MS', 6000, 600_000),
       lagPollMs: int('RECSYS_LAG_POLL_MS', 0, 3_600_000),
+      poisonAttempts: int('RECSYS_CONSUMER_POISON_ATTEMPTS', 1, 100),
+      oomAttempts: int('RECSYS_CONSUMER_OOM_ATTEMPTS', 1, 10_000),
       groups: {
         features: str('RECSYS_GROUP_FEATURES'),
         indexer: str('RECSYS_GROUP_INDEXER'),
@@ -305,24 +292,7 @@ function streamSettings(
       },
       attributionWindowMs: int('RECSYS_ATTRIBUTION_WINDOW_MS', 1000, 7 * 86_400_000),
     },
-    features: {
-      halfLifeMs: int('RECSYS_FEATURES_HALF_LIFE_MS', 1000),
-      sessionGapMs: int('RECSYS_FEATURES_SESSION_GAP_MS', 1000),
-      recentItems: int('RECSYS_FEATURES_RECENT_ITEMS', 1, 1000),
-      maxCategories: int('RECSYS_FEATURES_MAX_CATEGORIES', 1, 1000),
-      dedupWindow: int('RECSYS_FEATURES_DEDUP_WINDOW', 0, 10_000),
-      ttlSec: int('RECSYS_FEATURES_TTL_S', 1),
-      consumedTypes: list('RECSYS_FEATURES_CONSUMED_TYPES').map((t) => {
-        if (!EVENT_TYPE_NAMES.includes(t)) {
-          throw new ConfigError(
-            'RECSYS_FEATURES_CONSUMED_TYPES',
-            `"${t}" is not an event type (${EVENT_TYPE_NAMES.join(', ')})`,
-          );
-        }
-        return t;
-      }),
-      consumedItems: int('RECSYS_FEATURES_CONSUMED_ITEMS', 0, 100_000),
-    },
+    features: featureSettings(r),
     trending: {
       windowsSec: list('RECSYS_TRENDING_WINDOWS_S').map((w) => {
         const n = Number(w);

@@ -32,7 +32,14 @@ export {
   type HttpConfig,
   type ProcessKind,
 } from './ports.js';
-export { ConfigError, DependencyUnavailableError, isRetriable, RecsysError } from './errors.js';
+export {
+  classifyError,
+  ConfigError,
+  DependencyUnavailableError,
+  isRetriable,
+  RecsysError,
+  type ErrorClass,
+} from './errors.js';
 export { withFileLock, type FileLockOptions } from './file-lock.js';
 export { createLogger, type Logger } from './log.js';
 export { createMetricsRegistry, Registry } from './metrics.js';

@@ -20,6 +20,7 @@ export {
   type Encoder,
 } from './registry.js';
 export { readSchema, subjectsFor, type SchemaName } from './subjects.js';
+export { checkRecord, recordName, type RecordProblem } from './record-checks.js';
 export * from './types.js';
 export {
   EventRejectedError,

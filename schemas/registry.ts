@@ -153,6 +153,11 @@ export interface Decoder<T> {
   prepare(messages: readonly (Buffer | null)[]): Promise<void>;
   /** Throws {@link UndecodableError} for a bad frame, an unknown id or a bad body. */
   decode(message: Buffer | null): T;
+  /**
+   * The full name of the record the message's writer schema defines (e.g. `recsys.UserEvent`),
+   * once `prepare` fetched it; undefined for a bad frame, an unknown id or a non-record schema.
+   */
+  nameOf?(message: Buffer | null): string | undefined;
 }
 
 export function createDecoder<T>(baseUrl: string): Decoder<T> {
@@ -188,6 +193,10 @@ export function createDecoder<T>(baseUrl: string): Decoder<T> {
       } catch (err) {
         throw new UndecodableError(`schema ${id}: ${(err as Error).message}`, { cause: err });
       }
+    },
+    nameOf(message) {
+      const type = types.get(idOf(message));
+      return type?.typeName === 'record' ? type.name : undefined;
     },
   };
 }

@@ -217,6 +217,11 @@ export function validateEvent(
   };
 }
 
+/** Whether `s` is an id: 1..128 characters from `[A-Za-z0-9_.:@-]` (userId, itemId, ...). */
+export function isId(s: string): boolean {
+  return ID_RE.test(s);
+}
+
 /**
  * The userId in an MQTT topic `<prefix>/<userId>`, or null unless the topic is exactly the prefix,
  * one `/` and one valid id segment (so `<prefix>/a/b`, `<prefix>/` and wildcards are null).

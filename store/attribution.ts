@@ -19,6 +19,7 @@
  *   const feeds = await store.read(['u1']); // Map { 'u1' => [{ requestId: 'r1', ts: 1, ... }] }
  */
 import type { Redis } from 'ioredis';
+import { DependencyUnavailableError } from '../core/index.js';
 import { userServedFeedsKey } from './keys.js';
 
 export interface ServedFeedOptions {
@@ -90,7 +91,7 @@ export class ServedFeedStore {
       );
     }
     const replies = await pipeline.exec();
-    if (!replies) throw new Error('redis pipeline aborted');
+    if (!replies) throw new DependencyUnavailableError('redis', 'pipeline aborted');
     return replies.map(([err, applied]) => {
       if (err) throw err;
       return applied === 1;
@@ -106,7 +107,10 @@ export class ServedFeedStore {
     for (const u of users) pipeline.lrange(userServedFeedsKey(u), 0, -1);
     const replies = (await pipeline.exec()) ?? [];
     users.forEach((userId, i) => {
-      const [err, entries] = replies[i] ?? [new Error('redis pipeline aborted'), null];
+      const [err, entries] = replies[i] ?? [
+        new DependencyUnavailableError('redis', 'pipeline aborted'),
+        null,
+      ];
       if (err) throw err;
       const feeds = (entries as string[]).map((e) => decodeFeed(userId, e));
       if (feeds.length > 0) out.set(userId, feeds);

@@ -17,6 +17,7 @@
  *   const counts = await store.read('u1'); // Map { 'i1' => 1, 'i2' => 1 }
  */
 import type { Redis } from 'ioredis';
+import { DependencyUnavailableError } from '../core/index.js';
 import { IMPRESSIONS_OFFSET_FIELD, userImpressionsKey } from './keys.js';
 
 export interface ImpressionOptions {
@@ -109,7 +110,7 @@ export class ImpressionStore {
       pipeline.recsysRecordImpressions(userImpressionsKey(userId), ...args);
     }
     const replies = await pipeline.exec();
-    if (!replies) throw new Error('redis pipeline aborted');
+    if (!replies) throw new DependencyUnavailableError('redis', 'pipeline aborted');
     for (const [err] of replies) if (err) throw err;
   }
 

@@ -7,6 +7,9 @@
  *   updates them atomically and Redis Cluster keeps them in one slot (hash tag). One hash rather
  *   than a hash, a list and a set per user: each extra key costs about 70 bytes of overhead,
  *   more than a small user's features (see {@link USER_FIELDS}).
+ * - `{u:<userId>}:e` string: the user's recent eventIds (re-send detection), packed; its own key
+ *   because it grows to 80 KB for a user with 10,000 events a day, which would make every
+ *   feature read copy it.
  * - `item:<itemId>` hash: the catalog entry (see {@link ITEM_FIELDS}).
  * - `{trend}:...`: trending counts; one hash tag so one script updates a whole chunk.
  * - channel {@link FEATURE_CHANNEL}: a user's features changed (message = userId).
@@ -21,6 +24,14 @@
 /** Hash of one user's features. */
 export function userFeaturesKey(userId: string): string {
   return `{u:${userId}}:f`;
+}
+
+/**
+ * One user's eventId window (`store/event-ids.ts`): a packed string, beside the features in the
+ * same slot so the feature script checks and updates both atomically.
+ */
+export function userEventIdsKey(userId: string): string {
+  return `{u:${userId}}:e`;
 }
 
 /** Fields of the user hash. Short names: they are stored once per user. */
@@ -45,7 +56,10 @@ export const USER_FIELDS = {
   consumed: 'c',
   /** Last applied Kafka record, `<partition>:<offset>` (exact redelivery detection). */
   offset: 'o',
-  /** Latest applied eventIds as packed 6-byte hashes, newest first (re-send detection). */
+  /**
+   * Before the eventId window had its own key (`userEventIdsKey`): the latest applied eventIds
+   * as packed 6-byte hashes, newest first. Read once to move them there, then deleted.
+   */
   dedup: 'd',
 } as const;
 

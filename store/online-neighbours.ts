@@ -16,6 +16,7 @@
  *   const lists = await online.read(['i1'], 50); // [{ ids: ['i2'], scores: [1] }]
  */
 import type { Redis } from 'ioredis';
+import { DependencyUnavailableError } from '../core/index.js';
 import { onlineNeighboursKey } from './keys.js';
 
 export interface OnlineNeighbourOptions {
@@ -97,7 +98,7 @@ export class OnlineNeighbourStore {
       pipeline.recsysOnlineNeighbours(onlineNeighboursKey(item), ...args);
     }
     const replies = await pipeline.exec();
-    if (!replies) throw new Error('redis pipeline aborted');
+    if (!replies) throw new DependencyUnavailableError('redis', 'pipeline aborted');
     for (const [err] of replies) if (err) throw err;
   }
 

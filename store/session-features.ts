@@ -3,14 +3,15 @@
  * update is atomic and a replayed event changes nothing.
  *
  * For each event, in Kafka order, the script:
- *   1. skips it as *redelivered* when the user's last applied record (`o`) is on the same
+ *   1. skips it as *duplicate* when its eventId is in the user's eventId window
+ *      (`store/event-ids.ts`: the latest `dedupWindow` applied eventIds, none older than
+ *      `dedupAgeMs`) and was applied by another record: a client or the bridge re-sent it;
+ *   2. skips it as *redelivered* when the user's last applied record (`o`) is on the same
  *      partition at this offset or later: exact for Kafka redelivery whatever its age;
- *   2. skips it as *duplicate* when its eventId hash is among the user's latest
- *      `dedupWindow` applied eventIds (`d`): a client or bridge re-sent it;
- *   3. otherwise applies it: total and per-type counts; session id, start, last activity and
- *      length (a new derived session after `sessionGapMs` of inactivity when the client sends
- *      no sessionId); category affinities with exponential decay; the recent (and purchased)
- *      distinct items, newest first, capped.
+ *   3. otherwise applies it and adds its eventId to the window: total and per-type counts;
+ *      session id, start, last activity and length (a new derived session after `sessionGapMs`
+ *      of inactivity when the client sends no sessionId); category affinities with exponential
+ *      decay; the recent (and purchased) distinct items, newest first, capped.
  * If anything was applied it refreshes the key's TTL and publishes the userId on
  * {@link FEATURE_CHANNEL}. Nothing is written for skipped events, so one pass and two passes
  * leave the same bytes.
@@ -28,10 +29,14 @@
  *   const statuses = await store.apply(events); // APPLIED, REDELIVERED or DUPLICATE per event
  *   const features = await readFeatures(redis, 'u42', Date.now(), config.features.halfLifeMs);
  */
-import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
+import { DependencyUnavailableError } from '../core/index.js';
 import { EVENT_TYPES, type EventType } from '../schemas/index.js';
+import { EVENT_IDS_LUA, eventIdHash } from './event-ids.js';
 import { COUNT_FIELDS, FEATURE_CHANNEL, USER_FIELDS, userFeaturesKey } from './keys.js';
+import { userEventIdsKey } from './keys.js';
+
+export { eventIdHash };
 
 /** Weight of each event type in the category affinities (a purchase says more than a view). */
 export const TYPE_WEIGHTS: Readonly<Record<EventType, number>> = {
@@ -47,8 +52,10 @@ export interface FeatureOptions {
   sessionGapMs: number;
   recentItems: number;
   maxCategories: number;
-  /** eventIds remembered per user; 0 turns re-send detection off. */
+  /** eventIds remembered per user at most; 0 turns re-send detection off. */
   dedupWindow: number;
+  /** How long an eventId is remembered at least, ms (by the bridge's receivedAt). @default 1 day */
+  dedupAgeMs?: number;
   ttlSec: number;
   /** Channel the change signal goes to. @default FEATURE_CHANNEL (the batch uses its own) */
   channel?: string;
@@ -76,6 +83,8 @@ export interface FeatureEvent {
   category: string | null;
   partition: number;
   offset: string;
+  /** When the bridge accepted it, epoch ms: the age of its eventId in the window. @default ts */
+  receivedAt?: number;
 }
 
 export const APPLIED = 0;
@@ -84,8 +93,8 @@ export const DUPLICATE = 2;
 /** What the script did with one event. */
 export type ApplyStatus = typeof APPLIED | typeof REDELIVERED | typeof DUPLICATE;
 
-const ARGS_PER_EVENT = 8;
-const FIXED_ARGS = 10;
+const ARGS_PER_EVENT = 9;
+const FIXED_ARGS = 11;
 
 // Lua 5.1 inside Redis: numbers are doubles; integers are formatted with %d (tostring would
 // write 1.7e+12 for an epoch-ms), fractions with 6 significant digits.
@@ -94,15 +103,22 @@ local key = KEYS[1]
 local channel, user = ARGV[1], ARGV[2]
 local halfLife, gap = tonumber(ARGV[3]), tonumber(ARGV[4])
 local recentCap, maxCats = tonumber(ARGV[5]), tonumber(ARGV[6])
-local dedupBytes, ttl = tonumber(ARGV[7]) * 6, tonumber(ARGV[8])
+local dedupCap, ttl = tonumber(ARGV[7]), tonumber(ARGV[8])
 local consumedCap, consumes = tonumber(ARGV[9]), {}
 for t in string.gmatch(ARGV[10], '%S+') do consumes[t] = true end
+local dedupAge = tonumber(ARGV[11])
 local W = {${EVENT_TYPES.map((t) => `${t}=${TYPE_WEIGHTS[t]}`).join(', ')}}
 local C = {${EVENT_TYPES.map((t) => `${t}='${COUNT_FIELDS[t]}'`).join(', ')}}
 
 local h, changed, removed = {}, {}, {}
 local flat = redis.call('HGETALL', key)
 for i = 1, #flat, 2 do h[flat[i]] = flat[i + 1] end
+${EVENT_IDS_LUA}
+local ids = nil
+if dedupCap > 0 then
+  ids = openEventIds(KEYS[2], dedupCap, dedupAge, h['${USER_FIELDS.dedup}'])
+  ids.prepare((#ARGV - ${FIXED_ARGS}) / ${ARGS_PER_EVENT})
+end
 -- The recent items before this call, returned last (online co-visitation pairs with them).
 local prior = h['${USER_FIELDS.recent}'] or ''
 
@@ -130,24 +146,28 @@ local results, applied = {}, 0
 for i = ${FIXED_ARGS + 1}, #ARGV, ${ARGS_PER_EVENT} do
   local part, off, idh, item = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2], ARGV[i + 3]
   local typ, ts, sid, cat = ARGV[i + 4], tonumber(ARGV[i + 5]), ARGV[i + 6], ARGV[i + 7]
+  local received = tonumber(ARGV[i + 8])
   local status = 0
+  local redelivered = false
   local o = h['${USER_FIELDS.offset}']
   if o then
     local sep = string.find(o, ':', 1, true)
     if string.sub(o, 1, sep - 1) == part and off <= tonumber(string.sub(o, sep + 1)) then
-      status = 1
+      redelivered = true
     end
   end
-  if status == 0 and dedupBytes > 0 then
-    local d = h['${USER_FIELDS.dedup}'] or ''
-    for j = 1, #d, 6 do
-      if string.sub(d, j, j + 5) == idh then status = 2; break end
+  if ids then
+    local tag = ids.find(idh)
+    -- Seen: a redelivery of the record that applied it, or else a re-send (see event-ids.ts).
+    if tag then
+      if redelivered and tag == ids.tag(off) then status = 1 else status = 2 end
     end
   end
+  if status == 0 and redelivered then status = 1 end
   if status == 0 then
     applied = applied + 1
     set('${USER_FIELDS.offset}', part .. ':' .. fmt(off))
-    if dedupBytes > 0 then set('${USER_FIELDS.dedup}', string.sub(idh .. (h['${USER_FIELDS.dedup}'] or ''), 1, dedupBytes)) end
+    if ids then ids.add(idh, off, received) end
     set('${USER_FIELDS.total}', (tonumber(h['${USER_FIELDS.total}']) or 0) + 1)
     local cf = C[typ]
     set(cf, (tonumber(h[cf]) or 0) + 1)
@@ -214,6 +234,9 @@ if applied > 0 then
   table.sort(names)
   for _, f in ipairs(names) do args[#args + 1] = f; args[#args + 1] = h[f] end
   redis.call('HSET', key, unpack(args))
+  -- The eventIds moved to their own key (event-ids.ts); the hash's old field goes.
+  if h['${USER_FIELDS.dedup}'] then del('${USER_FIELDS.dedup}') end
+  if ids then ids.save() end
   local gone = {}
   for f in pairs(removed) do gone[#gone + 1] = f end
   if #gone > 0 then redis.call('HDEL', key, unpack(gone)) end
@@ -224,17 +247,12 @@ results[#results + 1] = prior
 return results
 `;
 
-/**
- * 6 bytes of MD5 over the lower-cased eventId. With a window of 8 per user, a new event is
- * mistaken for a re-send with probability 8 / 2^48 (about 3e-14): 6 bytes rather than 16 keep
- * the window at 48 bytes per user.
- */
-export function eventIdHash(eventId: string): Buffer {
-  return createHash('md5').update(eventId.toLowerCase()).digest().subarray(0, 6);
-}
-
 type ScriptRedis = Redis & {
-  recsysApplyFeatures(key: string, ...args: (string | Buffer | number)[]): Promise<number[]>;
+  recsysApplyFeatures(
+    key: string,
+    idsKey: string,
+    ...args: (string | Buffer | number)[]
+  ): Promise<number[]>;
 };
 
 /** Applies events to users' features; see the module comment. */
@@ -246,7 +264,7 @@ export class SessionFeatureStore {
   constructor(redis: Redis, options: FeatureOptions) {
     // defineCommand sends EVALSHA and falls back to EVAL once after a script cache flush.
     if (!('recsysApplyFeatures' in redis)) {
-      redis.defineCommand('recsysApplyFeatures', { numberOfKeys: 1, lua: SCRIPT });
+      redis.defineCommand('recsysApplyFeatures', { numberOfKeys: 2, lua: SCRIPT });
     }
     this.#redis = redis as ScriptRedis;
     this.#channel = options.channel ?? FEATURE_CHANNEL;
@@ -259,20 +277,29 @@ export class SessionFeatureStore {
       options.ttlSec,
       options.consumedItems ?? 500,
       (options.consumedTypes ?? DEFAULT_CONSUMED_TYPES).join(' '),
+      options.dedupAgeMs ?? 86_400_000,
     ];
+  }
+
+  /** {@link applyEach}, rejecting when any user's script failed. */
+  async apply(events: readonly FeatureEvent[], prior?: Map<string, string[]>) {
+    const { statuses, failed } = await this.applyEach(events, prior);
+    for (const err of failed.values()) throw err;
+    return statuses as ApplyStatus[];
   }
 
   /**
    * Applies `events` (any users, each user's events in Kafka order) with one script call per
-   * user, pipelined in one round trip. Returns each event's status, in input order. Rejects when
-   * Redis did not acknowledge every call (the caller retries the whole chunk; applied events
-   * then come back as redelivered). With `priorRecent`, each user's recent items before the
+   * user, pipelined in one round trip; each event's status, in input order. A user whose script
+   * failed (a Lua error, WRONGTYPE on its key) does not fail the others: each of its events is
+   * in `failed` (index -> error) instead (retried, its applied events come back redelivered).
+   * Rejects when the round trip failed. With `priorRecent`, each user's recent items before the
    * call (newest first) are put there.
    */
-  async apply(
+  async applyEach(
     events: readonly FeatureEvent[],
     priorRecent?: Map<string, string[]>,
-  ): Promise<ApplyStatus[]> {
+  ): Promise<{ statuses: (ApplyStatus | undefined)[]; failed: Map<number, Error> }> {
     const byUser = new Map<string, number[]>();
     events.forEach((e, i) => {
       const list = byUser.get(e.userId);
@@ -280,7 +307,7 @@ export class SessionFeatureStore {
       else byUser.set(e.userId, [i]);
     });
     const pipeline = this.#redis.pipeline() as unknown as {
-      recsysApplyFeatures(key: string, ...args: (string | Buffer | number)[]): void;
+      recsysApplyFeatures(key: string, idsKey: string, ...args: (string | Buffer | number)[]): void;
       exec(): Promise<[Error | null, unknown][] | null>;
     };
     const order: number[][] = [];
@@ -297,17 +324,22 @@ export class SessionFeatureStore {
           e.ts,
           e.sessionId ?? '',
           e.category ?? '',
+          e.receivedAt ?? e.ts,
         );
       }
-      pipeline.recsysApplyFeatures(userFeaturesKey(userId), ...args);
+      pipeline.recsysApplyFeatures(userFeaturesKey(userId), userEventIdsKey(userId), ...args);
       order.push(indexes);
     }
     const replies = await pipeline.exec();
-    if (!replies) throw new Error('redis pipeline aborted');
-    const statuses = new Array<ApplyStatus>(events.length);
+    if (!replies) throw new DependencyUnavailableError('redis', 'pipeline aborted');
+    const statuses = new Array<ApplyStatus | undefined>(events.length);
+    const failed = new Map<number, Error>();
     replies.forEach(([err, reply], u) => {
-      if (err) throw err;
       const indexes = order[u] as number[];
+      if (err) {
+        for (const i of indexes) failed.set(i, err);
+        return;
+      }
       const values = reply as (number | string)[];
       for (let k = 0; k < indexes.length; k++) {
         statuses[indexes[k] as number] = values[k] as ApplyStatus;
@@ -318,12 +350,13 @@ export class SessionFeatureStore {
         priorRecent.set(userId, prior ? prior.split(' ') : []);
       }
     });
-    return statuses;
+    return { statuses, failed };
   }
 
-  /** Removes users' features (scratch users of the batch). */
+  /** Removes users' features and eventId windows (scratch users of the batch). */
   async remove(userIds: readonly string[]): Promise<void> {
-    if (userIds.length > 0) await this.#redis.unlink(...userIds.map(userFeaturesKey));
+    if (userIds.length === 0) return;
+    await this.#redis.unlink(...userIds.flatMap((u) => [userFeaturesKey(u), userEventIdsKey(u)]));
   }
 }
 

@@ -154,7 +154,8 @@ export class TrendingStore {
       const floor = applied === null ? -1n : BigInt(applied);
       const fresh = records.filter((r) => BigInt(r.offset) > floor);
       if (fresh.length === 0) return;
-      const last = (records[records.length - 1] as TrendingRecord).offset;
+      // The highest offset (a record retried after a partial failure comes after later ones).
+      const last = records.reduce((m, r) => (BigInt(r.offset) > BigInt(m) ? r.offset : m), '-1');
       // One increment per distinct (item, category, buckets): a chunk of a popular item costs
       // one ZINCRBY, not one per event.
       const counts = new Map<string, { r: TrendingRecord; b: number[]; n: number }>();

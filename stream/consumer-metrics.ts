@@ -11,6 +11,7 @@ export interface ConsumerMetrics {
   chunkRecords: Histogram<'group'>;
   ageSeconds: Histogram<'group'>;
   handleFailures: Counter<'group'>;
+  deadLetters: Counter<'role' | 'reason'>;
 }
 
 const metricsByRegistry = new WeakMap<Registry, ConsumerMetrics>();
@@ -61,8 +62,14 @@ export function consumerMetrics(registry: Registry): ConsumerMetrics {
     }),
     handleFailures: new Counter({
       name: 'recsys_consumer_handle_failures_total',
-      help: 'failed attempts to make a chunk durable (each is retried)',
+      help: 'failed attempts to make a chunk (or part of one) durable',
       labelNames: ['group'],
+      registers,
+    }),
+    deadLetters: new Counter({
+      name: 'recsys_consumer_dead_letters_total',
+      help: 'records a consuming role wrote to the DLQ, by role and reason (undecodable, foreign_schema, invalid_record, redis_wrongtype, redis_script_error, redis_oom, ...)',
+      labelNames: ['role', 'reason'],
       registers,
     }),
   };

@@ -8,12 +8,15 @@
  * Steps for one fetched batch of one partition:
  *   1. split it into chunks of `chunkSize` records;
  *   2. for each chunk: stop if the consumer is stopping or the batch went stale (a rebalance
- *      took the partition away); decode; call `handle`, retrying retriable failures for as long
- *      as it takes while heartbeating, so a Redis or Elasticsearch outage pauses the partition
- *      instead of losing the group membership or the records;
+ *      took the partition away); decode, and check each value (`records`: the topic's schema by
+ *      name, and its contract); call `handle` (`poison.ts`): retriable failures are retried for
+ *      as long as it takes while heartbeating, so a Redis or Elasticsearch outage pauses the
+ *      partition instead of losing the group membership or the records, and records that keep
+ *      failing for another reason are found by splitting the chunk and dead-lettered;
  *   3. resolve the chunk's last offset and heartbeat; kafkajs commits resolved offsets every
  *      `commitIntervalMs` and on rebalance, never beyond what was resolved.
- * A record whose value cannot be decoded goes to `undecodable` (the role's DLQ) and is skipped.
+ * A record that does not decode, is of another schema or breaks the contract goes to `rejected`
+ * (the role's DLQ) and is skipped.
  *
  * A role whose effect becomes durable only later than `handle` (the lake sink seals a file every
  * `rollMs`) passes `deferred` and commits by itself; see {@link DeferredCommit}.
@@ -25,38 +28,15 @@
  */
 import type { Consumer, EachBatchPayload, Kafka, KafkaMessage } from 'kafkajs';
 import { type Logger, retry, sleep } from '../core/index.js';
-import { UndecodableError, type Decoder } from '../schemas/index.js';
+import type { Decoder } from '../schemas/index.js';
 import type { ConsumerMetrics } from './consumer-metrics.js';
 import { DeferredOffsets, type DeferredCommit } from './deferred-offsets.js';
 import { startLagPoller, type LagPoller } from './lag-poller.js';
+import { decodeSlice } from './decode-chunk.js';
+import { applyChunk } from './poison.js';
+import type { ChunkEnd, ConsumedRecord, RecordRule, RejectedRecord } from './records.js';
 
-/** One decoded record, with where it came from (the identity of its side effects). */
-export interface ConsumedRecord<T> {
-  topic: string;
-  partition: number;
-  /** Kafka offset, as kafkajs gives it (a decimal string; offsets pass 2^53 in theory). */
-  offset: string;
-  key: string | null;
-  value: T;
-  /** Kafka record timestamp, epoch ms. */
-  timestamp: number;
-}
-
-/** Where a chunk ends: its partition and last offset, whether or not that record decoded. */
-export interface ChunkEnd {
-  topic: string;
-  partition: number;
-  lastOffset: string;
-}
-
-/** A record whose value did not decode, for the role to dead-letter. */
-export interface UndecodableRecord {
-  topic: string;
-  partition: number;
-  offset: string;
-  message: KafkaMessage;
-  error: UndecodableError;
-}
+export type { ChunkEnd, ConsumedRecord, RecordRule, RejectedRecord } from './records.js';
 
 export interface ConsumerTuning {
   /** Longest the broker holds a fetch when fewer than `minBytes` are there, ms. */
@@ -76,6 +56,10 @@ export interface ConsumerTuning {
    * it only as records are resolved. @default 0
    */
   lagPollMs?: number;
+  /** Attempts a single failing record gets before it is dead-lettered. @default 3 */
+  poisonAttempts?: number;
+  /** Attempts of a chunk failing with Redis OOM or an unknown error before it is split. @default 30 */
+  oomAttempts?: number;
 }
 
 export interface ConsumerOptions<T> {
@@ -87,12 +71,19 @@ export interface ConsumerOptions<T> {
   /** One decoder per value schema family; `null` hands raw bytes through untouched. */
   decoder: Decoder<T> | null;
   /**
-   * Makes the chunk's effect durable; resolve only when it is. Throw to retry. `chunk` names the
-   * chunk's partition and last offset (undecodable records included).
+   * Makes the chunk's effect durable; resolve only when it is. Throw to be called again: a
+   * retriable error with the same records, any other with part of them (`poison.ts`), or a
+   * `PartialChunkError` naming the records that failed. `chunk` names the part's partition and
+   * last offset (rejected records included).
    */
   handle: (records: ConsumedRecord<T>[], chunk: ChunkEnd) => Promise<void>;
-  /** Dead-letters a record that cannot be decoded; retried like `handle`. */
-  undecodable: (records: UndecodableRecord[]) => Promise<void>;
+  /**
+   * Dead-letters records that are not handed to `handle` (undecodable, of another schema,
+   * breaking the contract) or that `handle` gave up on; retried until it succeeds.
+   */
+  rejected: (records: RejectedRecord[]) => Promise<void>;
+  /** Per topic, what its values must be (decoded values only). @default none: any schema */
+  records?: ReadonlyMap<string, RecordRule<T>>;
   log: Logger;
   metrics: ConsumerMetrics;
   tuning: ConsumerTuning;
@@ -212,6 +203,7 @@ export function startConsumer<T>(options: ConsumerOptions<T>): ConsumerHandle {
       signal: stopping.signal,
       offsets,
       lagPoller,
+      setStuck: (yes) => (stuck = yes),
     });
     await c.run({
       autoCommit: !deferred,
@@ -274,9 +266,10 @@ type Durably = (
 ) => Promise<void>;
 
 /**
- * The loop over one fetched batch: chunks of `chunkSize` records are decoded, undecodable ones
- * dead-lettered, the rest handed to the role; each chunk's offset is resolved once its effect
- * is durable (and not at all when the partition was revoked meanwhile).
+ * The loop over one fetched batch: chunks of `chunkSize` records are decoded and checked,
+ * rejected ones dead-lettered, the rest made durable by the role (`applyChunk`: poison records
+ * are found and dead-lettered); each chunk's offset is resolved once its effect is durable (and
+ * not at all when the partition was revoked meanwhile).
  */
 function batchHandler<T>(loop: {
   options: ConsumerOptions<T>;
@@ -285,14 +278,19 @@ function batchHandler<T>(loop: {
   signal: AbortSignal;
   offsets: DeferredOffsets | null;
   lagPoller: LagPoller;
+  setStuck: (stuck: boolean) => void;
 }): (payload: EachBatchPayload) => Promise<void> {
-  const { options, clog, durably, signal, offsets, lagPoller } = loop;
-  const { groupId, decoder, handle, undecodable, metrics, tuning, deferred } = options;
+  const { options, clog, durably, signal, offsets, lagPoller, setStuck } = loop;
+  const { groupId, decoder, handle, rejected, metrics, tuning, deferred } = options;
   const g = { group: groupId };
   const chunkTimer = metrics.chunkSeconds.labels(g);
   const chunkSize = metrics.chunkRecords.labels(g);
   const age = metrics.ageSeconds.labels(g);
   const recordsDone = metrics.records.labels(g);
+  const policy = {
+    recordAttempts: tuning.poisonAttempts ?? 3,
+    boundedAttempts: tuning.oomAttempts ?? 30,
+  };
   const assignment = (): number => offsets?.assignment ?? 0;
   return async (payload: EachBatchPayload): Promise<void> => {
     const { batch, resolveOffset, heartbeat, isRunning, isStale } = payload;
@@ -306,6 +304,8 @@ function batchHandler<T>(loop: {
     const at = assignment();
     const lag = metrics.lag.labels({ group: groupId, topic, partition: String(partition) });
     const high = Number(batch.highWatermark);
+    const reject = (bad: RejectedRecord[]): Promise<void> =>
+      durably('dead-lettering', () => rejected(bad), heartbeat);
     for (let i = 0; i < messages.length; i += tuning.chunkSize) {
       if (!isRunning() || isStale() || signal.aborted || at !== assignment()) return;
       const slice = messages.slice(i, i + tuning.chunkSize);
@@ -313,19 +313,54 @@ function batchHandler<T>(loop: {
       if (decoder) {
         await durably('schema fetch', () => decoder.prepare(slice.map((m) => m.value)), heartbeat);
       }
-      const { good, bad } = decodeSlice(slice, decoder, topic, partition);
+      const { good, bad } = decodeSlice(slice, decoder, topic, partition, options.records);
       if (bad.length > 0) {
-        await durably('dead-lettering', () => undecodable(bad), heartbeat);
-        metrics.undecodable.inc(g, bad.length);
+        await reject(bad);
+        const undecodable = bad.filter((b) => b.reason === 'undecodable').length;
+        if (undecodable > 0) metrics.undecodable.inc(g, undecodable);
         clog.warn(
-          { topic, partition, count: bad.length, err: bad[0]?.error.message },
-          'undecodable records dead-lettered',
+          { topic, partition, count: bad.length, reason: bad[0]?.reason, err: bad[0]?.detail },
+          'records rejected and dead-lettered',
         );
       }
       const last = slice[slice.length - 1] as KafkaMessage;
       if (good.length > 0 || deferred) {
         const chunk = { topic, partition, lastOffset: last.offset };
-        await durably('handle', () => handle(good, chunk), heartbeat);
+        try {
+          await applyChunk(
+            {
+              handle,
+              reject: async (given) => {
+                await reject(given);
+                for (const r of given) {
+                  const { offset, reason, detail } = r;
+                  clog.error(
+                    { topic, partition, offset, reason, err: detail },
+                    'record dead-lettered',
+                  );
+                }
+              },
+              policy,
+              signal,
+              deferred: Boolean(deferred),
+              onFailure: (err, errorClass, records, willRetry) => {
+                setStuck(true);
+                metrics.handleFailures.inc(g);
+                const next = willRetry ? 'retrying' : 'giving this part up';
+                clog.warn(
+                  { err: (err as Error).message, errorClass, records, topic, partition },
+                  `handle failed; ${next}`,
+                );
+              },
+              // Keep the group membership while the dependency is away.
+              onWait: () => void heartbeat().catch(() => undefined),
+            },
+            good,
+            chunk,
+          );
+        } finally {
+          setStuck(false);
+        }
       }
       // Revoked while the role worked: the next assignment starts from the committed offset.
       if (at !== assignment()) return;
@@ -340,32 +375,4 @@ function batchHandler<T>(loop: {
       await heartbeat();
     }
   };
-}
-
-/** Decodes a chunk's messages; values that are not of a known schema come back as `bad`. */
-function decodeSlice<T>(
-  slice: KafkaMessage[],
-  decoder: Decoder<T> | null,
-  topic: string,
-  partition: number,
-): { good: ConsumedRecord<T>[]; bad: UndecodableRecord[] } {
-  const good: ConsumedRecord<T>[] = [];
-  const bad: UndecodableRecord[] = [];
-  for (const m of slice) {
-    try {
-      const value = decoder ? decoder.decode(m.value) : (m.value as T);
-      good.push({
-        topic,
-        partition,
-        offset: m.offset,
-        key: m.key ? m.key.toString() : null,
-        value,
-        timestamp: Number(m.timestamp),
-      });
-    } catch (err) {
-      if (!(err instanceof UndecodableError)) throw err;
-      bad.push({ topic, partition, offset: m.offset, message: m, error: err });
-    }
-  }
-  return { good, bad };
 }

@@ -21,7 +21,7 @@ import {
   type ServedFeed,
   type UserEvent,
 } from '../schemas/index.js';
-import type { ConsumedRecord, UndecodableRecord } from './consumer.js';
+import type { ConsumedRecord, RejectedRecord } from './consumer.js';
 import type { BulkItem, BulkWriter, ItemFailure } from './elastic-bulk.js';
 import {
   dlqDocument,
@@ -54,7 +54,8 @@ interface Rejection {
   offset: string;
   key: string | null;
   raw: Buffer;
-  reason: 'undecodable' | 'es_rejected';
+  /** `undecodable`, `es_rejected`, or why the consumer loop gave the record up. */
+  reason: string;
   message: string;
   field: string | null;
   source: EventSource;
@@ -82,6 +83,8 @@ export interface IndexerChunkDeps {
   counters: Readonly<Record<StreamName, Record<Outcome, Counter.Internal>>>;
   /** Counts values of another topic's schema, with the consumer's undecodable records. */
   undecodableCount: Counter.Internal;
+  /** Dead letters written, by role (`indexer`) and reason. */
+  deadLetters: Counter<'role' | 'reason'>;
   /** The DLQ encoder, known once the DLQ schema is registered. */
   dlqEncoder: () => Encoder<DlqRecord>;
 }
@@ -161,22 +164,22 @@ export class IndexerChunks {
     }
   }
 
-  /** Records the consumer loop could not decode: to the DLQ. */
-  async undecodable(bad: UndecodableRecord[]): Promise<void> {
+  /** Records the consumer loop could not decode, or gave up on: to the DLQ. */
+  async rejected(bad: RejectedRecord[]): Promise<void> {
     await this.#deadLetter(
       bad.map((b) => ({
         stream: this.#deps.streamOf.get(b.topic) as StreamName,
         topic: b.topic,
         partition: b.partition,
         offset: b.offset,
-        key: b.message.key ? b.message.key.toString() : null,
-        raw: b.message.value ?? Buffer.alloc(0),
-        reason: 'undecodable' as const,
-        message: `${b.error.message} (${where(b)})`,
-        field: null,
+        key: b.key,
+        raw: b.value ?? Buffer.alloc(0),
+        reason: b.reason,
+        message: `${b.detail} (${where(b)})`,
+        field: b.field,
         source: 'http' as const,
-        userId: b.message.key ? b.message.key.toString() : null,
-        receivedAt: Number(b.message.timestamp),
+        userId: b.key,
+        receivedAt: b.timestamp,
       })),
     );
   }
@@ -252,6 +255,9 @@ export class IndexerChunks {
       throw new DependencyUnavailableError('kafka', `dead-lettering: ${(err as Error).message}`, {
         cause: err,
       });
+    }
+    for (const r of rejections) {
+      if (r.stream !== 'dlq') this.#deps.deadLetters.inc({ role: 'indexer', reason: r.reason });
     }
   }
 }

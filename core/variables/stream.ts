@@ -96,6 +96,16 @@ export const STREAM: readonly VariableDoc[] = [
     doc: 'consumer group session timeout, ms',
   },
   {
+    name: 'RECSYS_CONSUMER_POISON_ATTEMPTS',
+    default: '3',
+    doc: 'attempts a record that keeps failing (Lua error, WRONGTYPE, a value the sink refuses) gets, alone, before it goes to the DLQ',
+  },
+  {
+    name: 'RECSYS_CONSUMER_OOM_ATTEMPTS',
+    default: '30',
+    doc: 'attempts (about a minute of backoff) of a chunk that Redis refuses for memory (OOM) or that fails in a way of no known kind, before its records are tried one by one and dead-lettered',
+  },
+  {
     name: 'RECSYS_LAG_POLL_MS',
     default: '15000',
     doc: "how often a consumer reads its partitions' lag from Kafka even when no record arrives (so a stalled consumer shows), ms; 0 = only as records arrive",
@@ -157,8 +167,13 @@ export const STREAM: readonly VariableDoc[] = [
   },
   {
     name: 'RECSYS_FEATURES_DEDUP_WINDOW',
-    default: '8',
-    doc: 'latest eventIds remembered per user to drop re-sent events (Kafka redelivery is exact via offsets)',
+    default: '10000',
+    doc: 'most eventIds remembered per user to drop re-sent events, 8 bytes each (0 = off; Kafka redelivery is exact via offsets)',
+  },
+  {
+    name: 'RECSYS_FEATURES_DEDUP_AGE_MS',
+    default: '86400000',
+    doc: 'eventIds are remembered at least this long after the bridge received them, ms (1 day), unless the count above pushes them out',
   },
   {
     name: 'RECSYS_FEATURES_TTL_S',

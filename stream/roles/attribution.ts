@@ -24,7 +24,7 @@ import { EVENT_TYPES, type ServedFeed, type UserEvent } from '../../schemas/inde
 import { ServedFeedStore, type StoredFeed } from '../../store/attribution.js';
 import { createRedis, redisHealth } from '../../store/redis.js';
 import type { ConsumedRecord } from '../consumer.js';
-import { consumerRole, logUndecodable } from './consumer-role.js';
+import { consumerRole } from './consumer-role.js';
 
 /** The k of the online hit rate. */
 export const HIT_KS = [10, 20] as const;
@@ -112,10 +112,6 @@ export function startAttribution(deps: RoleDeps & { groupId?: string }): StreamR
     topics: [servedTopic, config.kafka.topics.events],
     // A new group reads the retained log, but only the last window counts (below).
     fromBeginning: true,
-    // The ingest bridge and the feed service wrote these records; an undecodable one is logged
-    // and skipped (the impressions role does the same).
-    deadLetters: false,
-    undecodable: logUndecodable,
     handle: () => async (records) => {
       const since = Date.now() - windowMs;
       const recent = records.filter((r) => r.timestamp >= since);

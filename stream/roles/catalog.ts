@@ -33,8 +33,6 @@ export function startCatalog(deps: RoleDeps): StreamRole {
     groupId: config.consumer.groups.catalog,
     topics: [config.kafka.topics.items],
     raw: true,
-    // Raw values are never undecodable.
-    undecodable: () => async () => undefined,
     handle: (ctx) => async (records) => {
       const { changes, rejected } = sortRecords(records);
       await store.apply(changes);

@@ -6,6 +6,10 @@
  * - `ready` resolves once the consumer is in its group; every start-up step is retried with the
  *   shared backoff (`retryForever`) until it works or the role stops;
  * - `failed` rejects when the consumer hits an error no retry fixes;
+ * - every record is checked before the role sees it: its writer schema must be its topic's
+ *   record (by name: `recsys.UserEvent` on the events topic, ...) and its value must keep the
+ *   contract (`schemas/record-checks.ts`); records that fail, and records the role gives up on
+ *   (`stream/poison.ts`), go to the DLQ with their reason, counted by role and reason;
  * - `readiness` checks Kafka, the consumer (in its group, not stuck retrying a chunk) and the
  *   role's own `checks` (Redis, the lake directory, ...);
  * - `stop` aborts the start-up, stops the consumer (which finishes and commits the chunk in
@@ -31,11 +35,17 @@ import {
   type RoleDeps,
   type StreamRole,
 } from '../../core/index.js';
-import { createDecoder } from '../../schemas/index.js';
-import { startConsumer, type ConsumerHandle, type ConsumerOptions } from '../consumer.js';
+import type { Config } from '../../core/index.js';
+import { checkRecord, createDecoder, recordName, type SchemaName } from '../../schemas/index.js';
+import {
+  startConsumer,
+  type ConsumerHandle,
+  type ConsumerOptions,
+  type RecordRule,
+} from '../consumer.js';
 import { consumerMetrics } from '../consumer-metrics.js';
 import type { DeferredCommit } from '../deferred-offsets.js';
-import { createDeadLetter, undecodableToDlq, type DeadLetter } from '../dead-letter.js';
+import { createDeadLetter, rejectedToDlq, type DeadLetter } from '../dead-letter.js';
 import { createKafka, createProducer, ensureTopics, kafkaHealth } from '../kafka.js';
 
 /** What a role's hooks get once Kafka is up. */
@@ -60,14 +70,17 @@ export interface ConsumerRoleSpec<T> {
   raw?: boolean;
   /** Where a new group starts. @default true */
   fromBeginning?: boolean;
-  /** Whether the role dead-letters records (connects the producer and the DLQ). @default true */
+  /**
+   * Whether the role dead-letters records (connects the producer and the DLQ). Without it, a
+   * record the loop would dead-letter holds its partition (retried, logged). @default true
+   */
   deadLetters?: boolean;
   /** Opens what the role needs once Kafka and the DLQ are up; retried until it works. */
   open?: (ctx: RoleContext) => Promise<void>;
   /** Makes a chunk durable (see `ConsumerOptions.handle`). */
   handle: (ctx: RoleContext) => ConsumerOptions<T>['handle'];
-  /** An undecodable record; default: to the DLQ. */
-  undecodable?: (ctx: RoleContext) => ConsumerOptions<T>['undecodable'];
+  /** Records rejected (see the module comment); default: to the DLQ. */
+  rejected?: (ctx: RoleContext) => ConsumerOptions<T>['rejected'];
   /** For a role that commits later than `handle` resolves. */
   deferred?: (ctx: RoleContext) => DeferredCommit;
   /** The role's own readiness checks, beside Kafka and the consumer. */
@@ -76,16 +89,22 @@ export interface ConsumerRoleSpec<T> {
   onStop?: () => Promise<void>;
 }
 
-/**
- * `undecodable` for roles that read records our own processes wrote (nothing to dead-letter):
- * each undecodable record is logged and skipped.
- */
-export function logUndecodable<T>(ctx: RoleContext): ConsumerOptions<T>['undecodable'] {
-  return async (bad) => {
-    for (const r of bad) {
-      ctx.log.warn({ topic: r.topic, offset: r.offset, err: r.error.message }, 'undecodable');
-    }
-  };
+/** The schema each topic the stack writes holds, and its checks. */
+function recordRules<T>(
+  topics: Config['kafka']['topics'],
+  consumed: readonly string[],
+): Map<string, RecordRule<T>> {
+  const of: [string, SchemaName][] = [
+    [topics.events, 'UserEvent'],
+    [topics.served, 'ServedFeed'],
+    [topics.dlq, 'DlqRecord'],
+  ];
+  const rules = new Map<string, RecordRule<T>>();
+  for (const [topic, name] of of) {
+    if (!consumed.includes(topic)) continue;
+    rules.set(topic, { schema: recordName(name), check: (value) => checkRecord(name, value) });
+  }
+  return rules;
 }
 
 export function consumerRole<T>(deps: RoleDeps, spec: ConsumerRoleSpec<T>): StreamRole {
@@ -97,6 +116,7 @@ export function consumerRole<T>(deps: RoleDeps, spec: ConsumerRoleSpec<T>): Stre
   const producer: Producer | null = wantsDlq ? createProducer(kafka) : null;
   const stopping = new AbortController();
   const forever = retryForever(log, stopping.signal);
+  const deadLetters = consumerMetrics(metrics).deadLetters;
   let consumer: ConsumerHandle | null = null;
   let stopped: Promise<void> | null = null;
 
@@ -107,7 +127,9 @@ export function consumerRole<T>(deps: RoleDeps, spec: ConsumerRoleSpec<T>): Stre
     };
     if (producer) {
       await forever('kafka producer connect', () => producer.connect());
-      deadLetter = await forever('dlq schema', () => createDeadLetter(config, producer));
+      deadLetter = await forever('dlq schema', () =>
+        createDeadLetter(config, producer, { role: spec.role, counter: deadLetters }),
+      );
     }
     const ctx: RoleContext = { log, kafka, forever, signal: stopping.signal, deadLetter };
     if (spec.open) await spec.open(ctx);
@@ -118,12 +140,11 @@ export function consumerRole<T>(deps: RoleDeps, spec: ConsumerRoleSpec<T>): Stre
       topics: spec.topics,
       ...(spec.fromBeginning === undefined ? {} : { fromBeginning: spec.fromBeginning }),
       decoder: spec.raw ? null : createDecoder<T>(config.registry.url),
+      ...(spec.raw ? {} : { records: recordRules<T>(config.kafka.topics, spec.topics) }),
       log,
       metrics: consumerMetrics(metrics),
       tuning: config.consumer,
-      undecodable: spec.undecodable
-        ? spec.undecodable(ctx)
-        : (bad) => ctx.deadLetter(bad.map((r) => undecodableToDlq(r))),
+      rejected: spec.rejected ? spec.rejected(ctx) : toDlq(ctx, spec.role, config.kafka.topics.dlq),
       handle: spec.handle(ctx),
       ...(spec.deferred ? { deferred: spec.deferred(ctx) } : {}),
     });
@@ -160,6 +181,26 @@ export function consumerRole<T>(deps: RoleDeps, spec: ConsumerRoleSpec<T>): Stre
       })();
       return stopped;
     },
+  };
+}
+
+/**
+ * The default `rejected`: to the DLQ, except records of the DLQ topic itself (dead-lettering
+ * those again would loop), which are logged and stay where they are.
+ */
+function toDlq<T>(
+  ctx: RoleContext,
+  role: string,
+  dlqTopic: string,
+): ConsumerOptions<T>['rejected'] {
+  return async (bad) => {
+    const own = bad.filter((r) => r.topic === dlqTopic);
+    for (const r of own) {
+      ctx.log.warn({ offset: r.offset, reason: r.reason, err: r.detail }, 'dead letter not used');
+    }
+    await ctx.deadLetter(
+      bad.filter((r) => r.topic !== dlqTopic).map((r) => rejectedToDlq(r, role)),
+    );
   };
 }
 

@@ -30,6 +30,7 @@ import {
 import { coVisits, OnlineNeighbourStore, type CoVisit } from '../../store/online-neighbours.js';
 import { TrendingStore, type TrendingRecord } from '../../store/trending.js';
 import type { ChunkEnd, ConsumedRecord } from '../consumer.js';
+import { PartialChunkError } from '../poison.js';
 import { consumerRole } from './consumer-role.js';
 
 /** How often trending counts go to Redis (and offsets get committed), ms. */
@@ -54,10 +55,10 @@ export function startFeatures(deps: RoleDeps): StreamRole {
   const timers: NodeJS.Timeout[] = [];
 
   /**
-   * Applies a chunk's events to the users' features; returns what trending should count and the
-   * co-visits of the applied events.
+   * Applies a chunk's events to the users' features; returns what trending should count, the
+   * co-visits of the applied events, and the records of users whose script failed.
    */
-  const apply = async (records: ConsumedRecord<UserEvent>[]): Promise<Counts> => {
+  const apply = async (records: ConsumedRecord<UserEvent>[]): Promise<Applied> => {
     const items = await catalog.get(records.map((r) => r.value.itemId));
     const batch: FeatureEvent[] = records.map((r) => {
       const e = r.value;
@@ -71,10 +72,11 @@ export function startFeatures(deps: RoleDeps): StreamRole {
         category: items.get(e.itemId)?.categoryL1 ?? null,
         partition: r.partition,
         offset: r.offset,
+        receivedAt: e.receivedAt,
       };
     });
     const prior = new Map<string, string[]>();
-    const statuses = await features.apply(batch, prior);
+    const { statuses, failed } = await features.applyEach(batch, prior);
     counts.record(batch, statuses);
     // Co-visits of what was applied now: a chunk retried after this point sees its events as
     // redelivered, so a co-visit is counted at most once (unless a flush fails partway).
@@ -83,11 +85,13 @@ export function startFeatures(deps: RoleDeps): StreamRole {
     // already counted itself, by offset).
     const out: TrendingRecord[] = [];
     batch.forEach((e, i) => {
-      if (statuses[i] !== DUPLICATE) {
+      if (statuses[i] !== undefined && statuses[i] !== DUPLICATE) {
         out.push({ itemId: e.itemId, category: e.category, ts: e.ts, offset: e.offset });
       }
     });
-    return { trending: out, visits };
+    const failedRecords = [...failed.keys()].sort((a, b) => a - b).map((i) => records[i]);
+    const error = failed.values().next().value;
+    return { trending: out, visits, failed: failedRecords as ConsumedRecord<UserEvent>[], error };
   };
 
   return consumerRole<UserEvent>(deps, {
@@ -114,7 +118,11 @@ export function startFeatures(deps: RoleDeps): StreamRole {
     },
     handle: () => async (records, chunk) => {
       const pending = records.length > 0 ? await apply(records) : NO_COUNTS;
-      await buffer?.add(chunk, pending);
+      if (!pending.failed?.length) return buffer?.add(chunk, pending);
+      // Some users' scripts failed (e.g. WRONGTYPE on one user's key): the others are applied
+      // and counted now, the offsets stay until the loop has dealt with the failed records.
+      await buffer?.add(chunk, pending, false);
+      throw new PartialChunkError(pending.failed, pending.error);
     },
     // Features are applied (and published) per chunk; the offsets wait for the trending counts
     // and co-visits of their records (`CountBuffer`).
@@ -151,10 +159,12 @@ function featureMetrics(registry: Registry) {
     registers: [registry],
   });
   return {
-    record(batch: readonly FeatureEvent[], statuses: readonly ApplyStatus[]): void {
+    record(batch: readonly FeatureEvent[], statuses: readonly (ApplyStatus | undefined)[]): void {
       let unknown = 0;
       batch.forEach((e, i) => {
-        byOutcome[statuses[i] as ApplyStatus].inc();
+        const status = statuses[i];
+        if (status === undefined) return;
+        byOutcome[status].inc();
         if (e.category === null && statuses[i] === APPLIED) unknown += 1;
       });
       if (unknown > 0) unknownItems.inc(unknown);
@@ -168,7 +178,14 @@ interface Counts {
   visits: CoVisit[];
 }
 
-const NO_COUNTS: Counts = { trending: [], visits: [] };
+/** {@link Counts} of a chunk, and the records whose users' scripts failed. */
+interface Applied extends Counts {
+  failed?: ConsumedRecord<UserEvent>[];
+  error?: Error;
+}
+
+const NO_COUNTS: Applied = { trending: [], visits: [] };
+const noop = (): void => undefined;
 
 /** One partition's trending records and co-visits waiting for the next flush. */
 interface Pending {
@@ -178,6 +195,11 @@ interface Pending {
   visits: CoVisit[];
   /** Last offset handled since the last flush (null: nothing new). */
   lastOffset: string | null;
+  /**
+   * Counts of a chunk part of which is still being retried: held back until the chunk is done,
+   * so no flush moves trending's offset guard past a record that is still to be counted.
+   */
+  held: Counts;
   commit: (next: string) => void;
 }
 
@@ -210,21 +232,33 @@ class CountBuffer {
       records: [],
       visits: [],
       lastOffset: null,
+      held: NO_COUNTS,
       commit,
     });
   }
 
-  /** Adds a chunk's counts; a partition far ahead of the timer flushes at once. */
-  async add(chunk: ChunkEnd, counts: Counts): Promise<void> {
+  /**
+   * Adds a chunk's counts; `advance` false keeps the partition's offset (part of the chunk is
+   * still to do). A partition far ahead of the timer flushes at once.
+   */
+  async add(chunk: ChunkEnd, counts: Counts, advance = true): Promise<void> {
     const key = `${chunk.topic}|${chunk.partition}`;
     let p = this.#pending.get(key);
     if (!p) {
       // Not assigned through the loop (cannot happen in order); counted, never committed.
-      p = { ...chunk, records: [], visits: [], lastOffset: null, commit: () => undefined };
+      p = { ...chunk, records: [], visits: [], lastOffset: null, held: NO_COUNTS, commit: noop };
       this.#pending.set(key, p);
     }
-    for (const r of counts.trending) p.records.push(r);
-    for (const v of counts.visits) p.visits.push(v);
+    if (!advance) {
+      p.held = {
+        trending: p.held.trending.concat(counts.trending),
+        visits: p.held.visits.concat(counts.visits),
+      };
+      return;
+    }
+    for (const r of p.held.trending.concat(counts.trending)) p.records.push(r);
+    for (const v of p.held.visits.concat(counts.visits)) p.visits.push(v);
+    p.held = NO_COUNTS;
     p.lastOffset = chunk.lastOffset;
     if (p.records.length + p.visits.length >= TRENDING_MAX_PENDING) await this.flush();
   }

@@ -7,7 +7,7 @@ import type { RoleDeps, StreamRole } from '../../core/index.js';
 import type { ServedFeed, UserEvent } from '../../schemas/index.js';
 import { ImpressionStore } from '../../store/impressions.js';
 import { createRedis, redisHealth } from '../../store/redis.js';
-import { consumerRole, logUndecodable } from './consumer-role.js';
+import { consumerRole } from './consumer-role.js';
 
 export function startImpressions(deps: RoleDeps & { groupId?: string }): StreamRole {
   const { config } = deps;
@@ -21,10 +21,6 @@ export function startImpressions(deps: RoleDeps & { groupId?: string }): StreamR
     // A new group counts the whole retained served log: those impressions happened (the hash
     // TTL bounds how long they matter).
     fromBeginning: true,
-    // Nothing to dead-letter: the ingest bridge and the feed service wrote these records; an
-    // undecodable one is logged and skipped.
-    deadLetters: false,
-    undecodable: logUndecodable,
     handle: () => async (records) => {
       const first = records[0];
       if (!first) return;

@@ -159,6 +159,7 @@ export function startIndexer({ config, log: parentLog, metrics }: RoleDeps): Str
         Object.fromEntries(OUTCOMES.map((o) => [o, m.docs.labels({ stream: s, outcome: o })])),
       ]),
     ) as Record<StreamName, Record<Outcome, Counter.Internal>>,
+    deadLetters: consumerMetrics(metrics).deadLetters,
     undecodableCount: consumerMetrics(metrics).undecodable.labels({
       group: config.consumer.groups.indexer,
     }),
@@ -200,7 +201,7 @@ export function startIndexer({ config, log: parentLog, metrics }: RoleDeps): Str
       topics: [topics.events, topics.served, topics.dlq],
       decoder: chunks.decoder,
       handle: (records) => chunks.handle(records),
-      undecodable: (bad) => chunks.undecodable(bad),
+      rejected: (bad) => chunks.rejected(bad),
       log,
       metrics: consumerMetrics(metrics),
       tuning: config.consumer,

@@ -76,8 +76,8 @@ describe('feature consumer', () => {
     const prefix = uniq('rp');
     const env = isolatedEnv();
     topics.push(env.RECSYS_TOPIC_EVENTS as string, env.RECSYS_TOPIC_DLQ as string);
-    // 1,250 users x 8 events (re-sends are recognised within the last RECSYS_FEATURES_DEDUP_WINDOW
-    // = 8 events of a user; Kafka redelivery at any distance); half the items are in the catalog.
+    // 1,250 users x 8 events (re-sends are recognised by the user's eventId window, Kafka
+    // redelivery at any distance); half the items are in the catalog.
     const events = makeEvents(prefix, 1250, 8);
     const userIds = [...new Set(events.map((e) => e.userId))];
     userIds.forEach((u) => users.add(u));

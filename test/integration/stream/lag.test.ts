@@ -70,7 +70,7 @@ describe('consumer lag read on a timer', () => {
         if (stalled) await gate;
         handled += records.length;
       },
-      undecodable: async () => undefined,
+      rejected: async () => undefined,
       log,
       metrics,
       tuning: {

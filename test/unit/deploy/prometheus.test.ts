@@ -80,6 +80,7 @@ describe('deploy/prometheus', () => {
       'RecsysOnlineHitRateLow',
       'RecsysConsumerLagGrowing',
       'RecsysDlqRate',
+      'RecsysConsumerDeadLetters',
       'RecsysFeedP99High',
       'RecsysIngestBridgeAbsent',
       'RecsysNoModelLoaded',
