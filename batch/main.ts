@@ -22,17 +22,23 @@ import { resolve } from 'node:path';
 import { Cron } from 'croner';
 import { Gauge, type Registry } from 'prom-client';
 import {
+  ABANDONED,
   assertPortFree,
   checkHealth,
+  type Config,
   ConfigError,
   createHttpServer,
   createLogger,
   createMetricsRegistry,
+  type HttpServer,
   listenPort,
   loadConfig,
+  type Logger,
+  onShutdown,
   RecsysError,
+  type ShutdownBudget,
 } from '../core/index.js';
-import { createRedis, redisHealth } from '../store/redis.js';
+import { createRedis, type Redis, redisHealth } from '../store/redis.js';
 import { mountRetrainTrigger } from './retrain.js';
 import { runBatch, type BatchRunOptions } from './run.js';
 
@@ -67,7 +73,23 @@ async function main(): Promise<void> {
     process.exit(r.model.version ? 0 : 1);
   }
 
-  // Long-running: one run at a time, whoever asks (the schedule or the webhook).
+  await runLongLived(config, log, redis, options, { schedule, serve, port, variable });
+}
+
+/**
+ * `--schedule` and/or `--serve`: one run at a time, whoever asks (the schedule or the webhook).
+ * SIGTERM/SIGINT (`core/shutdown.ts`): no new run starts (the schedule stops, the webhook's port
+ * closes); a run under way may finish within most of RECSYS_SHUTDOWN_TIMEOUT_MS, else it is
+ * abandoned (exit 124): no further step starts and the Python training is killed; every step is
+ * idempotent, so the next run redoes the work.
+ */
+async function runLongLived(
+  config: Readonly<Config>,
+  log: Logger,
+  redis: Redis,
+  options: BatchRunOptions,
+  mode: { schedule: boolean; serve: boolean; port: number; variable: string },
+): Promise<void> {
   const metrics: Registry = createMetricsRegistry('batch');
   const lastRun = new Gauge({
     name: 'recsys_batch_last_success_timestamp_seconds',
@@ -75,27 +97,75 @@ async function main(): Promise<void> {
     registers: [metrics],
   });
   let running: Promise<void> | null = null;
+  let abandon: AbortController | null = null;
+  let job: Cron | null = null;
+  let server: HttpServer | null = null;
+  const shutdown = onShutdown({
+    log,
+    timeoutMs: config.shutdownTimeoutMs,
+    steps: [
+      {
+        name: 'triggers',
+        run: () => {
+          job?.stop();
+          server?.close();
+        },
+      },
+      { name: 'batch run', run: (budget) => finishOrAbandon(budget) },
+      { name: 'redis', run: () => redis.quit() },
+    ],
+  });
   const once = (): Promise<void> => {
-    running ??= runBatch(config, log, redis, { ...options, generateEvents: undefined })
+    if (shutdown.stopping) return Promise.resolve();
+    if (running) return running;
+    const controller = new AbortController();
+    abandon = controller;
+    running = runBatch(config, log, redis, {
+      ...options,
+      generateEvents: undefined,
+      signal: controller.signal,
+    })
       .then(() => lastRun.setToCurrentTime())
-      .catch((err: Error) => log.error({ err: err.message }, 'batch run failed'))
+      .catch((err: Error) => {
+        if (controller.signal.aborted) {
+          log.warn({ err: err.message }, 'batch run abandoned; the next run redoes it');
+        } else log.error({ err: err.message }, 'batch run failed');
+      })
       .finally(() => (running = null));
     return running;
   };
-  if (schedule) {
+  /** Lets a run under way finish within most of the budget, else abandons it. */
+  const finishOrAbandon = async (budget: ShutdownBudget): Promise<typeof ABANDONED | undefined> => {
+    const run = running;
+    if (!run) return undefined;
+    const remaining = budget.remainingMs();
+    const waitMs = Math.max(0, remaining - Math.min(2000, remaining * 0.2));
+    log.info({ waitMs }, 'waiting for the batch run under way');
+    let timer: NodeJS.Timeout | undefined;
+    const finished = await Promise.race([
+      run.then(() => true),
+      new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), waitMs))),
+    ]);
+    clearTimeout(timer);
+    if (finished) return undefined;
+    abandon?.abort(new Error('shutdown: the batch run is abandoned'));
+    await run;
+    return ABANDONED;
+  };
+  if (mode.schedule) {
     if (!config.batch.schedule)
       throw new Error('--schedule needs RECSYS_BATCH_SCHEDULE (a cron expression)');
-    const job = new Cron(config.batch.schedule, { protect: true }, () => void once());
+    job = new Cron(config.batch.schedule, { protect: true }, () => void once());
     log.info(
       { schedule: config.batch.schedule, next: job.nextRun()?.toISOString() },
       'batch scheduled',
     );
   }
-  if (serve) {
-    const server = createHttpServer({
+  if (mode.serve) {
+    server = createHttpServer({
       host: config.http.host,
-      port,
-      portVariable: variable,
+      port: mode.port,
+      portVariable: mode.variable,
       log,
       metrics,
       readiness: () =>

@@ -45,13 +45,21 @@ export function repoRoot(): string {
 export function runCommand(
   cmd: string,
   args: string[],
-  options: { env?: NodeJS.ProcessEnv; cwd?: string; log?: Logger; timeoutMs?: number } = {},
+  options: {
+    env?: NodeJS.ProcessEnv;
+    cwd?: string;
+    log?: Logger;
+    timeoutMs?: number;
+    /** Kills the command (SIGTERM) when it aborts. */
+    signal?: AbortSignal;
+  } = {},
 ): Promise<{ stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, args, {
       cwd: options.cwd ?? repoRoot(),
       env: options.env ?? process.env,
       stdio: ['ignore', 'pipe', 'pipe'],
+      ...(options.signal ? { signal: options.signal } : {}),
     });
     let stdout = '';
     let stderr = '';
@@ -63,11 +71,18 @@ export function runCommand(
     const timer = options.timeoutMs
       ? setTimeout(() => child.kill('SIGKILL'), options.timeoutMs)
       : null;
-    child.on('error', (err) =>
-      reject(new PythonStepError(`${cmd}: ${err.message}`, { cause: err })),
-    );
+    let aborted = false;
+    child.on('error', (err) => {
+      // Aborted: the child was sent SIGTERM; settle once it is gone (and reaped), below.
+      if (err.name === 'AbortError') aborted = true;
+      else reject(new PythonStepError(`${cmd}: ${err.message}`, { cause: err }));
+    });
     child.on('close', (code, signal) => {
       if (timer) clearTimeout(timer);
+      if (aborted) {
+        const reason: unknown = options.signal?.reason;
+        return reject(reason instanceof Error ? reason : new PythonStepError(`${cmd}: aborted`));
+      }
       if (code === 0) return resolve({ stdout, stderr });
       reject(
         new PythonStepError(

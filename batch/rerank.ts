@@ -71,6 +71,8 @@ export interface RerankOptions {
   params?: Record<string, unknown>;
   /** The champion to re-score on the same held-out users (step 6). */
   champion?: { version: string; onnxPath: string } | null;
+  /** Abandons the run: the Python training is killed. */
+  signal?: AbortSignal;
 }
 
 export interface RerankResult {
@@ -152,6 +154,7 @@ export async function trainAndEvaluate(
     trainParquet,
     outDir: join(outDir, 'model'),
     params: options.params,
+    signal: options.signal,
   });
   const { recs, truth } = await rankHeldOut(train.onnxPath, inputs, evalUsers);
   const metrics = {

@@ -25,6 +25,13 @@ export interface BatchRunOptions {
   maxUsers?: number;
   /** LightGBM parameters over train.py's defaults. */
   params?: Record<string, unknown>;
+  /**
+   * Abandons the run (a shutdown at its deadline): no further step starts and the Python
+   * training is killed; the run rejects with the signal's reason. Every step is idempotent, so
+   * the next run redoes it; a publish under way is left to finish (its version goes live in one
+   * pointer update, or not at all).
+   */
+  signal?: AbortSignal;
 }
 
 export interface BatchRunResult {
@@ -45,6 +52,7 @@ export async function runBatch(
 ): Promise<BatchRunResult> {
   const stepsMs: Record<string, number> = {};
   const step = async <T>(name: string, fn: () => Promise<T>, say: (r: T) => string): Promise<T> => {
+    options.signal?.throwIfAborted();
     const t0 = performance.now();
     progress(`[${name}] ...`);
     const r = await fn();
@@ -91,6 +99,7 @@ export async function runBatch(
         maxUsers: options.maxUsers,
         params: options.params,
         champion,
+        signal: options.signal,
       }),
     (r) =>
       `${r.users.train} training queries (${r.queries.cutoff} at the cut-off, ${r.queries.history} from history), ${r.users.eval} held-out queries; NDCG@10 popularity ${r.metrics.popularity.ndcg_at_10.toFixed(4)}, co-visitation ${r.metrics.covisitation.ndcg_at_10.toFixed(4)}, blend ${r.metrics.blend.ndcg_at_10.toFixed(4)}, hybrid ${r.metrics.hybrid.ndcg_at_10.toFixed(4)} (z over the blend ${r.advantage.blend.z.toFixed(2)})`,

@@ -49,6 +49,8 @@ export interface TrainOptions {
   params?: Record<string, unknown>;
   /** Kills the Python step after this long, ms. @default 1_800_000 */
   timeoutMs?: number;
+  /** Kills the Python step when it aborts (a shutdown abandoning the run). */
+  signal?: AbortSignal;
 }
 
 export interface TrainResult {
@@ -76,6 +78,7 @@ export async function trainReranker(
   await runCommand(py.bin('python'), args, {
     log,
     timeoutMs: options.timeoutMs ?? 30 * 60_000,
+    signal: options.signal,
     env: { ...process.env, PYTHONUNBUFFERED: '1' },
   });
   const summaryPath = join(outDir, 'summary.json');

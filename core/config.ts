@@ -46,6 +46,8 @@ export interface IngestConfig {
   maxKafkaBatch: number;
   maxKafkaBatchBytes: number;
   httpTimeoutMs: number;
+  maxQueuedBytes: number;
+  dlqTimeoutMs: number;
 }
 
 export interface ConsumerConfig {
@@ -170,6 +172,7 @@ export interface Config {
   serving: ServingConfig;
   auth: AuthConfig;
   healthTimeoutMs: number;
+  shutdownTimeoutMs: number;
   local: LocalConfig;
 }
 
@@ -199,6 +202,7 @@ function connections(
   | 'http'
   | 'ingest'
   | 'healthTimeoutMs'
+  | 'shutdownTimeoutMs'
 > {
   const { str, int, url, list } = r;
   return {
@@ -246,8 +250,11 @@ function connections(
       maxKafkaBatch: int('RECSYS_INGEST_MAX_BATCH', 1, 10_000),
       maxKafkaBatchBytes: int('RECSYS_INGEST_MAX_BATCH_BYTES', 1024, 64 << 20),
       httpTimeoutMs: int('RECSYS_INGEST_HTTP_TIMEOUT_MS', 100),
+      maxQueuedBytes: int('RECSYS_INGEST_MAX_QUEUED_BYTES', 1 << 20, 2 ** 40),
+      dlqTimeoutMs: int('RECSYS_INGEST_DLQ_TIMEOUT_MS', 100, 600_000),
     },
     healthTimeoutMs: int('RECSYS_HEALTH_TIMEOUT_MS', 50, 60_000),
+    shutdownTimeoutMs: int('RECSYS_SHUTDOWN_TIMEOUT_MS', 100, 3_600_000),
   };
 }
 

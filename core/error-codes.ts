@@ -85,6 +85,11 @@ export const ERROR_CODES = {
     retriable: true,
     doc: 'the user holds RECSYS_WS_MAX_PER_USER live sockets: the new one is closed 4429, reason this code',
   },
+  RECSYS_INGEST_QUEUE_FULL: {
+    status: 503,
+    retriable: true,
+    doc: 'the bridge holds RECSYS_INGEST_MAX_QUEUED_BYTES for Kafka already; Retry-After says when to retry',
+  },
   RECSYS_RETRAIN_BAD_PAYLOAD: {
     status: 400,
     retriable: false,
@@ -284,6 +289,7 @@ export const HTTP_ERRORS = {
   redisUnavailable: kind('RECSYS_REDIS_UNAVAILABLE'),
   shuttingDown: kind('RECSYS_SHUTTING_DOWN'),
   overloaded: kind('RECSYS_OVERLOADED'),
+  ingestQueueFull: kind('RECSYS_INGEST_QUEUE_FULL'),
   retrainBadPayload: kind('RECSYS_RETRAIN_BAD_PAYLOAD'),
   retrainUnauthorized: kind('RECSYS_RETRAIN_UNAUTHORIZED'),
   retrainRateLimited: kind('RECSYS_RETRAIN_RATE_LIMITED'),

@@ -43,7 +43,7 @@ export {
 export { withFileLock, type FileLockOptions } from './file-lock.js';
 export { createLogger, type Logger } from './log.js';
 export { createMetricsRegistry, Registry } from './metrics.js';
-export { retry, sleep, withTimeout, type RetryOptions } from './retry.js';
+export { deadlineSignal, retry, sleep, withTimeout, type RetryOptions } from './retry.js';
 export { checkHealth, type HealthCheck, type HealthReport } from './health.js';
 export {
   createHttpServer,
@@ -67,3 +67,13 @@ export {
   type HttpErrorKind,
 } from './error-codes.js';
 export { retryForever, type ForeverRetry, type RoleDeps, type StreamRole } from './role.js';
+export {
+  ABANDONED,
+  EXIT_CLEAN,
+  EXIT_DEADLINE,
+  EXIT_FAILED,
+  onShutdown,
+  type Shutdown,
+  type ShutdownBudget,
+  type ShutdownStep,
+} from './shutdown.js';

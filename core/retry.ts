@@ -77,3 +77,26 @@ export async function withTimeout<T>(
     clearTimeout(timer);
   }
 }
+
+/**
+ * An abort signal that fires with `onTimeout()` after `ms`, or with `parent`'s reason when that
+ * aborts first. `clear()` once done, so the timer does not keep the process alive.
+ */
+export function deadlineSignal(
+  ms: number,
+  onTimeout: () => Error,
+  parent?: AbortSignal,
+): { signal: AbortSignal; clear(): void } {
+  const controller = new AbortController();
+  const timer = setTimeout(() => controller.abort(onTimeout()), ms);
+  const onParent = (): void => controller.abort(parent?.reason);
+  if (parent?.aborted) onParent();
+  else parent?.addEventListener('abort', onParent, { once: true });
+  return {
+    signal: controller.signal,
+    clear() {
+      clearTimeout(timer);
+      parent?.removeEventListener('abort', onParent);
+    },
+  };
+}

@@ -8,6 +8,7 @@ import type { Config } from './config.js';
 import type { HealthReport } from './health.js';
 import type { Logger } from './log.js';
 import { retry } from './retry.js';
+import type { ABANDONED, ShutdownBudget } from './shutdown.js';
 
 export interface RoleDeps {
   config: Readonly<Config>;
@@ -22,8 +23,12 @@ export interface StreamRole {
   readiness(): Promise<HealthReport>;
   /** Rejects when the role hit an error no retry can fix; the process should exit non-zero. */
   failed: Promise<never>;
-  /** Finishes work in hand, makes it durable, commits, disconnects. */
-  stop(): Promise<void>;
+  /**
+   * Finishes work in hand, makes it durable, commits, disconnects; within `budget` when given
+   * (what is not done by then is handed back: left uncommitted or unacknowledged, and the
+   * result is {@link ABANDONED}).
+   */
+  stop(budget?: ShutdownBudget): Promise<void | typeof ABANDONED>;
 }
 
 /** Runs `fn` until it succeeds; see {@link retryForever}. */

@@ -16,7 +16,14 @@
  */
 import { fileURLToPath } from 'node:url';
 import { Counter, Histogram, type Registry } from 'prom-client';
-import { createHttpServer, listenPort, sleep, type Config, type Logger } from '../core/index.js';
+import {
+  createHttpServer,
+  listenPort,
+  type ShutdownBudget,
+  sleep,
+  type Config,
+  type Logger,
+} from '../core/index.js';
 import type { Redis } from '../store/redis.js';
 import { SocketLeaseStore } from '../store/socket-leases.js';
 import { Guards } from './guards.js';
@@ -72,8 +79,11 @@ export interface Serving {
   /** The bound port. */
   readonly port: number;
   readonly hub: LiveHub;
-  /** Stop accepting, finish in-flight requests, close sockets with 1001. Idempotent. */
-  stop(): Promise<void>;
+  /**
+   * Stop accepting, finish in-flight requests (within `shutdownGraceMs` and most of `budget`),
+   * close sockets with 1001. Idempotent.
+   */
+  stop(budget?: ShutdownBudget): Promise<void>;
 }
 
 export async function startServing(deps: ServingDeps): Promise<Serving> {
@@ -185,12 +195,14 @@ export async function startServing(deps: ServingDeps): Promise<Serving> {
   return {
     port,
     hub,
-    stop() {
+    stop(budget?: ShutdownBudget) {
       stopped ??= (async () => {
         guards.closing = true;
         server.close();
         await live?.stop();
-        const deadline = performance.now() + opts.shutdownGraceMs;
+        // Most of the budget: the rest is for the served-log flush and Redis.
+        const graceMs = Math.min(opts.shutdownGraceMs, (budget?.remainingMs() ?? Infinity) * 0.7);
+        const deadline = performance.now() + graceMs;
         while (guards.inFlight > 0 && performance.now() < deadline) await sleep(5);
         if (guards.inFlight > 0) {
           log.warn({ inFlight: guards.inFlight }, 'stopping with requests still in flight');

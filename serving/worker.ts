@@ -3,16 +3,17 @@
  * pushes), starts the feed service and the HTTP + WebSocket server on
  * RECSYS_HTTP_HOST:RECSYS_SERVING_PORT (8080; RECSYS_HTTP_PORT overrides it).
  *
- * On SIGTERM/SIGINT it stops gracefully: the listen socket closes, in-flight requests finish,
- * WebSockets close with 1001 (going away), then the feed service (its served-log producer
- * flushes) and Redis close. `POST /v1/events` is served by the ingest role.
+ * On SIGTERM/SIGINT it stops gracefully within RECSYS_SHUTDOWN_TIMEOUT_MS (`core/shutdown.ts`;
+ * a cluster worker keeps a tenth of it, at most 1 s, for its primary): the listen socket closes,
+ * in-flight requests finish, WebSockets close with 1001 (going away), then the feed service (its
+ * served-log producer flushes) and Redis close. `POST /v1/events` is served by the ingest role.
  */
 import cluster from 'node:cluster';
-import { createMetricsRegistry, type Config, type Logger } from '../core/index.js';
+import { createMetricsRegistry, onShutdown, type Config, type Logger } from '../core/index.js';
 import { createRedis } from '../store/redis.js';
 import { clusterMetricsText } from './cluster-metrics.js';
 import { startFeedService } from './feed/service.js';
-import { startServing } from './server.js';
+import { type Serving, startServing } from './server.js';
 
 export async function runWorker(config: Readonly<Config>, log: Logger): Promise<void> {
   const metrics = createMetricsRegistry('serving');
@@ -26,7 +27,23 @@ export async function runWorker(config: Readonly<Config>, log: Logger): Promise<
   }
 
   const feed = startFeedService({ config, log, metrics, redis });
-  const serving = await startServing({
+  // Installed before the server starts: a SIGTERM during start-up stops it the same way.
+  let serving: Serving | null = null;
+  const total = config.shutdownTimeoutMs;
+  onShutdown({
+    log,
+    timeoutMs: cluster.isWorker ? total - Math.min(1000, Math.floor(total / 10)) : total,
+    steps: [
+      { name: 'http and live sockets', run: (budget) => serving?.stop(budget) },
+      { name: 'feed service (served log)', run: () => feed.close() },
+      {
+        name: 'redis',
+        run: () =>
+          Promise.all([redis.quit(), subscriber.quit()].map((p) => p.catch(() => undefined))),
+      },
+    ],
+  });
+  serving = await startServing({
     config,
     log,
     metrics,
@@ -37,24 +54,4 @@ export async function runWorker(config: Readonly<Config>, log: Logger): Promise<
     // Several workers: /metrics answers for all of them (`cluster-metrics.ts`).
     ...(cluster.isWorker ? { metricsText: clusterMetricsText(metrics) } : {}),
   });
-
-  let stopping = false;
-  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
-    process.on(signal, () => {
-      if (stopping) return;
-      stopping = true;
-      log.info({ signal }, 'stopping');
-      (async () => {
-        await serving.stop();
-        await feed.close();
-        await Promise.all([redis.quit(), subscriber.quit()].map((p) => p.catch(() => undefined)));
-      })().then(
-        () => process.exit(0),
-        (err: Error) => {
-          log.error({ err: err.message }, 'unclean stop');
-          process.exit(1);
-        },
-      );
-    });
-  }
 }

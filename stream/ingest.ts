@@ -2,13 +2,23 @@
  * The ingest path shared by the MQTT bridge and HTTP ingest: validate, encode with the
  * registered Avro schema, produce keyed by userId, and resolve once Kafka acknowledged. Rejected
  * input goes to the DLQ topic with its reason, the field, and the original bytes, and is counted.
+ * A DLQ write that Kafka does not take within `dlqTimeoutMs` is withdrawn and fails the call with
+ * {@link DlqTimeoutError} (counted): the input is then not acknowledged, so its sender retries.
+ * MQTT QoS 1 messages are forced past the batcher's byte bound (the broker's receive maximum
+ * bounds them, and the role lets them in only when there is room); everything else is refused
+ * with `IngestQueueFullError` past it.
  *
  * @example
  *   const pipeline = new IngestPipeline({ batcher, encoders, topics, limits, topicPrefix, metrics, log });
- *   const outcome = await pipeline.ingestMqtt('recsys/events/u1', payload); // 'accepted' | 'rejected'
+ *   const outcome = await pipeline.ingestMqtt('recsys/events/u1', payload, 1); // 'accepted' | 'rejected'
  */
 import { Counter, Histogram, type Registry } from 'prom-client';
-import type { IngestConfig, Logger } from '../core/index.js';
+import {
+  deadlineSignal,
+  DependencyUnavailableError,
+  type IngestConfig,
+  type Logger,
+} from '../core/index.js';
 import {
   type DlqRecord,
   type Encoder,
@@ -21,9 +31,16 @@ import {
   type UserEvent,
   validateEvent,
 } from '../schemas/index.js';
-import type { KafkaBatcher } from './producer.js';
+import type { KafkaBatcher, OutgoingMessage, SendOptions } from './producer.js';
 
 export type IngestOutcome = 'accepted' | 'rejected';
+
+/** A DLQ record Kafka did not take in time; the input it records is not acknowledged. */
+export class DlqTimeoutError extends DependencyUnavailableError {
+  constructor(ms: number) {
+    super('kafka', `the DLQ record was not acknowledged within ${ms} ms`);
+  }
+}
 
 export interface IngestMetrics {
   events: Counter<'source' | 'outcome'>;
@@ -33,6 +50,8 @@ export interface IngestMetrics {
   producerErrors: Counter<'topic'>;
   batchSize: Histogram;
   httpRefused: Counter<'status' | 'code'>;
+  dropped: Counter<'reason'>;
+  dlqTimeouts: Counter<'source'>;
 }
 
 export function createIngestMetrics(registry: Registry): IngestMetrics {
@@ -72,6 +91,18 @@ export function createIngestMetrics(registry: Registry): IngestMetrics {
       name: 'recsys_ingest_http_refused_total',
       help: 'POST /v1/events requests refused, by HTTP status and error code (400 also writes the DLQ)',
       labelNames: ['status', 'code'],
+      registers: [registry],
+    }),
+    dropped: new Counter({
+      name: 'recsys_ingest_dropped_total',
+      help: 'MQTT QoS 0 messages dropped, by reason (queue_full: past RECSYS_INGEST_MAX_QUEUED_BYTES; dlq_timeout: rejected input whose DLQ record Kafka did not take in time; stopping: arrived or still queued as the bridge stopped; failed: an unexpected error, logged)',
+      labelNames: ['reason'],
+      registers: [registry],
+    }),
+    dlqTimeouts: new Counter({
+      name: 'recsys_ingest_dlq_timeouts_total',
+      help: 'DLQ records Kafka did not take within RECSYS_INGEST_DLQ_TIMEOUT_MS, by source; their input was not acknowledged',
+      labelNames: ['source'],
       registers: [registry],
     }),
     batchSize: new Histogram({
@@ -132,11 +163,24 @@ export class IngestPipeline {
     >;
   }
 
+  /** Whether the batcher's byte bound leaves room (see `KafkaBatcher.hasRoom`). */
+  hasRoom(): boolean {
+    return this.#o.batcher.hasRoom();
+  }
+
+  /** The bytes held for Kafka and their bound. */
+  get queue(): { heldBytes: number; limitBytes: number } {
+    return { heldBytes: this.#o.batcher.heldBytes, limitBytes: this.#o.batcher.maxQueuedBytes };
+  }
+
   /**
    * One MQTT message. Resolves after Kafka acknowledged either the event (accepted) or its DLQ
-   * record (rejected); only then may the caller PUBACK.
+   * record (rejected); only then may the caller PUBACK. QoS 1 is forced past the byte bound
+   * (the caller admits it only when there is room); QoS 0 is refused with
+   * `IngestQueueFullError` past it.
    */
-  async ingestMqtt(topic: string, payload: Buffer): Promise<IngestOutcome> {
+  async ingestMqtt(topic: string, payload: Buffer, qos: 0 | 1 = 1): Promise<IngestOutcome> {
+    const force = qos === 1;
     const receivedAt = this.#now();
     const t0 = performance.now();
     let event: UserEvent;
@@ -149,10 +193,10 @@ export class IngestPipeline {
       });
     } catch (err) {
       if (!(err instanceof EventRejectedError)) throw err;
-      await this.#toDlq(err, { source: 'mqtt', topic, original: payload, receivedAt });
+      await this.#toDlq([{ err, source: 'mqtt', topic, original: payload, receivedAt }], { force });
       return 'rejected';
     }
-    await this.#write(event);
+    await this.#o.batcher.send(this.#o.topics.events, this.#message(event), { force });
     this.#accepted.mqtt.inc();
     this.#byType[event.type].inc();
     this.#latency.mqtt.observe((performance.now() - t0) / 1000);
@@ -162,10 +206,13 @@ export class IngestPipeline {
   /**
    * An HTTP batch, all or nothing: every event is validated first; if any is invalid nothing
    * is written to the events topic, the rejections go to the DLQ, and the caller answers 400.
+   * The events are queued all together or refused (`IngestQueueFullError`); when `signal`
+   * aborts (the caller's timeout), those Kafka has not taken yet are withdrawn.
    */
   async ingestHttp(
     raws: readonly unknown[],
     body: Buffer,
+    signal?: AbortSignal,
   ): Promise<{ accepted: number; rejections: HttpRejection[] }> {
     const receivedAt = this.#now();
     const t0 = performance.now();
@@ -189,20 +236,22 @@ export class IngestPipeline {
       }
     }
     if (rejections.length > 0) {
-      await Promise.all(
-        rejections.map(({ index, error }) =>
-          this.#toDlq(error, {
-            source: 'http',
-            topic: null,
-            original: originalOf(raws[index], body),
-            receivedAt,
-            userId: userIdOf(raws[index]),
-          }),
-        ),
-      );
+      const records = rejections.map(({ index, error }) => ({
+        err: error,
+        source: 'http' as const,
+        topic: null,
+        original: originalOf(raws[index], body),
+        receivedAt,
+        userId: userIdOf(raws[index]),
+      }));
+      await this.#toDlq(records, { signal });
       return { accepted: 0, rejections };
     }
-    await Promise.all(events.map((e) => this.#write(e)));
+    const topic = this.#o.topics.events;
+    await this.#o.batcher.sendAll(
+      events.map((e) => ({ topic, message: this.#message(e) })),
+      { signal },
+    );
     this.#accepted.http.inc(events.length);
     for (const e of events) this.#byType[e.type].inc();
     const seconds = (performance.now() - t0) / 1000;
@@ -211,52 +260,82 @@ export class IngestPipeline {
   }
 
   /** Records a request that was refused before its events could be read (size, JSON). */
-  async rejectHttpBody(error: EventRejectedError, original: Buffer): Promise<void> {
-    await this.#toDlq(error, { source: 'http', topic: null, original, receivedAt: this.#now() });
+  async rejectHttpBody(
+    err: EventRejectedError,
+    original: Buffer,
+    signal?: AbortSignal,
+  ): Promise<void> {
+    const receivedAt = this.#now();
+    await this.#toDlq([{ err, source: 'http', topic: null, original, receivedAt }], { signal });
   }
 
-  #write(event: UserEvent): Promise<void> {
-    return this.#o.batcher.send(this.#o.topics.events, {
+  #message(event: UserEvent): OutgoingMessage['message'] {
+    return {
       key: event.userId,
       value: this.#o.encoders.event.encode(event),
       headers: { 'event-id': event.eventId, source: event.source },
-    });
+    };
   }
 
-  async #toDlq(
-    err: EventRejectedError,
-    where: {
-      source: EventSource;
-      topic: string | null;
-      original: Buffer;
-      receivedAt: number;
-      userId?: string | null;
-    },
-  ): Promise<void> {
-    const userId =
-      where.userId ?? (where.topic ? safeTopicUser(where.topic, this.#o.topicPrefix) : null);
-    const record: DlqRecord = {
-      reason: err.reason,
-      message: err.message,
-      field: err.field,
-      source: where.source,
-      topic: where.topic,
-      userId,
-      receivedAt: where.receivedAt,
-      original: where.original,
-    };
-    await this.#o.batcher.send(this.#o.topics.dlq, {
-      key: userId,
-      value: this.#o.encoders.dlq.encode(record),
-      headers: { reason: err.reason },
+  /** Writes DLQ records (all or none) within `dlqTimeoutMs`; counts them once Kafka has them. */
+  async #toDlq(rejected: readonly Rejected[], options: SendOptions): Promise<void> {
+    const ms = this.#o.limits.dlqTimeoutMs;
+    const source = (rejected[0] as Rejected).source;
+    const messages = rejected.map((r) => {
+      const userId = r.userId ?? (r.topic ? safeTopicUser(r.topic, this.#o.topicPrefix) : null);
+      const record: DlqRecord = {
+        reason: r.err.reason,
+        message: r.err.message,
+        field: r.err.field,
+        source: r.source,
+        topic: r.topic,
+        userId,
+        receivedAt: r.receivedAt,
+        original: r.original,
+      };
+      return {
+        topic: this.#o.topics.dlq,
+        message: {
+          key: userId,
+          value: this.#o.encoders.dlq.encode(record),
+          headers: { reason: r.err.reason },
+        },
+      };
     });
-    this.#rejected[where.source].inc();
-    this.#o.metrics.dlq.labels(err.reason, where.source).inc();
-    this.#o.log.debug(
-      { reason: err.reason, field: err.field, topic: where.topic, source: where.source },
-      'event rejected to DLQ',
-    );
+    const deadline = deadlineSignal(ms, () => new DlqTimeoutError(ms), options.signal);
+    try {
+      await this.#o.batcher.sendAll(messages, { force: options.force, signal: deadline.signal });
+    } catch (err) {
+      if (err instanceof DlqTimeoutError) {
+        this.#o.metrics.dlqTimeouts.labels(source).inc(rejected.length);
+        this.#o.log.warn(
+          { source, records: rejected.length, timeoutMs: ms, reason: rejected[0]?.err.reason },
+          'DLQ write timed out; the input is not acknowledged',
+        );
+      }
+      throw err;
+    } finally {
+      deadline.clear();
+    }
+    for (const r of rejected) {
+      this.#rejected[r.source].inc();
+      this.#o.metrics.dlq.labels(r.err.reason, r.source).inc();
+      this.#o.log.debug(
+        { reason: r.err.reason, field: r.err.field, topic: r.topic, source: r.source },
+        'event rejected to DLQ',
+      );
+    }
   }
+}
+
+/** Rejected input on its way to the DLQ. */
+interface Rejected {
+  err: EventRejectedError;
+  source: EventSource;
+  topic: string | null;
+  original: Buffer;
+  receivedAt: number;
+  userId?: string | null;
 }
 
 /**

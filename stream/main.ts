@@ -5,17 +5,23 @@
  * per-user impression counts) and `attribution` (online CTR and hit rate per model version), or
  * `all`. Default: `ingest`. Every
  * process serves `/healthz`, `/readyz` (all its roles' dependencies) and `/metrics` on
- * RECSYS_STREAM_PORT (8090; RECSYS_HTTP_PORT overrides it), and stops gracefully on SIGTERM/SIGINT: work in hand is made durable and
- * its offsets committed (or its MQTT messages acknowledged) before exit.
+ * RECSYS_STREAM_PORT (8090; RECSYS_HTTP_PORT overrides it), and stops gracefully on SIGTERM/SIGINT
+ * within RECSYS_SHUTDOWN_TIMEOUT_MS (`core/shutdown.ts`): the listen socket closes, then every
+ * role stops at once: consumers finish the chunk in hand, commit what is durable and leave their
+ * group; the bridge stops reading MQTT, flushes its queue to Kafka and disconnects, leaving what
+ * it did not acknowledge to its broker session. Exit 0 clean, 1 a role failed to stop, 124 out of
+ * time (work handed back).
  */
 import {
   assertPortFree,
   createHttpServer,
   createLogger,
   createMetricsRegistry,
+  ABANDONED,
   type HealthReport,
   listenPort,
   loadConfig,
+  onShutdown,
   type RoleDeps,
   type StreamRole,
 } from '../core/index.js';
@@ -53,7 +59,6 @@ const config = loadConfig(process.env);
 const log = createLogger(config.logLevel, `recsys-${names.join('+')}`);
 const metrics = createMetricsRegistry(names.join('+'));
 const roles = new Map<RoleName, StreamRole>();
-let stopping = false;
 
 const { port, variable: portVariable } = listenPort(config, 'stream');
 // Before any role starts: a second bridge with this one's MQTT client id would take over its
@@ -84,6 +89,27 @@ const server = createHttpServer({
   },
 });
 
+const shutdown = onShutdown({
+  log,
+  timeoutMs: config.shutdownTimeoutMs,
+  steps: () => [
+    { name: 'http listener', run: () => server.close() },
+    {
+      name: 'roles',
+      run: async (budget) => {
+        const outcomes = await Promise.all(
+          [...roles].map(async ([name, role]) => {
+            const outcome = await role.stop(budget);
+            log.info({ role: name, outcome: outcome ?? 'done' }, 'role stopped');
+            return outcome;
+          }),
+        );
+        return outcomes.includes(ABANDONED) ? ABANDONED : undefined;
+      },
+    },
+  ],
+});
+
 const deps: RoleDeps = { config, log, metrics };
 for (const name of names) {
   let role: StreamRole;
@@ -102,7 +128,7 @@ for (const name of names) {
   // committed past what is durable, so a restart loses nothing.
   for (const p of [role.ready, role.failed]) {
     p.catch((err: Error) => {
-      if (stopping) return;
+      if (shutdown.stopping) return;
       log.fatal({ role: name, err: err.message }, 'role cannot continue');
       process.exit(1);
     });
@@ -112,18 +138,3 @@ await server.listen().catch((err: Error) => {
   log.fatal({ err: err.message }, 'cannot start');
   process.exit(1);
 });
-
-for (const signal of ['SIGTERM', 'SIGINT'] as const) {
-  process.on(signal, () => {
-    if (stopping) return;
-    stopping = true;
-    log.info({ signal }, 'stopping');
-    server.close();
-    Promise.all([...roles.values()].map((r) => r.stop()))
-      .then(() => process.exit(0))
-      .catch((err: Error) => {
-        log.error({ err: err.message }, 'unclean stop');
-        process.exit(1);
-      });
-  });
-}

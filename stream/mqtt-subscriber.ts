@@ -14,6 +14,8 @@
  *    back-pressure when Kafka is slow or down.
  * 4. After a reconnect, acks for messages of the old connection are dropped: the broker
  *    redelivers those, and the duplicate is harmless (eventId is the idempotency key).
+ * 5. `pause()` stops reading the socket (a stopping bridge takes nothing more; the broker keeps
+ *    what is unacknowledged for the session) while acks still go out.
  */
 import { EventEmitter } from 'node:events';
 import { connect as tcpConnect, type Socket } from 'node:net';
@@ -29,6 +31,10 @@ export interface InboundMessage {
   payload: Buffer;
   /** Redelivery after a reconnect (or the broker's own retry). */
   dup: boolean;
+  /** 0: at most once, nothing to acknowledge; 1: at least once, `ack()` once it is in Kafka. */
+  qos: 0 | 1;
+  /** The connection it came on is gone: an ack is ignored and the broker will redeliver it. */
+  readonly stale: boolean;
   /** Sends the PUBACK (in arrival order). Idempotent; ignored after the connection is gone. */
   ack(): void;
 }
@@ -66,6 +72,7 @@ export class MqttSubscriber extends EventEmitter {
   #pingTimer: NodeJS.Timeout | undefined;
   #lastPong = 0;
   #firstSubscribe: { resolve: () => void; reject: (e: Error) => void } | null = null;
+  #paused = false;
   #neverSubscribed = true;
   #sessionsLost = 0;
 
@@ -111,10 +118,23 @@ export class MqttSubscriber extends EventEmitter {
     return first;
   }
 
+  /** Stops reading: no more messages arrive (acks of earlier ones still go out). */
+  pause(): void {
+    this.#paused = true;
+    this.#socket?.pause();
+  }
+
+  /**
+   * Leaves with a normal DISCONNECT: the broker keeps the session (its expiry is set on
+   * connect) with every message not acknowledged yet, and delivers them on the next connect.
+   */
   async stop(): Promise<void> {
     this.#stopping = true;
     const socket = this.#socket;
     if (!socket) return;
+    // Reading again only to see the broker close the connection; messages are ignored now.
+    this.#paused = false;
+    socket.resume();
     await new Promise<void>((resolve) => {
       socket.once('close', () => resolve());
       if (this.#connected) socket.end(mqttPacket.generate({ cmd: 'disconnect' }, PROTOCOL));
@@ -151,6 +171,7 @@ export class MqttSubscriber extends EventEmitter {
         ? tlsConnect({ host: url.hostname, port, servername: url.hostname })
         : tcpConnect({ host: url.hostname, port });
     socket.setNoDelay(true);
+    if (this.#paused) socket.pause();
     this.#socket = socket;
     const parser = mqttPacket.parser(PROTOCOL);
     let outcome: 'subscribed' | 'failed' | 'fatal' = 'failed';
@@ -275,10 +296,18 @@ export class MqttSubscriber extends EventEmitter {
   }
 
   #onPublish(packet: IPublishPacket, generation: number): void {
+    if (this.#stopping) return;
     const payload =
       typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
     if (packet.qos === 0) {
-      this.#opts.onMessage({ topic: packet.topic, payload, dup: false, ack: () => undefined });
+      this.#opts.onMessage({
+        topic: packet.topic,
+        payload,
+        dup: false,
+        qos: 0,
+        stale: false,
+        ack: () => undefined,
+      });
       return;
     }
     if (packet.qos !== 1) {
@@ -288,10 +317,15 @@ export class MqttSubscriber extends EventEmitter {
     }
     const entry: Pending = { messageId: packet.messageId as number, acked: false };
     this.#pending.push(entry);
+    const isStale = (): boolean => generation !== this.#generation;
     this.#opts.onMessage({
       topic: packet.topic,
       payload,
       dup: packet.dup,
+      qos: 1,
+      get stale() {
+        return isStale();
+      },
       ack: () => {
         if (entry.acked || generation !== this.#generation) return;
         entry.acked = true;
@@ -334,6 +368,8 @@ export class MqttSubscriber extends EventEmitter {
     const intervalMs = this.#opts.keepaliveSec * 1000;
     clearInterval(this.#pingTimer);
     this.#pingTimer = setInterval(() => {
+      // While paused nothing is read, PINGRESP included; the connection is not at fault.
+      if (this.#paused) this.#lastPong = Date.now();
       if (Date.now() - this.#lastPong > intervalMs * 1.5) {
         this.#opts.log.warn('no PINGRESP from broker; dropping connection');
         socket.destroy();

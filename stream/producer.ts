@@ -11,18 +11,30 @@
  * each other); what arrives meanwhile waits for the next request, which keeps requests large
  * under load (bench/README.md has the measurements). A failed send is retried with
  * backoff until it succeeds or the batcher is closed: the messages it holds are not lost and not
- * acknowledged meanwhile, so MQTT stops delivering more (receive maximum) and HTTP callers time
- * out with 503 and retry.
+ * acknowledged meanwhile.
+ *
+ * Memory is bounded like the Java producer's `buffer.memory`: the payload bytes held (queued
+ * and in the request in flight) may not pass `maxQueuedBytes`. A send that would pass it is
+ * refused at once with {@link IngestQueueFullError} (HTTP answers 503, MQTT QoS 0 is dropped),
+ * unless the caller bounds its messages itself and forces them in (MQTT QoS 1, at most the
+ * receive maximum). An empty batcher takes any one send, so no request is too large for ever.
+ * A caller that gives up (its `signal` aborts: an HTTP timeout, a DLQ deadline) withdraws its
+ * messages that Kafka has not taken yet, so an abandoned request holds no memory.
  */
 import type { Message, Producer, TopicMessages } from 'kafkajs';
-import { DependencyUnavailableError, type Logger, retry } from '../core/index.js';
+import { DependencyUnavailableError, type Logger, RecsysError, retry } from '../core/index.js';
+
+type EntryState = 'queued' | 'sending' | 'withdrawn';
 
 interface Entry {
   /** performance.now() when queued. */
   at: number;
   bytes: number;
   topic: string;
-  message: Message;
+  /** Dropped once withdrawn or delivered, so a settled entry holds no payload. */
+  message: Message | null;
+  state: EntryState;
+  settled: boolean;
   resolve: () => void;
   reject: (err: Error) => void;
 }
@@ -33,11 +45,28 @@ export interface BatcherOptions {
   maxBatch: number;
   /** Payload bytes (keys and values) after which a batch goes out. */
   maxBatchBytes: number;
+  /** Payload bytes held (queued and in flight) past which sends are refused. @default Infinity */
+  maxQueuedBytes?: number;
   log: Logger;
   /** Called with the error of every failed produce attempt. */
   onSendError?: (err: unknown, topics: string[]) => void;
   /** Called with the size of every batch Kafka acknowledged. */
   onBatch?: (size: number) => void;
+}
+
+export interface SendOptions {
+  /** Queue even past `maxQueuedBytes`: for callers that bound their messages themselves. */
+  force?: boolean;
+  /**
+   * Giving up: on abort, messages Kafka has not taken yet are withdrawn, and the send rejects
+   * with the signal's reason. A message already in a request may still land.
+   */
+  signal?: AbortSignal;
+}
+
+export interface OutgoingMessage {
+  topic: string;
+  message: Message;
 }
 
 /** A message the batcher gave up on because it was closed first; the caller may retry. */
@@ -47,10 +76,29 @@ export class BatcherClosedError extends DependencyUnavailableError {
   }
 }
 
+/** A send refused because the batcher holds its bound of bytes already. */
+export class IngestQueueFullError extends RecsysError {
+  readonly heldBytes: number;
+  readonly limitBytes: number;
+  constructor(heldBytes: number, limitBytes: number) {
+    super(
+      'RECSYS_INGEST_QUEUE_FULL',
+      `${heldBytes} bytes are waiting for Kafka; the bound is ${limitBytes}`,
+    );
+    this.heldBytes = heldBytes;
+    this.limitBytes = limitBytes;
+  }
+}
+
 function sizeOf(v: Buffer | string | null | undefined): number {
   if (v === null || v === undefined) return 0;
   return typeof v === 'string' ? Buffer.byteLength(v) : v.length;
 }
+
+const noop = (): void => undefined;
+
+/** Withdrawn entries stay in the queue until a flush passes them, or until they are this many and half of it. */
+const COMPACT_AFTER = 1024;
 
 /** Settles like `promise`, or rejects when `signal` aborts first; leaves no listener behind. */
 async function untilAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
@@ -69,8 +117,14 @@ async function untilAborted<T>(promise: Promise<T>, signal: AbortSignal): Promis
 
 export class KafkaBatcher {
   readonly #opts: BatcherOptions;
+  readonly #maxQueuedBytes: number;
   #queue: Entry[] = [];
+  /** Bytes of queued (not withdrawn) entries. */
   #queuedBytes = 0;
+  /** Bytes of the entries in the produce request in flight. */
+  #sendingBytes = 0;
+  /** Withdrawn entries still in `#queue`. */
+  #withdrawn = 0;
   #timer: NodeJS.Timeout | undefined;
   #inFlight = new Set<Promise<void>>();
   /** Produce requests in flight; kept at one, see the module comment. */
@@ -78,47 +132,168 @@ export class KafkaBatcher {
   /** > 0 while someone waits in flush(): no lingering then. */
   #urgent = 0;
   #closed = new AbortController();
+  readonly #roomListeners: Array<() => void> = [];
 
   constructor(options: BatcherOptions) {
     this.#opts = options;
+    this.#maxQueuedBytes = options.maxQueuedBytes ?? Number.POSITIVE_INFINITY;
   }
 
-  /** Messages accepted but not yet acknowledged by Kafka. */
+  /** Messages accepted but not yet taken into a produce request. */
   get pending(): number {
-    return this.#queue.length;
+    return this.#queue.length - this.#withdrawn;
   }
 
-  send(topic: string, message: Message): Promise<void> {
-    if (this.#closed.signal.aborted)
-      return Promise.reject(new BatcherClosedError('the Kafka writer is closed'));
-    return new Promise<void>((resolve, reject) => {
-      const bytes = sizeOf(message.key) + sizeOf(message.value);
-      this.#queue.push({ at: performance.now(), bytes, topic, message, resolve, reject });
-      this.#queuedBytes += bytes;
-      // While a request is out, its completion sends what gathered meanwhile.
-      if (this.#sending > 0) return;
-      if (this.#full()) this.#flush();
-      else this.#timer ??= setTimeout(() => this.#flush(), this.#opts.lingerMs);
+  /** Payload bytes held: queued, and in the request in flight. */
+  get heldBytes(): number {
+    return this.#queuedBytes + this.#sendingBytes;
+  }
+
+  get maxQueuedBytes(): number {
+    return this.#maxQueuedBytes;
+  }
+
+  /** Whether the bound leaves any room (a send of `bytes` more may still be refused). */
+  hasRoom(): boolean {
+    return this.heldBytes < this.#maxQueuedBytes;
+  }
+
+  /** Calls `listener` whenever bytes were released and there is room. */
+  onRoom(listener: () => void): void {
+    this.#roomListeners.push(listener);
+  }
+
+  send(topic: string, message: Message, options: SendOptions = {}): Promise<void> {
+    const bytes = sizeOf(message.key) + sizeOf(message.value);
+    const refused = this.#refusal(bytes, options);
+    if (refused) return Promise.reject(refused);
+    let entry!: Entry;
+    const p = new Promise<void>((resolve, reject) => {
+      entry = { at: 0, bytes, topic, message, state: 'queued', settled: false, resolve, reject };
     });
+    this.#enqueue(entry);
+    if (options.signal) this.#withdrawOnAbort(options.signal, [entry], p);
+    this.#schedule();
+    return p;
+  }
+
+  /** Queues all of `messages` or, if they do not fit, none of them. */
+  sendAll(messages: readonly OutgoingMessage[], options: SendOptions = {}): Promise<void> {
+    let bytes = 0;
+    const sizes = messages.map(({ message: m }) => {
+      const n = sizeOf(m.key) + sizeOf(m.value);
+      bytes += n;
+      return n;
+    });
+    const refused = this.#refusal(bytes, options);
+    if (refused) return Promise.reject(refused);
+    const entries: Entry[] = [];
+    const all = Promise.all(
+      messages.map(
+        ({ topic, message }, i) =>
+          new Promise<void>((resolve, reject) => {
+            const entry: Entry = {
+              at: 0,
+              bytes: sizes[i] as number,
+              topic,
+              message,
+              state: 'queued',
+              settled: false,
+              resolve,
+              reject,
+            };
+            entries.push(entry);
+            this.#enqueue(entry);
+          }),
+      ),
+    ).then(noop);
+    if (options.signal) this.#withdrawOnAbort(options.signal, entries, all);
+    this.#schedule();
+    return all;
+  }
+
+  #refusal(bytes: number, options: SendOptions): Error | null {
+    if (this.#closed.signal.aborted) return new BatcherClosedError('the Kafka writer is closed');
+    if (options.signal?.aborted) return options.signal.reason as Error;
+    const held = this.heldBytes;
+    if (!options.force && held > 0 && held + bytes > this.#maxQueuedBytes) {
+      return new IngestQueueFullError(held, this.#maxQueuedBytes);
+    }
+    return null;
+  }
+
+  #enqueue(entry: Entry): void {
+    entry.at = performance.now();
+    this.#queue.push(entry);
+    this.#queuedBytes += entry.bytes;
+  }
+
+  #schedule(): void {
+    // While a request is out, its completion sends what gathered meanwhile.
+    if (this.#sending > 0) return;
+    if (this.#full()) this.#flush();
+    else this.#timer ??= setTimeout(() => this.#flush(), this.#opts.lingerMs);
+  }
+
+  #withdrawOnAbort(signal: AbortSignal, entries: Entry[], settled: Promise<void>): void {
+    const onAbort = (): void => {
+      for (const e of entries) this.#withdraw(e, signal.reason as Error);
+    };
+    signal.addEventListener('abort', onAbort, { once: true });
+    const off = (): void => signal.removeEventListener('abort', onAbort);
+    settled.then(off, off);
+  }
+
+  /** Rejects `e` now; frees its bytes if Kafka has not taken it (a taken one may still land). */
+  #withdraw(e: Entry, reason: Error): void {
+    if (e.settled) return;
+    if (e.state === 'queued') {
+      e.state = 'withdrawn';
+      e.message = null;
+      this.#queuedBytes -= e.bytes;
+      this.#withdrawn++;
+      if (this.#withdrawn > COMPACT_AFTER && this.#withdrawn * 2 > this.#queue.length) {
+        this.#queue = this.#queue.filter((x) => x.state !== 'withdrawn');
+        this.#withdrawn = 0;
+      }
+      this.#released();
+    }
+    settle(e, reason);
+  }
+
+  #released(): void {
+    if (!this.hasRoom()) return;
+    for (const listener of this.#roomListeners) listener();
   }
 
   #flush(): void {
     clearTimeout(this.#timer);
     this.#timer = undefined;
     if (this.#queue.length === 0 || this.#sending > 0) return;
-    // Take messages up to either bound (always at least one, whatever its size).
-    let n = 0;
+    // Take messages up to either bound (always at least one, whatever its size), passing over
+    // withdrawn ones.
+    const batch: Entry[] = [];
+    let scanned = 0;
     let bytes = 0;
-    while (n < this.#queue.length && n < this.#opts.maxBatch) {
-      const next = (this.#queue[n] as Entry).bytes;
-      if (n > 0 && bytes + next > this.#opts.maxBatchBytes) break;
-      bytes += next;
-      n++;
+    while (scanned < this.#queue.length && batch.length < this.#opts.maxBatch) {
+      const e = this.#queue[scanned] as Entry;
+      if (e.state === 'withdrawn') {
+        scanned++;
+        this.#withdrawn--;
+        continue;
+      }
+      if (batch.length > 0 && bytes + e.bytes > this.#opts.maxBatchBytes) break;
+      bytes += e.bytes;
+      e.state = 'sending';
+      batch.push(e);
+      scanned++;
     }
-    const batch = this.#queue.splice(0, n);
+    this.#queue.splice(0, scanned);
+    if (batch.length === 0) return;
     this.#queuedBytes -= bytes;
+    this.#sendingBytes += bytes;
     this.#sending++;
-    const p = this.#deliver(batch).finally(() => {
+    const p = this.#deliver(batch, bytes).finally(() => {
       this.#sending--;
       this.#inFlight.delete(p);
       this.#next();
@@ -126,17 +301,20 @@ export class KafkaBatcher {
     this.#inFlight.add(p);
   }
 
-  async #deliver(batch: Entry[]): Promise<void> {
+  async #deliver(batch: Entry[], bytes: number): Promise<void> {
     const byTopic = new Map<string, Message[]>();
     for (const e of batch) {
       const list = byTopic.get(e.topic);
-      if (list) list.push(e.message);
-      else byTopic.set(e.topic, [e.message]);
+      const m = e.message as Message;
+      if (list) list.push(m);
+      else byTopic.set(e.topic, [m]);
+      e.message = null;
     }
     const topicMessages: TopicMessages[] = [...byTopic].map(([topic, messages]) => ({
       topic,
       messages,
     }));
+    let failure: Error | null = null;
     try {
       const sending = retry(() => this.#opts.producer.sendBatch({ acks: -1, topicMessages }), {
         attempts: Number.POSITIVE_INFINITY,
@@ -158,17 +336,17 @@ export class KafkaBatcher {
       sending.catch(() => undefined); // its outcome is the race's once the race is lost
       await untilAborted(sending, this.#closed.signal);
     } catch (err) {
-      for (const e of batch) e.reject(err as Error);
-      return;
+      failure = err as Error;
     }
-    this.#opts.onBatch?.(batch.length);
-    for (const e of batch) e.resolve();
+    // Bytes first: a caller resolved below that sends again sees the room.
+    this.#sendingBytes -= bytes;
+    if (!failure) this.#opts.onBatch?.(batch.length);
+    for (const e of batch) settle(e, failure);
+    this.#released();
   }
 
   #full(): boolean {
-    return (
-      this.#queue.length >= this.#opts.maxBatch || this.#queuedBytes >= this.#opts.maxBatchBytes
-    );
+    return this.pending >= this.#opts.maxBatch || this.#queuedBytes >= this.#opts.maxBatchBytes;
   }
 
   /** After a request returns: send now if a batch is due, else when the oldest one lingered enough. */
@@ -193,14 +371,30 @@ export class KafkaBatcher {
     }
   }
 
-  /** Flushes, then rejects anything still waiting (a send that could not succeed). */
-  async close(timeoutMs = 10_000): Promise<void> {
+  /**
+   * Flushes, then rejects anything still waiting (a send that could not succeed) once
+   * `timeoutMs` passed. Resolves true when everything was acknowledged in time.
+   */
+  async close(timeoutMs = 10_000): Promise<boolean> {
     const timer = setTimeout(
       () => this.#closed.abort(new BatcherClosedError('closed before Kafka acknowledged')),
       timeoutMs,
     );
     await this.flush();
     clearTimeout(timer);
+    const clean = !this.#closed.signal.aborted;
     this.#closed.abort(new BatcherClosedError('closed'));
+    return clean;
   }
+}
+
+/** Resolves (`err` null) or rejects an entry once; later calls do nothing. */
+function settle(e: Entry, err: Error | null): void {
+  if (e.settled) return;
+  e.settled = true;
+  const { resolve, reject } = e;
+  e.resolve = noop;
+  e.reject = noop;
+  if (err) reject(err);
+  else resolve();
 }

@@ -111,6 +111,11 @@ export const SERVING: readonly VariableDoc[] = [
     doc: 'how long one dependency health check may take, ms',
   },
   {
+    name: 'RECSYS_SHUTDOWN_TIMEOUT_MS',
+    default: '10000',
+    doc: 'on SIGTERM/SIGINT a process finishes or hands back its work within this long, then exits: 0 clean, 1 a step failed, 124 out of time (work handed back), ms',
+  },
+  {
     name: 'RECSYS_LOCAL_DIR',
     default: '.local',
     doc: 'deploy/local: data, logs and pid files (relative to the checkout)',

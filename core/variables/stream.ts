@@ -61,6 +61,16 @@ export const STREAM: readonly VariableDoc[] = [
     doc: 'payload bytes after which a Kafka produce request goes out (below the broker 1 MB limit)',
   },
   {
+    name: 'RECSYS_INGEST_MAX_QUEUED_BYTES',
+    default: '67108864',
+    doc: 'bytes of events the bridge holds for Kafka (64 MiB); beyond, HTTP answers 503 with Retry-After, MQTT QoS 1 waits unacknowledged and QoS 0 is dropped and counted',
+  },
+  {
+    name: 'RECSYS_INGEST_DLQ_TIMEOUT_MS',
+    default: '5000',
+    doc: 'how long the bridge waits for Kafka to take a DLQ record; then the input is not acknowledged (HTTP 503, QoS 1 retried, QoS 0 dropped and counted), ms',
+  },
+  {
     name: 'RECSYS_TOPIC_ITEMS',
     default: 'recsys.items.v1',
     doc: 'item catalog updates (JSON, key = itemId, compacted)',

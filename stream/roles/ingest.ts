@@ -2,7 +2,12 @@
  * The ingest role: MQTT (shared subscription, QoS 1) and HTTP into Kafka through one
  * {@link IngestPipeline}. Dependencies that are down at start are retried with backoff while
  * `/readyz` reports which one is missing; nothing crashes and nothing is acknowledged before
- * Kafka has it.
+ * Kafka has it. The bytes held for Kafka are bounded (`RECSYS_INGEST_MAX_QUEUED_BYTES`, see
+ * `producer.ts` and `mqtt-admission.ts`).
+ *
+ * Stopping: HTTP answers 503 `RECSYS_SHUTTING_DOWN`, the bridge stops reading MQTT, flushes what
+ * it holds to Kafka within the budget (acknowledging what Kafka took), then sends DISCONNECT: the
+ * broker keeps the session, with every message not acknowledged, for the next run.
  *
  * @example
  *   const ingest = await startIngest({ config, log, metrics, app: server.app });
@@ -12,11 +17,13 @@
 import { hostname } from 'node:os';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import {
+  ABANDONED,
   checkHealth,
   type Config,
   type HealthReport,
   type Logger,
   retryForever,
+  type ShutdownBudget,
   type TemplatedApp,
 } from '../../core/index.js';
 import {
@@ -32,7 +39,11 @@ import { createIngestMetrics, IngestPipeline } from '../ingest.js';
 import { IngestAuth } from '../ingest-auth.js';
 import { mountIngest } from '../ingest-http.js';
 import { createKafka, createProducer, ensureTopics, kafkaHealth } from '../kafka.js';
+import { MqttAdmission } from '../mqtt-admission.js';
 import { MqttSubscriber } from '../mqtt-subscriber.js';
+
+/** Of a stop budget, what the flush to Kafka may take: the rest is for the MQTT and Kafka goodbyes. */
+const FLUSH_SHARE = 0.8;
 
 export interface IngestDeps {
   config: Readonly<Config>;
@@ -46,7 +57,7 @@ export interface IngestRole {
   readiness(): Promise<HealthReport>;
   /** Resolves once Kafka, the registry and the MQTT subscription are up. */
   ready: Promise<void>;
-  stop(): Promise<void>;
+  stop(budget?: ShutdownBudget): Promise<void | typeof ABANDONED>;
 }
 
 export function startIngest({ config, log, metrics, app }: IngestDeps): IngestRole {
@@ -57,26 +68,10 @@ export function startIngest({ config, log, metrics, app }: IngestDeps): IngestRo
   let pipeline: IngestPipeline | null = null;
   let batcher: KafkaBatcher | null = null;
   let subscriber: MqttSubscriber | null = null;
+  let admission: MqttAdmission | null = null;
   let draining = false;
 
-  // Registered on `metrics`; read on every scrape.
-  new Gauge({
-    name: 'recsys_ingest_mqtt_inflight_messages',
-    help: 'MQTT messages received and not yet acknowledged (waiting for Kafka)',
-    registers: [metrics],
-    collect() {
-      this.set(subscriber?.inFlight ?? 0);
-    },
-  });
-
-  new Gauge({
-    name: 'recsys_ingest_mqtt_connected',
-    help: 'whether the bridge is connected and subscribed to the broker (1) or not (0)',
-    registers: [metrics],
-    collect() {
-      this.set(subscriber?.connected ? 1 : 0);
-    },
-  });
+  ingestGauges(metrics, config.ingest.maxQueuedBytes, () => ({ batcher, subscriber, admission }));
   const sessionsLost = new Counter({
     name: 'recsys_ingest_mqtt_sessions_lost_total',
     help: 'reconnects on which the broker no longer held the bridge session: the QoS 1 events it had queued for the bridge are lost',
@@ -91,6 +86,7 @@ export function startIngest({ config, log, metrics, app }: IngestDeps): IngestRo
     timeoutMs: config.ingest.httpTimeoutMs,
     log,
     refused: ingestMetrics.httpRefused,
+    stopping: () => draining,
   });
 
   const forever = retryForever(log, stopping.signal);
@@ -116,6 +112,7 @@ export function startIngest({ config, log, metrics, app }: IngestDeps): IngestRo
       lingerMs: config.ingest.lingerMs,
       maxBatch: config.ingest.maxKafkaBatch,
       maxBatchBytes: config.ingest.maxKafkaBatchBytes,
+      maxQueuedBytes: config.ingest.maxQueuedBytes,
       log,
       onSendError: (_err, topics) => {
         for (const t of topics) ingestMetrics.producerErrors.labels(t).inc();
@@ -134,7 +131,13 @@ export function startIngest({ config, log, metrics, app }: IngestDeps): IngestRo
       metrics: ingestMetrics,
       log,
     });
-    const active = pipeline;
+    const admitting = new MqttAdmission({
+      target: pipeline,
+      dropped: ingestMetrics.dropped,
+      log: log.child({ component: 'mqtt' }),
+    });
+    admission = admitting;
+    batcher.onRoom(() => admitting.drain());
 
     subscriber = new MqttSubscriber({
       url: config.mqtt.url,
@@ -145,19 +148,7 @@ export function startIngest({ config, log, metrics, app }: IngestDeps): IngestRo
       receiveMaximum: config.mqtt.receiveMaximum,
       sessionExpirySec: config.mqtt.sessionExpirySec,
       log: log.child({ component: 'mqtt' }),
-      onMessage: (message) => {
-        // While draining, leave new messages unacknowledged: the broker keeps them for the
-        // session and delivers them to the next bridge run.
-        if (draining) return;
-        active.ingestMqtt(message.topic, message.payload).then(
-          () => message.ack(),
-          (err: Error) =>
-            log.error(
-              { err: err.message, topic: message.topic },
-              'ingest failed; message left unacknowledged for redelivery',
-            ),
-        );
-      },
+      onMessage: (message) => admitting.receive(message),
     });
     subscriber.on('sessionLost', () => sessionsLost.inc());
     await subscriber.start();
@@ -182,15 +173,76 @@ export function startIngest({ config, log, metrics, app }: IngestDeps): IngestRo
         },
         config.healthTimeoutMs,
       ),
-    async stop() {
+    async stop(budget?: ShutdownBudget) {
+      const t0 = performance.now();
       draining = true;
       stopping.abort(new Error('stopping'));
+      admission?.stop();
+      subscriber?.pause();
       // Finish what Kafka is writing so those messages get their PUBACK, then leave.
-      await batcher?.close();
+      const held = { messages: batcher?.pending ?? 0, bytes: batcher?.heldBytes ?? 0 };
+      const flushMs = budget ? Math.floor(budget.remainingMs() * FLUSH_SHARE) : 10_000;
+      const flushed = (await batcher?.close(flushMs)) ?? true;
+      const ms = Math.round(performance.now() - t0);
+      if (flushed) log.info({ ...held, flushMs, ms }, 'ingest queue flushed to Kafka');
+      else
+        log.warn({ ...held, flushMs, ms }, 'ingest queue not flushed in time: left unacknowledged');
+      // PUBACKs of the last batch go out on the next tick.
       await new Promise((r) => setImmediate(r));
       await subscriber?.stop();
       await producer.disconnect().catch(() => undefined);
-      log.info('ingest stopped');
+      log.info({ flushed }, 'ingest stopped');
+      return flushed ? undefined : ABANDONED;
     },
   };
+}
+
+/** The bridge's gauges, registered on `metrics` and read on every scrape. */
+function ingestGauges(
+  metrics: Registry,
+  maxQueuedBytes: number,
+  parts: () => {
+    batcher: KafkaBatcher | null;
+    subscriber: MqttSubscriber | null;
+    admission: MqttAdmission | null;
+  },
+): void {
+  new Gauge({
+    name: 'recsys_ingest_mqtt_inflight_messages',
+    help: 'MQTT messages received and not yet acknowledged (waiting for Kafka)',
+    registers: [metrics],
+    collect() {
+      this.set(parts().subscriber?.inFlight ?? 0);
+    },
+  });
+
+  new Gauge({
+    name: 'recsys_ingest_mqtt_connected',
+    help: 'whether the bridge is connected and subscribed to the broker (1) or not (0)',
+    registers: [metrics],
+    collect() {
+      this.set(parts().subscriber?.connected ? 1 : 0);
+    },
+  });
+  new Gauge({
+    name: 'recsys_ingest_queued_bytes',
+    help: 'payload bytes the bridge holds for Kafka (queued and in the request in flight)',
+    registers: [metrics],
+    collect() {
+      this.set(parts().batcher?.heldBytes ?? 0);
+    },
+  });
+  new Gauge({
+    name: 'recsys_ingest_queue_limit_bytes',
+    help: 'RECSYS_INGEST_MAX_QUEUED_BYTES: past it HTTP answers 503, MQTT QoS 1 waits and QoS 0 is dropped',
+    registers: [metrics],
+  }).set(maxQueuedBytes);
+  new Gauge({
+    name: 'recsys_ingest_mqtt_waiting_messages',
+    help: 'MQTT QoS 1 messages received and waiting, unacknowledged, for room under the byte bound',
+    registers: [metrics],
+    collect() {
+      this.set(parts().admission?.waiting ?? 0);
+    },
+  });
 }

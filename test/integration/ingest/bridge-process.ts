@@ -164,8 +164,9 @@ export class Cleanup {
   readonly #clientIds = new Set<string>();
   readonly #topics = new Set<string>();
 
-  bridge(setup: BridgeSetup): BridgeProcess {
-    const bridge = BridgeProcess.start(setup);
+  /** Starts `dist/stream/main.js` with `roles` (none: the ingest role) and tracks it. */
+  bridge(setup: BridgeSetup, roles: string[] = []): BridgeProcess {
+    const bridge = BridgeProcess.start(setup, roles);
     this.#bridges.push(bridge);
     this.#clientIds.add(setup.clientId);
     for (const t of Object.values(setup.topics)) this.#topics.add(t);

@@ -3,6 +3,12 @@
  * stopped (through deploy/local, the real broker) while a client keeps publishing; the bridge
  * stays up, reports kafka by name, acknowledges nothing it could not write, answers HTTP with
  * 503, and once Kafka is back every event published during the outage is in the topic.
+ *
+ * Malformed input meanwhile (issue 16, item 7): its DLQ record cannot be written, and the
+ * bridge does not wait for ever: after RECSYS_INGEST_DLQ_TIMEOUT_MS an HTTP request gets 503
+ * with Retry-After (its input is not recorded, so the client must retry), a QoS 1 message stays
+ * unacknowledged and is tried again, and each timeout is counted; once Kafka is back the
+ * malformed QoS 1 message is in the DLQ.
  */
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -17,6 +23,7 @@ import {
   bridgeSetup,
   Cleanup,
   CLI,
+  metricValue,
   mosquittoPub,
   validEvent,
   waitForTopic,
@@ -34,7 +41,10 @@ test(
   async (t) => {
     if (!(await requireServices(t, 'kafka', 'registry', 'mosquitto'))) return;
     // Short HTTP wait so the 503 comes quickly while Kafka is away.
-    const setup = await bridgeSetup({ RECSYS_INGEST_HTTP_TIMEOUT_MS: '1500' });
+    const setup = await bridgeSetup({
+      RECSYS_INGEST_HTTP_TIMEOUT_MS: '1500',
+      RECSYS_INGEST_DLQ_TIMEOUT_MS: '1000',
+    });
     const user = uniq('u');
     const password = uniq('pw');
     const bridge = cleanup.bridge(setup);
@@ -61,6 +71,7 @@ test(
       return;
     }
     const during = Array.from({ length: 50 }, () => validEvent(user));
+    const badMqtt = JSON.stringify({ ...validEvent(user), type: 'teleport' });
     try {
       // The broker takes QoS 1 publishes while the bridge cannot write them anywhere.
       for (const e of during) {
@@ -98,6 +109,38 @@ test(
       assert.equal(http.status, 503);
       const httpBody = (await http.json()) as { error: { code: string } };
       assert.equal(httpBody.error.code, 'RECSYS_KAFKA_UNAVAILABLE');
+      assert.equal(http.headers.get('retry-after'), '1');
+
+      // Malformed input: the DLQ write times out instead of holding the request.
+      const malformed = await run(
+        'curl',
+        ['-s', '-w', '\n%{http_code} %{time_total}'].concat(
+          ['-XPOST', `${setup.baseUrl}/v1/events`, '-H', 'content-type: application/json'],
+          [
+            '-H',
+            `authorization: ${setup.postHeaders.authorization}`,
+            '--data-binary',
+            '{"eventId":',
+          ],
+        ),
+      );
+      const [status, seconds] = (malformed.stdout.split('\n').pop() ?? '').split(' ');
+      assert.equal(status, '503', malformed.stdout);
+      assert.match(malformed.stdout, /RECSYS_KAFKA_UNAVAILABLE/);
+      assert.ok(Number(seconds) >= 0.9 && Number(seconds) < 1.5, `answered after ${seconds} s`);
+      assert.equal((await mosquittoPub(badMqtt, creds)).code, 0);
+      let timeouts = { http: 0, mqtt: 0 };
+      for (let i = 0; i < 40 && timeouts.mqtt < 2; i++) {
+        await sleep(250);
+        const text = await (await fetch(`${setup.baseUrl}/metrics`)).text();
+        timeouts = {
+          http: metricValue(text, 'recsys_ingest_dlq_timeouts_total', { source: 'http' }),
+          mqtt: metricValue(text, 'recsys_ingest_dlq_timeouts_total', { source: 'mqtt' }),
+        };
+      }
+      t.diagnostic(`DLQ timeouts while Kafka was down: ${JSON.stringify(timeouts)}`);
+      assert.equal(timeouts.http, 1);
+      assert.ok(timeouts.mqtt >= 2, 'the QoS 1 message was tried again');
 
       await sleep(3000);
       assert.ok(
@@ -123,6 +166,16 @@ test(
       [],
       `${missing.length} of ${wanted.size} events published during the outage are missing`,
     );
+    const dlq = await waitForTopic<{ reason: string; original: Buffer }>(
+      reader,
+      setup.topics.dlq,
+      user,
+      (r) => r.some((x) => x.value.original.toString() === badMqtt),
+      60_000,
+    );
+    const mine = dlq.filter((x) => x.value.original.toString() === badMqtt);
+    assert.ok(mine.length >= 1, 'the malformed QoS 1 message is in the DLQ once Kafka is back');
+    assert.equal(mine[0]?.value.reason, 'bad_value');
     await bridge.waitReady(60_000);
     assert.ok(bridge.alive);
   },

@@ -20,6 +20,9 @@ describe('loadConfig', () => {
     assert.deepEqual(config.kafka.brokers, ['127.0.0.1:9092']);
     assert.equal(config.kafka.topics.events, 'recsys.events.v1');
     assert.equal(config.ingest.maxEventBytes, 16384);
+    assert.equal(config.ingest.maxQueuedBytes, 64 << 20);
+    assert.equal(config.ingest.dlqTimeoutMs, 5000);
+    assert.equal(config.shutdownTimeoutMs, 10_000);
     assert.ok(Object.isFrozen(config) && Object.isFrozen(config.kafka.topics));
     assert.throws(() => {
       (config.kafka as { partitions: number }).partitions = 1;
@@ -44,6 +47,8 @@ describe('loadConfig', () => {
       ['RECSYS_REDIS_URL', 'http://x'],
       ['RECSYS_ES_URL', 'not a url'],
       ['RECSYS_KAFKA_BROKERS', ' , '],
+      ['RECSYS_INGEST_MAX_QUEUED_BYTES', '65536'],
+      ['RECSYS_SHUTDOWN_TIMEOUT_MS', '0'],
     ] as const) {
       assert.throws(
         () => loadConfig({ [name]: value }),

@@ -1,7 +1,11 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import type { Producer, ProducerBatch } from 'kafkajs';
-import { KafkaBatcher, type BatcherOptions } from '../../../stream/producer.js';
+import {
+  type BatcherOptions,
+  IngestQueueFullError,
+  KafkaBatcher,
+} from '../../../stream/producer.js';
 import { createLogger } from '../../../core/log.js';
 
 const log = createLogger('silent');
@@ -171,5 +175,148 @@ describe('KafkaBatcher', () => {
       [1, 2, 2],
       'the 1500-byte message alone, then 400+400 (a third would pass 1000)',
     );
+  });
+});
+
+describe('KafkaBatcher byte bound', () => {
+  const kb = (n: number): Buffer => Buffer.alloc(n * 1024);
+
+  it('refuses a send past maxQueuedBytes at once, counting the request in flight', async () => {
+    const fake = fakeProducer();
+    const batcher = batcherOn(fake, { maxQueuedBytes: 10 * 1024, maxBatch: 1 });
+    const first = batcher.send('t', { value: kb(4) });
+    await tick(5);
+    assert.equal(fake.requests.length, 1, 'the first is in flight (Kafka not answering yet)');
+    const second = batcher.send('t', { value: kb(4) });
+    assert.equal(batcher.heldBytes, 8 * 1024, 'in flight and queued both count');
+    await assert.rejects(batcher.send('t', { value: kb(4) }), (err: unknown) => {
+      assert.ok(err instanceof IngestQueueFullError);
+      assert.equal(err.code, 'RECSYS_INGEST_QUEUE_FULL');
+      assert.equal(err.heldBytes, 8 * 1024);
+      assert.equal(err.limitBytes, 10 * 1024);
+      return true;
+    });
+    assert.equal(batcher.pending, 1, 'the refused message was not queued');
+    assert.equal(batcher.hasRoom(), true, '2 KiB are left');
+    const forced = batcher.send('t', { value: kb(4) }, { force: true });
+    assert.equal(batcher.heldBytes, 12 * 1024, 'forced past the bound');
+    for (let i = 0; i < 3; i++) {
+      await tick(5);
+      fake.requests[i]?.resolve();
+    }
+    await Promise.all([first, second, forced]);
+    assert.equal(batcher.heldBytes, 0);
+  });
+
+  it('takes one send of any size into an empty batcher, so nothing is refused for ever', async () => {
+    const fake = fakeProducer();
+    const batcher = batcherOn(fake, { maxQueuedBytes: 1024 });
+    const p = batcher.send('t', { value: kb(8) });
+    assert.equal(batcher.hasRoom(), false);
+    await assert.rejects(batcher.send('t', { value: 'x' }), IngestQueueFullError);
+    await tick(5);
+    fake.requests[0]?.resolve();
+    await p;
+    assert.equal(batcher.heldBytes, 0);
+  });
+
+  it('forces a send past the bound when asked (MQTT QoS 1, bounded by receive maximum)', async () => {
+    const fake = fakeProducer();
+    const batcher = batcherOn(fake, { maxQueuedBytes: 1024, maxBatch: 100 });
+    const all = [1, 2, 3].map(() => batcher.send('t', { value: kb(1) }, { force: true }));
+    assert.equal(batcher.heldBytes, 3 * 1024);
+    await tick(5);
+    fake.requests[0]?.resolve();
+    await Promise.all(all);
+  });
+
+  it('queues a whole HTTP batch or none of it', async () => {
+    const fake = fakeProducer();
+    const batcher = batcherOn(fake, { maxQueuedBytes: 10 * 1024, lingerMs: 1000 });
+    const first = batcher.send('t', { value: kb(4) });
+    const messages = [1, 2, 3].map(() => ({ topic: 't', message: { value: kb(3) } }));
+    await assert.rejects(batcher.sendAll(messages), IngestQueueFullError);
+    assert.equal(batcher.pending, 1, 'none of the three was queued');
+    const fits = batcher.sendAll(messages.slice(0, 2));
+    assert.equal(batcher.pending, 3, '4 + 2 x 3 KiB fit in 10 KiB');
+    const flushed = batcher.flush();
+    await tick(5);
+    fake.requests[0]?.resolve();
+    await Promise.all([first, fits, flushed]);
+    assert.equal(count((fake.requests[0] as { batch: ProducerBatch }).batch), 3);
+  });
+
+  it('withdraws messages Kafka has not taken when the caller gives up, freeing their bytes', async () => {
+    const fake = fakeProducer();
+    let rooms = 0;
+    const batcher = batcherOn(fake, { maxQueuedBytes: 8 * 1024, maxBatch: 1 });
+    batcher.onRoom(() => rooms++);
+    const inFlight = batcher.send('t', { value: kb(4) });
+    await tick(5);
+    const controller = new AbortController();
+    const waiting = batcher.sendAll(
+      [
+        { topic: 't', message: { value: kb(2) } },
+        { topic: 't', message: { value: kb(2) } },
+      ],
+      { signal: controller.signal },
+    );
+    assert.equal(batcher.hasRoom(), false);
+    const reason = new Error('http timeout');
+    controller.abort(reason);
+    await assert.rejects(waiting, (err) => err === reason);
+    assert.equal(batcher.heldBytes, 4 * 1024, 'only the request in flight holds bytes now');
+    assert.equal(batcher.pending, 0);
+    assert.ok(rooms >= 1, 'room was announced');
+    fake.requests[0]?.resolve();
+    await inFlight;
+    await tick(10);
+    assert.equal(fake.requests.length, 1, 'the withdrawn messages never went to Kafka');
+  });
+
+  it('rejects a caller that gives up on a message already in flight; the request goes on', async () => {
+    const fake = fakeProducer();
+    const batcher = batcherOn(fake);
+    const controller = new AbortController();
+    const p = batcher.send('t', { value: 'x' }, { signal: controller.signal });
+    await tick(5);
+    controller.abort(new Error('gave up'));
+    await assert.rejects(p, /gave up/);
+    assert.equal(batcher.heldBytes, 1, 'Kafka may still take it: its bytes stay held');
+    fake.requests[0]?.resolve();
+    await tick(5);
+    assert.equal(batcher.heldBytes, 0);
+  });
+
+  it('frees the bytes of every withdrawn message while Kafka is away', async () => {
+    const fake = fakeProducer();
+    const batcher = batcherOn(fake, { maxQueuedBytes: 1 << 20, maxBatch: 1 });
+    void batcher.send('t', { value: 'first' }).catch(() => undefined);
+    await tick(5);
+    for (let round = 0; round < 20; round++) {
+      const controller = new AbortController();
+      const sends = Array.from({ length: 500 }, () =>
+        batcher.send('t', { value: kb(1) }, { signal: controller.signal }).catch(() => undefined),
+      );
+      controller.abort(new Error('timeout'));
+      await Promise.all(sends);
+    }
+    assert.equal(batcher.pending, 0);
+    assert.equal(batcher.heldBytes, 5);
+    await batcher.close(20);
+  });
+
+  it('close() says whether everything was acknowledged in time', async () => {
+    const fake = fakeProducer();
+    const batcher = batcherOn(fake);
+    const p = batcher.send('t', { value: 'x' });
+    await tick(5);
+    fake.requests[0]?.resolve();
+    await p;
+    assert.equal(await batcher.close(50), true);
+    const hung = batcherOn(fake);
+    const q = hung.send('t', { value: 'y' });
+    assert.equal(await hung.close(30), false, 'Kafka never answered the second request');
+    await assert.rejects(q, /closed before Kafka acknowledged/);
   });
 });
