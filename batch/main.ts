@@ -32,7 +32,7 @@ import {
   createMetricsRegistry,
   type HttpServer,
   listenPort,
-  loadConfig,
+  loadConfigOrExit,
   type Logger,
   onShutdown,
   RecsysError,
@@ -48,7 +48,7 @@ function arg(name: string): string | undefined {
 }
 
 async function main(): Promise<void> {
-  const config = loadConfig(process.env);
+  const config = loadConfigOrExit(process.env);
   const log = createLogger(config.logLevel, 'recsys-batch');
   const redis = createRedis(config.redis.url, 'recsys-batch');
   const options: BatchRunOptions = {

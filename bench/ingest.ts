@@ -28,6 +28,10 @@ import { readSchema } from '../schemas/index.js';
 import { createKafka, discardMqttSession } from '../stream/index.js';
 import { freePort } from './processes.js';
 import type { PublisherSpec } from './publisher.js';
+import { applyLocalSecrets } from '../deploy/local/secrets.js';
+
+// The local stack's secrets (the bridge's MQTT password, the JWT secret) unless set.
+await applyLocalSecrets(process.cwd());
 
 const config = loadConfig(process.env);
 const log = createLogger(process.env.RECSYS_LOG_LEVEL ?? 'warn', 'bench');
@@ -200,7 +204,7 @@ async function brokerBaseline() {
 
   // --- phase 1: broker-only baseline
   const baseline = new Arrivals();
-  const sink = mqtt.connect(config.mqtt.url, {
+  const sink = mqtt.connect(config.mqtt.bridgeUrl, {
     username: config.mqtt.username,
     password: config.mqtt.password,
     protocolVersion: 5,
@@ -259,7 +263,7 @@ async function throughBridge(b: Awaited<ReturnType<typeof brokerBaseline>>) {
     RECSYS_TOPIC_DLQ: topics.dlq,
     RECSYS_TOPIC_SERVED: topics.served,
     RECSYS_MQTT_SHARE_GROUP: `bench-${id}`,
-    RECSYS_MQTT_CLIENT_ID: `bench-bridge-${id}`,
+    RECSYS_MQTT_CLIENT_ID: `bench/bridge-${id}`,
     RECSYS_HTTP_PORT: String(port),
     RECSYS_LOG_LEVEL: 'warn',
   };
@@ -323,7 +327,7 @@ async function throughBridge(b: Awaited<ReturnType<typeof brokerBaseline>>) {
   await new Promise((r) => bridge.once('close', r));
   // The bench bridge's persistent session would otherwise queue every later event for good.
   await discardMqttSession({
-    url: config.mqtt.url,
+    url: config.mqtt.bridgeUrl,
     username: config.mqtt.username,
     password: config.mqtt.password,
     clientId: bridgeEnv.RECSYS_MQTT_CLIENT_ID,

@@ -7,9 +7,7 @@
  * WebSocket subscribers while events are posted; 3. server memory with BENCH_SOCKETS sockets.
  * Run with `--expose-gc --no-memory-reducer`: this process collects its own garbage before each
  * step. BENCH_SERVER_NODE_ARGS adds Node options to the server. The method in full, and the
- * history of the numbers: bench/README.md.
- *
- * Writes bench/results/serve-<time>.json and prints a summary.
+ * history of the numbers: bench/README.md. Writes bench/results/serve-<time>.json, prints a summary.
  */
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
@@ -27,6 +25,7 @@ import { mintToken, WS_PROTOCOL } from '../core/auth.js';
 import { freePort, startReady, stopProcess } from './processes.js';
 import { loadScenarios } from './scenarios.js';
 import { seedFeatures } from './seed-features.js';
+import { applyLocalSecrets } from '../deploy/local/secrets.js';
 import { attack, childrenOf, pidOfCommand, writeTargets, type AttackResult } from './vegeta.js';
 
 const num = (name: string, fallback: number): number => Number(process.env[name] ?? fallback);
@@ -137,7 +136,7 @@ async function setUp() {
     RECSYS_TOPIC_ITEMS: `bench-${id}.items`,
     RECSYS_GROUP_FEATURES: `bench-${id}-features`,
     RECSYS_MQTT_SHARE_GROUP: `bench-${id}`,
-    RECSYS_MQTT_CLIENT_ID: `bench-${id}-bridge`,
+    RECSYS_MQTT_CLIENT_ID: `bench-${id}/bridge`,
     RECSYS_RATE_LIMIT_PER_S: '1000000',
     RECSYS_INGEST_TOKENS: INGEST_TOKEN,
     RECSYS_LOG_LEVEL: 'warn',
@@ -439,6 +438,7 @@ async function finish(
 type SetUp = Awaited<ReturnType<typeof setUp>>;
 
 async function main(): Promise<void> {
+  await applyLocalSecrets(process.cwd()); // the local stack's secrets, unless set
   const s = await setUp();
   const feeds = await measureFeeds(s);
   const pushed = await measurePush(s);

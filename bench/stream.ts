@@ -38,6 +38,10 @@ import { createKafka, ensureTopics } from '../stream/kafka.js';
 import { FEATURE_CHANNEL, USER_FIELDS, userFeaturesKey } from '../store/keys.js';
 import { discardMqttSession } from '../stream/index.js';
 import { freePort, startReady, stopProcess } from './processes.js';
+import { applyLocalSecrets } from '../deploy/local/secrets.js';
+
+// The local stack's secrets (the bridge's MQTT password, the JWT secret) unless set.
+await applyLocalSecrets(process.cwd());
 
 const num = (name: string, fallback: number): number => Number(process.env[name] ?? fallback);
 const USERS = num('BENCH_USERS', 100_000);
@@ -69,7 +73,7 @@ const env: Record<string, string> = {
   RECSYS_TOPIC_ITEMS: `bench-${id}.items`,
   RECSYS_GROUP_FEATURES: `bench-${id}-features`,
   RECSYS_MQTT_SHARE_GROUP: `bench-${id}`,
-  RECSYS_MQTT_CLIENT_ID: `bench-${id}-bridge`,
+  RECSYS_MQTT_CLIENT_ID: `bench-${id}/bridge`,
   RECSYS_LOG_LEVEL: 'warn',
 };
 const config = loadConfig({ ...process.env, ...env });
@@ -289,7 +293,7 @@ async function freshness() {
   await stopProcess(features);
   await stopProcess(bridge);
   await discardMqttSession({
-    url: config.mqtt.url,
+    url: config.mqtt.bridgeUrl,
     username: config.mqtt.username,
     password: config.mqtt.password,
     clientId: env.RECSYS_MQTT_CLIENT_ID as string,

@@ -10,12 +10,21 @@
  */
 import { ConfigError } from './errors.js';
 import { reader, type Env, type Reader } from './config-reader.js';
-import { type HttpConfig, PORT_VARIABLES, type ProcessKind } from './ports.js';
+import { type HttpConfig, kindPorts } from './ports.js';
 import { kafkaSasl, type KafkaSasl } from './config-kafka.js';
 import { featureSettings, type FeaturesConfig } from './config-features.js';
 
 export type { KafkaSasl } from './config-kafka.js';
 export { EVENT_TYPE_NAMES, type FeaturesConfig } from './config-features.js';
+import {
+  type AuthConfig,
+  authSettings,
+  bridgeClientId,
+  environmentOf,
+  refusePublishedSecrets,
+} from './credentials.js';
+
+export type { AuthConfig } from './credentials.js';
 
 export interface KafkaConfig {
   brokers: string[];
@@ -27,7 +36,10 @@ export interface KafkaConfig {
 }
 
 export interface MqttConfig {
+  /** The device listener (devices publish there; their client id is their username). */
   url: string;
+  /** The bridge listener (only the bridge account may connect). */
+  bridgeUrl: string;
   username: string;
   password: string;
   clientId: string;
@@ -135,14 +147,6 @@ export interface ServingConfig {
   workers: number;
 }
 
-/** Who may post events and how live sockets may carry tokens. */
-export interface AuthConfig {
-  /** Service credentials of `POST /v1/events` (bearer tokens; several while rotating). */
-  ingestTokens: string[];
-  /** Whether the live socket accepts `?token=` (off: the token stays out of URLs and logs). */
-  liveQueryToken: boolean;
-}
-
 export interface LocalConfig {
   dir: string;
   /** Redis ACL users and Kafka SASL/SCRAM, credentials generated into `<dir>/secrets`. */
@@ -151,9 +155,13 @@ export interface LocalConfig {
   services: string[];
   startTimeoutMs: number;
   mavenUrl: string;
+  prometheusPort: number;
+  alertmanagerPort: number;
 }
 
 export interface Config {
+  /** `development` accepts the published development secrets; `production` refuses them. */
+  environment: 'production' | 'development';
   logLevel: string;
   kafka: KafkaConfig;
   registry: { url: string };
@@ -179,13 +187,24 @@ export interface Config {
 /** Reads, validates and freezes the whole configuration. Throws {@link ConfigError}. */
 export function loadConfig(env: Env = process.env): Readonly<Config> {
   const r = reader(env);
-  return deepFreeze({
+  const config: Config = {
+    environment: environmentOf(r),
     ...connections(r),
     ...streamSettings(r),
     ...batchSettings(r),
     ...servingSettings(r),
     ...authSettings(r),
-  });
+  };
+  if (config.environment !== 'development') {
+    refusePublishedSecrets({
+      RECSYS_JWT_SECRET: [config.serving.jwtSecret],
+      RECSYS_MQTT_PASSWORD: [config.mqtt.password],
+      RECSYS_KAFKA_PASSWORD: config.kafka.sasl ? [config.kafka.sasl.password] : [],
+      RECSYS_RETRAIN_TOKEN: [config.batch.retrainToken],
+      RECSYS_INGEST_TOKENS: config.auth.ingestTokens,
+    });
+  }
+  return deepFreeze(config);
 }
 
 /** Addresses of the backbone, HTTP, ingest limits and health timeouts. */
@@ -227,9 +246,10 @@ function connections(
     },
     mqtt: {
       url: url('RECSYS_MQTT_URL', ['mqtt:', 'mqtts:', 'ws:', 'wss:']),
+      bridgeUrl: url('RECSYS_MQTT_BRIDGE_URL', ['mqtt:', 'mqtts:']),
       username: str('RECSYS_MQTT_USERNAME'),
       password: str('RECSYS_MQTT_PASSWORD'),
-      clientId: str('RECSYS_MQTT_CLIENT_ID'),
+      clientId: bridgeClientId(str('RECSYS_MQTT_CLIENT_ID')),
       sessionExpirySec: int('RECSYS_MQTT_SESSION_EXPIRY_S', 0, 0xffffffff),
       shareGroup: str('RECSYS_MQTT_SHARE_GROUP'),
       topicPrefix: str('RECSYS_MQTT_TOPIC_PREFIX').replace(/\/+$/, ''),
@@ -256,21 +276,6 @@ function connections(
     healthTimeoutMs: int('RECSYS_HEALTH_TIMEOUT_MS', 50, 60_000),
     shutdownTimeoutMs: int('RECSYS_SHUTDOWN_TIMEOUT_MS', 100, 3_600_000),
   };
-}
-
-/** Each process kind's port; two kinds on one port would refuse each other, so it fails here. */
-function kindPorts(r: Reader): Record<ProcessKind, number> {
-  const ports = {} as Record<ProcessKind, number>;
-  for (const [kind, variable] of Object.entries(PORT_VARIABLES) as [ProcessKind, string][]) {
-    ports[kind] = r.int(variable, 1, 65535);
-    const clash = Object.entries(ports).find(([k, p]) => k !== kind && p === ports[kind]);
-    if (clash)
-      throw new ConfigError(
-        variable,
-        `port ${ports[kind]} is also ${PORT_VARIABLES[clash[0] as ProcessKind]}`,
-      );
-  }
-  return ports;
 }
 
 /** The stream roles: consumer tuning, features, trending, the indexer and the lake. */
@@ -359,6 +364,8 @@ function batchSettings(r: Reader): Pick<Config, 'batch' | 'local'> {
       services: list('RECSYS_LOCAL_SERVICES'),
       startTimeoutMs: int('RECSYS_START_TIMEOUT_MS', 1000),
       mavenUrl: url('RECSYS_MAVEN_URL', ['http:', 'https:']),
+      prometheusPort: int('RECSYS_PROMETHEUS_PORT', 1, 65535),
+      alertmanagerPort: int('RECSYS_ALERTMANAGER_PORT', 1, 65535),
     },
   };
 }
@@ -398,19 +405,15 @@ function servingSettings(r: Reader): Pick<Config, 'serving'> {
   };
 }
 
-/** Credentials: ingest's service tokens and the live socket's `?token=` flag. */
-function authSettings(r: Reader): Pick<Config, 'auth'> {
-  const raw = r.str('RECSYS_INGEST_TOKENS');
-  const ingestTokens = raw
-    .split(',')
-    .map((t) => t.trim())
-    .filter(Boolean);
-  for (const t of ingestTokens) {
-    if (t.length < 24 || /\s/.test(t)) {
-      throw new ConfigError('RECSYS_INGEST_TOKENS', 'each token needs 24+ non-space characters');
-    }
+/** {@link loadConfig} for an entry point: a bad value exits 1 with one line (code, variable). */
+export function loadConfigOrExit(env: Env = process.env): Readonly<Config> {
+  try {
+    return loadConfig(env);
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    process.stderr.write(`recsys: ${err.code}: ${err.message}\n`);
+    process.exit(1);
   }
-  return { auth: { ingestTokens, liveQueryToken: r.flag('RECSYS_LIVE_QUERY_AUTH') } };
 }
 
 function deepFreeze<T>(value: T): T {

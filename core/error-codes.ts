@@ -134,6 +134,11 @@ export const ERROR_CODES = {
     retriable: false,
     doc: 'a configuration value cannot be used; names the variable',
   },
+  RECSYS_CONFIG_PUBLISHED_SECRET: {
+    status: 500,
+    retriable: false,
+    doc: 'a secret is a published value (a development default, change-me...); names the variable',
+  },
   RECSYS_SCHEMA_INCOMPATIBLE: {
     status: 500,
     retriable: false,

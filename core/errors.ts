@@ -25,8 +25,12 @@ export class RecsysError extends Error {
 /** A configuration value that cannot be used; names the environment variable. */
 export class ConfigError extends RecsysError {
   readonly variable: string;
-  constructor(variable: string, message: string) {
-    super('RECSYS_CONFIG_INVALID', `${variable}: ${message}`);
+  constructor(
+    variable: string,
+    message: string,
+    code: 'RECSYS_CONFIG_INVALID' | 'RECSYS_CONFIG_PUBLISHED_SECRET' = 'RECSYS_CONFIG_INVALID',
+  ) {
+    super(code, `${variable}: ${message}`);
     this.variable = variable;
   }
 }

@@ -44,6 +44,16 @@ export function statusText(status: number): string {
 }
 
 /**
+ * What a handler knows of its request: whether the client went away (nothing may be written
+ * then), and whether the connection must close after the answer (a body left unread on a paused
+ * socket would stall the next request on it).
+ */
+export interface RequestState {
+  aborted: boolean;
+  close?: boolean;
+}
+
+/**
  * Writes a JSON response; safe to call after an await (corks, and skips aborted requests).
  * `headers` are written as given (e.g. CORS, Retry-After).
  */
@@ -51,7 +61,7 @@ export function sendJson(
   res: HttpResponse,
   status: number,
   body: unknown,
-  state?: { aborted: boolean },
+  state?: RequestState,
   headers?: Readonly<Record<string, string>>,
 ): void {
   if (state?.aborted) return;
@@ -59,7 +69,7 @@ export function sendJson(
   res.cork(() => {
     res.writeStatus(statusText(status)).writeHeader('content-type', 'application/json');
     if (headers) for (const name in headers) res.writeHeader(name, headers[name] as string);
-    res.end(text);
+    res.end(text, state?.close === true);
   });
 }
 
@@ -67,7 +77,7 @@ export function sendError(
   res: HttpResponse,
   kind: HttpErrorKind,
   message: string,
-  state?: { aborted: boolean },
+  state?: RequestState,
   details: Record<string, unknown> = {},
   headers?: Readonly<Record<string, string>>,
 ): void {
@@ -77,6 +87,10 @@ export function sendError(
 /**
  * Reads a request body of at most `maxBytes`. Answers 413 itself (and calls neither callback)
  * once the declared or received size passes the bound, without buffering the excess.
+ * With `admit`, the body stays unread (the socket paused) until it settles: `null` reads it;
+ * a function is the refusal (a 401), called with the request's state to answer, and the body
+ * is never read: a refused sender cannot make the server buffer it, nor learn of a 413. A
+ * request answered with its body unread closes its connection after the answer.
  * Must be called synchronously inside the route handler.
  */
 export function readBody(
@@ -85,8 +99,9 @@ export function readBody(
   maxBytes: number,
   onBody: (body: Buffer, state: { aborted: boolean }) => void,
   onTooLarge?: () => void,
+  admit?: Promise<((state: RequestState) => void) | null>,
 ): void {
-  const state = { aborted: false, done: false };
+  const state: RequestState & { done: boolean } = { aborted: false, done: false };
   res.onAborted(() => {
     state.aborted = true;
   });
@@ -96,25 +111,50 @@ export function readBody(
     sendError(res, HTTP_ERRORS.payloadTooLarge, message, state);
   };
   const declared = Number(req.getHeader('content-length') || '0');
-  if (declared > maxBytes) {
+  if (declared > maxBytes && !admit) {
     tooLarge(`body is ${declared} bytes; the limit is ${maxBytes}`);
     return;
   }
   const chunks: Buffer[] = [];
   let size = 0;
-  res.onData((chunk, isLast) => {
+  // Chunks that arrive before `admit` settles (the part sent with the headers) wait here.
+  let held: { chunk: Buffer; isLast: boolean }[] | null = admit ? [] : null;
+  const take = (chunk: Buffer, isLast: boolean): void => {
     if (state.done) return;
     size += chunk.byteLength;
     if (size > maxBytes) {
       tooLarge(`body exceeds the limit of ${maxBytes} bytes`);
       return;
     }
-    // uWS reuses the chunk's memory after this callback returns: copy it.
-    chunks.push(Buffer.from(new Uint8Array(chunk)));
+    chunks.push(chunk);
     if (isLast) {
       state.done = true;
       onBody(chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, size), state);
     }
+  };
+  res.onData((chunk, isLast) => {
+    // uWS reuses the chunk's memory after this callback returns: copy it.
+    const copy = Buffer.from(new Uint8Array(chunk));
+    if (held) held.push({ chunk: copy, isLast });
+    else take(copy, isLast);
+  });
+  if (!admit) return;
+  res.pause();
+  void admit.then((refusal) => {
+    if (state.aborted) return;
+    const early = held ?? [];
+    held = null;
+    if (refusal || declared > maxBytes) {
+      // Answered with the body unread on a paused socket: close the connection after it.
+      state.close = true;
+      if (refusal) {
+        state.done = true;
+        refusal(state);
+      } else tooLarge(`body is ${declared} bytes; the limit is ${maxBytes}`);
+      return;
+    }
+    res.resume();
+    for (const { chunk, isLast } of early) take(chunk, isLast);
   });
 }
 

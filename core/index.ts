@@ -6,7 +6,7 @@
  *   const config = loadConfig(process.env);
  *   const log = createLogger(config.logLevel, 'recsys-ingest');
  */
-export { loadConfig } from './config.js';
+export { loadConfig, loadConfigOrExit } from './config.js';
 export { VARIABLES, type VariableDoc } from './config-variables.js';
 export type {
   AuthConfig,
@@ -54,6 +54,7 @@ export {
   type HttpRequest,
   type HttpResponse,
   type HttpServer,
+  type RequestState,
   type TemplatedApp,
 } from './http.js';
 export {

@@ -10,7 +10,8 @@
  *   await assertPortFree(config.http.host, port, variable);
  */
 import { createServer } from 'node:net';
-import { RecsysError } from './errors.js';
+import type { Reader } from './config-reader.js';
+import { ConfigError, RecsysError } from './errors.js';
 
 /** The process kinds that listen, each on its own default port. */
 export type ProcessKind = 'serving' | 'stream' | 'batch';
@@ -76,4 +77,19 @@ export async function assertPortFree(host: string, port: number, variable: strin
     variable,
     failure === 'EADDRINUSE' ? 'the port is in use by another process' : failure,
   );
+}
+
+/** Each process kind's port; two kinds on one port would refuse each other, so it fails here. */
+export function kindPorts(r: Reader): Record<ProcessKind, number> {
+  const ports = {} as Record<ProcessKind, number>;
+  for (const [kind, variable] of Object.entries(PORT_VARIABLES) as [ProcessKind, string][]) {
+    ports[kind] = r.int(variable, 1, 65535);
+    const clash = Object.entries(ports).find(([k, p]) => k !== kind && p === ports[kind]);
+    if (clash)
+      throw new ConfigError(
+        variable,
+        `port ${ports[kind]} is also ${PORT_VARIABLES[clash[0] as ProcessKind]}`,
+      );
+  }
+  return ports;
 }

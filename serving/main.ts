@@ -17,12 +17,12 @@ import {
   createLogger,
   EXIT_DEADLINE,
   listenPort,
-  loadConfig,
+  loadConfigOrExit,
   onShutdown,
 } from '../core/index.js';
 import { startMetricsAggregator } from './cluster-metrics.js';
 
-const config = loadConfig(process.env);
+const config = loadConfigOrExit(process.env);
 const log = createLogger(config.logLevel, 'recsys-serving');
 
 if (config.serving.workers > 1 && cluster.isPrimary) {

@@ -4,7 +4,7 @@
  * `--users <n> [ttlSeconds]` prints a JSON object of tokens for the generator's users u0..u<n-1>
  * instead: the setup step of the k6 scripts (deploy/k6/), which cannot sign tokens themselves.
  */
-import { loadConfig } from '../core/index.js';
+import { loadConfigOrExit } from '../core/index.js';
 import { mintToken } from '../core/auth.js';
 
 const args = process.argv.slice(2);
@@ -17,7 +17,7 @@ if (!userId || !/^[0-9]+$/.test(ttl) || (many && !/^[1-9][0-9]*$/.test(userId)))
   );
   process.exit(2);
 }
-const config = loadConfig(process.env);
+const config = loadConfigOrExit(process.env);
 if (many) {
   const tokens: Record<string, string> = {};
   for (let i = 0; i < Number(userId); i++) {

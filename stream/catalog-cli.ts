@@ -5,7 +5,7 @@
  * A bad record stops the command before anything is written, naming the line.
  */
 import { readFile } from 'node:fs/promises';
-import { createLogger, loadConfig } from '../core/index.js';
+import { createLogger, loadConfigOrExit } from '../core/index.js';
 import { CatalogStore, parseCatalog } from '../store/catalog.js';
 import { createKafka, createProducer, ensureTopics } from './kafka.js';
 import { createRedis } from '../store/redis.js';
@@ -15,7 +15,7 @@ if ((command !== 'load' && command !== 'publish') || !file) {
   process.stderr.write('usage: catalog load|publish <file.jsonl|file.csv>\n');
   process.exit(2);
 }
-const config = loadConfig(process.env);
+const config = loadConfigOrExit(process.env);
 const log = createLogger(config.logLevel, 'recsys-catalog');
 let items;
 try {

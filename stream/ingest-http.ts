@@ -70,7 +70,7 @@ export function mountIngest(
       refuse(res, HTTP_ERRORS.unauthenticated, 'no token: send Authorization: Bearer <token>');
       return;
     }
-    // Verified while the body arrives; a refusal is handled once it has.
+    // Verified before the body is read (below).
     const who: Promise<IngestPrincipal | AuthError> = opts.auth
       .authenticate(authorization)
       .catch((err: unknown) => {
@@ -96,19 +96,26 @@ export function mountIngest(
       );
       return;
     }
+    // The body is read only once the sender is known: an unknown one gets its 401 before a
+    // byte of the body is buffered, whatever its size (not a 413 that would read it first).
     readBody(
       res,
       req,
       opts.maxBodyBytes,
       (body, state) => void handle(body, state),
       () => opts.refused.labels('413', HTTP_ERRORS.payloadTooLarge.code).inc(),
+      who.then((p) =>
+        p instanceof AuthError
+          ? (state: { aborted: boolean }) =>
+              refuse(res, HTTP_ERRORS.unauthenticated, p.message, state)
+          : null,
+      ),
     );
 
     async function handle(body: Buffer, state: { aborted: boolean }): Promise<void> {
       const principal = await who;
-      if (principal instanceof AuthError) {
-        return refuse(res, HTTP_ERRORS.unauthenticated, principal.message, state);
-      }
+      // Admitted above: only a known sender's body is read.
+      if (principal instanceof AuthError) return;
       // Checked again: the state may have changed while the body arrived.
       const active = pipeline();
       const late = earlyRefusal('application/json', active, opts);

@@ -20,7 +20,7 @@ import {
   ABANDONED,
   type HealthReport,
   listenPort,
-  loadConfig,
+  loadConfigOrExit,
   onShutdown,
   type RoleDeps,
   type StreamRole,
@@ -55,7 +55,7 @@ for (const a of args) {
   if (!names.includes(a as RoleName)) names.push(a as RoleName);
 }
 
-const config = loadConfig(process.env);
+const config = loadConfigOrExit(process.env);
 const log = createLogger(config.logLevel, `recsys-${names.join('+')}`);
 const metrics = createMetricsRegistry(names.join('+'));
 const roles = new Map<RoleName, StreamRole>();

@@ -236,6 +236,8 @@ export class MqttSubscriber extends EventEmitter {
                 fatal,
               );
             }
+            // A connection after the first subscription follows a lost one.
+            if (!this.#neverSubscribed) this.emit('reconnect');
             if (
               !this.#neverSubscribed &&
               !(packet as { sessionPresent?: boolean }).sessionPresent

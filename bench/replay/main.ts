@@ -47,6 +47,7 @@ import { byUser, makePlan, wireEvent, type Plan } from './plan.js';
 import { replayServed, type ServedResult, type UserStart } from './replay.js';
 import { markdownReport, writeReport, type ReplayReport } from './report.js';
 import { ReplayStack } from './stack.js';
+import { applyLocalSecrets } from '../../deploy/local/secrets.js';
 
 export interface ReplayArgs {
   dataset: string;
@@ -363,11 +364,14 @@ async function main(): Promise<void> {
 
 const entry = process.argv[1] ?? '';
 if (entry.endsWith('replay/main.js') || entry.endsWith('replay/main.ts')) {
-  main().then(
-    () => process.exit(0),
-    (err: Error) => {
-      process.stderr.write(`eval:replay: ${err.message}\n`);
-      process.exit(1);
-    },
-  );
+  // The local stack's secrets (the bridge's MQTT password, the JWT secret) unless set.
+  applyLocalSecrets(process.cwd())
+    .then(main)
+    .then(
+      () => process.exit(0),
+      (err: Error) => {
+        process.stderr.write(`eval:replay: ${err.message}\n`);
+        process.exit(1);
+      },
+    );
 }

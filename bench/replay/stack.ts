@@ -103,7 +103,7 @@ export class ReplayStack {
       RECSYS_GROUP_IMPRESSIONS: `${id}-impressions`,
       RECSYS_GROUP_CATALOG: `${id}-catalog`,
       RECSYS_MQTT_SHARE_GROUP: id,
-      RECSYS_MQTT_CLIENT_ID: `${id}-bridge`,
+      RECSYS_MQTT_CLIENT_ID: `${id}/bridge`,
       RECSYS_MQTT_SESSION_EXPIRY_S: '0',
       // History goes in with this service token; each replayed event with its user's JWT.
       RECSYS_INGEST_TOKENS: this.ingestToken,
@@ -331,8 +331,8 @@ export class ReplayStack {
 
   /** Ends the bridge's broker session (expiry is 0 already; this covers a killed bridge). */
   async #discardBridgeSession(): Promise<void> {
-    const { url, username, password } = this.config.mqtt;
-    const client = await mqtt.connectAsync(url, {
+    const { bridgeUrl, username, password } = this.config.mqtt;
+    const client = await mqtt.connectAsync(bridgeUrl, {
       protocolVersion: 5,
       username,
       password,

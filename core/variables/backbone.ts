@@ -4,6 +4,11 @@ import type { VariableDoc } from './doc.js';
 export const BACKBONE: readonly VariableDoc[] = [
   { name: 'RECSYS_LOG_LEVEL', default: 'info', doc: 'pino log level' },
   {
+    name: 'RECSYS_ENV',
+    default: 'production',
+    doc: 'development: a process accepts the published development defaults of the secrets (RECSYS_JWT_SECRET, RECSYS_MQTT_PASSWORD); production: it refuses them, naming the variable',
+  },
+  {
     name: 'RECSYS_KAFKA_BROKERS',
     default: '127.0.0.1:9092',
     doc: 'comma-separated Kafka bootstrap brokers',
@@ -52,12 +57,21 @@ export const BACKBONE: readonly VariableDoc[] = [
     default: '',
     doc: 'Elasticsearch API key (the encoded form), sent as Authorization: ApiKey (unset: none)',
   },
-  { name: 'RECSYS_MQTT_URL', default: 'mqtt://127.0.0.1:1883', doc: 'MQTT broker URL' },
+  {
+    name: 'RECSYS_MQTT_URL',
+    default: 'mqtt://127.0.0.1:1883',
+    doc: "the broker's device listener: devices publish there, each with its username as client id",
+  },
+  {
+    name: 'RECSYS_MQTT_BRIDGE_URL',
+    default: 'mqtt://127.0.0.1:1884',
+    doc: "the broker's bridge listener, where only the bridge account may connect (loopback in deploy/local, unpublished in compose)",
+  },
   { name: 'RECSYS_MQTT_USERNAME', default: 'bridge', doc: 'MQTT account of the ingest bridge' },
   {
     name: 'RECSYS_MQTT_PASSWORD',
     default: 'bridge-local-secret',
-    doc: 'password of that account (local default; set it in production)',
+    doc: 'password of that account; the default is published: RECSYS_ENV=development only (deploy/local generates one)',
   },
   {
     name: 'RECSYS_MQTT_SHARE_GROUP',
@@ -71,8 +85,8 @@ export const BACKBONE: readonly VariableDoc[] = [
   },
   {
     name: 'RECSYS_MQTT_CLIENT_ID',
-    default: 'recsys-bridge-1',
-    doc: 'MQTT client id of this bridge: stable across restarts (its session holds unacknowledged events), distinct per bridge',
+    default: 'recsys/bridge-1',
+    doc: 'MQTT client id of this bridge: stable across restarts (its session holds unacknowledged events), distinct per bridge; it holds a "/", which no userId and so no device client id can',
   },
   {
     name: 'RECSYS_MQTT_SESSION_EXPIRY_S',

@@ -5,7 +5,7 @@ export const SERVING: readonly VariableDoc[] = [
   {
     name: 'RECSYS_JWT_SECRET',
     default: 'recsys-local-dev-secret-change-me-0123456789',
-    doc: 'HS256 secret of the feed tokens (sub = userId); at least 32 characters; set it in production',
+    doc: 'HS256 secret of the feed tokens (sub = userId); at least 32 characters; the default is published: RECSYS_ENV=development only (deploy/local generates one)',
   },
   { name: 'RECSYS_JWT_ISSUER', default: 'recsys', doc: 'issuer the feed tokens must carry' },
   {
@@ -139,6 +139,16 @@ export const SERVING: readonly VariableDoc[] = [
     name: 'RECSYS_SECURE_BACKBONE',
     default: '0',
     doc: 'deploy/local: 1 = Redis with ACL users, Kafka with SASL/SCRAM and ACLs, credentials made in .local/secrets',
+  },
+  {
+    name: 'RECSYS_PROMETHEUS_PORT',
+    default: '9090',
+    doc: "deploy/local: Prometheus's port (on loopback)",
+  },
+  {
+    name: 'RECSYS_ALERTMANAGER_PORT',
+    default: '9094',
+    doc: "deploy/local: Alertmanager's port (not its usual 9093: the local Kafka's controller listens on the broker port + 1)",
   },
   {
     name: 'RECSYS_START_TIMEOUT_MS',

@@ -5,7 +5,7 @@
  *   node dist/deploy/local/cli.js down [service...]
  *   node dist/deploy/local/cli.js status
  *   node dist/deploy/local/cli.js product    (`npm run up`: the whole product, see product.ts)
- *   node dist/deploy/local/cli.js mqtt-user <username> <password>
+ *   node dist/deploy/local/cli.js mqtt-user <username> [password]   (a device account)
  *   node dist/deploy/local/cli.js credentials  (the secure backbone's logins as `export` lines)
  *   node dist/deploy/local/cli.js env        (every variable with its default)
  *   node dist/deploy/local/cli.js errors     (every error code, as the README's table)
@@ -13,6 +13,8 @@
  * Services: kafka, registry, redis, mosquitto, elasticsearch, prometheus, alertmanager (default:
  * RECSYS_LOCAL_SERVICES), and the product's processes stream and serving (`app.ts`).
  * Downloads are cached in RECSYS_CACHE_DIR; data, logs and pid files go to RECSYS_LOCAL_DIR.
+ * Secrets the caller does not set come from RECSYS_LOCAL_DIR/secrets/ (`secrets.ts`), made on
+ * first use; the processes `up` starts inherit them.
  */
 import { existsSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
@@ -20,7 +22,8 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createLogger, ERROR_CODES, loadConfig, VARIABLES } from '../../core/index.js';
 import { APP_NAMES, SERVICE_NAMES, type ServiceName, type StackContext } from './service-def.js';
-import { addMqttUser, upProduct } from './product.js';
+import { addDeviceAccount, upProduct } from './product.js';
+import { applyLocalSecrets } from './secrets.js';
 import { down, running, status, up } from './stack.js';
 import { backboneCredentials, backboneLoginEnv, secretNames, withCredentials } from './secure.js';
 
@@ -46,8 +49,10 @@ function pickServices(args: string[], defaults: readonly string[]): ServiceName[
 
 async function main(argv: string[]): Promise<number> {
   const [command = 'status', ...rest] = argv;
-  const env = loadConfig(process.env);
+  if (command === 'errors' || command === 'env') return printTable(command);
   const root = checkoutRoot();
+  await applyLocalSecrets(root);
+  const env = loadConfig(process.env);
   const log = createLogger(env.logLevel, 'deploy-local');
   const localDir = resolve(root, env.local.dir);
   // On the secure backbone every probe and process logs in as the application's accounts.
@@ -99,9 +104,8 @@ async function main(argv: string[]): Promise<number> {
     }
     case 'mqtt-user': {
       const [username, password] = positional;
-      if (!username || !password) throw new Error('usage: mqtt-user <username> <password>');
-      await addMqttUser(ctx, username, password);
-      console.log(`mqtt user ${username} set`);
+      if (!username) throw new Error('usage: mqtt-user <username> [password]');
+      console.log(await addDeviceAccount(ctx, username, password));
       return 0;
     }
     case 'credentials': {
@@ -119,26 +123,27 @@ async function main(argv: string[]): Promise<number> {
       await upProduct(ctx);
       return 0;
     }
-    case 'errors': {
-      // The README's error table is this output.
-      console.log('| code | HTTP status | retriable | meaning |\n| --- | ---: | :---: | --- |');
-      for (const [code, info] of Object.entries(ERROR_CODES)) {
-        console.log(
-          `| \`${code}\` | ${info.status} | ${info.retriable ? 'yes' : 'no'} | ${info.doc} |`,
-        );
-      }
-      return 0;
-    }
-    case 'env': {
-      for (const v of VARIABLES) console.log(`${v.name}=${v.default}  # ${v.doc}`);
-      return 0;
-    }
     default:
       console.error(
         `unknown command "${command}"; use up, down, status, product, mqtt-user, credentials, env or errors`,
       );
       return 2;
   }
+}
+
+/** `errors` (the README's error table is this output) and `env`: no stack needed. */
+function printTable(command: 'errors' | 'env'): number {
+  if (command === 'env') {
+    for (const v of VARIABLES) console.log(`${v.name}=${v.default}  # ${v.doc}`);
+    return 0;
+  }
+  console.log('| code | HTTP status | retriable | meaning |\n| --- | ---: | :---: | --- |');
+  for (const [code, info] of Object.entries(ERROR_CODES)) {
+    console.log(
+      `| \`${code}\` | ${info.status} | ${info.retriable ? 'yes' : 'no'} | ${info.doc} |`,
+    );
+  }
+  return 0;
 }
 
 main(process.argv.slice(2)).then(

@@ -12,9 +12,12 @@ import { join } from 'node:path';
 import type { Config } from '../../core/index.js';
 import type { MonitorName, ServiceDef, StackContext } from './service-def.js';
 
-export const PROMETHEUS_PORT = 9090;
-/** Not Alertmanager's usual 9093: the local Kafka's controller listener is the broker port + 1. */
-export const ALERTMANAGER_PORT = 9094;
+/** Prometheus's port (RECSYS_PROMETHEUS_PORT). */
+export const prometheusPort = (ctx: Pick<StackContext, 'config'>): number =>
+  ctx.config.local.prometheusPort;
+/** Alertmanager's port (RECSYS_ALERTMANAGER_PORT; not its usual 9093, see the variable). */
+export const alertmanagerPort = (ctx: Pick<StackContext, 'config'>): number =>
+  ctx.config.local.alertmanagerPort;
 /** The shipped files' values, replaced in the local copies. */
 const SHIPPED = { scrapeInterval: '15s', retrainTokenFile: '/etc/recsys/retrain-token' };
 
@@ -43,7 +46,11 @@ function replaceOnce(text: string, from: string, to: string, file: string): stri
 }
 
 /** `deploy/prometheus/prometheus.yml` as the local Prometheus runs it. */
-export function localPrometheusConfig(shipped: string, root: string): string {
+export function localPrometheusConfig(
+  shipped: string,
+  root: string,
+  config: Readonly<Config>,
+): string {
   const file = 'deploy/prometheus/prometheus.yml';
   let text = replaceOnce(
     shipped,
@@ -63,8 +70,9 @@ export function localPrometheusConfig(shipped: string, root: string): string {
     `- ${join(root, 'deploy', 'prometheus', 'rules')}/*.yml`,
     file,
   );
-  text = replaceOnce(text, "'127.0.0.1:9094'", `'127.0.0.1:${ALERTMANAGER_PORT}'`, file);
-  return replaceOnce(text, "'127.0.0.1:9090'", `'127.0.0.1:${PROMETHEUS_PORT}'`, file);
+  const { alertmanagerPort, prometheusPort } = config.local;
+  text = replaceOnce(text, "'127.0.0.1:9094'", `'127.0.0.1:${alertmanagerPort}'`, file);
+  return replaceOnce(text, "'127.0.0.1:9090'", `'127.0.0.1:${prometheusPort}'`, file);
 }
 
 /** `deploy/prometheus/alertmanager.yml` as the local Alertmanager runs it. */
@@ -94,7 +102,7 @@ async function ready(port: number): Promise<boolean> {
 const prometheus: ServiceDef = {
   name: 'prometheus',
   memory: 'GOMEMLIMIT 256MiB',
-  port: () => PROMETHEUS_PORT,
+  port: prometheusPort,
   async install() {
     // Debian package, see ensureDebianPackages.
   },
@@ -108,7 +116,7 @@ const prometheus: ServiceDef = {
       'utf8',
     );
     const confFile = join(confDir, 'prometheus.yml');
-    await writeFile(confFile, localPrometheusConfig(shipped, ctx.root));
+    await writeFile(confFile, localPrometheusConfig(shipped, ctx.root, ctx.config));
     await writeFile(
       join(confDir, 'targets', 'local.json'),
       JSON.stringify(scrapeTargets(ctx.config), null, 2) + '\n',
@@ -119,20 +127,20 @@ const prometheus: ServiceDef = {
         `--config.file=${confFile}`,
         `--storage.tsdb.path=${dataDir}`,
         '--storage.tsdb.retention.time=7d',
-        `--web.listen-address=127.0.0.1:${PROMETHEUS_PORT}`,
+        `--web.listen-address=127.0.0.1:${prometheusPort(ctx)}`,
         '--web.enable-lifecycle',
       ],
       env: { ...process.env, GOMEMLIMIT: '256MiB' },
       marker: `--config.file=${confFile}`,
     };
   },
-  probe: () => ready(PROMETHEUS_PORT),
+  probe: (ctx) => ready(prometheusPort(ctx)),
 };
 
 const alertmanager: ServiceDef = {
   name: 'alertmanager',
   memory: 'GOMEMLIMIT 64MiB',
-  port: () => ALERTMANAGER_PORT,
+  port: alertmanagerPort,
   async install() {
     // Debian package.
   },
@@ -161,7 +169,7 @@ const alertmanager: ServiceDef = {
       args: [
         `--config.file=${confFile}`,
         `--storage.path=${dataDir}`,
-        `--web.listen-address=127.0.0.1:${ALERTMANAGER_PORT}`,
+        `--web.listen-address=127.0.0.1:${alertmanagerPort(ctx)}`,
         // One instance: no gossip port.
         '--cluster.listen-address=',
       ],
@@ -169,7 +177,7 @@ const alertmanager: ServiceDef = {
       marker: `--config.file=${confFile}`,
     };
   },
-  probe: () => ready(ALERTMANAGER_PORT),
+  probe: (ctx) => ready(alertmanagerPort(ctx)),
 };
 
 export const MONITORING: Readonly<Record<MonitorName, ServiceDef>> = { prometheus, alertmanager };

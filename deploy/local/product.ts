@@ -8,26 +8,26 @@
  * browser never sends), and how to publish an event that changes the feed. `npm run down` stops it all.
  */
 import { spawn } from 'node:child_process';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import { createRedis } from '../../store/redis.js';
 import { CandidateStore } from '../../store/candidates.js';
 import { mintToken } from '../../core/auth.js';
 import { canConnectMqtt } from '../../stream/index.js';
+import { userIdFromTopic } from '../../schemas/index.js';
 import { sleep } from '../../core/index.js';
 import { APP_PORTS } from './app.js';
-import { secretPath } from './secrets.js';
+import { localSecret, mqttUserSecret, secretPath } from './secrets.js';
 import { backboneLoginEnv } from './secure.js';
 import { isOurs, readPidFile } from './process.js';
-import { PROMETHEUS_PORT } from './monitoring.js';
+import { prometheusPort } from './monitoring.js';
 import { BACKBONE_NAMES, MONITOR_NAMES, type StackContext } from './service-def.js';
-import { setMqttPassword } from './services.js';
+import { HEALTHCHECK_MQTT_USER, setMqttPassword } from './mosquitto.js';
 import { servicePaths, up } from './stack.js';
 
 /** Events the demo history holds (some 10 s of batch on 2 cores). */
 const DEMO_EVENTS = 200_000;
 /** The user the printed page and commands are for (the generator's users are u0, u1, ...). */
 const DEMO_USER = 'u1';
-const DEMO_PASSWORD = 'u1-demo-secret';
 
 /**
  * Adds (or updates) an MQTT account and waits until Mosquitto accepts it: it re-reads its
@@ -41,14 +41,53 @@ export async function addMqttUser(
   await setMqttPassword(ctx, username, password);
   const record = await readPidFile(servicePaths(ctx, 'mosquitto').pidFile);
   if (!record || !isOurs(record)) return;
-  process.kill(record.pid, 'SIGHUP');
-  const deadline = Date.now() + 10_000;
-  while (!(await canConnectMqtt(ctx.config.mqtt.url, username, password))) {
+  // Mosquitto reloads on SIGHUP; a signal that arrives while it reloads for another account is
+  // lost (it clears its flag after the reload), so the signal is repeated until ours is in.
+  // Each probe costs the broker a PBKDF2 hash (MQTT_HASH_ITERATIONS): patient, few probes.
+  const deadline = Date.now() + 30_000;
+  for (let attempt = 0; ; attempt++) {
+    if (attempt % 8 === 0) process.kill(record.pid, 'SIGHUP');
+    if (await canConnectMqtt(ctx.config.mqtt.url, username, password, 10_000)) return;
     if (Date.now() > deadline) {
-      throw new Error(`mosquitto did not accept ${username} within 10 s of reloading`);
+      throw new Error(`mosquitto did not accept ${username} within 30 s of reloading`);
     }
-    await sleep(100);
+    await sleep(250);
   }
+}
+
+/** A shell word for `path`: relative to the working directory when it lies inside it. */
+function shown(path: string): string {
+  const rel = relative(process.cwd(), path);
+  return rel.startsWith('..') ? path : rel;
+}
+
+/**
+ * `mqtt-user <username> [password]`: a device account on the device listener. The username is
+ * the userId (the ACL lets it publish to its own topic only); without a password, a random one
+ * is made and kept in `.local/secrets/mqtt-user-<username>`. Returns how to publish with it.
+ */
+export async function addDeviceAccount(
+  ctx: StackContext,
+  username: string,
+  password?: string,
+): Promise<string> {
+  const prefix = ctx.config.mqtt.topicPrefix;
+  if (userIdFromTopic(`${prefix}/${username}`, prefix) !== username) {
+    throw new Error(`"${username}" is not a userId, so it can be no device account`);
+  }
+  if (username === HEALTHCHECK_MQTT_USER || username === ctx.config.mqtt.username) {
+    throw new Error(`"${username}" is an account of the stack itself`);
+  }
+  const secret = password ?? (await localSecret(ctx, mqttUserSecret(username)));
+  await addMqttUser(ctx, username, secret);
+  const mqtt = new URL(ctx.config.mqtt.url);
+  const pass = password
+    ? '<password>'
+    : `"$(cat ${shown(secretPath(ctx, mqttUserSecret(username)))})"`;
+  return [
+    `device account ${username} set${password ? '' : `; its password: ${pass}`}`,
+    `  mosquitto_pub -h ${mqtt.hostname} -p ${mqtt.port || 1883} -V mqttv5 -q 1 -u ${username} -P ${pass} -t ${prefix}/${username} -m '<event>'`,
+  ].join('\n');
 }
 
 /** Runs `node dist/batch/main.js args...` with its output shown; rejects on a non-zero exit. */
@@ -88,7 +127,8 @@ export async function upProduct(ctx: StackContext): Promise<void> {
   }
   say('starting the feed server (ready once a model is loaded and its caches are warm) ...');
   await up(ctx, ['serving']);
-  await addMqttUser(ctx, DEMO_USER, DEMO_PASSWORD);
+  await addDeviceAccount(ctx, DEMO_USER);
+  const password = `"$(cat ${shown(secretPath(ctx, mqttUserSecret(DEMO_USER)))})"`;
   const token = await mintToken(ctx.config.serving, DEMO_USER, 86_400);
   const servingPort = APP_PORTS.serving(ctx);
   const topic = `${ctx.config.mqtt.topicPrefix}/${DEMO_USER}`;
@@ -100,16 +140,17 @@ The product runs (${((Date.now() - t0) / 1000).toFixed(0)} s).
 
 Publish an event for ${DEMO_USER}; the page shows a new feed within a moment:
 
-  mosquitto_pub -h ${mqtt.hostname} -p ${mqtt.port || 1883} -V mqttv5 -q 1 -u ${DEMO_USER} -P ${DEMO_PASSWORD} -t ${topic} \\
+  mosquitto_pub -h ${mqtt.hostname} -p ${mqtt.port || 1883} -V mqttv5 -q 1 -u ${DEMO_USER} -P ${password} -t ${topic} \\
     -m '{"eventId":"'$(cat /proc/sys/kernel/random/uuid)'","userId":"${DEMO_USER}","itemId":"i42","type":"purchase","ts":'$(date +%s%3N)'}'
 
 or over HTTP (the local service token; or the user's own token):
   curl -s -XPOST localhost:${APP_PORTS.stream(ctx)}/v1/events -H 'content-type: application/json' \
-    -H "authorization: Bearer $(cat ${secretPath(ctx, 'ingest-token')})" -d '[{...}]'
+    -H "authorization: Bearer $(cat ${shown(secretPath(ctx, 'ingest-token'))})" -d '[{...}]'
 
-A token for any user:  node dist/serving/token-cli.js <userId>
-The feed as JSON:      curl -s -H "authorization: Bearer $(node dist/serving/token-cli.js ${DEMO_USER})" localhost:${servingPort}/v1/users/${DEMO_USER}/feed
-Prometheus:            http://127.0.0.1:${PROMETHEUS_PORT}/targets (alerts: /alerts)
+A token for any user:  npm run -s token -- <userId>
+The feed as JSON:      curl -s -H "authorization: Bearer $(npm run -s token -- ${DEMO_USER})" localhost:${servingPort}/v1/users/${DEMO_USER}/feed
+A device account:      npm run stack -- mqtt-user <userId>   (its password goes to .local/secrets/)
+Prometheus:            http://127.0.0.1:${prometheusPort(ctx)}/targets (alerts: /alerts)
 Status and stop:       npm run stack -- status; npm run down
 `);
 }

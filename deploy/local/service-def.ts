@@ -41,5 +41,5 @@ export interface ServiceDef {
 }
 
 /** Where a backbone service keeps its data. */
-export const dataDir = (ctx: StackContext, name: BackboneName): string =>
+export const dataDir = (ctx: Pick<StackContext, 'localDir'>, name: BackboneName): string =>
   join(ctx.localDir, 'data', name);

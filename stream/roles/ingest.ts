@@ -60,6 +60,22 @@ export interface IngestRole {
   stop(budget?: ShutdownBudget): Promise<void | typeof ABANDONED>;
 }
 
+/** The bridge's MQTT counters, registered on `metrics` (its gauges: `ingestGauges`). */
+function createMqttMetrics(metrics: Registry): { sessionsLost: Counter; reconnects: Counter } {
+  return {
+    sessionsLost: new Counter({
+      name: 'recsys_ingest_mqtt_sessions_lost_total',
+      help: 'reconnects on which the broker no longer held the bridge session: the QoS 1 events it had queued for the bridge are lost',
+      registers: [metrics],
+    }),
+    reconnects: new Counter({
+      name: 'recsys_ingest_mqtt_reconnects_total',
+      help: 'connections of the bridge to the broker after its first one: each follows a lost connection (a broker restart, a network fault; a takeover of the client id would show here)',
+      registers: [metrics],
+    }),
+  };
+}
+
 export function startIngest({ config, log, metrics, app }: IngestDeps): IngestRole {
   const kafka = createKafka(config.kafka, log, 'ingest');
   const producer = createProducer(kafka);
@@ -72,11 +88,7 @@ export function startIngest({ config, log, metrics, app }: IngestDeps): IngestRo
   let draining = false;
 
   ingestGauges(metrics, config.ingest.maxQueuedBytes, () => ({ batcher, subscriber, admission }));
-  const sessionsLost = new Counter({
-    name: 'recsys_ingest_mqtt_sessions_lost_total',
-    help: 'reconnects on which the broker no longer held the bridge session: the QoS 1 events it had queued for the bridge are lost',
-    registers: [metrics],
-  });
+  const mqttMetrics = createMqttMetrics(metrics);
 
   // HTTP ingest answers 503 until the pipeline exists, so the route can be mounted at once.
   mountIngest(app, () => pipeline, {
@@ -140,7 +152,7 @@ export function startIngest({ config, log, metrics, app }: IngestDeps): IngestRo
     batcher.onRoom(() => admitting.drain());
 
     subscriber = new MqttSubscriber({
-      url: config.mqtt.url,
+      url: config.mqtt.bridgeUrl,
       username: config.mqtt.username,
       password: config.mqtt.password,
       clientId: config.mqtt.clientId,
@@ -150,7 +162,8 @@ export function startIngest({ config, log, metrics, app }: IngestDeps): IngestRo
       log: log.child({ component: 'mqtt' }),
       onMessage: (message) => admitting.receive(message),
     });
-    subscriber.on('sessionLost', () => sessionsLost.inc());
+    subscriber.on('sessionLost', () => mqttMetrics.sessionsLost.inc());
+    subscriber.on('reconnect', () => mqttMetrics.reconnects.inc());
     await subscriber.start();
     log.info({ host: hostname(), clientId: config.mqtt.clientId }, 'ingest ready');
   })();

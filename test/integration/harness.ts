@@ -6,7 +6,7 @@
  */
 import { spawn } from 'node:child_process';
 import assert from 'node:assert/strict';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import type { TestContext } from 'node:test';
 import kafkajs from 'kafkajs';
 import { loadConfig, type Config } from '../../core/config.js';
@@ -15,7 +15,11 @@ import { SERVICES } from '../../deploy/local/stack.js';
 import { createLogger } from '../../core/log.js';
 import { createKafka, type Kafka } from '../../stream/kafka.js';
 import { elasticAuthHeaders } from '../../stream/elastic.js';
+import { applyLocalSecrets } from '../../deploy/local/secrets.js';
 
+// The stack's secrets (RECSYS_LOCAL_DIR/secrets/, as `up` made them) unless the run sets its
+// own: the tests' processes inherit them, as `up`'s do.
+await applyLocalSecrets(process.cwd());
 export const config = loadConfig(process.env);
 export const CI = process.env.CI === 'true';
 export const log = createLogger(process.env.RECSYS_TEST_LOG_LEVEL ?? 'warn', 'test');
@@ -25,7 +29,7 @@ export const log = createLogger(process.env.RECSYS_TEST_LOG_LEVEL ?? 'warn', 'te
  * skipped with a note that says how to start the stack.
  */
 export async function requireServices(t: TestContext, ...names: ServiceName[]): Promise<boolean> {
-  const ctx = { config, log } as unknown as StackContext;
+  const ctx = { config, log, localDir: resolve(config.local.dir) } as unknown as StackContext;
   const down: string[] = [];
   for (const name of names) {
     const ok = await SERVICES[name].probe(ctx).catch(() => false);
@@ -118,7 +122,7 @@ export function productEnv(
     RECSYS_GROUP_INDEXER: `${id}-indexer`,
     RECSYS_GROUP_ATTRIBUTION: `${id}-attribution`,
     RECSYS_MQTT_SHARE_GROUP: id,
-    RECSYS_MQTT_CLIENT_ID: `${id}-bridge`,
+    RECSYS_MQTT_CLIENT_ID: `${id}/bridge`,
     RECSYS_RATE_LIMIT_PER_S: '100000',
     RECSYS_CONSUMER_SESSION_TIMEOUT_MS: '6000',
     RECSYS_LOG_LEVEL: 'warn',
@@ -131,7 +135,7 @@ export function productEnv(
  * accepts the account (it reloads its password file asynchronously after SIGHUP).
  */
 export async function addMqttUser(username: string, password: string): Promise<void> {
-  const res = await run('node', [CLI, 'mqtt-user', username, password], { timeoutMs: 30_000 });
+  const res = await run('node', [CLI, 'mqtt-user', username, password], { timeoutMs: 60_000 });
   assert.equal(res.code, 0, `mqtt-user ${username} failed: ${res.stderr}`);
 }
 

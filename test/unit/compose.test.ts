@@ -8,6 +8,8 @@
  * name, every long-running service has a healthcheck, and no secret value is committed.
  */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { dirname, join, posix, relative, resolve } from 'node:path';
 import { describe, it } from 'node:test';
@@ -18,8 +20,7 @@ import { RETRAIN_PATH } from '../../batch/retrain.js';
 import { loadConfig } from '../../core/config.js';
 import { VARIABLES } from '../../core/config-variables.js';
 import { listenPort, type ProcessKind } from '../../core/ports.js';
-import { ALERTMANAGER_PORT, PROMETHEUS_PORT } from '../../deploy/local/monitoring.js';
-import { HEALTHCHECK_MQTT } from '../../deploy/local/services.js';
+import { HEALTHCHECK_MQTT_USER, MQTT_HASH_ITERATIONS } from '../../deploy/local/mosquitto.js';
 import { VERSIONS } from '../../deploy/local/versions.js';
 
 interface Service {
@@ -66,7 +67,10 @@ const compose = parse(composeText, { merge: true }) as {
   volumes?: Record<string, unknown>;
 };
 const services = compose.services ?? {};
-const config = loadConfig({});
+// The defaults, secrets included (development accepts the published ones).
+const config = loadConfig({ RECSYS_ENV: 'development' });
+const PROMETHEUS_PORT = config.local.prometheusPort;
+const ALERTMANAGER_PORT = config.local.alertmanagerPort;
 const dockerfile = readFileSync(join(root, 'Dockerfile'), 'utf8');
 
 function service(name: string): Service {
@@ -236,11 +240,33 @@ function envFile(path: string): Record<string, string> {
   return out;
 }
 const envExample = envFile(join(root, '.env.example'));
+/** An operator's .env: every variable of .env.example with a random value. */
+const envFilled = Object.fromEntries(
+  Object.keys(envExample).map((k) => [k, randomBytes(24).toString('base64url')]),
+);
 
-/** What a container of this app service sees: the env file, then `environment`. */
+/** What a container of this app service sees: the filled env file, then `environment`. */
 function appEnv(name: string): Record<string, string> {
   assert.equal(service(name).env_file, '.env', `${name}: env_file must be .env`);
-  return { ...envExample, ...environment(name) };
+  return { ...envFilled, ...environment(name) };
+}
+
+/**
+ * Runs the leading `case ... esac` guards of a service's shell command (as the container's sh
+ * would, `$$` being Compose's `$`) with `env`; returns the exit code and stderr.
+ */
+function runGuards(name: string, env: Record<string, string>): { code: number; stderr: string } {
+  const text = commandText(name)
+    .replace(/^sh -c /, '')
+    .replaceAll('$$', '$');
+  const guards = text.split(' && ').filter((part) => part.trim().startsWith('case '));
+  assert.ok(guards.length > 0, `${name}: no secret guard in its command`);
+  const res = spawnSync('sh', ['-c', `${guards.join(' && ')} && echo admitted`], {
+    env: { PATH: process.env.PATH, ...env },
+    encoding: 'utf8',
+  });
+  assert.equal(res.status === 0, res.stdout.trim() === 'admitted', `${name}: ${res.stderr}`);
+  return { code: res.status ?? -1, stderr: res.stderr };
 }
 
 /** The port in the service's healthcheck URL. */
@@ -475,35 +501,56 @@ describe('docker-compose.yml', () => {
     assert.ok(existsSync(hostPath), `${rel} does not exist (the compose service starts with it)`);
   });
 
-  it('has the Mosquitto accounts written, from the env file, to the password file its config names', () => {
+  it('gives Mosquitto a device listener (client id = username) and an unpublished bridge listener, each with its accounts', () => {
     const configPath = /exec mosquitto -c (\S+)/.exec(commandText('mosquitto'))?.[1] ?? '';
-    const configFile = repoFile('mosquitto', configPath);
-    const passwordPath = readFileSync(configFile, 'utf8')
-      .split('\n')
-      .map((line) => line.trim())
-      .find((line) => line.startsWith('password_file '))
-      ?.slice('password_file '.length)
-      .trim();
-    assert.ok(passwordPath, `${configPath} sets no password_file`);
+    const text = readFileSync(repoFile('mosquitto', configPath), 'utf8');
+    assert.match(text, /^per_listener_settings true$/m);
+    // Each listener block: from its `listener` line to the next one (or include_dir).
+    const blocks = text
+      .split(/^(?=listener |include_dir )/m)
+      .filter((b) => b.startsWith('listener'));
+    const option = (block: string, key: string): string | undefined =>
+      new RegExp(`^${key} (.+)$`, 'm').exec(block)?.[1]?.trim();
+    const byPort = new Map(blocks.map((b) => [Number(/^listener (\d+)/.exec(b)?.[1]), b]));
+    const devices = byPort.get(urlPort(environment('ingest').RECSYS_MQTT_URL ?? ''));
+    const bridge = byPort.get(urlPort(environment('ingest').RECSYS_MQTT_BRIDGE_URL ?? ''));
+    assert.ok(devices && bridge, 'RECSYS_MQTT_URL and RECSYS_MQTT_BRIDGE_URL name two listeners');
+    assert.equal(option(devices, 'use_username_as_clientid'), 'true');
+    assert.equal(option(bridge, 'use_username_as_clientid'), undefined);
+    for (const b of [devices, bridge]) assert.equal(option(b, 'allow_anonymous'), 'false');
+    assert.deepEqual(
+      ports('mosquitto').map((p) => p.target),
+      [urlPort(config.mqtt.url)],
+      'only the device listener is published',
+    );
+
     const command = commandText('mosquitto');
-    const bridgeUser = VARIABLES.find((v) => v.name === 'RECSYS_MQTT_USERNAME')?.default;
+    const bridgeUser = config.mqtt.username;
+    const test = JSON.stringify(service('mosquitto').healthcheck?.test ?? '');
+    const health = /-u (\S+) -P "\$\$([A-Z_]+)"/.exec(JSON.parse(test).join(' '))?.slice(1);
+    assert.ok(health, 'the mosquitto healthcheck must log in with -u <user> -P "$$VAR"');
+    assert.equal(health[0], HEALTHCHECK_MQTT_USER);
+    const hashed = `mosquitto_passwd -I ${MQTT_HASH_ITERATIONS} -b`;
+    const devicesFile = option(devices, 'password_file');
+    const bridgeFile = option(bridge, 'password_file');
+    assert.ok(devicesFile && bridgeFile && devicesFile !== bridgeFile, 'two password files');
+    assert.ok(
+      command.includes(`${hashed} ${devicesFile} ${health[0]} "$$${health[1]}"`),
+      `${health[0]} is not written to ${devicesFile} with ${MQTT_HASH_ITERATIONS} iterations`,
+    );
     assert.ok(
       command.includes(
-        `mosquitto_passwd -c -b ${passwordPath} ${bridgeUser} "$$RECSYS_MQTT_PASSWORD"`,
+        `mosquitto_passwd -c -I ${MQTT_HASH_ITERATIONS} -b ${bridgeFile} ${bridgeUser} "$$RECSYS_MQTT_PASSWORD"`,
       ),
-      `the bridge account (${bridgeUser}) is not written to ${passwordPath}`,
-    );
-    const test = JSON.stringify(service('mosquitto').healthcheck?.test ?? '');
-    const user = /-u (\S+) -P "\$\$([A-Z_]+)"/.exec(JSON.parse(test).join(' '))?.slice(1);
-    assert.ok(user, 'the mosquitto healthcheck must log in with -u <user> -P "$$VAR"');
-    assert.ok(
-      command.includes(`${passwordPath} ${user[0]} "$$${user[1]}"`),
-      `${user[0]} not written`,
+      `the bridge account (${bridgeUser}) is not the only one of ${bridgeFile}`,
     );
     assert.equal(service('mosquitto').env_file, '.env');
-    const acl = readFileSync(repoFile('mosquitto', '/mosquitto/config/acl'), 'utf8');
-    for (const account of [bridgeUser, user[0]])
-      assert.match(acl, new RegExp(`^user ${account}$`, 'm'));
+    const acl = (block: string) =>
+      readFileSync(repoFile('mosquitto', option(block, 'acl_file') ?? ''), 'utf8');
+    assert.match(acl(devices), new RegExp(`^user ${health[0]}$`, 'm'));
+    assert.match(acl(devices), /^pattern write recsys\/events\/%u$/m);
+    assert.doesNotMatch(acl(devices), new RegExp(`^user ${bridgeUser}$`, 'm'));
+    assert.match(acl(bridge), new RegExp(`^user ${bridgeUser}$`, 'm'));
   });
 
   it('mounts config files that exist in the checkout', () => {
@@ -600,7 +647,7 @@ describe('docker-compose.yml', () => {
     }
   });
 
-  it('commits no secret: secrets come from .env, git-ignored, with placeholders in .env.example', () => {
+  it('commits no secret: secrets come from .env, git-ignored; .env.example has none', () => {
     for (const [name, s] of Object.entries(services)) {
       for (const key of Object.keys(environment(name))) {
         assert.doesNotMatch(key, SECRET_NAME, `${name}: ${key} belongs in .env, not compose`);
@@ -609,11 +656,11 @@ describe('docker-compose.yml', () => {
     }
     for (const [key, value] of Object.entries(envExample)) {
       assert.match(key, SECRET_NAME, `.env.example holds secrets only, not ${key}`);
-      assert.match(value, /^change-me/, `.env.example: ${key} must be a placeholder`);
+      assert.equal(value, '', `.env.example: ${key} must be empty (no value is a secret)`);
     }
     const secrets = VARIABLES.filter((v) => SECRET_NAME.test(v.name));
     for (const v of secrets) assert.ok(v.name in envExample, `.env.example lacks ${v.name}`);
-    const known = [...secrets.map((v) => v.default), HEALTHCHECK_MQTT.password].filter(Boolean);
+    const known = secrets.map((v) => v.default).filter(Boolean);
     for (const file of ['docker-compose.yml', '.env.example', 'Dockerfile']) {
       const text = readFileSync(join(root, file), 'utf8');
       for (const value of known) assert.ok(!text.includes(value), `${file} holds a secret value`);
@@ -625,6 +672,40 @@ describe('docker-compose.yml', () => {
         .map((l) => l.trim());
     assert.ok(ignored('.gitignore').includes('.env'), '.env must be git-ignored');
     assert.ok(ignored('.dockerignore').includes('.env'), '.env must stay out of the image');
+  });
+
+  it('stops every service that reads a secret while .env leaves it empty or a placeholder', () => {
+    // The app services: loadConfig refuses the published defaults an empty value falls back to.
+    for (const name of appServices) {
+      for (const unset of [
+        envExample,
+        { ...envFilled, RECSYS_JWT_SECRET: 'change-me-to-at-least-32-random-characters' },
+      ]) {
+        assert.throws(
+          () => loadConfig({ ...unset, ...environment(name) }),
+          (err: unknown) =>
+            (err as { code?: string }).code === 'RECSYS_CONFIG_PUBLISHED_SECRET' &&
+            /^RECSYS_[A-Z_]+: /.test((err as Error).message),
+          `${name} starts without its secrets`,
+        );
+      }
+    }
+    // Mosquitto, Alertmanager and Grafana: the guard at the head of their command.
+    const guarded: Record<string, string[]> = {
+      mosquitto: ['RECSYS_MQTT_PASSWORD', 'MOSQUITTO_HEALTHCHECK_PASSWORD'],
+      alertmanager: ['RECSYS_RETRAIN_TOKEN'],
+      grafana: ['GF_SECURITY_ADMIN_PASSWORD'],
+    };
+    for (const [name, variables] of Object.entries(guarded)) {
+      assert.equal(runGuards(name, envFilled).code, 0, `${name} refuses random secrets`);
+      for (const variable of variables) {
+        for (const bad of ['', 'change-me']) {
+          const res = runGuards(name, { ...envFilled, [variable]: bad });
+          assert.equal(res.code, 1, `${name} starts with ${variable}="${bad}"`);
+          assert.match(res.stderr, new RegExp(`set ${variable} in \\.env`));
+        }
+      }
+    }
   });
 });
 

@@ -1,7 +1,8 @@
 /**
  * The project's MQTT client against mosquitto_pub/mosquitto_sub, under the ACL the stack runs
  * with: a user may write only `recsys/events/<its username>`, the bridge account reads them all.
- * Payloads must cross byte for byte in both directions.
+ * Payloads must cross byte for byte in both directions, from the device listener to the bridge
+ * listener. Each listener takes only its own accounts.
  */
 import { spawn } from 'node:child_process';
 import { before, describe, test } from 'node:test';
@@ -12,11 +13,14 @@ import { addMqttUser, config, requireServices, run, uniq } from '../harness.js';
 
 const HOST = new URL(config.mqtt.url).hostname;
 const PORT = new URL(config.mqtt.url).port || '1883';
+const BRIDGE_HOST = new URL(config.mqtt.bridgeUrl).hostname;
+const BRIDGE_PORT = new URL(config.mqtt.bridgeUrl).port || '1884';
 
-/** Connects with the project's client, bounded. */
+/** Connects with the project's client, bounded (the bridge account to its own listener). */
 function connectAs(username: string, password: string): Promise<MqttClient> {
+  const url = username === config.mqtt.username ? config.mqtt.bridgeUrl : config.mqtt.url;
   return withTimeout(
-    connectMqtt({ url: config.mqtt.url, username, password, connectTimeoutMs: 3000 }),
+    connectMqtt({ url, username, password, connectTimeoutMs: 3000 }),
     5000,
     () => new Error(`mqtt: no CONNACK for ${username} within 5 s`),
   );
@@ -121,7 +125,8 @@ describe('mqtt', () => {
       // -C 1: exit after one message; -W 10: give up after 10 s; -N: no newline after it.
       const sub = spawn(
         'mosquitto_sub',
-        ['-h', HOST, '-p', PORT, '-u', config.mqtt.username, '-P', config.mqtt.password].concat([
+        ['-h', BRIDGE_HOST, '-p', BRIDGE_PORT, '-u', config.mqtt.username, '-P'].concat([
+          config.mqtt.password,
           '-t',
           topic,
           '-q',
@@ -169,6 +174,41 @@ describe('mqtt', () => {
         await exited.catch(() => undefined);
         await client.endAsync();
       }
+    },
+  );
+
+  test(
+    'each listener refuses the other side: the bridge account on the device listener, a device on the bridge listener',
+    { timeout: 60_000 },
+    async (t) => {
+      if (!(await requireServices(t, 'mosquitto'))) return;
+      if (addUserError) throw addUserError;
+      const attempt = (host: string, port: string, username: string, pw: string) =>
+        run(
+          'mosquitto_sub',
+          ['-h', host, '-p', port, '-V', 'mqttv5', '-u', username, '-P', pw].concat([
+            '-t',
+            `${config.mqtt.topicPrefix}/${user}`,
+            '-W',
+            '2',
+          ]),
+          { timeoutMs: 15_000 },
+        );
+      // Control: each account on its own listener connects (and waits out -W: exit 27).
+      for (const [host, port, name, pw] of [
+        [HOST, PORT, user, password],
+        [BRIDGE_HOST, BRIDGE_PORT, config.mqtt.username, config.mqtt.password],
+      ] as const) {
+        const ok = await attempt(host, port, name, pw);
+        assert.doesNotMatch(ok.stderr, /not authori[sz]ed|bad user name or password/i, name);
+        assert.equal(ok.code, 27, `${name}: exit ${ok.code}: ${ok.stderr}`);
+      }
+      const bridgeOnDevices = await attempt(HOST, PORT, config.mqtt.username, config.mqtt.password);
+      assert.notEqual(bridgeOnDevices.code, 27, 'the bridge account connected to the devices');
+      assert.match(bridgeOnDevices.stderr, /not authori[sz]ed|bad user name or password/i);
+      const deviceOnBridge = await attempt(BRIDGE_HOST, BRIDGE_PORT, user, password);
+      assert.notEqual(deviceOnBridge.code, 27, 'a device connected to the bridge listener');
+      assert.match(deviceOnBridge.stderr, /not authori[sz]ed|bad user name or password/i);
     },
   );
 });

@@ -18,7 +18,7 @@ import { loadConfig, type Config } from '../../../core/config.js';
 import { sleep } from '../../../core/retry.js';
 import { runBatch } from '../../../batch/run.js';
 import { mintToken, WS_PROTOCOL } from '../../../core/auth.js';
-import { PROMETHEUS_PORT, prometheusConfDir } from '../../../deploy/local/monitoring.js';
+import { prometheusConfDir } from '../../../deploy/local/monitoring.js';
 import type { StackContext } from '../../../deploy/local/service-def.js';
 import { deleteTopics, freePort, purgeMqttSession } from '../ingest/bridge-process.js';
 import { config as baseConfig, log, requireServices, run, uniq, productEnv } from '../harness.js';
@@ -26,7 +26,7 @@ import { elasticAuthHeaders } from '../../../stream/elastic.js';
 
 /** The database shared with the e2e test (both flush it), or RECSYS_TEST_REDIS_DB. */
 const DB = Number(process.env.RECSYS_TEST_REDIS_DB ?? 6);
-const PROM = `http://127.0.0.1:${PROMETHEUS_PORT}`;
+const PROM = `http://127.0.0.1:${baseConfig.local.prometheusPort}`;
 
 interface Panel {
   title: string;

@@ -26,6 +26,8 @@ export const ROOT = process.cwd();
 export const MAIN = join(ROOT, 'dist', 'stream', 'main.js');
 export const MQTT_HOST = new URL(config.mqtt.url).hostname;
 export const MQTT_PORT = new URL(config.mqtt.url).port || '1883';
+/** The bridge listener (only the bridge account may connect there). */
+export const BRIDGE_PORT = new URL(config.mqtt.bridgeUrl).port || '1884';
 
 /** A port nobody listens on right now (bound to 0, then released). */
 export function freePort(): Promise<number> {
@@ -61,7 +63,7 @@ export async function bridgeSetup(overrides: Record<string, string> = {}): Promi
   const id = uniq('test');
   const port = await freePort();
   const topics = { events: `${id}.events`, dlq: `${id}.dlq`, served: `${id}.served` };
-  const clientId = `${id}-bridge`;
+  const clientId = `${id}/bridge`;
   const ingestToken = `svc-${randomBytes(24).toString('base64url')}`;
   const env: NodeJS.ProcessEnv = {
     ...process.env,
@@ -190,7 +192,7 @@ export class Cleanup {
 /** Connects with the bridge's client id and a clean start, which discards its stored session. */
 export async function purgeMqttSession(clientId: string): Promise<void> {
   const client = await connectMqtt({
-    url: config.mqtt.url,
+    url: config.mqtt.bridgeUrl,
     username: config.mqtt.username,
     password: config.mqtt.password,
     clientId,
@@ -226,8 +228,11 @@ export interface PublishOptions {
   /** Default: `<prefix>/<username>`. */
   topic?: string;
   debug?: boolean;
-  /** `m` (default): the payload is the `-m` argument; `s`: stdin is the payload (`-s`). */
-  via?: 'm' | 's';
+  /**
+   * `m` (default): the payload is the `-m` argument; `s`: stdin is the payload (`-s`); `l`: each
+   * line of stdin is one message, all over one connection (`-l`).
+   */
+  via?: 'm' | 's' | 'l';
 }
 
 /** One `mosquitto_pub -V mqttv5 -q 1` of `payload`, byte for byte (no shell in between). */
@@ -240,9 +245,9 @@ export function mosquittoPub(
   if (opts.password !== undefined) args.push('-P', opts.password);
   args.push('-t', opts.topic ?? `${config.mqtt.topicPrefix}/${opts.username ?? ''}`);
   if (opts.debug) args.push('-d');
-  if (opts.via === 's') {
-    // -s: the whole of stdin is the message (no argv limits, any bytes).
-    args.push('-s');
+  if (opts.via === 's' || opts.via === 'l') {
+    // -s: the whole of stdin is the message (no argv limits, any bytes); -l: one per line.
+    args.push(`-${opts.via}`);
     return run('mosquitto_pub', args, { input: payload, timeoutMs: 20_000 });
   }
   return run('mosquitto_pub', args.concat(['-m', payload.toString()]), { timeoutMs: 20_000 });

@@ -3,7 +3,7 @@
  * Kafka; batches are all or nothing (a bad event rejects the batch with 400 naming the event and
  * field, nothing reaches the events topic, the rejection reaches the DLQ); 413 past the body,
  * event or batch bound; 415 for a non-JSON content type; 400 bad_json. Only with a credential:
- * 401 without one, 403 for a user's JWT posting another user's event, 202 with a service token
+ * 401 without one (before a body over the bound is read, so never a 413), 403 for a user's JWT posting another user's event, 202 with a service token
  * (either of two while rotating) or the user's own JWT; refusals counted in /metrics, never in
  * the DLQ. Also /healthz and /readyz.
  */
@@ -282,6 +282,59 @@ describe('ingest: HTTP POST /v1/events', () => {
       const atLimit = await post(JSON.stringify(ten));
       assert.equal(atLimit.status, 202, atLimit.text);
       assert.deepEqual(atLimit.json, { accepted: 10 });
+    },
+  );
+
+  test(
+    'an unknown sender with a body over the bound gets 401, not 413, before its body is read',
+    { timeout: 60_000 },
+    async (t) => {
+      if (!(await guard(t))) return;
+      const refused = async (status: string, code: string): Promise<number> => {
+        const text = await (await fetch(`${setup.baseUrl}/metrics`)).text();
+        const line = text
+          .split('\n')
+          .find((l) => l.startsWith('recsys_ingest_http_refused_total{') && l.includes(code));
+        return line && line.includes(`status="${status}"`) ? Number(line.split(' ').pop()) : 0;
+      };
+      const before = { 401: await refused('401', 'RECSYS_UNAUTHENTICATED') };
+      const before413 = await refused('413', 'RECSYS_PAYLOAD_TOO_LARGE');
+      const forged = `Bearer ${await mintToken(config.serving, user, 600)}x`;
+      const huge = JSON.stringify([
+        validEvent(user, { context: { page: 'p'.repeat(100 * 1024) } }),
+      ]);
+      // With a content-length over the bound (fetch), and streamed without one (curl, 4 MiB).
+      const declared = await post(huge, 'application/json', forged);
+      assert.equal(declared.status, 401, declared.text);
+      assert.equal((declared.json as ErrorBody).error.code, 'RECSYS_UNAUTHENTICATED');
+      const big = Buffer.alloc(4 << 20, 0x20);
+      const chunked = await run(
+        'curl',
+        ['-s', '-o', '/dev/null', '-w', '%{http_code} %{size_upload}', '-X', 'POST'].concat([
+          '-H',
+          'content-type: application/json',
+          '-H',
+          `authorization: ${forged}`,
+          '-H',
+          'transfer-encoding: chunked',
+          '--data-binary',
+          '@-',
+          url,
+        ]),
+        { input: big, timeoutMs: 20_000 },
+      );
+      const [code, uploaded] = chunked.stdout.split(' ').map(Number);
+      assert.equal(code, 401, `chunked: ${chunked.stdout} ${chunked.stderr}`);
+      assert.ok((uploaded as number) < big.length, `the whole body was sent: ${uploaded} bytes`);
+      assert.equal(await refused('401', 'RECSYS_UNAUTHENTICATED'), before[401] + 2);
+      assert.equal(
+        await refused('413', 'RECSYS_PAYLOAD_TOO_LARGE'),
+        before413,
+        'a 413 was counted',
+      );
+      // The same body from a known sender is 413 (the bound still holds).
+      const known = await post(huge);
+      assert.equal(known.status, 413, known.text);
     },
   );
 

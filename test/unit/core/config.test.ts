@@ -16,7 +16,7 @@ function repoRoot(): string {
 
 describe('loadConfig', () => {
   it('fills every value from documented defaults and freezes the result', () => {
-    const config = loadConfig({});
+    const config = loadConfig({ RECSYS_ENV: 'development' });
     assert.deepEqual(config.kafka.brokers, ['127.0.0.1:9092']);
     assert.equal(config.kafka.topics.events, 'recsys.events.v1');
     assert.equal(config.ingest.maxEventBytes, 16384);
@@ -31,6 +31,7 @@ describe('loadConfig', () => {
 
   it('reads overrides and trims list entries and trailing slashes', () => {
     const config = loadConfig({
+      RECSYS_ENV: 'development',
       RECSYS_KAFKA_BROKERS: 'a:1, b:2',
       RECSYS_SCHEMA_REGISTRY_URL: 'http://reg:8081/apis/ccompat/v7/',
       RECSYS_HTTP_PORT: '0',
@@ -51,7 +52,7 @@ describe('loadConfig', () => {
       ['RECSYS_SHUTDOWN_TIMEOUT_MS', '0'],
     ] as const) {
       assert.throws(
-        () => loadConfig({ [name]: value }),
+        () => loadConfig({ RECSYS_ENV: 'development', [name]: value }),
         (err: unknown) =>
           err instanceof ConfigError && err.variable === name && err.message.startsWith(name),
         name,
@@ -62,18 +63,79 @@ describe('loadConfig', () => {
   it("takes the consumed event types from the schema's types, and refuses others", () => {
     assert.deepEqual([...EVENT_TYPE_NAMES].sort(), [...EVENT_TYPES].sort());
     assert.deepEqual(
-      loadConfig({ RECSYS_FEATURES_CONSUMED_TYPES: 'purchase' }).features.consumedTypes,
+      loadConfig({ RECSYS_ENV: 'development', RECSYS_FEATURES_CONSUMED_TYPES: 'purchase' }).features
+        .consumedTypes,
       ['purchase'],
     );
     assert.throws(
-      () => loadConfig({ RECSYS_FEATURES_CONSUMED_TYPES: 'purchase,wish' }),
+      () =>
+        loadConfig({ RECSYS_ENV: 'development', RECSYS_FEATURES_CONSUMED_TYPES: 'purchase,wish' }),
       (err: unknown) =>
         err instanceof ConfigError && err.variable === 'RECSYS_FEATURES_CONSUMED_TYPES',
     );
   });
 
+  it('refuses a published secret outside development, naming the variable', () => {
+    const random = (): string => crypto.randomUUID() + crypto.randomUUID();
+    const own = {
+      RECSYS_JWT_SECRET: random(),
+      RECSYS_MQTT_PASSWORD: random(),
+      RECSYS_RETRAIN_TOKEN: random(),
+      RECSYS_INGEST_TOKENS: `${random()},${random()}`,
+    };
+    const refused = (env: Record<string, string>, variable: string): void =>
+      assert.throws(
+        () => loadConfig(env),
+        (err: unknown) =>
+          err instanceof ConfigError &&
+          err.code === 'RECSYS_CONFIG_PUBLISHED_SECRET' &&
+          err.variable === variable &&
+          err.message.startsWith(`${variable}: `),
+        variable,
+      );
+    // Nothing set: the development default of the JWT secret is published.
+    refused({}, 'RECSYS_JWT_SECRET');
+    refused({ RECSYS_ENV: 'production' }, 'RECSYS_JWT_SECRET');
+    refused({ ...own, RECSYS_MQTT_PASSWORD: '' }, 'RECSYS_MQTT_PASSWORD');
+    // Placeholders, as example env files ship them.
+    refused(
+      { ...own, RECSYS_JWT_SECRET: 'change-me-to-at-least-32-random-characters' },
+      'RECSYS_JWT_SECRET',
+    );
+    refused({ ...own, RECSYS_RETRAIN_TOKEN: 'change-me' }, 'RECSYS_RETRAIN_TOKEN');
+    refused(
+      { ...own, RECSYS_INGEST_TOKENS: `${random()},change-me-to-24-or-more-random-characters` },
+      'RECSYS_INGEST_TOKENS',
+    );
+    // Secrets of one's own pass; so do the defaults in development, and an unset retrain token.
+    assert.equal(loadConfig(own).environment, 'production');
+    assert.equal(loadConfig({ ...own, RECSYS_RETRAIN_TOKEN: '' }).batch.retrainToken, '');
+    const dev = loadConfig({
+      RECSYS_ENV: 'development',
+      RECSYS_INGEST_TOKENS: 'change-me-0123456789abcdef',
+    });
+    assert.equal(dev.environment, 'development');
+    assert.equal(dev.mqtt.password, 'bridge-local-secret');
+    assert.throws(
+      () => loadConfig({ ...own, RECSYS_ENV: 'staging' }),
+      (err: unknown) => err instanceof ConfigError && err.variable === 'RECSYS_ENV',
+    );
+  });
+
+  it("requires a '/' in the bridge's MQTT client id, which no userId (device client id) has", () => {
+    const dev = { RECSYS_ENV: 'development' };
+    assert.equal(loadConfig(dev).mqtt.clientId, 'recsys/bridge-1');
+    assert.throws(
+      () => loadConfig({ ...dev, RECSYS_MQTT_CLIENT_ID: 'recsys-bridge-1' }),
+      (err: unknown) => err instanceof ConfigError && err.variable === 'RECSYS_MQTT_CLIENT_ID',
+    );
+  });
+
   it('expands ~ in the cache dir from HOME', () => {
-    assert.equal(loadConfig({ HOME: '/home/x' }).local.cacheDir, '/home/x/.cache/recsys');
+    assert.equal(
+      loadConfig({ RECSYS_ENV: 'development', HOME: '/home/x' }).local.cacheDir,
+      '/home/x/.cache/recsys',
+    );
   });
 
   it('is documented in the README with the same defaults', () => {

@@ -38,17 +38,17 @@ const server = (port: number, sharedPort: boolean, portVariable?: string): HttpS
 
 describe('ports', () => {
   it('gives each process kind its own default, and RECSYS_HTTP_PORT overrides it', () => {
-    const config = loadConfig({});
+    const config = loadConfig({ RECSYS_ENV: 'development' });
     assert.deepEqual(listenPort(config, 'serving'), {
       port: 8080,
       variable: 'RECSYS_SERVING_PORT',
     });
     assert.deepEqual(listenPort(config, 'stream'), { port: 8090, variable: 'RECSYS_STREAM_PORT' });
     assert.deepEqual(listenPort(config, 'batch'), { port: 8095, variable: 'RECSYS_BATCH_PORT' });
-    const one = loadConfig({ RECSYS_HTTP_PORT: '9999' });
+    const one = loadConfig({ RECSYS_ENV: 'development', RECSYS_HTTP_PORT: '9999' });
     assert.deepEqual(listenPort(one, 'batch'), { port: 9999, variable: 'RECSYS_HTTP_PORT' });
     assert.throws(
-      () => loadConfig({ RECSYS_BATCH_PORT: '8090' }),
+      () => loadConfig({ RECSYS_ENV: 'development', RECSYS_BATCH_PORT: '8090' }),
       (err: unknown) => err instanceof ConfigError && err.variable === 'RECSYS_BATCH_PORT',
     );
   });

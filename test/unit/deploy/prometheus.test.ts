@@ -101,7 +101,7 @@ describe('deploy/prometheus', () => {
     const recsys = doc.scrape_configs.find((s) => s.job_name === 'recsys');
     assert.deepEqual(recsys?.file_sd_configs?.[0]?.files, ['targets/*.json']);
     // The shipped targets are the configured defaults, one port per kind.
-    const defaults = scrapeTargets(loadConfig({}));
+    const defaults = scrapeTargets(loadConfig({ RECSYS_ENV: 'development' }));
     assert.deepEqual(
       JSON.parse(text('targets/recsys.json')),
       defaults.sort((a, b) => (a.targets[0] as string).localeCompare(b.targets[0] as string)),
@@ -130,22 +130,38 @@ describe('deploy/prometheus', () => {
     const webhook = doc.receivers.find((r) => r.name === route.receiver)?.webhook_configs?.[0];
     const url = new URL(webhook?.url ?? '');
     assert.equal(url.pathname, RETRAIN_PATH);
-    assert.equal(Number(url.port), loadConfig({}).http.ports.batch);
+    assert.equal(Number(url.port), loadConfig({ RECSYS_ENV: 'development' }).http.ports.batch);
     assert.equal(webhook?.http_config?.authorization?.type, 'Bearer');
     assert.ok(webhook?.http_config?.authorization?.credentials_file);
   });
 
   test('the local copies point at this checkout, the configured ports and the token file', () => {
-    const config = loadConfig({ RECSYS_BATCH_PORT: '18095' });
-    const prom = parse(localPrometheusConfig(text('prometheus.yml'), '/ck')) as {
+    const config = loadConfig({
+      RECSYS_ENV: 'development',
+      RECSYS_BATCH_PORT: '18095',
+      RECSYS_PROMETHEUS_PORT: '19090',
+      RECSYS_ALERTMANAGER_PORT: '19094',
+    });
+    const prom = parse(localPrometheusConfig(text('prometheus.yml'), '/ck', config)) as {
       global: { scrape_interval: string };
       rule_files: string[];
+      alerting: { alertmanagers: { static_configs: { targets: string[] }[] }[] };
+      scrape_configs: { job_name: string; static_configs?: { targets: string[] }[] }[];
     };
     assert.equal(prom.global.scrape_interval, '5s');
+    const targets = prom.alerting.alertmanagers[0]?.static_configs[0]?.targets;
+    assert.deepEqual(targets, ['127.0.0.1:19094']);
+    const own = prom.scrape_configs
+      .flatMap((c) => c.static_configs ?? [])
+      .flatMap((c) => c.targets);
+    assert.ok(own.includes('127.0.0.1:19090'), `Prometheus scrapes itself: ${own}`);
     assert.deepEqual(prom.rule_files, ['/ck/deploy/prometheus/rules/*.yml']);
     const am = localAlertmanagerConfig(text('alertmanager.yml'), config, '/t/token');
     assert.match(am, /url: http:\/\/127\.0\.0\.1:18095\/v1\/admin\/retrain/);
     assert.match(am, /credentials_file: \/t\/token/);
-    assert.throws(() => localPrometheusConfig('global: {}', '/ck'), /update monitoring\.ts/);
+    assert.throws(
+      () => localPrometheusConfig('global: {}', '/ck', config),
+      /update monitoring\.ts/,
+    );
   });
 });

@@ -27,8 +27,11 @@ describe('secure backbone settings', () => {
   it('makes credentials only when RECSYS_SECURE_BACKBONE=1, each 0600, the same on every read', async () => {
     const localDir = await mkdtemp(join(tmpdir(), 'secure-'));
     try {
-      assert.equal(await backboneCredentials({ config: loadConfig({}), localDir }), null);
-      const config = loadConfig({ RECSYS_SECURE_BACKBONE: '1' });
+      assert.equal(
+        await backboneCredentials({ config: loadConfig({ RECSYS_ENV: 'development' }), localDir }),
+        null,
+      );
+      const config = loadConfig({ RECSYS_ENV: 'development', RECSYS_SECURE_BACKBONE: '1' });
       const made = await backboneCredentials({ config, localDir });
       assert.ok(made);
       assert.deepEqual(await backboneCredentials({ config, localDir }), made);
@@ -43,6 +46,7 @@ describe('secure backbone settings', () => {
 
   it('hands the logins to child processes through the usual variables', () => {
     const base = loadConfig({
+      RECSYS_ENV: 'development',
       RECSYS_SECURE_BACKBONE: '1',
       RECSYS_REDIS_URL: 'redis://127.0.0.1:26379/4',
     });
@@ -54,11 +58,11 @@ describe('secure backbone settings', () => {
       password: 'kafka-app-pw',
     });
     // What a child loads from the variables is what the parent holds.
-    const child = loadConfig(backboneLoginEnv(config));
+    const child = loadConfig({ RECSYS_ENV: 'development', ...backboneLoginEnv(config) });
     assert.equal(child.redis.url, config.redis.url);
     assert.deepEqual(child.kafka.sasl, config.kafka.sasl);
     // The plain backbone passes nothing on.
-    assert.deepEqual(backboneLoginEnv(loadConfig({})), {});
+    assert.deepEqual(backboneLoginEnv(loadConfig({ RECSYS_ENV: 'development' })), {});
     assert.equal(withCredentials(base, null), base);
   });
 
@@ -108,6 +112,7 @@ describe('secure backbone settings', () => {
       await writeFile(join(data, 'meta.properties'), 'version=1\n');
       const ctx: StackContext = {
         config: loadConfig({
+          RECSYS_ENV: 'development',
           RECSYS_SECURE_BACKBONE: '1',
           RECSYS_KAFKA_BROKERS: '127.0.0.1:29092',
         }),

@@ -145,7 +145,10 @@ describe('validateEvent: happy path and normalisation', () => {
   });
 
   it('takes IngestConfig as its limits', () => {
-    const ingest: IngestConfig = { ...loadConfig({}).ingest, ...limits };
+    const ingest: IngestConfig = {
+      ...loadConfig({ RECSYS_ENV: 'development' }).ingest,
+      ...limits,
+    };
     assert.equal(validateEvent(event(), ingest, ctx).userId, 'u-1');
   });
 });

@@ -16,7 +16,11 @@ function cachesWith(lists: Map<string, ScoredList>) {
     },
   };
   const stores = { online } as unknown as FeedStores;
-  const caches = new FeedCaches(stores, loadConfig({}), createLogger('silent', 'test'));
+  const caches = new FeedCaches(
+    stores,
+    loadConfig({ RECSYS_ENV: 'development' }),
+    createLogger('silent', 'test'),
+  );
   return {
     caches,
     reads,

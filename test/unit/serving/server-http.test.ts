@@ -39,7 +39,7 @@ function double(delayMs = 0) {
 }
 
 async function start(env: Record<string, string>, delayMs = 0) {
-  const config = loadConfig({ RECSYS_HTTP_PORT: '0', ...env });
+  const config = loadConfig({ RECSYS_ENV: 'development', RECSYS_HTTP_PORT: '0', ...env });
   const serving = await startServing({
     config,
     log,

@@ -64,9 +64,10 @@ describe('client factories', () => {
   });
 
   it('reads Kafka SASL: none by default, a mechanism needs a user and a password', () => {
-    assert.equal(loadConfig({}).kafka.sasl, null);
+    assert.equal(loadConfig({ RECSYS_ENV: 'development' }).kafka.sasl, null);
     assert.deepEqual(
       loadConfig({
+        RECSYS_ENV: 'development',
         RECSYS_KAFKA_SASL_MECHANISM: 'SCRAM-SHA-512',
         RECSYS_KAFKA_USERNAME: 'app',
         RECSYS_KAFKA_PASSWORD: 'pw',
@@ -87,8 +88,14 @@ describe('client factories', () => {
   });
 
   it('turns RECSYS_ES_API_KEY into Authorization: ApiKey for fetch and curl, none without it', () => {
-    const es = loadConfig({ RECSYS_ES_API_KEY: 'a2V5OnNlY3JldA==' }).elasticsearch;
+    const es = loadConfig({
+      RECSYS_ENV: 'development',
+      RECSYS_ES_API_KEY: 'a2V5OnNlY3JldA==',
+    }).elasticsearch;
     assert.deepEqual(elasticAuthHeaders(es), { authorization: 'ApiKey a2V5OnNlY3JldA==' });
-    assert.deepEqual(elasticAuthHeaders(loadConfig({}).elasticsearch), {});
+    assert.deepEqual(
+      elasticAuthHeaders(loadConfig({ RECSYS_ENV: 'development' }).elasticsearch),
+      {},
+    );
   });
 });

@@ -9,7 +9,7 @@ const A = 'service-token-a-0123456789abcdef';
 const B = 'service-token-b-0123456789abcdef';
 
 describe('IngestAuth', () => {
-  const config = loadConfig({ RECSYS_INGEST_TOKENS: `${A}, ${B}` });
+  const config = loadConfig({ RECSYS_ENV: 'development', RECSYS_INGEST_TOKENS: `${A}, ${B}` });
   const auth = new IngestAuth(config);
 
   it('takes each listed service token, and nothing close to one', async () => {
@@ -29,13 +29,16 @@ describe('IngestAuth', () => {
   });
 
   it('without RECSYS_INGEST_TOKENS takes JWTs only', async () => {
-    const none = new IngestAuth(loadConfig({}));
+    const none = new IngestAuth(loadConfig({ RECSYS_ENV: 'development' }));
     assert.equal(none.isService(A), false);
     await assert.rejects(none.authenticate(`Bearer ${A}`), AuthError);
   });
 
   it('refuses short or spaced service tokens at start, naming the variable', () => {
-    assert.throws(() => loadConfig({ RECSYS_INGEST_TOKENS: 'short' }), /RECSYS_INGEST_TOKENS/);
+    assert.throws(
+      () => loadConfig({ RECSYS_ENV: 'development', RECSYS_INGEST_TOKENS: 'short' }),
+      /RECSYS_INGEST_TOKENS/,
+    );
   });
 });
 

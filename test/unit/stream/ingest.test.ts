@@ -69,7 +69,10 @@ function pipelineWithoutKafka(dlqTimeoutMs: number) {
   const topics = { events: 't.events', dlq: 't.dlq', served: 't.served' };
   const schema = (name: string): object =>
     subjectsFor(topics).find((s) => s.name === name)?.schema as object;
-  const config = loadConfig({ RECSYS_INGEST_DLQ_TIMEOUT_MS: String(dlqTimeoutMs) });
+  const config = loadConfig({
+    RECSYS_ENV: 'development',
+    RECSYS_INGEST_DLQ_TIMEOUT_MS: String(dlqTimeoutMs),
+  });
   const pipeline = new IngestPipeline({
     batcher,
     encoders: {
