@@ -34,7 +34,8 @@ import {
 import type { SessionFeatures } from '../../../store/session-features.js';
 
 const log = createLogger(process.env.RECSYS_LOG_LEVEL ?? 'warn');
-const config = loadConfig(process.env);
+// No service and no secret is used here: the development defaults are enough.
+const config = loadConfig({ ...process.env, RECSYS_ENV: 'development' });
 const QUERIES = 300;
 const PER_QUERY = 20;
 const TRAIN_QUERIES = 230; // the rest are held out for the ranking check
