@@ -35,6 +35,12 @@ function dcg(gains: readonly number[]): number {
   return s;
 }
 
+/** NDCG@10 of one ranked list against one user's graded relevance. */
+function ndcgAt10(list: readonly string[], rel: ReadonlyMap<string, number>): number {
+  const idcg = dcg([...rel.values()].sort((a, b) => b - a).slice(0, 10));
+  return idcg > 0 ? dcg(list.slice(0, 10).map((i) => rel.get(i) ?? 0)) / idcg : 0;
+}
+
 /** Metrics of `recommendations` (user -> ranked item ids) against `relevance` (user -> item -> gain). */
 export function evaluate(
   recommendations: ReadonlyMap<string, readonly string[]>,
@@ -52,10 +58,7 @@ export function evaluate(
     users += 1;
     const list = recommendations.get(user) ?? [];
     for (const item of list.slice(0, 10)) shown.add(item);
-    const gains10 = list.slice(0, 10).map((i) => rel.get(i) ?? 0);
-    const ideal = [...rel.values()].sort((a, b) => b - a).slice(0, 10);
-    const idcg = dcg(ideal);
-    ndcg += idcg > 0 ? dcg(gains10) / idcg : 0;
+    ndcg += ndcgAt10(list, rel);
     const top20 = list.slice(0, 20);
     const found = top20.filter((i) => rel.has(i)).length;
     recall += found / Math.min(20, rel.size);
@@ -82,9 +85,7 @@ export function ndcgByUser(
   const out = new Map<string, number>();
   for (const [user, rel] of relevance) {
     if (rel.size === 0) continue;
-    const gains10 = (recommendations.get(user) ?? []).slice(0, 10).map((i) => rel.get(i) ?? 0);
-    const idcg = dcg([...rel.values()].sort((a, b) => b - a).slice(0, 10));
-    out.set(user, idcg > 0 ? dcg(gains10) / idcg : 0);
+    out.set(user, ndcgAt10(recommendations.get(user) ?? [], rel));
   }
   return out;
 }

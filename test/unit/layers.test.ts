@@ -5,10 +5,11 @@
 // limits (450 lines a file, 150 a function). Read from the TypeScript sources with the compiler.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync, statSync } from 'node:fs';
-import { dirname, join, relative, resolve } from 'node:path';
+import { readFileSync } from 'node:fs';
+import { dirname, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import ts from 'typescript';
+import { tsSources } from './source-files.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 const LAYERS = ['core', 'schemas', 'store', 'stream', 'serving', 'batch', 'deploy', 'bench'];
@@ -20,16 +21,7 @@ const MAX_FILE_LINES = 450;
 const MAX_FUNCTION_LINES = 150;
 
 function sources(): string[] {
-  const out: string[] = [];
-  const walk = (dir: string): void => {
-    for (const name of readdirSync(dir)) {
-      const path = join(dir, name);
-      if (statSync(path).isDirectory()) walk(path);
-      else if (name.endsWith('.ts') && !name.endsWith('.d.ts')) out.push(path);
-    }
-  };
-  for (const layer of LAYERS) walk(join(ROOT, layer));
-  return out;
+  return tsSources(ROOT, LAYERS);
 }
 
 interface Parsed {

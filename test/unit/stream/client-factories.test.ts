@@ -4,12 +4,13 @@
 // from RECSYS_REDIS_URL itself. Read from the TypeScript sources.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync, statSync } from 'node:fs';
-import { dirname, join, relative, resolve } from 'node:path';
+import { readFileSync } from 'node:fs';
+import { dirname, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadConfig } from '../../../core/config.js';
 import { ConfigError } from '../../../core/errors.js';
 import { elasticAuthHeaders } from '../../../stream/elastic.js';
+import { tsSources } from '../source-files.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../../../..');
 const FOLDERS = [
@@ -25,16 +26,7 @@ const FOLDERS = [
 ];
 
 function sources(): string[] {
-  const out: string[] = [];
-  const walk = (dir: string): void => {
-    for (const name of readdirSync(dir)) {
-      const path = join(dir, name);
-      if (statSync(path).isDirectory()) walk(path);
-      else if (name.endsWith('.ts') && !name.endsWith('.d.ts')) out.push(path);
-    }
-  };
-  for (const folder of FOLDERS) walk(join(ROOT, folder));
-  return out;
+  return tsSources(ROOT, FOLDERS);
 }
 
 /** Files (relative) whose text matches `pattern`. */
