@@ -2,7 +2,7 @@
  * Every error code the stack raises or answers with, declared once: the HTTP status an endpoint
  * answers it with (500 for errors that never reach a client as themselves) and whether another
  * attempt may succeed. `RecsysError` takes its default `retriable` from here; HTTP answers are
- * `{ error: { code, message } }` with this status. The README lists this table.
+ * `{ error: { code, message } }` with this status. docs/errors.md lists this table.
  *
  * @example
  *   throw new RecsysError('RECSYS_CSV_COLUMNS', 'no userId column');

@@ -8,7 +8,7 @@
  *   node dist/deploy/local/cli.js mqtt-user <username> [password]   (a device account)
  *   node dist/deploy/local/cli.js credentials  (the secure backbone's logins as `export` lines)
  *   node dist/deploy/local/cli.js env        (every variable with its default)
- *   node dist/deploy/local/cli.js errors     (every error code, as the README's table)
+ *   node dist/deploy/local/cli.js errors     (every error code, as docs/errors.md's table)
  *
  * Services: kafka, registry, redis, mosquitto, elasticsearch, prometheus, alertmanager (default:
  * RECSYS_LOCAL_SERVICES), and the product's processes stream and serving (`app.ts`).
@@ -131,7 +131,7 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
-/** `errors` (the README's error table is this output) and `env`: no stack needed. */
+/** `errors` (docs/errors.md's table is this output) and `env`: no stack needed. */
 function printTable(command: 'errors' | 'env'): number {
   if (command === 'env') {
     for (const v of VARIABLES) console.log(`${v.name}=${v.default}  # ${v.doc}`);
