@@ -60,6 +60,7 @@ export interface IngestConfig {
   httpTimeoutMs: number;
   maxQueuedBytes: number;
   dlqTimeoutMs: number;
+  recentEvents: number;
 }
 
 export interface ConsumerConfig {
@@ -272,6 +273,7 @@ function connections(
       httpTimeoutMs: int('RECSYS_INGEST_HTTP_TIMEOUT_MS', 100),
       maxQueuedBytes: int('RECSYS_INGEST_MAX_QUEUED_BYTES', 1 << 20, 2 ** 40),
       dlqTimeoutMs: int('RECSYS_INGEST_DLQ_TIMEOUT_MS', 100, 600_000),
+      recentEvents: int('RECSYS_INGEST_RECENT_EVENTS', 0, 10_000_000),
     },
     healthTimeoutMs: int('RECSYS_HEALTH_TIMEOUT_MS', 50, 60_000),
     shutdownTimeoutMs: int('RECSYS_SHUTDOWN_TIMEOUT_MS', 100, 3_600_000),

@@ -43,7 +43,14 @@ export {
 export { withFileLock, type FileLockOptions } from './file-lock.js';
 export { createLogger, type Logger } from './log.js';
 export { createMetricsRegistry, Registry } from './metrics.js';
-export { deadlineSignal, retry, sleep, withTimeout, type RetryOptions } from './retry.js';
+export {
+  deadlineSignal,
+  retry,
+  sleep,
+  untilAborted,
+  withTimeout,
+  type RetryOptions,
+} from './retry.js';
 export { checkHealth, type HealthCheck, type HealthReport } from './health.js';
 export {
   createHttpServer,

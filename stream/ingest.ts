@@ -32,6 +32,7 @@ import {
   validateEvent,
 } from '../schemas/index.js';
 import type { KafkaBatcher, OutgoingMessage, SendOptions } from './producer.js';
+import { eventKey, RecentWrites } from './recent-writes.js';
 
 export type IngestOutcome = 'accepted' | 'rejected';
 
@@ -52,6 +53,7 @@ export interface IngestMetrics {
   httpRefused: Counter<'status' | 'code'>;
   dropped: Counter<'reason'>;
   dlqTimeouts: Counter<'source'>;
+  copies: Counter<'source'>;
 }
 
 export function createIngestMetrics(registry: Registry): IngestMetrics {
@@ -105,6 +107,12 @@ export function createIngestMetrics(registry: Registry): IngestMetrics {
       labelNames: ['source'],
       registers: [registry],
     }),
+    copies: new Counter({
+      name: 'recsys_ingest_copies_total',
+      help: 'Accepted events not written to Kafka again: a copy (same userId and eventId) of one written or on its way (RECSYS_INGEST_RECENT_EVENTS), by source',
+      labelNames: ['source'],
+      registers: [registry],
+    }),
     batchSize: new Histogram({
       name: 'recsys_ingest_batch_messages',
       help: 'Messages per Kafka produce request',
@@ -140,9 +148,11 @@ export class IngestPipeline {
   readonly #rejected: Record<EventSource, Counter.Internal>;
   readonly #latency: Record<EventSource, Histogram.Internal<'source'>>;
   readonly #byType: Record<EventType, Counter.Internal>;
+  readonly #recent: RecentWrites;
 
   constructor(options: IngestPipelineOptions) {
     this.#o = options;
+    this.#recent = new RecentWrites(options.limits.recentEvents);
     this.#now = options.now ?? Date.now;
     const m = options.metrics;
     this.#accepted = {
@@ -196,7 +206,12 @@ export class IngestPipeline {
       await this.#toDlq([{ err, source: 'mqtt', topic, original: payload, receivedAt }], { force });
       return 'rejected';
     }
-    await this.#o.batcher.send(this.#o.topics.events, this.#message(event), { force });
+    const message = this.#message(event);
+    const copies = await this.#recent.write(
+      [eventKey(event.userId, event.eventId)],
+      (_, onOutcome) => this.#o.batcher.send(this.#o.topics.events, message, { force, onOutcome }),
+    );
+    if (copies > 0) this.#o.metrics.copies.labels('mqtt').inc(copies);
     this.#accepted.mqtt.inc();
     this.#byType[event.type].inc();
     this.#latency.mqtt.observe((performance.now() - t0) / 1000);
@@ -248,10 +263,18 @@ export class IngestPipeline {
       return { accepted: 0, rejections };
     }
     const topic = this.#o.topics.events;
-    await this.#o.batcher.sendAll(
-      events.map((e) => ({ topic, message: this.#message(e) })),
-      { signal },
+    const messages = events.map((e) => ({ topic, message: this.#message(e) }));
+    const keys = events.map((e) => eventKey(e.userId, e.eventId));
+    const copies = await this.#recent.write(
+      keys,
+      (fresh, onOutcome) =>
+        this.#o.batcher.sendAll(
+          fresh.map((i) => messages[i] as OutgoingMessage),
+          { signal, onOutcome },
+        ),
+      signal,
     );
+    if (copies > 0) this.#o.metrics.copies.labels('http').inc(copies);
     this.#accepted.http.inc(events.length);
     for (const e of events) this.#byType[e.type].inc();
     const seconds = (performance.now() - t0) / 1000;

@@ -22,7 +22,13 @@
  * messages that Kafka has not taken yet, so an abandoned request holds no memory.
  */
 import type { Message, Producer, TopicMessages } from 'kafkajs';
-import { DependencyUnavailableError, type Logger, RecsysError, retry } from '../core/index.js';
+import {
+  DependencyUnavailableError,
+  type Logger,
+  RecsysError,
+  retry,
+  untilAborted,
+} from '../core/index.js';
 
 type EntryState = 'queued' | 'sending' | 'withdrawn';
 
@@ -37,6 +43,8 @@ interface Entry {
   settled: boolean;
   resolve: () => void;
   reject: (err: Error) => void;
+  /** Told once whether Kafka has the message (see `SendOptions.onOutcome`). */
+  outcome: ((written: boolean) => void) | undefined;
 }
 
 export interface BatcherOptions {
@@ -62,6 +70,12 @@ export interface SendOptions {
    * with the signal's reason. A message already in a request may still land.
    */
   signal?: AbortSignal;
+  /**
+   * Called once per message (its index in the send) with its true fate, which a caller that
+   * gave up does not learn from the promise: true once Kafka acknowledged it, false when it
+   * will not be written (refused, withdrawn before Kafka took it, or failed at close).
+   */
+  onOutcome?: (index: number, written: boolean) => void;
 }
 
 export interface OutgoingMessage {
@@ -99,21 +113,6 @@ const noop = (): void => undefined;
 
 /** Withdrawn entries stay in the queue until a flush passes them, or until they are this many and half of it. */
 const COMPACT_AFTER = 1024;
-
-/** Settles like `promise`, or rejects when `signal` aborts first; leaves no listener behind. */
-async function untilAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
-  signal.throwIfAborted();
-  let onAbort: (() => void) | undefined;
-  const abort = new Promise<never>((_, reject) => {
-    onAbort = () => reject(signal.reason);
-    signal.addEventListener('abort', onAbort, { once: true });
-  });
-  try {
-    return await Promise.race([promise, abort]);
-  } finally {
-    signal.removeEventListener('abort', onAbort as () => void);
-  }
-}
 
 export class KafkaBatcher {
   readonly #opts: BatcherOptions;
@@ -165,11 +164,23 @@ export class KafkaBatcher {
 
   send(topic: string, message: Message, options: SendOptions = {}): Promise<void> {
     const bytes = sizeOf(message.key) + sizeOf(message.value);
-    const refused = this.#refusal(bytes, options);
+    const refused = this.#refusal(bytes, options, 1);
     if (refused) return Promise.reject(refused);
+    const onOutcome = options.onOutcome;
+    const outcome = onOutcome && ((written: boolean) => onOutcome(0, written));
     let entry!: Entry;
     const p = new Promise<void>((resolve, reject) => {
-      entry = { at: 0, bytes, topic, message, state: 'queued', settled: false, resolve, reject };
+      entry = {
+        at: 0,
+        bytes,
+        topic,
+        message,
+        state: 'queued',
+        settled: false,
+        resolve,
+        reject,
+        outcome,
+      };
     });
     this.#enqueue(entry);
     if (options.signal) this.#withdrawOnAbort(options.signal, [entry], p);
@@ -185,8 +196,9 @@ export class KafkaBatcher {
       bytes += n;
       return n;
     });
-    const refused = this.#refusal(bytes, options);
+    const refused = this.#refusal(bytes, options, messages.length);
     if (refused) return Promise.reject(refused);
+    const onOutcome = options.onOutcome;
     const entries: Entry[] = [];
     const all = Promise.all(
       messages.map(
@@ -201,6 +213,7 @@ export class KafkaBatcher {
               settled: false,
               resolve,
               reject,
+              outcome: onOutcome && ((written: boolean) => onOutcome(i, written)),
             };
             entries.push(entry);
             this.#enqueue(entry);
@@ -212,14 +225,17 @@ export class KafkaBatcher {
     return all;
   }
 
-  #refusal(bytes: number, options: SendOptions): Error | null {
-    if (this.#closed.signal.aborted) return new BatcherClosedError('the Kafka writer is closed');
-    if (options.signal?.aborted) return options.signal.reason as Error;
+  /** Why a send of `count` messages is refused, if it is (their outcome is then false). */
+  #refusal(bytes: number, options: SendOptions, count: number): Error | null {
+    let err: Error | null = null;
     const held = this.heldBytes;
-    if (!options.force && held > 0 && held + bytes > this.#maxQueuedBytes) {
-      return new IngestQueueFullError(held, this.#maxQueuedBytes);
+    if (this.#closed.signal.aborted) err = new BatcherClosedError('the Kafka writer is closed');
+    else if (options.signal?.aborted) err = options.signal.reason as Error;
+    else if (!options.force && held > 0 && held + bytes > this.#maxQueuedBytes) {
+      err = new IngestQueueFullError(held, this.#maxQueuedBytes);
     }
-    return null;
+    if (err) for (let i = 0; i < count; i++) options.onOutcome?.(i, false);
+    return err;
   }
 
   #enqueue(entry: Entry): void {
@@ -257,6 +273,7 @@ export class KafkaBatcher {
         this.#withdrawn = 0;
       }
       this.#released();
+      tell(e, false);
     }
     settle(e, reason);
   }
@@ -341,7 +358,10 @@ export class KafkaBatcher {
     // Bytes first: a caller resolved below that sends again sees the room.
     this.#sendingBytes -= bytes;
     if (!failure) this.#opts.onBatch?.(batch.length);
-    for (const e of batch) settle(e, failure);
+    for (const e of batch) {
+      tell(e, !failure);
+      settle(e, failure);
+    }
     this.#released();
   }
 
@@ -386,6 +406,13 @@ export class KafkaBatcher {
     this.#closed.abort(new BatcherClosedError('closed'));
     return clean;
   }
+}
+
+/** Reports an entry's fate to its sender's `onOutcome`, once. */
+function tell(e: Entry, written: boolean): void {
+  const { outcome } = e;
+  e.outcome = undefined;
+  outcome?.(written);
 }
 
 /** Resolves (`err` null) or rejects an entry once; later calls do nothing. */

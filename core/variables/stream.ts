@@ -71,6 +71,11 @@ export const STREAM: readonly VariableDoc[] = [
     doc: 'how long the bridge waits for Kafka to take a DLQ record; then the input is not acknowledged (HTTP 503, QoS 1 retried, QoS 0 dropped and counted), ms',
   },
   {
+    name: 'RECSYS_INGEST_RECENT_EVENTS',
+    default: '100000',
+    doc: 'events (userId, eventId) the bridge remembers as written: a re-send of one of them, or of one still on its way, is not written to Kafka again',
+  },
+  {
     name: 'RECSYS_TOPIC_ITEMS',
     default: 'recsys.items.v1',
     doc: 'item catalog updates (JSON, key = itemId, compacted)',

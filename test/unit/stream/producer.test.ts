@@ -6,6 +6,7 @@ import {
   IngestQueueFullError,
   KafkaBatcher,
 } from '../../../stream/producer.js';
+import { RecentWrites } from '../../../stream/recent-writes.js';
 import { createLogger } from '../../../core/log.js';
 
 const log = createLogger('silent');
@@ -318,5 +319,119 @@ describe('KafkaBatcher byte bound', () => {
     const q = hung.send('t', { value: 'y' });
     assert.equal(await hung.close(30), false, 'Kafka never answered the second request');
     await assert.rejects(q, /closed before Kafka acknowledged/);
+  });
+});
+
+describe('KafkaBatcher outcomes and RecentWrites', () => {
+  it('tells each message its fate: written, withdrawn before Kafka took it, refused', async () => {
+    const fake = fakeProducer();
+    const batcher = batcherOn(fake, { maxQueuedBytes: 4, maxBatch: 1 });
+    const fates: string[] = [];
+    const tell = (name: string) => (i: number, written: boolean) =>
+      fates.push(`${name}${i}:${written}`);
+    const controller = new AbortController();
+    const first = batcher.send(
+      't',
+      { value: 'abc' },
+      { signal: controller.signal, onOutcome: tell('a') },
+    );
+    await tick(5);
+    const queued = batcher.send(
+      't',
+      { value: 'd' },
+      { signal: controller.signal, onOutcome: tell('b') },
+    );
+    await assert.rejects(
+      batcher.sendAll([{ topic: 't', message: { value: 'efgh' } }], { onOutcome: tell('c') }),
+      IngestQueueFullError,
+    );
+    controller.abort(new Error('timeout'));
+    await assert.rejects(first, /timeout/);
+    await assert.rejects(queued, /timeout/);
+    assert.deepEqual(fates, ['c0:false', 'b0:false'], 'the taken message is not decided yet');
+    fake.requests[0]?.resolve();
+    await tick(5);
+    assert.deepEqual(fates, ['c0:false', 'b0:false', 'a0:true']);
+  });
+
+  it('writes a re-sent event once when its first write landed after its sender gave up', async () => {
+    const fake = fakeProducer();
+    const batcher = batcherOn(fake);
+    const recent = new RecentWrites(10);
+    const send = (keys: string[], signal?: AbortSignal) =>
+      recent.write(
+        keys,
+        (fresh, onOutcome) =>
+          batcher.sendAll(
+            fresh.map((i) => ({ topic: 't', message: { value: keys[i] as string } })),
+            { signal, onOutcome },
+          ),
+        signal,
+      );
+    const controller = new AbortController();
+    const first = send(['u/e1', 'u/e2'], controller.signal);
+    await tick(5);
+    controller.abort(new Error('http timeout'));
+    await assert.rejects(first, /http timeout/);
+    // The retry comes while the first request is still out, with one new event.
+    const retry = send(['u/e1', 'u/e2', 'u/e3']);
+    await tick(5);
+    assert.equal(fake.requests.length, 1, 'only the new event waits for the next request');
+    fake.requests[0]?.resolve();
+    await tick(5);
+    assert.equal(fake.requests.length, 2);
+    assert.deepEqual(
+      fake.requests[1]?.batch.topicMessages?.[0]?.messages.map((m) => m.value),
+      ['u/e3'],
+    );
+    fake.requests[1]?.resolve();
+    assert.equal(await retry, 2, 'two copies were not written again');
+    assert.equal(
+      await send(['u/e2']),
+      1,
+      'a later copy of a written event is acknowledged at once',
+    );
+    assert.equal(fake.requests.length, 2);
+  });
+
+  it('writes a copy whose first write was withdrawn, and forgets the oldest past its capacity', async () => {
+    const fake = fakeProducer();
+    const batcher = batcherOn(fake, { maxBatch: 1 });
+    const recent = new RecentWrites(2);
+    const send = (keys: string[], signal?: AbortSignal) =>
+      recent.write(
+        keys,
+        (fresh, onOutcome) =>
+          batcher.sendAll(
+            fresh.map((i) => ({ topic: 't', message: { value: keys[i] as string } })),
+            { signal, onOutcome },
+          ),
+        signal,
+      );
+    const blocker = send(['x']);
+    await tick(5);
+    const controller = new AbortController();
+    const gaveUp = send(['a'], controller.signal);
+    const copy = send(['a']); // waits for the first write of 'a'
+    controller.abort(new Error('timeout'));
+    await assert.rejects(gaveUp, /timeout/);
+    fake.requests[0]?.resolve();
+    await blocker;
+    await tick(5);
+    assert.equal(fake.requests.length, 2, "the copy went out when the first 'a' was withdrawn");
+    fake.requests[1]?.resolve();
+    assert.equal(await copy, 1);
+    for (const key of ['b', 'c']) {
+      const p = send([key]);
+      await tick(5);
+      fake.requests.at(-1)?.resolve();
+      await p;
+    }
+    assert.equal(recent.size, 2);
+    const again = send(['x']); // the oldest, forgotten: written again
+    await tick(5);
+    assert.equal(fake.requests.length, 5);
+    fake.requests[4]?.resolve();
+    assert.equal(await again, 0);
   });
 });
