@@ -39,6 +39,8 @@ export async function startReady(
     readyPath?: string;
     /** Gets the child at once, so a caller can stop it while it is still starting. */
     onSpawn?: (child: ChildProcess) => void;
+    /** A file descriptor for the child's stdout and stderr. @default stdout ignored, stderr inherited */
+    outputFd?: number;
   } = {},
 ): Promise<ChildProcess> {
   const root = process.cwd();
@@ -48,7 +50,10 @@ export async function startReady(
     {
       cwd: root,
       env: { ...process.env, ...env, RECSYS_HTTP_PORT: String(port) },
-      stdio: ['ignore', 'ignore', 'inherit'],
+      stdio:
+        options.outputFd === undefined
+          ? ['ignore', 'ignore', 'inherit']
+          : ['ignore', options.outputFd, options.outputFd],
     },
   );
   options.onSpawn?.(child);

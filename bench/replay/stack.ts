@@ -2,8 +2,9 @@
  * The replay's own copy of the product on the running backbone, and its clean-up.
  *
  * Isolation: topics `<id>.events|dlq|served|items` (and their schema subjects), consumer groups
- * `<id>-<role>`, its own MQTT share group and bridge client id (session expiry 0, discarded at
- * the end), Redis database `db` (FLUSHDB at start and end; never 0), lake, batch and model
+ * `<id>-<role>`, its own MQTT share group and bridge client id (session expiry 0 unless
+ * overridden; discarded at the end), Redis database `db` (FLUSHDB at start and end; never 0),
+ * Elasticsearch data streams of its own namespace (deleted at the end), lake, batch and model
  * registry under one temporary directory, free loopback ports. What cannot be isolated: MQTT
  * topics are one namespace whose prefix the broker's ACL fixes (`recsys/events/%u`), so any
  * other bridge on the same broker also receives events published over MQTT (the replay's user
@@ -27,6 +28,7 @@ import { Redis } from 'ioredis';
 import mqtt from 'mqtt';
 import { createLogger, loadConfig, sleep, type Config } from '../../core/index.js';
 import { createKafka } from '../../stream/kafka.js';
+import { elasticAuthHeaders } from '../../stream/elastic.js';
 
 /** kafkajs' own logs stay off (`logLevel` NOTHING); this only satisfies the factory. */
 const QUIET = createLogger('silent', 'replay-stack');
@@ -63,6 +65,8 @@ export interface StackOptions {
   say: (line: string) => void;
   /** Prefix of topics, groups and ids. @default 'replay' */
   prefix?: string;
+  /** Variables of the product's processes that win over the stack's own (e.g. session expiry). */
+  env?: Record<string, string>;
 }
 
 /** Roles of the stream process: no indexer or catalog role (not measured; catalog loads direct). */
@@ -102,6 +106,9 @@ export class ReplayStack {
       RECSYS_GROUP_LAKE: `${id}-lake`,
       RECSYS_GROUP_IMPRESSIONS: `${id}-impressions`,
       RECSYS_GROUP_CATALOG: `${id}-catalog`,
+      RECSYS_GROUP_ATTRIBUTION: `${id}-attribution`,
+      // Data stream namespaces allow no '-'.
+      RECSYS_ES_NAMESPACE: id.replaceAll('-', '_'),
       RECSYS_MQTT_SHARE_GROUP: id,
       RECSYS_MQTT_CLIENT_ID: `${id}/bridge`,
       RECSYS_MQTT_SESSION_EXPIRY_S: '0',
@@ -117,9 +124,13 @@ export class ReplayStack {
       RECSYS_RATE_LIMIT_PER_S: '100000',
       RECSYS_MODEL_POLL_MS: '1000',
       RECSYS_LOG_LEVEL: process.env.RECSYS_LOG_LEVEL ?? 'warn',
+      ...opts.env,
     };
     this.config = loadConfig({ ...process.env, ...this.env });
     this.redis = new Redis(this.config.redis.url, { maxRetriesPerRequest: 3, lazyConnect: true });
+    // A Redis restart (the fault matrix) is retried by ioredis; without a listener each failed
+    // reconnect would print as an unhandled error event.
+    this.redis.on('error', () => undefined);
   }
 
   /** Makes the temporary directory and connects to the run's Redis database, emptied. */
@@ -137,6 +148,7 @@ export class ReplayStack {
       stack.redis.disconnect();
     });
     cleanup.add('topics and schema subjects', () => stack.#deleteTopics());
+    cleanup.add('elasticsearch data streams', () => stack.#deleteDataStreams());
     cleanup.add('running commands', () =>
       Promise.all([...stack.#children].map((c) => stopProcess(c))),
     );
@@ -150,7 +162,7 @@ export class ReplayStack {
     this.streamPort = await freePort();
     this.cleanup.add('stream process', async () => {
       if (this.#stream) await stopProcess(this.#stream);
-      await this.#discardBridgeSession();
+      await this.discardBridgeSession();
     });
     await startReady('dist/stream/main.js', STREAM_ROLES, this.env, this.streamPort, {
       onSpawn: (child) => (this.#stream = child),
@@ -329,8 +341,23 @@ export class ReplayStack {
     }
   }
 
-  /** Ends the bridge's broker session (expiry is 0 already; this covers a killed bridge). */
-  async #discardBridgeSession(): Promise<void> {
+  /** The run's data streams (`logs-recsys.*-<namespace>`), if an indexer made any. */
+  async #deleteDataStreams(): Promise<void> {
+    const { url } = this.config.elasticsearch;
+    const pattern = `logs-recsys.*-${this.env.RECSYS_ES_NAMESPACE}`;
+    await fetch(`${url}/_data_stream/${pattern}`, {
+      method: 'DELETE',
+      headers: elasticAuthHeaders(this.config.elasticsearch),
+      signal: AbortSignal.timeout(10_000),
+    }).catch(() => undefined);
+  }
+
+  /**
+   * Ends the bridge's broker session: with an expiry of 0 this covers a killed bridge; with a
+   * longer one (a run that kills the bridge on purpose) the broker would otherwise keep queuing
+   * every user's events for it.
+   */
+  async discardBridgeSession(): Promise<void> {
     const { bridgeUrl, username, password } = this.config.mqtt;
     const client = await mqtt.connectAsync(bridgeUrl, {
       protocolVersion: 5,
