@@ -30,6 +30,14 @@ export function reader(env: Env) {
     }
     return n;
   };
+  const num = (name: string, min: number, max: number): number => {
+    const raw = str(name);
+    const n = Number(raw);
+    if (!Number.isFinite(n) || n < min || n > max) {
+      throw new ConfigError(name, `expected a number in [${min}, ${max}], got "${raw}"`);
+    }
+    return n;
+  };
   const url = (name: string, protocols: string[]): string => {
     const raw = str(name);
     let parsed: URL;
@@ -59,5 +67,5 @@ export function reader(env: Env) {
     throw new ConfigError(name, `expected 1 or 0, got "${raw}"`);
   };
   const home = env.HOME ?? '/root';
-  return { str, int, url, list, flag, home };
+  return { str, int, num, url, list, flag, home };
 }

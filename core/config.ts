@@ -132,6 +132,9 @@ export interface ServingConfig {
   userCache: number;
   maxPerCategory: number;
   fatigueImpressions: number;
+  /** Expected share of a feed's slots given to new items (exploration); their age bound, ms. */
+  exploreShare: number;
+  newItemAgeMs: number;
   rateLimitPerSec: number;
   modelPollMs: number;
   liveCoalesceMs: number;
@@ -374,7 +377,7 @@ function batchSettings(r: Reader): Pick<Config, 'batch' | 'local'> {
 
 /** The feed server. */
 function servingSettings(r: Reader): Pick<Config, 'serving'> {
-  const { str, int, list } = r;
+  const { str, int, num, list } = r;
   return {
     serving: {
       jwtSecret: (() => {
@@ -391,6 +394,8 @@ function servingSettings(r: Reader): Pick<Config, 'serving'> {
       userCache: int('RECSYS_FEED_USER_CACHE', 0, 10_000_000),
       maxPerCategory: int('RECSYS_FEED_MAX_PER_CATEGORY', 1, 1000),
       fatigueImpressions: int('RECSYS_FEED_FATIGUE_IMPRESSIONS', 0, 1000),
+      exploreShare: num('RECSYS_FEED_EXPLORE_SHARE', 0, 0.5),
+      newItemAgeMs: int('RECSYS_FEED_NEW_ITEM_AGE_MS', 1000),
       rateLimitPerSec: int('RECSYS_RATE_LIMIT_PER_S', 1, 1_000_000),
       modelPollMs: int('RECSYS_MODEL_POLL_MS', 100),
       liveCoalesceMs: int('RECSYS_LIVE_COALESCE_MS', 0, 10_000),

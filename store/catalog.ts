@@ -11,6 +11,7 @@
 import type { Redis } from 'ioredis';
 import { RecsysError } from '../core/index.js';
 import { CATALOG_CHANNEL, ITEM_FIELDS, itemKey } from './keys.js';
+import { indexItems, trimIndex, unindexItems } from './new-items.js';
 
 export interface CatalogItem {
   itemId: string;
@@ -150,12 +151,15 @@ export class CatalogStore {
     for (let i = 0; i < items.length; i += 1000) {
       const chunk = items.slice(i, i + 1000);
       const pipeline = this.#redis.pipeline();
+      const trimmed = new Set<string>();
       for (const item of chunk) {
         const key = itemKey(item.itemId);
         pipeline.del(key);
         pipeline.hset(key, encodeItem(item));
         this.#cache.delete(item.itemId);
       }
+      indexItems(pipeline, chunk, trimmed);
+      trimIndex(pipeline, trimmed);
       pipeline.publish(CATALOG_CHANNEL, chunk.map((item) => item.itemId).join(' '));
       const replies = await pipeline.exec();
       for (const [err] of replies ?? []) if (err) throw err;
@@ -171,11 +175,15 @@ export class CatalogStore {
     for (let i = 0; i < changes.length; i += 1000) {
       const chunk = changes.slice(i, i + 1000);
       const pipeline = this.#redis.pipeline();
+      const trimmed = new Set<string>();
       for (const { itemId, item } of chunk) {
         pipeline.del(itemKey(itemId));
         if (item) pipeline.hset(itemKey(itemId), encodeItem(item));
+        if (item) indexItems(pipeline, [item], trimmed);
+        else unindexItems(pipeline, [itemId]);
         this.#cache.delete(itemId);
       }
+      trimIndex(pipeline, trimmed);
       pipeline.publish(CATALOG_CHANNEL, [...new Set(chunk.map((c) => c.itemId))].join(' '));
       const replies = await pipeline.exec();
       for (const [err] of replies ?? []) if (err) throw err;
@@ -187,11 +195,9 @@ export class CatalogStore {
     if (itemIds.length === 0) return;
     for (let i = 0; i < itemIds.length; i += 1000) {
       const chunk = itemIds.slice(i, i + 1000);
-      const replies = await this.#redis
-        .pipeline()
-        .del(...chunk.map(itemKey))
-        .publish(CATALOG_CHANNEL, chunk.join(' '))
-        .exec();
+      const pipeline = this.#redis.pipeline().del(...chunk.map(itemKey));
+      unindexItems(pipeline, chunk);
+      const replies = await pipeline.publish(CATALOG_CHANNEL, chunk.join(' ')).exec();
       for (const [err] of replies ?? []) if (err) throw err;
       for (const id of chunk) this.#cache.delete(id);
     }

@@ -12,6 +12,7 @@
  *   feature read copy it.
  * - `item:<itemId>` hash: the catalog entry (see {@link ITEM_FIELDS}).
  * - `{trend}:...`: trending counts; one hash tag so one script updates a whole chunk.
+ * - `{new}:...`: the newest catalog items, overall and per category ({@link newItemsKey}).
  * - channel {@link FEATURE_CHANNEL}: a user's features changed (message = userId).
  * - channel {@link CATALOG_CHANNEL}: catalog entries changed (message = itemIds, space-separated).
  * - batch output ({@link BATCH}), impressions and live-socket leases, below.
@@ -84,6 +85,14 @@ export const ITEM_FIELDS = {
   isAvailable: 'av',
   createdAt: 'ct',
 } as const;
+
+/**
+ * Sorted set of the newest available catalog items (score = createdAt), overall (`category`
+ * null) or in one category: the pool the feed explores new items from (`store/new-items.ts`).
+ */
+export function newItemsKey(category: string | null): string {
+  return category === null ? '{new}:all' : `{new}:c:${category}`;
+}
 
 /** Published after a user's features changed; the message is the userId. */
 export const FEATURE_CHANNEL = 'recsys:features:changed';

@@ -194,13 +194,27 @@ export async function runReplay(
     ),
   );
 
-  const stack = await ReplayStack.create({ db: args.db, say });
+  // An item enters the catalog at its first event (re-timed): the items first seen in the
+  // replayed part are the new items a feed explores (RECSYS_FEED_EXPLORE_SHARE) while they are
+  // younger than the replayed span.
+  const firstSeen = new Map<string, number>();
+  for (const e of [...plan.history, ...plan.replay]) {
+    if (!firstSeen.has(e.itemId)) firstSeen.set(e.itemId, e.ts);
+  }
+  const replayFrom = plan.replay[0]?.ts ?? Date.now();
+  const stack = await ReplayStack.create({
+    db: args.db,
+    say,
+    env: { RECSYS_FEED_NEW_ITEM_AGE_MS: String(Math.max(1000, Date.now() - replayFrom + 60_000)) },
+  });
   onStack(stack);
   try {
     await step('stream', () => stack.startStream());
     if (catalog.size > 0) {
-      const first = plan.history[0]?.ts ?? plan.replay[0]?.ts ?? Date.now();
-      await step('catalog', () => stack.loadCatalog(catalog, first));
+      const first = plan.history[0]?.ts ?? replayFrom;
+      await step('catalog', () =>
+        stack.loadCatalog(catalog, (itemId) => firstSeen.get(itemId) ?? first),
+      );
     }
     await step('history', async () => {
       await stack.postEvents(plan.history.map(wireEvent));

@@ -264,10 +264,13 @@ export class ReplayStack {
    * Writes the catalog to `<batchDir>/catalog.jsonl` (what the batch joins) and loads it into
    * Redis with the catalog CLI. Both, because `catalog load` does not write the batch's copy.
    */
-  async loadCatalog(items: Map<string, string>, createdAt: number): Promise<string> {
+  async loadCatalog(
+    items: Map<string, string>,
+    createdAt: (itemId: string) => number,
+  ): Promise<string> {
     const file = join(this.config.batch.dir, 'catalog.jsonl');
     const lines = [...items].map(([itemId, categoryL1]) =>
-      JSON.stringify({ itemId, categoryL1, isAvailable: true, createdAt }),
+      JSON.stringify({ itemId, categoryL1, isAvailable: true, createdAt: createdAt(itemId) }),
     );
     await mkdir(this.config.batch.dir, { recursive: true });
     await writeFile(file, lines.join('\n') + '\n');

@@ -46,6 +46,16 @@ export const SERVING: readonly VariableDoc[] = [
     doc: 'impressions without interaction after which an item is demoted for a user; 0 = off (on replayed real logs every threshold cost quality: bench/README.md)',
   },
   {
+    name: 'RECSYS_FEED_EXPLORE_SHARE',
+    default: '0.05',
+    doc: "expected share of feed slots (from the third on) given to new items of the user's top category, or of the catalog, that the user has not consumed; 0 = off",
+  },
+  {
+    name: 'RECSYS_FEED_NEW_ITEM_AGE_MS',
+    default: '604800000',
+    doc: 'catalog items created within this age are new: explored (RECSYS_FEED_EXPLORE_SHARE), ms',
+  },
+  {
     name: 'RECSYS_RATE_LIMIT_PER_S',
     default: '50',
     doc: 'feed requests per second one user (token) may make',

@@ -25,6 +25,7 @@ import type { CandidateStore } from '../../store/candidates.js';
 import type { CatalogStore } from '../../store/catalog.js';
 import type { OnlineNeighbourStore } from '../../store/online-neighbours.js';
 import type { TrendingStore } from '../../store/trending.js';
+import type { NewItemsStore } from '../../store/new-items.js';
 import { ITEM_TABLE_LIMIT, ItemTable } from '../item-table.js';
 import { popularityLog } from '../rank-features.js';
 import { EMPTY_LIST, firstOf, mergeLists, type ScoredList } from '../scored-list.js';
@@ -69,6 +70,7 @@ export interface FeedStores {
   online: OnlineNeighbourStore;
   catalog: CatalogStore;
   trending: TrendingStore;
+  newItems: NewItemsStore;
 }
 
 export class FeedCaches {
@@ -80,6 +82,7 @@ export class FeedCaches {
   /** Online neighbours read per item (as many as the batch keeps, `neighboursPerItem`). */
   readonly #onlineK: number;
   readonly #trending = new Map<string, { at: number; list: Promise<ScoredList> }>();
+  readonly #newItems = new Map<string, { at: number; list: Promise<string[]> }>();
   readonly #online = new Map<string, OnlineEntry>();
   /** Per item, its batch and online lists merged, and the two lists they came from. */
   readonly #merged = new Map<
@@ -207,6 +210,18 @@ export class FeedCaches {
     this.#trending.set(key, { at: now, list });
     // Bounded: one entry per category ever asked for (categories are few).
     if (this.#trending.size > 10_000) this.#trending.clear();
+    return list;
+  }
+
+  /** The newest `k` items created since `since`, overall or of one category, reused for a second. */
+  newItems(category: string | null, since: number, k: number, now: number): Promise<string[]> {
+    const key = `${category ?? ''}|${k}`;
+    const hit = this.#newItems.get(key);
+    if (hit && now - hit.at < TRENDING_CACHE_MS) return hit.list;
+    const list = this.#stores.newItems.read(category, since, k);
+    list.catch(() => this.#newItems.delete(key));
+    this.#newItems.set(key, { at: now, list });
+    if (this.#newItems.size > 10_000) this.#newItems.clear();
     return list;
   }
 

@@ -37,6 +37,7 @@ import {
   type CandidateRows,
 } from '../mix.js';
 import { blendScores } from '../blend.js';
+import { exploreNewItems } from '../explore.js';
 import type { ModelHolder } from '../model.js';
 import { descendingOrder } from '../order.js';
 import { FEATURE_COUNT, fillFeatureRows, SOURCES, userPriceLevel } from '../rank-features.js';
@@ -123,7 +124,15 @@ export async function buildFeed(
   const rows = await gatherCandidates(ctx, user, record, now);
   const recentKeys = await fillFacts(ctx, user, rows, now, record);
   const scored = await score(ctx, user, rows, recentKeys, now, record);
-  const items = orderFeed(ctx, user, rows, scored, limit);
+  const ranked = orderFeed(ctx, user, rows, scored, limit);
+  const items = await exploreNewItems(
+    ctx,
+    user.userId,
+    user.session,
+    user.state.table,
+    ranked,
+    now,
+  );
   const latencyMs = performance.now() - t0;
   const feed: Feed = {
     requestId: randomUUID(),

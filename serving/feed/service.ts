@@ -15,6 +15,7 @@
 import type { Registry } from 'prom-client';
 import { checkHealth, type Config, type HealthReport, type Logger } from '../../core/index.js';
 import { CandidateStore } from '../../store/candidates.js';
+import { NewItemsStore } from '../../store/new-items.js';
 import { CatalogStore } from '../../store/catalog.js';
 import { OnlineNeighbourStore } from '../../store/online-neighbours.js';
 import { createRedis, redisHealth, type Redis } from '../../store/redis.js';
@@ -66,6 +67,7 @@ export function startFeedService(deps: FeedDeps): FeedService {
     // Catalog reads only: the item table keeps the entries (as columns).
     catalog: new CatalogStore(redis, { cacheTtlMs: 0, cacheSize: 0 }),
     trending: new TrendingStore(redis, config.trending),
+    newItems: new NewItemsStore(redis),
   };
   const models = startModelHolder({
     registry: openRegistry(config.batch, log),

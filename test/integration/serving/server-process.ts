@@ -86,7 +86,7 @@ export class ServingProcess {
         categoryL2: null,
         price: 10 + i,
         isAvailable: true,
-        createdAt: now - 86_400_000,
+        createdAt: now - 30 * 86_400_000, // older than RECSYS_FEED_NEW_ITEM_AGE_MS: not explored
       })),
     );
     await this.trend(
