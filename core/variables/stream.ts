@@ -107,8 +107,8 @@ export const STREAM: readonly VariableDoc[] = [
   },
   {
     name: 'RECSYS_CONSUMER_SESSION_TIMEOUT_MS',
-    default: '30000',
-    doc: 'consumer group session timeout, ms',
+    default: '10000',
+    doc: "consumer group session timeout, ms: a killed consumer's partitions move on after it (heartbeats every tenth of it, also while a handler retries)",
   },
   {
     name: 'RECSYS_CONSUMER_POISON_ATTEMPTS',
