@@ -292,13 +292,22 @@ describe('serving server (real process, real feed service)', { timeout: 180_000 
       assert.equal(before[0], 'it-1');
       // A new item starts trending hard, then the user's features change.
       await server.trend([['it-9', 50]]);
-      // The server reuses trending lists for a second (serving/feed.ts), so the change is
-      // published once that has passed.
-      await sleep(1100);
-      await publishFeatureChange(alice);
-      await page.waitForSelector('body[data-frames="2"]', { timeout: 10_000 });
-      const fresh = await page.$$eval('#feed li.fresh', (lis) => lis.map((li) => li.dataset.item));
-      assert.ok(fresh.includes('it-9'), `animated: ${fresh.join(',')}`);
+      // The server reuses trending lists for a second (serving/feed/caches.ts), so the change
+      // is published once that has passed; on a loaded machine a frame can still be built from
+      // the old list: publish again until a frame brings it-9 (fresh against the frame before).
+      let fresh: string[] = [];
+      for (let frames = 2; frames <= 6 && !fresh.includes('it-9'); frames++) {
+        await sleep(1100);
+        await publishFeatureChange(alice);
+        await page.waitForSelector(`body[data-frames="${frames}"]`, { timeout: 10_000 });
+        fresh = await page.$$eval('#feed li.fresh', (lis) =>
+          lis.map((li) => li.dataset.item ?? ''),
+        );
+      }
+      assert.ok(
+        fresh.includes('it-9'),
+        `animated: ${fresh.join(',')} (before: ${before.join(',')})`,
+      );
       const firstItem = await page.$eval('#feed li', (li) => li.dataset.item);
       assert.equal(firstItem, 'it-9');
       const dir = join(process.cwd(), 'test', 'artifacts');
