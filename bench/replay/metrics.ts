@@ -24,6 +24,8 @@ export interface Outcome {
   shown: number;
   /** Shown items the user had consumed before (history or earlier in the replay). */
   consumedShown: number;
+  /** Shown items per source (served feed only). */
+  slots?: Record<string, number>;
 }
 
 export interface RankMetrics {
@@ -74,6 +76,8 @@ export interface SystemReport extends RankMetrics {
   byNth: Record<string, RankMetrics>;
   /** Hits per source of the hit item (served feed). */
   hitsBySource: Record<string, number>;
+  /** Slots shown per source (served feed): hits per slot tell what each source's share earns. */
+  slotsBySource: Record<string, number>;
 }
 
 /**
@@ -94,11 +98,15 @@ export function summarize(
   const byNth: Record<string, RankMetrics> = {};
   for (const b of NTH_BUCKETS) byNth[b.label] = ranks((o) => o.nth >= b.min && o.nth <= b.max);
   const hitsBySource: Record<string, number> = {};
+  const slotsBySource: Record<string, number> = {};
   let shown = 0;
   let consumed = 0;
   for (const o of outcomes) {
     shown += o.shown;
     consumed += o.consumedShown;
+    for (const [source, n] of Object.entries(o.slots ?? {})) {
+      slotsBySource[source] = (slotsBySource[source] ?? 0) + n;
+    }
     if (o.rank !== null && o.rank < k && o.source !== null) {
       hitsBySource[o.source] = (hitsBySource[o.source] ?? 0) + 1;
     }
@@ -112,6 +120,7 @@ export function summarize(
     warm: ranks((o) => !o.cold),
     byNth,
     hitsBySource,
+    slotsBySource,
   };
 }
 

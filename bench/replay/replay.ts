@@ -170,7 +170,11 @@ export async function replayServed(
     const feed = await requestFeed(stack.servingPort, e.userId, u.token, opts.k, result);
     const items = feed?.items ?? [];
     const rank = items.findIndex((it) => it.itemId === e.itemId);
-    for (const it of items) result.shown.add(it.itemId);
+    const slots: Record<string, number> = {};
+    for (const it of items) {
+      result.shown.add(it.itemId);
+      slots[it.source] = (slots[it.source] ?? 0) + 1;
+    }
     result.indices.push(i);
     result.outcomes.push({
       rank: rank < 0 ? null : rank,
@@ -179,6 +183,7 @@ export async function replayServed(
       source: rank < 0 ? null : (items[rank]?.source ?? null),
       shown: items.length,
       consumedShown: items.filter((it) => u.state.consumed.has(it.itemId)).length,
+      slots,
     });
 
     const t0 = performance.now();

@@ -92,9 +92,16 @@ export function markdownReport(r: ReplayReport): string {
       `| ${name} | ${NTH_BUCKETS.map((b) => f3(s.byNth[b.label]?.hr ?? NaN)).join(' | ')} |`,
     );
   }
-  const bySource = Object.entries(r.systems.served?.hitsBySource ?? {})
+  const served = r.systems.served;
+  const slots = served?.slotsBySource ?? {};
+  const hits = served?.hitsBySource ?? {};
+  const bySource = [...new Set([...Object.keys(hits), ...Object.keys(slots)])]
+    .map((s): [string, number] => [s, hits[s] ?? 0])
     .sort((a, b) => b[1] - a[1])
-    .map(([s, n]) => `${s} ${n}`)
+    .map(([s, n]) => {
+      const m = slots[s] ?? 0;
+      return m ? `${s} ${n} in ${m} slots (${((100 * n) / m).toFixed(2)}%)` : `${s} ${n}`;
+    })
     .join(', ');
   const s = r.served;
   out.push(

@@ -47,7 +47,7 @@ export const SERVING: readonly VariableDoc[] = [
   },
   {
     name: 'RECSYS_FEED_EXPLORE_SHARE',
-    default: '0.05',
+    default: '0.02',
     doc: "expected share of feed slots (from the third on) given to new items of the user's top category, or of the catalog, that the user has not consumed; 0 = off",
   },
   {

@@ -126,6 +126,8 @@ describe('eval:replay end to end', () => {
         served.hits,
         'every served hit has a source',
       );
+      const slots = Object.values(served.slotsBySource).reduce((a, b) => a + b, 0);
+      assert.ok(slots >= served.hits && slots <= 100 * K, `${slots} slots by source`);
       assert.equal(report.systems.popularity_new?.consumedShare, 0);
       // The log has structure: co-visitation finds some of it.
       assert.ok((report.systems.covis_new?.hr ?? 0) > 0.1, 'co-visitation learns the groups');
