@@ -151,7 +151,9 @@ export async function replayServed(
               clientId: `${stack.id}-${userId}`.slice(0, 128),
               clean: true,
               reconnectPeriod: 1000,
-              connectTimeout: 5000,
+              // Mosquitto hashes each password with 210,000 PBKDF2 rounds: a burst of
+              // connects on a loaded machine waits seconds for its CONNACK.
+              connectTimeout: 30_000,
             })
           : null;
       const state = start.get(userId) ?? { consumed: new Set<string>(), applied: 0 };
