@@ -1,4 +1,4 @@
-/** Kafka's SASL login as `loadConfig` (`config.ts`) reads it. */
+/** Kafka's SASL login and topic replication as `loadConfig` (`config.ts`) reads them. */
 import { ConfigError } from './errors.js';
 import type { Reader } from './config-reader.js';
 
@@ -30,4 +30,21 @@ export function kafkaSasl(r: Reader): KafkaSasl | null {
   if (!username) throw new ConfigError('RECSYS_KAFKA_USERNAME', `required with SASL ${mechanism}`);
   if (!password) throw new ConfigError('RECSYS_KAFKA_PASSWORD', `required with SASL ${mechanism}`);
   return { mechanism: mechanism as KafkaSasl['mechanism'], username, password };
+}
+
+/** Topic replication; min.insync.replicas above the replication factor could never be met. */
+export function replication(r: Reader): {
+  replicationFactor: number;
+  minInsyncReplicas: number;
+} {
+  const replicationFactor = r.int('RECSYS_KAFKA_REPLICATION_FACTOR', -1, 32767);
+  if (replicationFactor === 0)
+    throw new ConfigError('RECSYS_KAFKA_REPLICATION_FACTOR', 'expected -1 or at least 1, got "0"');
+  const minInsyncReplicas = r.int('RECSYS_KAFKA_MIN_INSYNC_REPLICAS', 0, 32767);
+  if (replicationFactor > 0 && minInsyncReplicas > replicationFactor)
+    throw new ConfigError(
+      'RECSYS_KAFKA_MIN_INSYNC_REPLICAS',
+      `${minInsyncReplicas} exceeds RECSYS_KAFKA_REPLICATION_FACTOR ${replicationFactor}`,
+    );
+  return { replicationFactor, minInsyncReplicas };
 }

@@ -11,7 +11,7 @@
 import { ConfigError } from './errors.js';
 import { reader, type Env, type Reader } from './config-reader.js';
 import { type HttpConfig, kindPorts } from './ports.js';
-import { kafkaSasl, type KafkaSasl } from './config-kafka.js';
+import { kafkaSasl, type KafkaSasl, replication } from './config-kafka.js';
 import { featureSettings, type FeaturesConfig } from './config-features.js';
 
 export type { KafkaSasl } from './config-kafka.js';
@@ -33,6 +33,10 @@ export interface KafkaConfig {
   sasl: KafkaSasl | null;
   topics: { events: string; dlq: string; served: string; items: string };
   partitions: number;
+  /** Replicas of a topic the stack creates; -1: the broker's default. */
+  replicationFactor: number;
+  /** `min.insync.replicas` of a topic the stack creates; 0: the broker's default. */
+  minInsyncReplicas: number;
 }
 
 export interface MqttConfig {
@@ -161,6 +165,10 @@ export interface LocalConfig {
   mavenUrl: string;
   prometheusPort: number;
   alertmanagerPort: number;
+  /** Cluster profile: the first broker's port (3 brokers, controllers at +100). */
+  clusterKafkaPort: number;
+  /** Cluster profile: the first Redis Cluster node's port (6 nodes, bus at +10000). */
+  clusterRedisPort: number;
 }
 
 export interface Config {
@@ -241,6 +249,7 @@ function connections(
         items: str('RECSYS_TOPIC_ITEMS'),
       },
       partitions: int('RECSYS_TOPIC_PARTITIONS', 1, 1024),
+      ...replication(r),
     },
     registry: { url: url('RECSYS_SCHEMA_REGISTRY_URL', ['http:', 'https:']) },
     redis: { url: url('RECSYS_REDIS_URL', ['redis:', 'rediss:']) },
@@ -371,6 +380,10 @@ function batchSettings(r: Reader): Pick<Config, 'batch' | 'local'> {
       mavenUrl: url('RECSYS_MAVEN_URL', ['http:', 'https:']),
       prometheusPort: int('RECSYS_PROMETHEUS_PORT', 1, 65535),
       alertmanagerPort: int('RECSYS_ALERTMANAGER_PORT', 1, 65535),
+      // Ports above these are taken too: brokers +1, +2 and controllers +100..+102; Redis
+      // nodes +1..+5 and each one's cluster bus at +10000.
+      clusterKafkaPort: int('RECSYS_CLUSTER_KAFKA_PORT', 1, 65535 - 102),
+      clusterRedisPort: int('RECSYS_CLUSTER_REDIS_PORT', 1, 65535 - 10005),
     },
   };
 }

@@ -18,6 +18,7 @@ import {
   DependencyUnavailableError,
   type KafkaConfig,
   type Logger,
+  retry,
   withTimeout,
 } from '../core/index.js';
 
@@ -71,7 +72,12 @@ export function createKafka(
   });
 }
 
-/** Creates the stack's topics if missing; existing topics are left as they are. */
+/**
+ * Creates the stack's topics if missing, with the configured replication factor and
+ * `min.insync.replicas` (-1 and 0: the broker's defaults); existing topics are left as they are.
+ * With `acks=all` (every producer here), a write is acknowledged once `min.insync.replicas`
+ * replicas hold it, so at replication factor 3 and 2 one broker may die without losing it.
+ */
 export async function ensureTopics(kafka: Kafka, config: KafkaConfig, log: Logger): Promise<void> {
   const admin = kafka.admin();
   await admin.connect();
@@ -79,22 +85,66 @@ export async function ensureTopics(kafka: Kafka, config: KafkaConfig, log: Logge
     const existing = new Set(await admin.listTopics());
     const wanted = Object.values(config.topics).filter((t) => !existing.has(t));
     if (wanted.length === 0) return;
+    const minIsr =
+      config.minInsyncReplicas > 0
+        ? [{ name: 'min.insync.replicas', value: String(config.minInsyncReplicas) }]
+        : [];
     await admin.createTopics({
-      waitForLeaders: true,
+      // kafkajs' own wait asks one broker, and on a multi-broker cluster that broker may not
+      // know the new topic yet: UNKNOWN_TOPIC_OR_PARTITION, which it does not retry
+      // (tulios/kafkajs#1222). `leadersElected` below waits for it instead.
+      waitForLeaders: false,
       topics: wanted.map((topic) => ({
         topic,
         numPartitions: config.partitions,
-        replicationFactor: -1,
+        replicationFactor: config.replicationFactor,
         // The catalog topic holds the latest record per itemId for ever: a new loader replays
         // it in full.
-        configEntries:
-          topic === config.topics.items ? [{ name: 'cleanup.policy', value: 'compact' }] : [],
+        configEntries: [
+          ...minIsr,
+          ...(topic === config.topics.items ? [{ name: 'cleanup.policy', value: 'compact' }] : []),
+        ],
       })),
     });
-    log.info({ topics: wanted, partitions: config.partitions }, 'created topics');
+    await leadersElected(admin, wanted);
+    log.info(
+      {
+        topics: wanted,
+        partitions: config.partitions,
+        replicationFactor: config.replicationFactor,
+        minInsyncReplicas: config.minInsyncReplicas,
+      },
+      'created topics',
+    );
   } finally {
     await admin.disconnect();
   }
+}
+
+/**
+ * Resolves once every partition of `topics` has a leader in the metadata the client gets, while
+ * a broker's answer is "no such topic" or "no leader yet" (the new topic's metadata travels to
+ * every broker within moments); other errors are thrown.
+ */
+async function leadersElected(admin: Admin, topics: string[]): Promise<void> {
+  const waiting = new Set(['UNKNOWN_TOPIC_OR_PARTITION', 'LEADER_NOT_AVAILABLE']);
+  await retry(
+    async () => {
+      const meta = await admin.fetchTopicMetadata({ topics });
+      const leaderless = meta.topics.filter((t) => t.partitions.some((p) => p.leader < 0));
+      if (leaderless.length > 0)
+        throw Object.assign(new Error(`no leader yet: ${leaderless.map((t) => t.name)}`), {
+          type: 'LEADER_NOT_AVAILABLE',
+        });
+    },
+    {
+      // About 30 s in all: 100 ms doubling to 2 s.
+      attempts: 20,
+      initialDelayMs: 100,
+      maxDelayMs: 2000,
+      retriable: (err) => waiting.has((err as { type?: string }).type ?? ''),
+    },
+  );
 }
 
 /**

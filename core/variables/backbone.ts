@@ -42,6 +42,16 @@ export const BACKBONE: readonly VariableDoc[] = [
   { name: 'RECSYS_TOPIC_SERVED', default: 'recsys.served.v1', doc: 'one record per feed served' },
   { name: 'RECSYS_TOPIC_PARTITIONS', default: '6', doc: 'partitions for topics the stack creates' },
   {
+    name: 'RECSYS_KAFKA_REPLICATION_FACTOR',
+    default: '-1',
+    doc: "replicas of each topic the stack creates (-1: the broker's default.replication.factor; the cluster profile: 3)",
+  },
+  {
+    name: 'RECSYS_KAFKA_MIN_INSYNC_REPLICAS',
+    default: '0',
+    doc: "min.insync.replicas set on each topic the stack creates, so an acks=all write needs that many replicas (0: the broker's default; the cluster profile: 2)",
+  },
+  {
     name: 'RECSYS_SCHEMA_REGISTRY_URL',
     default: 'http://127.0.0.1:8081/apis/ccompat/v7',
     doc: 'Confluent-compatible schema registry base URL',

@@ -161,6 +161,16 @@ export const SERVING: readonly VariableDoc[] = [
     doc: "deploy/local: Alertmanager's port (not its usual 9093: the local Kafka's controller listens on the broker port + 1)",
   },
   {
+    name: 'RECSYS_CLUSTER_KAFKA_PORT',
+    default: '19092',
+    doc: 'deploy/local cluster profile: the first of its 3 Kafka brokers (then +1, +2); their controllers on these + 100',
+  },
+  {
+    name: 'RECSYS_CLUSTER_REDIS_PORT',
+    default: '7000',
+    doc: 'deploy/local cluster profile: the first of its 6 Redis Cluster nodes (then +1 ... +5); cluster bus on these + 10000',
+  },
+  {
     name: 'RECSYS_START_TIMEOUT_MS',
     default: '120000',
     doc: 'deploy/local: readiness wait per service, ms',

@@ -10,8 +10,26 @@ import type { SpawnSpec } from './process.js';
 export const BACKBONE_NAMES = ['kafka', 'registry', 'redis', 'mosquitto', 'elasticsearch'] as const;
 export const MONITOR_NAMES = ['prometheus', 'alertmanager'] as const;
 export const APP_NAMES = ['stream', 'serving'] as const;
-export const SERVICE_NAMES = [...BACKBONE_NAMES, ...MONITOR_NAMES, ...APP_NAMES] as const;
+/** The cluster profile's nodes (`profile.ts`): 3 Kafka brokers, 6 Redis Cluster nodes. */
+export const KAFKA_NODE_NAMES = ['kafka-1', 'kafka-2', 'kafka-3'] as const;
+export const REDIS_NODE_NAMES = [
+  'redis-1',
+  'redis-2',
+  'redis-3',
+  'redis-4',
+  'redis-5',
+  'redis-6',
+] as const;
+export const SERVICE_NAMES = [
+  ...BACKBONE_NAMES,
+  ...MONITOR_NAMES,
+  ...APP_NAMES,
+  ...KAFKA_NODE_NAMES,
+  ...REDIS_NODE_NAMES,
+] as const;
 export type BackboneName = (typeof BACKBONE_NAMES)[number];
+export type KafkaNodeName = (typeof KAFKA_NODE_NAMES)[number];
+export type RedisNodeName = (typeof REDIS_NODE_NAMES)[number];
 export type MonitorName = (typeof MONITOR_NAMES)[number];
 export type AppName = (typeof APP_NAMES)[number];
 export type ServiceName = (typeof SERVICE_NAMES)[number];
@@ -40,6 +58,8 @@ export interface ServiceDef {
   afterReady?(ctx: StackContext): Promise<void>;
 }
 
-/** Where a backbone service keeps its data. */
-export const dataDir = (ctx: Pick<StackContext, 'localDir'>, name: BackboneName): string =>
-  join(ctx.localDir, 'data', name);
+/** Where a backbone service or a cluster node keeps its data. */
+export const dataDir = (
+  ctx: Pick<StackContext, 'localDir'>,
+  name: BackboneName | KafkaNodeName | RedisNodeName,
+): string => join(ctx.localDir, 'data', name);

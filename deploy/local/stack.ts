@@ -13,12 +13,19 @@ import { APP } from './app.js';
 import { APP_NAMES, type ServiceDef, type ServiceName, type StackContext } from './service-def.js';
 import { MONITORING } from './monitoring.js';
 import { BACKBONE } from './services.js';
+import { KAFKA_NODES } from './kafka-cluster.js';
+import { REDIS_NODES } from './redis-cluster.js';
 
-/** Every service `deploy/local` runs: the backbone, monitoring and the product's processes. */
+/**
+ * Every service `deploy/local` runs: the backbone, monitoring, the product's processes, and the
+ * cluster profile's nodes (`profile.ts`).
+ */
 export const SERVICES: Readonly<Record<ServiceName, ServiceDef>> = {
   ...BACKBONE,
   ...MONITORING,
   ...APP,
+  ...KAFKA_NODES,
+  ...REDIS_NODES,
 };
 
 export class ServiceStartError extends RecsysError {

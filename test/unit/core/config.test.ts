@@ -131,6 +131,36 @@ describe('loadConfig', () => {
     );
   });
 
+  it("takes topic replication from config: the broker's defaults unless set, and consistent", () => {
+    const dev = { RECSYS_ENV: 'development' };
+    const plain = loadConfig(dev).kafka;
+    assert.equal(plain.replicationFactor, -1);
+    assert.equal(plain.minInsyncReplicas, 0);
+    const cluster = loadConfig({
+      ...dev,
+      RECSYS_KAFKA_REPLICATION_FACTOR: '3',
+      RECSYS_KAFKA_MIN_INSYNC_REPLICAS: '2',
+    }).kafka;
+    assert.equal(cluster.replicationFactor, 3);
+    assert.equal(cluster.minInsyncReplicas, 2);
+    const refused = (env: Record<string, string>, variable: string): void =>
+      assert.throws(
+        () => loadConfig({ ...dev, ...env }),
+        (err: unknown) => err instanceof ConfigError && err.message.includes(variable),
+      );
+    refused({ RECSYS_KAFKA_REPLICATION_FACTOR: '0' }, 'RECSYS_KAFKA_REPLICATION_FACTOR');
+    refused({ RECSYS_KAFKA_REPLICATION_FACTOR: '-2' }, 'RECSYS_KAFKA_REPLICATION_FACTOR');
+    refused(
+      { RECSYS_KAFKA_REPLICATION_FACTOR: '2', RECSYS_KAFKA_MIN_INSYNC_REPLICAS: '3' },
+      'RECSYS_KAFKA_MIN_INSYNC_REPLICAS',
+    );
+    // With the broker's default replication factor the broker judges min.insync.replicas.
+    assert.equal(
+      loadConfig({ ...dev, RECSYS_KAFKA_MIN_INSYNC_REPLICAS: '2' }).kafka.minInsyncReplicas,
+      2,
+    );
+  });
+
   it('expands ~ in the cache dir from HOME', () => {
     assert.equal(
       loadConfig({ RECSYS_ENV: 'development', HOME: '/home/x' }).local.cacheDir,
