@@ -1,6 +1,6 @@
 /**
  * Candidate generation over the ETL's TRAIN data only (validation events never feed it, so an
- * evaluation on them is honest). DuckDB SQL, kept to what Spark SQL also has.
+ * evaluation on them is honest). The same SQL runs on DuckDB or Spark (`sql-engine.ts`).
  *
  * Steps:
  *   1. Session items: one row per (session, item) with its first touch time, its strongest
@@ -30,10 +30,11 @@
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Config, Logger } from '../core/index.js';
-import { openBatchDb, sqlString, type BatchDbOptions } from './duck.js';
-import { scalar, type EtlResult } from './etl.js';
+import type { EtlResult } from './etl.js';
+import { withSqlEngine, type SqlEngineOptions } from './open-engine.js';
+import { scalar } from './sql-engine.js';
 
-export interface CandidateOptions extends BatchDbOptions {
+export interface CandidateOptions extends SqlEngineOptions {
   /** Output root; tables go to `<dir>/candidates`. @default config.batch.dir */
   batchDir?: string;
   /** Most positions apart two items of a session may be to count as a pair. @default 5 */
@@ -76,8 +77,6 @@ export interface CandidateResult {
   durationMs: number;
 }
 
-const PARQUET = '(FORMAT parquet, COMPRESSION zstd)';
-
 /**
  * Builds item neighbours, per-user candidates and popularity lists from an ETL result.
  *
@@ -112,35 +111,39 @@ export async function buildCandidates(
     popular: join(dir, 'popular.parquet'),
     itemStats: etl.paths.itemStats,
   };
-  const db = await openBatchDb(options);
-  try {
+  return withSqlEngine(config, log, options, async (db) => {
     const steps: Record<string, number> = {};
-    const conn = {
-      run: async (sql: string): Promise<void> => {
-        const t = performance.now();
-        await db.conn.run(sql);
-        const name =
-          /(?:TABLE|TO) (\S+)/.exec(sql.slice(-200))?.[1] ?? /TABLE (\w+)/.exec(sql)?.[1] ?? 'step';
-        steps[name] = Math.round(performance.now() - t);
-      },
+    const timed = async (name: string, fn: () => Promise<void>): Promise<void> => {
+      const t = performance.now();
+      await fn();
+      steps[name] = Math.round(performance.now() - t);
     };
     const decay = (ts: string, halfLife: number): string =>
       `pow(2, -(${cutoff} - ${ts}) / ${halfLife})`;
+    await db.readParquet('etl_events', etl.paths.events);
+    await db.readParquet('etl_inter', etl.paths.trainInteractions);
+    await db.readParquet('etl_stats', etl.paths.itemStats);
     // 1. Session items (train only).
-    await conn.run(`
-      CREATE TEMP TABLE si AS
+    await timed('si', () =>
+      db.createTable(
+        'si',
+        `
       SELECT session_key, itemId, ts, w,
         row_number() OVER (PARTITION BY session_key ORDER BY ts, itemId) AS pos
       FROM (
         SELECT session_key, itemId, min(ts_ms) AS ts, max(weight) AS w
-        FROM read_parquet(${sqlString(etl.paths.events)})
+        FROM etl_events
         WHERE split = 'train'
-        GROUP BY session_key, itemId) t`);
+        GROUP BY session_key, itemId) t`,
+      ),
+    );
 
     // 2. Co-visitation. The join is on the session (equi-join) with the position window as a
     // filter; the sum is symmetric because both orders of a pair are joined.
-    await conn.run(`
-      CREATE TEMP TABLE nb AS
+    await timed('nb', () =>
+      db.createTable(
+        'nb',
+        `
       WITH pairs AS (
         SELECT a.itemId AS itemId, b.itemId AS neighbourId,
           sum(greatest(a.w, b.w) * pow(2, -abs(b.ts - a.ts) / ${pairHalfLife})
@@ -153,60 +156,73 @@ export async function buildCandidates(
           max(raw) OVER (PARTITION BY itemId) AS best
         FROM pairs
       )
-      SELECT itemId, neighbourId, raw / best AS score, rank FROM ranked WHERE rank <= ${perItem}`);
-    await conn.run(`COPY nb TO ${sqlString(paths.neighbours)} ${PARQUET}`);
+      SELECT itemId, neighbourId, raw / best AS score, rank FROM ranked WHERE rank <= ${perItem}`,
+      ),
+    );
+    await timed(paths.neighbours, () => db.writeParquet('SELECT * FROM nb', paths.neighbours));
 
     // 3. Per-user candidates.
-    await conn.run(`
-      CREATE TEMP TABLE inter AS
-      SELECT userId, itemId, categoryL1, weight * ${decay('last_ts', recencyHalfLife)} AS strength
-      FROM read_parquet(${sqlString(etl.paths.trainInteractions)})`);
-    await conn.run(`
-      CREATE TEMP TABLE stats AS
-      SELECT itemId, categoryL1, popularity, pop_rank, pop_rank_in_category,
-        popularity / max(popularity) OVER (PARTITION BY categoryL1) AS pop_in_cat
-      FROM read_parquet(${sqlString(etl.paths.itemStats)})`);
-    await conn.run(
-      userCandidatesSql({ history, topCats, categoryItems, catWeight, perUser, out: paths.users }),
+    await timed('inter', () =>
+      db.createTable(
+        'inter',
+        `SELECT userId, itemId, categoryL1, weight * ${decay('last_ts', recencyHalfLife)} AS strength
+         FROM etl_inter`,
+      ),
+    );
+    await timed('stats', () =>
+      db.createTable(
+        'stats',
+        `SELECT itemId, categoryL1, popularity, pop_rank, pop_rank_in_category,
+           popularity / max(popularity) OVER (PARTITION BY categoryL1) AS pop_in_cat
+         FROM etl_stats`,
+      ),
+    );
+    await timed(paths.users, () =>
+      db.writeParquet(
+        userCandidatesSql({ history, topCats, categoryItems, catWeight, perUser }),
+        paths.users,
+      ),
     );
 
     // 4. Popularity, overall (category NULL) and per category.
-    await conn.run(`
-      COPY (
-        SELECT NULL::VARCHAR AS category, itemId, popularity AS score, pop_rank AS rank
+    await timed(paths.popular, () =>
+      db.writeParquet(
+        `
+        SELECT CAST(NULL AS STRING) AS category, itemId, popularity AS score, pop_rank AS rank
         FROM stats WHERE pop_rank <= ${popularK}
         UNION ALL
         SELECT categoryL1 AS category, itemId, popularity AS score, pop_rank_in_category AS rank
-        FROM stats WHERE pop_rank_in_category <= ${popularK}
-      ) TO ${sqlString(paths.popular)} ${PARQUET}`);
+        FROM stats WHERE pop_rank_in_category <= ${popularK}`,
+        paths.popular,
+      ),
+    );
 
-    const u = sqlString(paths.users);
+    await db.readParquet('out_users', paths.users);
+    await db.readParquet('out_popular', paths.popular);
     const result: CandidateResult = {
       dir,
       paths,
       counts: {
         neighbours: await scalar(db, 'SELECT count(*) FROM nb'),
         itemsWithNeighbours: await scalar(db, 'SELECT count(DISTINCT itemId) FROM nb'),
-        userCandidates: await scalar(db, `SELECT count(*) FROM read_parquet(${u})`),
-        users: await scalar(db, `SELECT count(DISTINCT userId) FROM read_parquet(${u})`),
-        popular: await scalar(db, `SELECT count(*) FROM read_parquet(${sqlString(paths.popular)})`),
+        userCandidates: await scalar(db, 'SELECT count(*) FROM out_users'),
+        users: await scalar(db, 'SELECT count(DISTINCT userId) FROM out_users'),
+        popular: await scalar(db, 'SELECT count(*) FROM out_popular'),
       },
       durationMs: performance.now() - t0,
     };
     log.info(
-      { ...result.counts, steps, durationMs: Math.round(result.durationMs) },
+      { engine: db.name, ...result.counts, steps, durationMs: Math.round(result.durationMs) },
       'candidates built',
     );
     return result;
-  } finally {
-    db.close();
-  }
+  });
 }
 
 /**
  * Per-user candidates: co-visitation neighbours of the user's strongest `history` items, and
  * the popular items of the user's `topCats` categories (weighted `catWeight`), the better
- * source per item, the best `perUser` per user; written to `out`.
+ * source per item, the best `perUser` per user (a query over the tables `inter`, `nb`, `stats`).
  */
 function userCandidatesSql(p: {
   history: number;
@@ -214,11 +230,9 @@ function userCandidatesSql(p: {
   categoryItems: number;
   catWeight: number;
   perUser: number;
-  out: string;
 }): string {
   const { history, topCats, categoryItems, catWeight, perUser } = p;
   return `
-      COPY (
         WITH hist AS (
           SELECT * FROM (
             SELECT userId, itemId, strength,
@@ -248,13 +262,12 @@ function userCandidatesSql(p: {
             'category' AS source
           FROM category
         ), best AS (
-          -- The better source of an item (Spark: max_by).
-          SELECT userId, itemId, max(score) AS score, arg_max(source, score) AS source
+          -- The better source of an item.
+          SELECT userId, itemId, max(score) AS score, max_by(source, score) AS source
           FROM scored GROUP BY userId, itemId
         )
         SELECT userId, itemId, score, source, rank FROM (
           SELECT *, row_number() OVER (PARTITION BY userId ORDER BY score DESC, itemId) AS rank
           FROM best) r
-        WHERE rank <= ${perUser}
-      ) TO ${sqlString(p.out)} ${PARQUET}`;
+        WHERE rank <= ${perUser}`;
 }

@@ -17,8 +17,9 @@
  *      distinct users, last seen, time-decayed popularity with overall and per-category rank),
  *      `items` (the catalog used).
  *
- * The SQL sticks to what Spark SQL also has (window functions, CASE, GROUP BY, `count(DISTINCT)`),
- * with the DuckDB-only parts noted: `read_parquet`/`COPY`, `epoch_ms` (Spark: `unix_millis`).
+ * The SQL runs unchanged on DuckDB (default) or Spark (`RECSYS_BATCH_ENGINE`); it keeps to the
+ * dialect both accept (`sql-engine.ts`): window functions, CASE, GROUP BY, `count(DISTINCT)`,
+ * `unix_millis`; inputs and outputs go through the engine.
  *
  * @example
  *   const etl = await runEtl(config, log);
@@ -31,9 +32,10 @@ import type { Config, Logger } from '../core/index.js';
 import { EVENT_TYPES } from '../schemas/index.js';
 import { lakeGlob } from '../stream/lake-layout.js';
 import { TYPE_WEIGHTS } from '../store/session-features.js';
-import { openBatchDb, sqlString, type BatchDb, type BatchDbOptions } from './duck.js';
+import { withSqlEngine, type SqlEngineOptions } from './open-engine.js';
+import { scalar, type SqlEngine } from './sql-engine.js';
 
-export interface EtlOptions extends BatchDbOptions {
+export interface EtlOptions extends SqlEngineOptions {
   /** Lake root. @default config.lake.dir */
   lakeDir?: string;
   /** Output root; tables go to `<dir>/etl`. @default config.batch.dir */
@@ -84,7 +86,26 @@ export function typeWeightSql(column = 'type'): string {
   return `CASE ${column} ${whens} ELSE 0 END`;
 }
 
-const PARQUET = '(FORMAT parquet, COMPRESSION zstd)';
+/** The lake columns the ETL reads (Spark reads them by this schema, not by inference). */
+const LAKE_COLUMNS = {
+  eventId: 'STRING',
+  userId: 'STRING',
+  sessionId: 'STRING',
+  itemId: 'STRING',
+  type: 'STRING',
+  ts: 'TIMESTAMP',
+  receivedAt: 'TIMESTAMP',
+} as const;
+
+/** The catalog's columns, as `catalog.ts` writes them. */
+const CATALOG_COLUMNS = {
+  itemId: 'STRING',
+  categoryL1: 'STRING',
+  categoryL2: 'STRING',
+  price: 'DOUBLE',
+  isAvailable: 'BOOLEAN',
+  createdAt: 'BIGINT',
+} as const;
 
 /**
  * Runs the ETL; see the module doc for the steps and tables.
@@ -114,27 +135,27 @@ export async function runEtl(
     itemStats: join(dir, 'item_stats.parquet'),
     items: join(dir, 'items.parquet'),
   };
-  const db = await openBatchDb(options);
-  try {
-    const { conn } = db;
+  return withSqlEngine(config, log, options, async (db) => {
     const glob = lakeGlob(lakeDir, config.kafka.topics.events);
-    // 1. Dedupe: the first copy of each eventId (by receive time). DuckDB-only: read_parquet.
-    await conn.run(`
-      CREATE TEMP TABLE raw AS
-      SELECT eventId, userId, sessionId, itemId, type,
-             epoch_ms(ts) AS ts_ms,            -- Spark: unix_millis(ts)
-             epoch_ms(receivedAt) AS received_ms
-      FROM read_parquet(${sqlString(glob)}, hive_partitioning = true, union_by_name = true)`);
+    await db.readParquet('lake', glob, LAKE_COLUMNS);
+    await db.createTable(
+      'raw',
+      `SELECT eventId, userId, sessionId, itemId, type,
+         unix_millis(ts) AS ts_ms, unix_millis(receivedAt) AS received_ms
+       FROM lake`,
+    );
     const rawCount = await scalar(db, 'SELECT count(*) FROM raw');
     if (rawCount === 0) throw new Error(`no events in the lake at ${glob}`);
 
     await loadCatalog(db, catalogPath, log);
 
-    // 1-3. Dedupe, sessionise, weigh. A row starts a session when it is the user's first, when
-    // the client's sessionId changes, or (no client id) after the inactivity gap; the running
-    // sum of those starts numbers the sessions per user.
-    await conn.run(`
-      CREATE TEMP TABLE ev AS
+    // 1-3. Dedupe (the first copy of each eventId by receive time), sessionise, weigh. A row
+    // starts a session when it is the user's first, when the client's sessionId changes, or (no
+    // client id) after the inactivity gap; the running sum of those starts numbers the sessions
+    // per user.
+    await db.createTable(
+      'ev_all',
+      `
       WITH dedup AS (
         SELECT * FROM (
           SELECT *, row_number() OVER (PARTITION BY eventId ORDER BY received_ms, ts_ms) AS copy_no
@@ -154,36 +175,36 @@ export async function runEtl(
         FROM ordered
       )
       SELECT s.eventId, s.userId, s.itemId, s.type, s.ts_ms,
-        s.userId || '#' || sum(s.is_start) OVER (
-          PARTITION BY s.userId ORDER BY s.ts_ms, s.eventId ROWS UNBOUNDED PRECEDING) AS session_key,
+        s.userId || '#' || CAST(sum(s.is_start) OVER (
+          PARTITION BY s.userId ORDER BY s.ts_ms, s.eventId ROWS UNBOUNDED PRECEDING) AS STRING) AS session_key,
         ${typeWeightSql('s.type')} AS weight,
         coalesce(i.categoryL1, 'unknown') AS categoryL1
-      FROM starts s LEFT JOIN items i ON i.itemId = s.itemId`);
+      FROM starts s LEFT JOIN items i ON i.itemId = s.itemId`,
+    );
 
     // 4. Time split.
-    const span = await db.conn.runAndReadAll('SELECT min(ts_ms), max(ts_ms) FROM ev');
-    const [minRaw, maxRaw] = span.getRowsJS()[0] as [bigint, bigint];
+    const [minRaw, maxRaw] = (await db.rows('SELECT min(ts_ms), max(ts_ms) FROM ev_all'))[0] ?? [];
     const minTs = Number(minRaw);
     const maxTs = Number(maxRaw);
     const cutoffTs = Math.floor(maxTs - (maxTs - minTs) * validationShare);
-    await conn.run(`ALTER TABLE ev ADD COLUMN split VARCHAR`);
-    await conn.run(
-      `UPDATE ev SET split = CASE WHEN ts_ms < ${cutoffTs} THEN 'train' ELSE 'valid' END`,
+    await db.createView(
+      'ev',
+      `SELECT *, CASE WHEN ts_ms < ${cutoffTs} THEN 'train' ELSE 'valid' END AS split FROM ev_all`,
     );
-    await conn.run(`COPY ev TO ${sqlString(paths.events)} ${PARQUET}`);
+    await db.writeParquet('SELECT * FROM ev', paths.events);
 
     await writeInteractions(db, paths, cutoffTs, halfLifeMs);
-    await conn.run(`COPY items TO ${sqlString(paths.items)} ${PARQUET}`);
+    await db.writeParquet('SELECT * FROM items', paths.items);
 
-    const c = (
-      await conn.runAndReadAll(`
+    const n = (
+      (
+        await db.rows(`
       SELECT count(*), count(DISTINCT userId), count(DISTINCT itemId), count(DISTINCT session_key),
         sum(CASE WHEN split = 'train' THEN 1 ELSE 0 END), sum(CASE WHEN split = 'valid' THEN 1 ELSE 0 END),
-        (SELECT count(*) FROM read_parquet(${sqlString(paths.trainInteractions)})),
-        (SELECT count(*) FROM read_parquet(${sqlString(paths.validInteractions)}))
+        (SELECT count(*) FROM out_train), (SELECT count(*) FROM out_valid)
       FROM ev`)
-    ).getRowsJS()[0] as bigint[];
-    const n = c.map((v) => Number(v ?? 0));
+      )[0] ?? []
+    ).map((v) => Number(v ?? 0));
     const result: EtlResult = {
       dir,
       paths,
@@ -204,32 +225,35 @@ export async function runEtl(
       },
       durationMs: performance.now() - t0,
     };
-    log.info({ ...result.counts, cutoffTs, durationMs: Math.round(result.durationMs) }, 'etl done');
+    log.info(
+      { engine: db.name, ...result.counts, cutoffTs, durationMs: Math.round(result.durationMs) },
+      'etl done',
+    );
     return result;
-  } finally {
-    db.close();
-  }
+  });
 }
 
-/** The catalog into table `items` (first-class columns; JSON Lines as catalog.ts writes them). */
-async function loadCatalog(
-  db: Awaited<ReturnType<typeof openBatchDb>>,
-  catalogPath: string,
-  log: Logger,
-): Promise<void> {
-  const { conn } = db;
+/**
+ * The catalog into table `items` (one row per itemId; JSON Lines as catalog.ts writes them). Of
+ * several lines for one item the newest `createdAt` wins (then the smallest values: a stable
+ * choice on both engines).
+ */
+async function loadCatalog(db: SqlEngine, catalogPath: string, log: Logger): Promise<void> {
+  const columns = Object.keys(CATALOG_COLUMNS).join(', ');
   if (existsSync(catalogPath)) {
-    await conn.run(`
-      CREATE TEMP TABLE items AS
-      SELECT DISTINCT ON (itemId) itemId, categoryL1, categoryL2, price, isAvailable, createdAt
-      FROM read_json(${sqlString(catalogPath)}, format = 'newline_delimited',
-        columns = {itemId: 'VARCHAR', categoryL1: 'VARCHAR', categoryL2: 'VARCHAR',
-                   price: 'DOUBLE', isAvailable: 'BOOLEAN', createdAt: 'BIGINT'})`);
+    await db.readJsonLines('catalog', catalogPath, CATALOG_COLUMNS);
+    await db.createTable(
+      'items',
+      `SELECT ${columns} FROM (
+         SELECT *, row_number() OVER (PARTITION BY itemId
+           ORDER BY createdAt DESC, categoryL1, categoryL2, price, isAvailable) AS copy_no
+         FROM catalog) c
+       WHERE copy_no = 1`,
+    );
   } else {
     log.warn({ catalogPath }, 'no catalog file: every item is in category "unknown"');
-    await conn.run(`
-      CREATE TEMP TABLE items (itemId VARCHAR, categoryL1 VARCHAR, categoryL2 VARCHAR,
-        price DOUBLE, isAvailable BOOLEAN, createdAt BIGINT)`);
+    const nulls = Object.entries(CATALOG_COLUMNS).map(([c, t]) => `CAST(NULL AS ${t}) AS ${c}`);
+    await db.createTable('items', `SELECT ${nulls.join(', ')} WHERE 1 = 0`);
   }
 }
 
@@ -238,12 +262,11 @@ async function loadCatalog(
  * the sum of weights decayed to the cut-off (weight * 2^(-(cutoff - ts) / halfLife)).
  */
 async function writeInteractions(
-  db: Awaited<ReturnType<typeof openBatchDb>>,
+  db: SqlEngine,
   paths: EtlPaths,
   cutoffTs: number,
   halfLifeMs: number,
 ): Promise<void> {
-  const { conn } = db;
   const counts = EVENT_TYPES.map(
     (t) => `sum(CASE WHEN type = '${t}' THEN 1 ELSE 0 END) AS n_${t}`,
   ).join(', ');
@@ -251,20 +274,20 @@ async function writeInteractions(
     ['train', paths.trainInteractions],
     ['valid', paths.validInteractions],
   ] as const) {
-    await conn.run(`
-      COPY (
-        SELECT userId, itemId, any_value(categoryL1) AS categoryL1,
-          sum(weight) AS weight, count(*) AS events, ${counts},
-          min(ts_ms) AS first_ts, max(ts_ms) AS last_ts
-        FROM ev WHERE split = '${split}'
-        GROUP BY userId, itemId
-      ) TO ${sqlString(path)} ${PARQUET}`);
+    await db.writeParquet(
+      `SELECT userId, itemId, any_value(categoryL1) AS categoryL1,
+         sum(weight) AS weight, count(*) AS events, ${counts},
+         min(ts_ms) AS first_ts, max(ts_ms) AS last_ts
+       FROM ev WHERE split = '${split}'
+       GROUP BY userId, itemId`,
+      path,
+    );
+    // The file as written (for the counts).
+    await db.readParquet(`out_${split}`, path);
   }
 
-  // Item statistics over train; popularity = sum of weights decayed to the cutoff
-  // (weight * 2^(-(cutoff - ts) / halfLife)).
-  await conn.run(`
-    COPY (
+  await db.writeParquet(
+    `
       WITH s AS (
         SELECT itemId, any_value(categoryL1) AS categoryL1, count(*) AS events, ${counts},
           count(DISTINCT userId) AS users, sum(weight) AS weight, max(ts_ms) AS last_ts,
@@ -275,12 +298,7 @@ async function writeInteractions(
       SELECT *,
         row_number() OVER (ORDER BY popularity DESC, itemId) AS pop_rank,
         row_number() OVER (PARTITION BY categoryL1 ORDER BY popularity DESC, itemId) AS pop_rank_in_category
-      FROM s
-    ) TO ${sqlString(paths.itemStats)} ${PARQUET}`);
-}
-
-/** First column of the first row, as a number. */
-export async function scalar(db: BatchDb, sql: string): Promise<number> {
-  const r = await db.conn.runAndReadAll(sql);
-  return Number((r.getRowsJS()[0]?.[0] as bigint | number | null) ?? 0);
+      FROM s`,
+    paths.itemStats,
+  );
 }

@@ -3,7 +3,9 @@
  * environment the project creates itself: `ensurePythonEnv` makes `<venv>` with the system
  * python3 and installs `batch/python/requirements.txt` into it, once per content of that file
  * (its hash is kept in `<venv>/.requirements.sha256`), so a changed pin reinstalls and an
- * unchanged one costs a file read.
+ * unchanged one costs a file read. The Spark engine's extra (`requirements-spark.txt`, PySpark)
+ * is installed on top only when asked (`{ spark: true }`), with its own hash file
+ * (`<venv>/.requirements-spark.sha256`), so only the Spark engine pays for it.
  *
  * @example
  *   const py = await ensurePythonEnv(config.batch.pythonVenv, log);
@@ -93,30 +95,60 @@ export function runCommand(
   });
 }
 
-export async function ensurePythonEnv(venv: string, log: Logger): Promise<PythonEnv> {
-  const requirements = join(repoRoot(), 'batch', 'python', 'requirements.txt');
-  const wanted = createHash('sha256')
-    .update(await readFile(requirements))
+export interface PythonEnvOptions {
+  /** Also install `requirements-spark.txt` (PySpark) for the Spark batch engine. */
+  spark?: boolean;
+}
+
+const sha256 = async (file: string): Promise<string> =>
+  createHash('sha256')
+    .update(await readFile(file))
     .digest('hex');
+
+export async function ensurePythonEnv(
+  venv: string,
+  log: Logger,
+  options: PythonEnvOptions = {},
+): Promise<PythonEnv> {
+  const dir = join(repoRoot(), 'batch', 'python');
+  const requirements = join(dir, 'requirements.txt');
+  const wanted = await sha256(requirements);
   const stamp = join(venv, '.requirements.sha256');
   const env: PythonEnv = { venv, bin: (name) => join(venv, 'bin', name) };
   const have = await readFile(stamp, 'utf8').catch(() => '');
-  if (have.trim() === wanted && existsSync(env.bin('python'))) return env;
+  if (have.trim() !== wanted || !existsSync(env.bin('python'))) {
+    const t0 = Date.now();
+    log.info({ venv }, 'creating the Python environment (first use or changed requirements)');
+    await rm(venv, { recursive: true, force: true });
+    await mkdir(dirname(venv), { recursive: true });
+    await runCommand('python3', ['-m', 'venv', venv], { log });
+    await runCommand(env.bin('python'), ['-m', 'pip', 'install', '--quiet', '--upgrade', 'pip'], {
+      log,
+    });
+    await pipInstall(env, requirements, log);
+    await writeFile(stamp, wanted + '\n');
+    log.info({ venv, seconds: Math.round((Date.now() - t0) / 1000) }, 'Python environment ready');
+  }
+  if (options.spark) await ensureExtra(env, join(dir, 'requirements-spark.txt'), 'spark', log);
+  return env;
+}
 
+/** Installs an extra requirements file into the venv, once per content (its own hash file). */
+async function ensureExtra(env: PythonEnv, file: string, name: string, log: Logger): Promise<void> {
+  const wanted = await sha256(file);
+  const stamp = join(env.venv, `.requirements-${name}.sha256`);
+  if ((await readFile(stamp, 'utf8').catch(() => '')).trim() === wanted) return;
   const t0 = Date.now();
-  log.info({ venv }, 'creating the Python environment (first use or changed requirements)');
-  await rm(venv, { recursive: true, force: true });
-  await mkdir(dirname(venv), { recursive: true });
-  await runCommand('python3', ['-m', 'venv', venv], { log });
-  await runCommand(env.bin('python'), ['-m', 'pip', 'install', '--quiet', '--upgrade', 'pip'], {
-    log,
-  });
-  await runCommand(
+  log.info({ venv: env.venv, extra: name }, 'installing the Python extra (first use or changed)');
+  await pipInstall(env, file, log);
+  await writeFile(stamp, wanted + '\n');
+  log.info({ extra: name, seconds: Math.round((Date.now() - t0) / 1000) }, 'Python extra ready');
+}
+
+function pipInstall(env: PythonEnv, requirements: string, log: Logger): Promise<unknown> {
+  return runCommand(
     env.bin('python'),
     ['-m', 'pip', 'install', '--quiet', '--disable-pip-version-check', '-r', requirements],
     { log, timeoutMs: 20 * 60_000 },
   );
-  await writeFile(stamp, wanted + '\n');
-  log.info({ venv, seconds: Math.round((Date.now() - t0) / 1000) }, 'Python environment ready');
-  return env;
 }

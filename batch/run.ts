@@ -15,6 +15,7 @@ import { runEtl } from './etl.js';
 import { generate } from './generate.js';
 import { publishCandidates } from './publish.js';
 import { trainAndEvaluate, type Advantage } from './rerank.js';
+import { openSqlEngine } from './open-engine.js';
 
 export interface BatchRunOptions {
   /** Generate this many synthetic events into the lake first. */
@@ -79,18 +80,27 @@ export async function runBatch(
         `${r.events} events, ${r.users} users, ${r.items} items, ${r.plantedPairs.length} planted pairs`,
     );
   }
-  const etl = await step(
-    'etl',
-    () => runEtl(config, log, { catalogPath }),
-    (r) =>
-      `${r.counts.events} events (${r.counts.duplicates} duplicates dropped), ${r.counts.users} users, ${r.counts.sessions} sessions, cut-off ${new Date(r.cutoffTs).toISOString()}`,
-  );
-  const cands = await step(
-    'candidates',
-    () => buildCandidates(config, log, etl),
-    (r) =>
-      `${r.counts.neighbours} neighbour pairs over ${r.counts.itemsWithNeighbours} items, ${r.counts.userCandidates} user candidates for ${r.counts.users} users`,
-  );
+  // One engine (one Spark session on the spark engine) for the ETL and the candidates.
+  const session = await openSqlEngine(config, log);
+  let etl: Awaited<ReturnType<typeof runEtl>>;
+  let cands: Awaited<ReturnType<typeof buildCandidates>>;
+  try {
+    etl = await step(
+      'etl',
+      () => runEtl(config, log, { catalogPath, session }),
+      (r) =>
+        `${r.counts.events} events (${r.counts.duplicates} duplicates dropped), ${r.counts.users} users, ${r.counts.sessions} sessions, cut-off ${new Date(r.cutoffTs).toISOString()} (${session.name})`,
+    );
+    const done = etl;
+    cands = await step(
+      'candidates',
+      () => buildCandidates(config, log, done, { session }),
+      (r) =>
+        `${r.counts.neighbours} neighbour pairs over ${r.counts.itemsWithNeighbours} items, ${r.counts.userCandidates} user candidates for ${r.counts.users} users`,
+    );
+  } finally {
+    await session.close();
+  }
   const champion = await currentChampion(config, log);
   const ranked = await step(
     'train+evaluate',

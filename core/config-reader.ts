@@ -69,3 +69,12 @@ export function reader(env: Env) {
   const home = env.HOME ?? '/root';
   return { str, int, num, url, list, flag, home };
 }
+
+/** Freezes `value` and everything it holds (the config is read-only once loaded). */
+export function deepFreeze<T>(value: T): T {
+  if (value && typeof value === 'object') {
+    for (const v of Object.values(value)) deepFreeze(v);
+    Object.freeze(value);
+  }
+  return value;
+}

@@ -9,7 +9,7 @@
  *   const kafka = createKafka(config.kafka, logger);
  */
 import { ConfigError } from './errors.js';
-import { reader, type Env, type Reader } from './config-reader.js';
+import { deepFreeze, reader, type Env, type Reader } from './config-reader.js';
 import { type HttpConfig, kindPorts } from './ports.js';
 import { kafkaSasl, type KafkaSasl, replication } from './config-kafka.js';
 import { featureSettings, type FeaturesConfig } from './config-features.js';
@@ -116,6 +116,10 @@ export interface BatchConfig {
   modelName: string;
   minNdcg: number;
   pythonVenv: string;
+  /** Engine of the ETL and candidate SQL (`batch/sql-engine.ts`). */
+  engine: 'duckdb' | 'spark';
+  /** Spark master of the spark engine, e.g. `local[2]` or `spark://host:7077`. */
+  sparkMaster: string;
   candidatesPerUser: number;
   neighboursPerItem: number;
   keepVersions: number;
@@ -354,17 +358,15 @@ function batchSettings(r: Reader): Pick<Config, 'batch' | 'local'> {
         return url('RECSYS_MODEL_REGISTRY_URL', ['file:', 'http:', 'https:']);
       })(),
       modelName: str('RECSYS_MODEL_NAME'),
-      minNdcg: (() => {
-        const raw = str('RECSYS_MODEL_MIN_NDCG');
-        const n = Number(raw);
-        if (!(n >= 0 && n <= 1))
-          throw new ConfigError(
-            'RECSYS_MODEL_MIN_NDCG',
-            `expected a number in [0, 1], got "${raw}"`,
-          );
-        return n;
-      })(),
+      minNdcg: r.num('RECSYS_MODEL_MIN_NDCG', 0, 1),
       pythonVenv: str('RECSYS_PYTHON_VENV').replace(/^~(?=\/|$)/, home),
+      engine: (() => {
+        const engine = str('RECSYS_BATCH_ENGINE');
+        if (engine !== 'duckdb' && engine !== 'spark')
+          throw new ConfigError('RECSYS_BATCH_ENGINE', `expected duckdb or spark, got "${engine}"`);
+        return engine;
+      })(),
+      sparkMaster: str('RECSYS_SPARK_MASTER'),
       candidatesPerUser: int('RECSYS_CANDIDATES_PER_USER', 1, 10_000),
       neighboursPerItem: int('RECSYS_NEIGHBOURS_PER_ITEM', 1, 10_000),
       keepVersions: int('RECSYS_CANDIDATES_KEEP_VERSIONS', 1, 100),
@@ -434,12 +436,4 @@ export function loadConfigOrExit(env: Env = process.env): Readonly<Config> {
     process.stderr.write(`recsys: ${err.code}: ${err.message}\n`);
     process.exit(1);
   }
-}
-
-function deepFreeze<T>(value: T): T {
-  if (value && typeof value === 'object') {
-    for (const v of Object.values(value)) deepFreeze(v);
-    Object.freeze(value);
-  }
-  return value;
 }

@@ -33,6 +33,16 @@ export const BATCH: readonly VariableDoc[] = [
     doc: 'virtual environment the batch Python steps (LightGBM, ONNX export, MLflow) run in; created by the project',
   },
   {
+    name: 'RECSYS_BATCH_ENGINE',
+    default: 'duckdb',
+    doc: 'engine of the ETL and candidate SQL: duckdb (embedded) or spark (PySpark in the venv, Java 17)',
+  },
+  {
+    name: 'RECSYS_SPARK_MASTER',
+    default: 'local[2]',
+    doc: 'Spark master of the spark engine: local[N] or a cluster URL (spark://host:7077)',
+  },
+  {
     name: 'RECSYS_CANDIDATES_PER_USER',
     default: '200',
     doc: 'batch home-feed candidates kept per user',

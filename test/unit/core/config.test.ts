@@ -41,6 +41,17 @@ describe('loadConfig', () => {
     assert.equal(config.http.port, 0);
   });
 
+  it('runs the batch SQL on DuckDB unless told spark, with the Spark master given', () => {
+    const dflt = loadConfig({ RECSYS_ENV: 'development' }).batch;
+    assert.deepEqual([dflt.engine, dflt.sparkMaster], ['duckdb', 'local[2]']);
+    const spark = loadConfig({
+      RECSYS_ENV: 'development',
+      RECSYS_BATCH_ENGINE: 'spark',
+      RECSYS_SPARK_MASTER: 'spark://10.0.0.5:7077',
+    }).batch;
+    assert.deepEqual([spark.engine, spark.sparkMaster], ['spark', 'spark://10.0.0.5:7077']);
+  });
+
   it('names the variable when a value is invalid', () => {
     for (const [name, value] of [
       ['RECSYS_HTTP_PORT', '70000'],
@@ -50,6 +61,7 @@ describe('loadConfig', () => {
       ['RECSYS_KAFKA_BROKERS', ' , '],
       ['RECSYS_INGEST_MAX_QUEUED_BYTES', '65536'],
       ['RECSYS_SHUTDOWN_TIMEOUT_MS', '0'],
+      ['RECSYS_BATCH_ENGINE', 'presto'],
     ] as const) {
       assert.throws(
         () => loadConfig({ RECSYS_ENV: 'development', [name]: value }),
