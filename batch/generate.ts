@@ -31,7 +31,7 @@
  */
 import { mkdir, readdir, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../store/redis.js';
 import type { Logger } from '../core/index.js';
 import { EVENT_TYPES } from '../schemas/index.js';
 import { CatalogStore, type CatalogItem } from '../store/catalog.js';
@@ -165,7 +165,10 @@ export async function writeCatalogJsonl(
 }
 
 /** Upserts catalog items into Redis (`item:<id>` hashes), as `npm run catalog -- load` does. */
-export async function loadCatalog(redis: Redis, items: readonly CatalogItem[]): Promise<void> {
+export async function loadCatalog(
+  redis: RedisClient,
+  items: readonly CatalogItem[],
+): Promise<void> {
   await new CatalogStore(redis, { cacheTtlMs: 0, cacheSize: 0 }).upsert(items);
 }
 
@@ -173,7 +176,7 @@ export interface GenerateRunOptions extends GenerateOptions, LakeTarget {
   /** Where the catalog JSON Lines go, e.g. `<config.batch.dir>/catalog.jsonl`. */
   catalogPath: string;
   /** When given, the catalog is also loaded into this Redis. */
-  redis?: Redis;
+  redis?: RedisClient;
   log?: Logger;
 }
 

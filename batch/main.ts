@@ -38,7 +38,7 @@ import {
   RecsysError,
   type ShutdownBudget,
 } from '../core/index.js';
-import { createRedis, type Redis, redisHealth } from '../store/redis.js';
+import { createRedis, type RedisClient, redisHealth } from '../store/redis.js';
 import { mountRetrainTrigger } from './retrain.js';
 import { runBatch, type BatchRunOptions } from './run.js';
 
@@ -86,7 +86,7 @@ async function main(): Promise<void> {
 async function runLongLived(
   config: Readonly<Config>,
   log: Logger,
-  redis: Redis,
+  redis: RedisClient,
   options: BatchRunOptions,
   mode: { schedule: boolean; serve: boolean; port: number; variable: string },
 ): Promise<void> {

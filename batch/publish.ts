@@ -7,7 +7,7 @@
  *   const { version, retired } = await publishCandidates(config, redis, log, cands);
  *   await new CandidateStore(redis).rollback(log); // back to the previous version
  */
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../store/redis.js';
 import type { Config, Logger } from '../core/index.js';
 import { CandidateStore, SOURCE_CODES, type VersionWriter } from '../store/candidates.js';
 import type { CandidateResult } from './candidates.js';
@@ -40,7 +40,7 @@ export interface PublishResult {
  */
 export async function publishCandidates(
   config: Readonly<Config>,
-  redis: Redis,
+  redis: RedisClient,
   log: Logger,
   candidates: Pick<CandidateResult, 'paths'>,
   options: PublishOptions = {},

@@ -29,7 +29,7 @@
  */
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../store/redis.js';
 import type { Config, Logger } from '../core/index.js';
 import { EVENT_TYPES, type EventType } from '../schemas/index.js';
 import {
@@ -103,7 +103,7 @@ function heldOut(userId: string): boolean {
 export async function trainAndEvaluate(
   config: Readonly<Config>,
   log: Logger,
-  redis: Redis,
+  redis: RedisClient,
   etl: Pick<EtlResult, 'paths' | 'cutoffTs'>,
   cands: Pick<CandidateResult, 'paths'>,
   options: RerankOptions = {},
@@ -260,7 +260,7 @@ function queriesOf(inputs: TrainingInputs, cutoff: number, historyLabels: number
  */
 async function sessionsAt(
   config: Readonly<Config>,
-  redis: Redis,
+  redis: RedisClient,
   list: readonly Query[],
 ): Promise<Map<string, SessionFeatures | null>> {
   const runId = `batch-scratch-${Date.now().toString(36)}`;

@@ -7,7 +7,7 @@
  *   const result = await runBatch(config, log, redis, { generateEvents: 200_000 });
  */
 import { join } from 'node:path';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../store/redis.js';
 import type { Config, Logger } from '../core/index.js';
 import { openRegistry } from '../store/registry/index.js';
 import { buildCandidates } from './candidates.js';
@@ -47,7 +47,7 @@ export interface BatchRunResult {
 export async function runBatch(
   config: Readonly<Config>,
   log: Logger,
-  redis: Redis,
+  redis: RedisClient,
   options: BatchRunOptions = {},
   progress: (line: string) => void = (line) => process.stdout.write(line + '\n'),
 ): Promise<BatchRunResult> {

@@ -9,11 +9,14 @@
  *   const kafka = createKafka(config.kafka, logger);
  */
 import { ConfigError } from './errors.js';
+import { redisTarget, type RedisTarget } from './redis-url.js';
+import { trendingSettings, type TrendingConfig } from './config-trending.js';
 import { deepFreeze, reader, type Env, type Reader } from './config-reader.js';
 import { type HttpConfig, kindPorts } from './ports.js';
 import { kafkaSasl, type KafkaSasl, replication } from './config-kafka.js';
 import { featureSettings, type FeaturesConfig } from './config-features.js';
 
+export type { TrendingConfig };
 export type { KafkaSasl } from './config-kafka.js';
 export { EVENT_TYPE_NAMES, type FeaturesConfig } from './config-features.js';
 import {
@@ -90,11 +93,6 @@ export interface ConsumerConfig {
   };
   /** Attribution role: an event counts for a feed served at most this long before it, ms. */
   attributionWindowMs: number;
-}
-
-export interface TrendingConfig {
-  windowsSec: number[];
-  buckets: number;
 }
 
 export interface IndexerConfig {
@@ -181,7 +179,8 @@ export interface Config {
   logLevel: string;
   kafka: KafkaConfig;
   registry: { url: string };
-  redis: { url: string };
+  /** `cluster`: the seed nodes when RECSYS_REDIS_URL names a Redis Cluster (`core/redis-url.ts`). */
+  redis: RedisTarget;
   /** `apiKey`: the encoded API key, '' for none. */
   elasticsearch: { url: string; apiKey: string };
   mqtt: MqttConfig;
@@ -256,7 +255,7 @@ function connections(
       ...replication(r),
     },
     registry: { url: url('RECSYS_SCHEMA_REGISTRY_URL', ['http:', 'https:']) },
-    redis: { url: url('RECSYS_REDIS_URL', ['redis:', 'rediss:']) },
+    redis: redisTarget(str('RECSYS_REDIS_URL')),
     elasticsearch: {
       url: url('RECSYS_ES_URL', ['http:', 'https:']),
       apiKey: str('RECSYS_ES_API_KEY'),
@@ -300,7 +299,7 @@ function connections(
 function streamSettings(
   r: Reader,
 ): Pick<Config, 'consumer' | 'features' | 'trending' | 'indexer' | 'lake'> {
-  const { str, int, list } = r;
+  const { str, int } = r;
   return {
     consumer: {
       maxWaitMs: int('RECSYS_CONSUMER_MAX_WAIT_MS', 0, 60_000),
@@ -323,16 +322,7 @@ function streamSettings(
       attributionWindowMs: int('RECSYS_ATTRIBUTION_WINDOW_MS', 1000, 7 * 86_400_000),
     },
     features: featureSettings(r),
-    trending: {
-      windowsSec: list('RECSYS_TRENDING_WINDOWS_S').map((w) => {
-        const n = Number(w);
-        if (!Number.isInteger(n) || n < 60) {
-          throw new ConfigError('RECSYS_TRENDING_WINDOWS_S', `expected seconds >= 60, got "${w}"`);
-        }
-        return n;
-      }),
-      buckets: int('RECSYS_TRENDING_BUCKETS', 1, 10_000),
-    },
+    trending: trendingSettings(r),
     indexer: {
       namespace: str('RECSYS_ES_NAMESPACE'),
       bulkDocs: int('RECSYS_INDEXER_BULK_DOCS', 1, 100_000),

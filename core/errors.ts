@@ -83,8 +83,12 @@ const KAFKA_PERMANENT = new Set([
   'INVALID_RECORD',
   'CORRUPT_MESSAGE',
 ]);
-/** ioredis' own errors while it has no connection (they carry no code). */
-const REDIS_CLIENT_DOWN = /^(Connection is closed|Stream isn't writeable|Command timed out)/;
+/**
+ * ioredis' own errors while it has no connection (they carry no code), and a Redis Cluster
+ * client's while no node answers or the slots move (a failover).
+ */
+export const REDIS_CLIENT_DOWN =
+  /^(Connection is closed|Stream isn't writeable|Command timed out|Too many Cluster redirections|None of startup nodes is available|Cluster isn't ready|Failed to refresh slots cache)/;
 /** @elastic/elasticsearch transport errors. */
 const ES_TRANSPORT = new Set(['ConnectionError', 'TimeoutError', 'NoLivingConnectionsError']);
 
@@ -119,6 +123,7 @@ export function classifyError(err: unknown): ErrorClass {
     return prefix === 'OOM' ? 'resource' : 'permanent';
   }
   if (name === 'MaxRetriesPerRequestError' || name === 'AbortError') return 'retriable';
+  if (name === 'ClusterAllFailedError') return 'retriable';
   if (name === 'TimeoutError' || REDIS_CLIENT_DOWN.test(message)) return 'retriable';
   if (ES_TRANSPORT.has(name)) return 'retriable';
   if (name === 'ResponseError' && typeof e.meta?.statusCode === 'number') {

@@ -8,6 +8,12 @@
  */
 export { loadConfig, loadConfigOrExit } from './config.js';
 export { VARIABLES, type VariableDoc } from './config-variables.js';
+export {
+  parseRedisUrl,
+  redact as redactRedisUrl,
+  type RedisClusterTarget,
+  type RedisTarget,
+} from './redis-url.js';
 export type {
   AuthConfig,
   BatchConfig,
@@ -38,6 +44,7 @@ export {
   DependencyUnavailableError,
   isRetriable,
   RecsysError,
+  REDIS_CLIENT_DOWN,
   type ErrorClass,
 } from './errors.js';
 export { withFileLock, type FileLockOptions } from './file-lock.js';

@@ -71,6 +71,12 @@ export const WS_CLOSE = {
   tooManySockets: 4429,
 } as const;
 
+/** Users gaining their first socket on this server and losing their last (`watchUsers`). */
+export interface UserListener {
+  added(userId: string): void;
+  removed(userId: string): void;
+}
+
 export interface LiveHubOptions {
   feed: FeedSource;
   log: Logger;
@@ -108,6 +114,7 @@ export function sliceFrames(feed: Feed, limits: Iterable<number>): Map<number, s
 
 export class LiveHub {
   readonly #users = new Map<string, UserState>();
+  #userListener: UserListener | null = null;
   readonly #opts: Required<LiveHubOptions>;
   readonly #push: Histogram;
   readonly #dropped: Counter;
@@ -182,6 +189,15 @@ export class LiveHub {
     return this.#building;
   }
 
+  /**
+   * Tells `listener` of every user who has a socket now and, from now on, of each user's first
+   * socket (`added`) and last one closing (`removed`): what a sharded change signal subscribes.
+   */
+  watchUsers(listener: UserListener): void {
+    this.#userListener = listener;
+    for (const userId of this.#users.keys()) listener.added(userId);
+  }
+
   /** Registers an open socket and sends it the user's current feed at once. */
   attach(userId: string, limit: number, socket: LiveSocket): Subscription {
     const sub: Sub = {
@@ -198,6 +214,7 @@ export class LiveHub {
     if (!user) {
       user = { subs: new Set(), timer: null, computing: false, changedAt: null };
       this.#users.set(userId, user);
+      this.#userListener?.added(userId);
     }
     user.subs.add(sub);
     this.#sockets += 1;
@@ -229,6 +246,7 @@ export class LiveHub {
     if (user.subs.size === 0) {
       if (user.timer) clearTimeout(user.timer);
       this.#users.delete(sub.userId);
+      this.#userListener?.removed(sub.userId);
     }
   }
 

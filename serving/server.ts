@@ -24,7 +24,7 @@ import {
   type Config,
   type Logger,
 } from '../core/index.js';
-import type { Redis } from '../store/redis.js';
+import type { RedisClient } from '../store/redis.js';
 import { SocketLeaseStore } from '../store/socket-leases.js';
 import { Guards } from './guards.js';
 import { LiveHub } from './live.js';
@@ -64,12 +64,12 @@ export interface ServingDeps {
    * A Redis connection for this server alone (subscriber mode); without it no live pushes,
    * only the feed on connect.
    */
-  redisSubscriber?: Redis;
+  redisSubscriber?: RedisClient;
   /**
    * A Redis connection for the live sockets' per-user leases (the feed's own is fine); without
    * it the per-user socket cap counts this process's sockets only.
    */
-  redis?: Redis;
+  redis?: RedisClient;
   /** What `/metrics` answers, when not this process's registry (cluster workers). */
   metricsText?: () => Promise<string>;
   options?: ServingOptions;

@@ -19,7 +19,9 @@ export async function runWorker(config: Readonly<Config>, log: Logger): Promise<
   const metrics = createMetricsRegistry('serving');
   // Feed requests issue a few commands each: those of one turn of the event loop go in one write.
   const redis = createRedis(config.redis.url, 'recsys-serving', { coalesceWrites: true });
-  const subscriber = createRedis(config.redis.url, 'recsys-serving-live');
+  const subscriber = createRedis(config.redis.url, 'recsys-serving-live', {
+    shardedSubscriber: true,
+  });
   // Errors surface through /readyz and the retrying subscription; without a listener ioredis
   // would print every failed reconnect as an unhandled error event.
   for (const r of [redis, subscriber]) {

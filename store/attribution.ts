@@ -18,7 +18,7 @@
  *   await store.record([{ requestId: 'r1', userId: 'u1', ts: 1, modelVersion: '3', itemIds: ['i1'] }]);
  *   const feeds = await store.read(['u1']); // Map { 'u1' => [{ requestId: 'r1', ts: 1, ... }] }
  */
-import type { Redis } from 'ioredis';
+import { openPipeline, type RedisClient } from './redis.js';
 import { DependencyUnavailableError } from '../core/index.js';
 import { userServedFeedsKey } from './keys.js';
 
@@ -59,12 +59,12 @@ type ScriptPipeline = {
 };
 
 export class ServedFeedStore {
-  readonly #redis: Redis;
+  readonly #redis: RedisClient;
   readonly #maxFeeds: number;
   readonly #maxItems: number;
   readonly #ttlMs: number;
 
-  constructor(redis: Redis, options: ServedFeedOptions = {}) {
+  constructor(redis: RedisClient, options: ServedFeedOptions = {}) {
     if (!('recsysRecordServedFeed' in redis)) {
       redis.defineCommand('recsysRecordServedFeed', { numberOfKeys: 1, lua: RECORD });
     }
@@ -80,7 +80,7 @@ export class ServedFeedStore {
    */
   async record(feeds: readonly StoredFeed[]): Promise<boolean[]> {
     if (feeds.length === 0) return [];
-    const pipeline = this.#redis.pipeline() as unknown as ScriptPipeline;
+    const pipeline = openPipeline(this.#redis) as unknown as ScriptPipeline;
     for (const f of feeds) {
       pipeline.recsysRecordServedFeed(
         userServedFeedsKey(f.userId),
@@ -103,7 +103,7 @@ export class ServedFeedStore {
     const users = [...new Set(userIds)];
     const out = new Map<string, StoredFeed[]>();
     if (users.length === 0) return out;
-    const pipeline = this.#redis.pipeline();
+    const pipeline = openPipeline(this.#redis);
     for (const u of users) pipeline.lrange(userServedFeedsKey(u), 0, -1);
     const replies = (await pipeline.exec()) ?? [];
     users.forEach((userId, i) => {

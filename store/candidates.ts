@@ -2,13 +2,22 @@
  * Versioned batch output in Redis: the writer the batch publishes with and the readers serving
  * and tests use, over one key layout (`BATCH` in `keys.ts`) and one codec.
  *
- * Publishing: {@link CandidateStore.beginVersion} takes a new version v from `batch:seq` (never
+ * Publishing: {@link CandidateStore.beginVersion} takes a new version v from `{batch}:seq` (never
  * reused, so a half-written earlier attempt cannot mix with it); a {@link VersionWriter} writes
  * every key of v in pipelined chunks; {@link CandidateStore.publish} writes the version's meta,
- * then switches `batch:current` to v and adds v to `batch:versions` in one MULTI, so readers see
- * the old batch or the new one, never a mix. Versions beyond the newest `keepVersions` are
- * retired: every key of a version neither kept nor newer than v gets a grace TTL (a reader that
- * read the old pointer a moment ago still finds its keys; 0 deletes at once).
+ * then switches `{batch}:current` to v and adds v to `{batch}:versions` in one MULTI (one hash
+ * slot, so also on a Redis Cluster).
+ *
+ * Why a reader never mixes two batches, also on a Redis Cluster where a user's candidates, the
+ * items' neighbours and the popular lists lie on different nodes: it is a version check, not a
+ * multi-key transaction. Every key of a batch carries its version in its name and is written
+ * before the pointer names that version; a reader reads the pointer once and then reads only
+ * keys of that version. A reader that read v-1 just before the switch still reads v-1 in full:
+ * retired keys live on for the grace TTL. So the switch is atomic for every user at once.
+ *
+ * Versions beyond the newest `keepVersions` are retired: every key of a version neither kept nor
+ * newer than v gets a grace TTL (a reader that read the old pointer a moment ago still finds its
+ * keys; 0 deletes at once). Retiring scans every master of a cluster.
  *
  * Codec: a list is one string of `id,score[,src]` entries joined by spaces, best first (src, on
  * user candidates only: `n` co-visitation, `c` category). About 20 bytes an entry, a quarter of
@@ -23,7 +32,7 @@
  *   const { ids, scores } = await store.userCandidates('u42', version);
  *   const items = await store.readCandidates('u42'); // { version, items: [{ itemId, score, source }] }
  */
-import type { Redis } from 'ioredis';
+import { openPipeline, type RedisClient, scanKeys } from './redis.js';
 import { type Logger, RecsysError } from '../core/index.js';
 import { BATCH } from './keys.js';
 
@@ -79,17 +88,17 @@ const LIST_KEYS: Readonly<Record<CandidateList, (id: string, version: number) =>
 
 /** Writes the lists of one version in pipelined chunks; see {@link CandidateStore.writer}. */
 export class VersionWriter {
-  readonly #redis: Redis;
+  readonly #redis: RedisClient;
   readonly #version: number;
   readonly #chunkKeys: number;
-  #pipeline: ReturnType<Redis['pipeline']>;
+  #pipeline: ReturnType<typeof openPipeline>;
   #pending = 0;
 
-  constructor(redis: Redis, version: number, chunkKeys: number) {
+  constructor(redis: RedisClient, version: number, chunkKeys: number) {
     this.#redis = redis;
     this.#version = version;
     this.#chunkKeys = chunkKeys;
-    this.#pipeline = redis.pipeline();
+    this.#pipeline = openPipeline(redis);
   }
 
   /** Queues one list (already encoded, `id,score[,src] ...`); sends a chunk when full. */
@@ -105,7 +114,7 @@ export class VersionWriter {
     for (const [err] of replies ?? []) {
       if (err) throw new BatchPublishError(this.#version, 'write failed', err);
     }
-    this.#pipeline = this.#redis.pipeline();
+    this.#pipeline = openPipeline(this.#redis);
     this.#pending = 0;
   }
 }
@@ -118,9 +127,9 @@ export interface PublishVersionOptions {
 }
 
 export class CandidateStore {
-  readonly #redis: Redis;
+  readonly #redis: RedisClient;
 
-  constructor(redis: Redis) {
+  constructor(redis: RedisClient) {
     this.#redis = redis;
   }
 
@@ -128,6 +137,9 @@ export class CandidateStore {
 
   /** A new version number (never reused). */
   async beginVersion(): Promise<number> {
+    // A store written before the `{batch}` tag continues its numbers (a version is never reused).
+    const legacy = await this.#redis.get(BATCH.legacy.sequence);
+    if (legacy !== null) await this.#redis.set(BATCH.sequence, legacy, 'NX');
     return this.#redis.incr(BATCH.sequence);
   }
 
@@ -153,7 +165,7 @@ export class CandidateStore {
         ...Object.entries(meta).map(([k, v]) => [k, String(v)]),
       ]),
     );
-    const previousRaw = await redis.get(BATCH.current);
+    const previousRaw = (await redis.get(BATCH.current)) ?? (await redis.get(BATCH.legacy.current));
     const switched = await redis
       .multi()
       .set(BATCH.current, String(version))
@@ -211,7 +223,9 @@ export class CandidateStore {
 
   /** The live version, or null when none was published. */
   async currentVersion(): Promise<number | null> {
-    const v = await this.#redis.get(BATCH.current);
+    // Before the first publish under the `{batch}` tag, the pointer of an older store.
+    const v =
+      (await this.#redis.get(BATCH.current)) ?? (await this.#redis.get(BATCH.legacy.current));
     return v === null ? null : Number(v);
   }
 
@@ -312,7 +326,7 @@ function decodeSources(value: string | null): (string | undefined)[] {
  * not newer than `upTo` a TTL of `graceSec` (0: deletes it). Returns the versions retired.
  */
 async function retire(
-  redis: Redis,
+  redis: RedisClient,
   upTo: number,
   keep: number,
   graceSec: number,
@@ -320,11 +334,8 @@ async function retire(
   const kept = new Set((await redis.zrevrange(BATCH.versions, 0, keep - 1)).map(Number));
   await redis.zremrangebyrank(BATCH.versions, 0, -(keep + 1));
   const retired = new Set<number>();
-  let cursor = '0';
-  do {
-    const [next, found] = await redis.scan(cursor, 'COUNT', 5000);
-    cursor = next;
-    const pipeline = redis.pipeline();
+  await scanKeys(redis, null, 5000, async (found) => {
+    const pipeline = openPipeline(redis);
     let n = 0;
     for (const key of found) {
       const v = BATCH.versionOf(key);
@@ -336,7 +347,7 @@ async function retire(
       n++;
     }
     if (n > 0) await pipeline.exec();
-  } while (cursor !== '0');
+  });
   return [...retired].sort((a, b) => a - b);
 }
 

@@ -8,7 +8,7 @@
  *   await catalog.upsert(parseCatalog(readFileSync('items.jsonl', 'utf8'), 'items.jsonl'));
  *   const items = await catalog.get(['i1', 'i2']); // Map, unknown ids absent
  */
-import type { Redis } from 'ioredis';
+import { openPipeline, type RedisClient } from './redis.js';
 import { RecsysError } from '../core/index.js';
 import { CATALOG_CHANNEL, ITEM_FIELDS, itemKey } from './keys.js';
 import { indexItems, trimIndex, unindexItems } from './new-items.js';
@@ -136,12 +136,12 @@ export interface CatalogOptions {
 
 /** Catalog reads and writes, with a small in-process cache for the per-event lookups. */
 export class CatalogStore {
-  readonly #redis: Redis;
+  readonly #redis: RedisClient;
   readonly #options: CatalogOptions;
   // Map keeps insertion order: deleting and re-inserting on refresh makes it a FIFO by age.
   readonly #cache = new Map<string, { at: number; item: CatalogItem | null }>();
 
-  constructor(redis: Redis, options: CatalogOptions) {
+  constructor(redis: RedisClient, options: CatalogOptions) {
     this.#redis = redis;
     this.#options = options;
   }
@@ -150,7 +150,7 @@ export class CatalogStore {
   async upsert(items: readonly CatalogItem[]): Promise<void> {
     for (let i = 0; i < items.length; i += 1000) {
       const chunk = items.slice(i, i + 1000);
-      const pipeline = this.#redis.pipeline();
+      const pipeline = openPipeline(this.#redis);
       const trimmed = new Set<string>();
       for (const item of chunk) {
         const key = itemKey(item.itemId);
@@ -174,7 +174,7 @@ export class CatalogStore {
   async apply(changes: readonly CatalogChange[]): Promise<void> {
     for (let i = 0; i < changes.length; i += 1000) {
       const chunk = changes.slice(i, i + 1000);
-      const pipeline = this.#redis.pipeline();
+      const pipeline = openPipeline(this.#redis);
       const trimmed = new Set<string>();
       for (const { itemId, item } of chunk) {
         pipeline.del(itemKey(itemId));
@@ -195,7 +195,9 @@ export class CatalogStore {
     if (itemIds.length === 0) return;
     for (let i = 0; i < itemIds.length; i += 1000) {
       const chunk = itemIds.slice(i, i + 1000);
-      const pipeline = this.#redis.pipeline().del(...chunk.map(itemKey));
+      // One DEL per key: the items' keys lie in many slots of a Redis Cluster.
+      const pipeline = openPipeline(this.#redis);
+      for (const id of chunk) pipeline.del(itemKey(id));
       unindexItems(pipeline, chunk);
       const replies = await pipeline.publish(CATALOG_CHANNEL, chunk.join(' ')).exec();
       for (const [err] of replies ?? []) if (err) throw err;
@@ -239,7 +241,7 @@ export class CatalogStore {
     }
     if (missing) {
       const ids = [...missing.keys()];
-      const pipeline = this.#redis.pipeline();
+      const pipeline = openPipeline(this.#redis);
       for (const id of ids) pipeline.hgetall(itemKey(id));
       const replies = (await pipeline.exec()) ?? [];
       ids.forEach((id, k) => {

@@ -16,7 +16,7 @@
  *   await store.record([{ userId: 'u1', itemIds: ['i1', 'i2'], partition: 0, offset: '41' }]);
  *   const counts = await store.read('u1'); // Map { 'i1' => 1, 'i2' => 1 }
  */
-import type { Redis } from 'ioredis';
+import { openPipeline, type RedisClient } from './redis.js';
 import { DependencyUnavailableError } from '../core/index.js';
 import { IMPRESSIONS_OFFSET_FIELD, userImpressionsKey } from './keys.js';
 
@@ -74,7 +74,7 @@ end
 return applied
 `;
 
-type ScriptRedis = Redis & {
+type ScriptRedis = RedisClient & {
   recsysRecordImpressions(key: string, ...args: (string | number)[]): Promise<number>;
 };
 
@@ -83,7 +83,7 @@ export class ImpressionStore {
   readonly #cap: number;
   readonly #ttlSec: number;
 
-  constructor(redis: Redis, options: ImpressionOptions = {}) {
+  constructor(redis: RedisClient, options: ImpressionOptions = {}) {
     if (!('recsysRecordImpressions' in redis)) {
       redis.defineCommand('recsysRecordImpressions', { numberOfKeys: 1, lua: RECORD });
     }
@@ -102,7 +102,7 @@ export class ImpressionStore {
       args.push(String(r.partition), r.offset, items.length, ...items);
     }
     if (byUser.size === 0) return;
-    const pipeline = this.#redis.pipeline() as unknown as {
+    const pipeline = openPipeline(this.#redis) as unknown as {
       recsysRecordImpressions(key: string, ...args: (string | number)[]): void;
       exec(): Promise<[Error | null, unknown][] | null>;
     };
@@ -117,7 +117,7 @@ export class ImpressionStore {
   /** Forgets the impressions of items a user interacted with. */
   async reset(interactions: readonly { userId: string; itemId: string }[]): Promise<void> {
     if (interactions.length === 0) return;
-    const pipeline = this.#redis.pipeline();
+    const pipeline = openPipeline(this.#redis);
     for (const { userId, itemId } of interactions) {
       pipeline.hdel(userImpressionsKey(userId), itemId);
     }

@@ -11,9 +11,11 @@
  *   because it grows to 80 KB for a user with 10,000 events a day, which would make every
  *   feature read copy it.
  * - `item:<itemId>` hash: the catalog entry (see {@link ITEM_FIELDS}).
- * - `{trend}:...`: trending counts; one hash tag so one script updates a whole chunk.
+ * - `{trend}:...` (or `{trend:<shard>}:...`): trending counts; one hash tag per shard so one
+ *   script updates a shard's part of a whole chunk.
  * - `{new}:...`: the newest catalog items, overall and per category ({@link newItemsKey}).
- * - channel {@link FEATURE_CHANNEL}: a user's features changed (message = userId).
+ * - channel {@link FEATURE_CHANNEL}: a user's features changed (message = userId); on a Redis
+ *   Cluster the sharded channel {@link userChangeChannel} of the user instead.
  * - channel {@link CATALOG_CHANNEL}: catalog entries changed (message = itemIds, space-separated).
  * - batch output ({@link BATCH}), impressions and live-socket leases, below.
  *
@@ -98,30 +100,59 @@ export function newItemsKey(category: string | null): string {
 export const FEATURE_CHANNEL = 'recsys:features:changed';
 
 /**
+ * One user's change signal as sharded pub/sub (SPUBLISH/SSUBSCRIBE), used on a Redis Cluster: it
+ * carries the user's hash tag, so the feature script publishes it from the user's slot and only
+ * the node of that slot carries it to the servers holding the user's sockets. The message is
+ * the userId.
+ */
+export function userChangeChannel(userId: string): string {
+  return `{u:${userId}}:chg`;
+}
+
+/**
  * Published after catalog entries were written or deleted; the message is their itemIds,
  * space-separated. Readers that cache entries (the feed server) drop them at once.
  */
 export const CATALOG_CHANNEL = 'recsys:catalog:changed';
 
 /**
- * Trending keys for one window (seconds) and optionally one category. The builders also take
- * Lua expressions in place of numbers and names, so the trending scripts build the same names.
+ * Trending keys for one window (seconds) and optionally one category, in one shard. The builders
+ * also take Lua expressions in place of numbers, names and the tag, so the trending scripts build
+ * the same names.
+ *
+ * Shards: with one shard every trending key carries the hash tag `{trend}` (one slot); with N
+ * shards an item's counts live under `{trend:<s>}`, s = {@link trendShard} of the item, so N slots
+ * (spread over the nodes of a Redis Cluster) share the writes, and a read merges the N top lists
+ * (`store/trending.ts`). A script touches one shard's keys only.
  */
 export const TRENDING = {
+  /** The hash tag of shard `shard` of `shards`. */
+  tag: (shard: number, shards: number): string => (shards === 1 ? '{trend}' : `{trend:${shard}}`),
   /** Running counts of the whole window: a sorted set item -> count. */
-  window: (windowSec: number | string, category: string | null): string =>
-    category === null ? `{trend}:w${windowSec}` : `{trend}:w${windowSec}:c:${category}`,
+  window: (windowSec: number | string, category: string | null, tag = '{trend}'): string =>
+    category === null ? `${tag}:w${windowSec}` : `${tag}:w${windowSec}:c:${category}`,
   /**
    * Counts of one time bucket (members `<category> <item>`, or `<item>` when the category is
    * unknown), subtracted from the windows when the bucket leaves them.
    */
-  bucket: (windowSec: number | string, bucket: number | string): string =>
-    `{trend}:w${windowSec}:b${bucket}`,
+  bucket: (windowSec: number | string, bucket: number | string, tag = '{trend}'): string =>
+    `${tag}:w${windowSec}:b${bucket}`,
   /** Sorted set of the live bucket numbers of a window (score = bucket number). */
-  buckets: (windowSec: number | string): string => `{trend}:w${windowSec}:idx`,
+  buckets: (windowSec: number | string, tag = '{trend}'): string => `${tag}:w${windowSec}:idx`,
   /** Hash: `h:<windowSec>` oldest live bucket, `o:<topic>:<partition>` last applied offset. */
-  meta: '{trend}:meta',
+  meta: (tag = '{trend}'): string => `${tag}:meta`,
 } as const;
+
+/**
+ * The trending shard of an item, of `shards`: FNV-1a (32-bit) of its id's UTF-16 code units, so
+ * every process (writers and readers) puts an item in the same shard.
+ */
+export function trendShard(itemId: string, shards: number): number {
+  if (shards === 1) return 0;
+  let h = 0x811c9dc5;
+  for (let i = 0; i < itemId.length; i++) h = Math.imul(h ^ itemId.charCodeAt(i), 0x01000193);
+  return (h >>> 0) % shards;
+}
 
 // ------------------------------------------------------------------------------ batch output
 // Written by `batch/publish.ts`, read by serving through its reader functions. Every batch
@@ -130,12 +161,20 @@ export const TRENDING = {
 // 200-entry sorted set costs several times the memory of the same list as one string.
 
 export const BATCH = {
-  /** String: the live version. */
-  current: 'batch:current',
+  /**
+   * String: the live version. It and `versions` share the hash tag `{batch}`, so the switch
+   * (one MULTI over both) stays in one slot of a Redis Cluster.
+   */
+  current: '{batch}:current',
   /** Sorted set: published versions still kept (score = version number). */
-  versions: 'batch:versions',
+  versions: '{batch}:versions',
   /** Counter the next version number comes from. */
-  sequence: 'batch:seq',
+  sequence: '{batch}:seq',
+  /**
+   * The names these had before the `{batch}` tag: read (never written) so a store upgraded in
+   * place keeps its live batch and its version numbers until the next publish.
+   */
+  legacy: { current: 'batch:current', sequence: 'batch:seq' },
   /** Hash: what a version holds (counts, creation time). */
   meta: (version: number | string): string => `batch:v${version}:meta`,
   /** One user's home-feed candidates; the hash tag keeps it in the user's slot. */

@@ -9,7 +9,8 @@
  * @example
  *   const pool = await new NewItemsStore(redis).read('shoes', Date.now() - 7 * 86_400_000, 50);
  */
-import type { ChainableCommander, Redis } from 'ioredis';
+import type { ChainableCommander } from 'ioredis';
+import type { RedisClient } from './redis.js';
 import { newItemsKey } from './keys.js';
 
 /** Items each set keeps (the newest); 500 ids of ~20 bytes are some 40 KB per category. */
@@ -52,9 +53,9 @@ export function trimIndex(pipeline: ChainableCommander, trimmed: Set<string>): v
 
 /** Reads the index. */
 export class NewItemsStore {
-  readonly #redis: Redis;
+  readonly #redis: RedisClient;
 
-  constructor(redis: Redis) {
+  constructor(redis: RedisClient) {
     this.#redis = redis;
   }
 

@@ -15,7 +15,7 @@
  *   await online.record([{ itemId: 'i2', previous: ['i1'], ts: Date.now() }]);
  *   const lists = await online.read(['i1'], 50); // [{ ids: ['i2'], scores: [1] }]
  */
-import type { Redis } from 'ioredis';
+import { openPipeline, type RedisClient } from './redis.js';
 import { DependencyUnavailableError } from '../core/index.js';
 import { onlineNeighboursKey } from './keys.js';
 
@@ -48,7 +48,7 @@ redis.call('EXPIRE', key, ttl)
 return 0
 `;
 
-type ScriptRedis = Redis & {
+type ScriptRedis = RedisClient & {
   recsysOnlineNeighbours(key: string, ...args: (string | number)[]): Promise<number>;
 };
 
@@ -59,7 +59,7 @@ export class OnlineNeighbourStore {
   readonly #halfLifeMs: number;
   readonly #ttlSec: number;
 
-  constructor(redis: Redis, options: OnlineNeighbourOptions = {}) {
+  constructor(redis: RedisClient, options: OnlineNeighbourOptions = {}) {
     if (!('recsysOnlineNeighbours' in redis)) {
       redis.defineCommand('recsysOnlineNeighbours', { numberOfKeys: 1, lua: RECORD });
     }
@@ -88,7 +88,7 @@ export class OnlineNeighbourStore {
       }
     }
     if (byItem.size === 0) return;
-    const pipeline = this.#redis.pipeline() as unknown as {
+    const pipeline = openPipeline(this.#redis) as unknown as {
       recsysOnlineNeighbours(key: string, ...args: (string | number)[]): void;
       exec(): Promise<[Error | null, unknown][] | null>;
     };

@@ -13,8 +13,8 @@
  *      of inactivity when the client sends no sessionId); category affinities with exponential
  *      decay; the recent (and purchased) distinct items, newest first, capped.
  * If anything was applied it refreshes the key's TTL and publishes the userId on
- * {@link FEATURE_CHANNEL}. Nothing is written for skipped events, so one pass and two passes
- * leave the same bytes.
+ * {@link FEATURE_CHANNEL} (on a Redis Cluster: SPUBLISHes it on the user's own channel). Nothing
+ * is written for skipped events, so one pass and two passes leave the same bytes.
  *
  * Affinity decay: a user's affinity to category c at time T is
  *   sum over applied events e in c of weight(type_e) * 2^(-(T - ts_e) / halfLife).
@@ -29,12 +29,12 @@
  *   const statuses = await store.apply(events); // APPLIED, REDELIVERED or DUPLICATE per event
  *   const features = await readFeatures(redis, 'u42', Date.now(), config.features.halfLifeMs);
  */
-import type { Redis } from 'ioredis';
+import { isCluster, openPipeline, type RedisClient } from './redis.js';
 import { DependencyUnavailableError } from '../core/index.js';
 import { EVENT_TYPES, type EventType } from '../schemas/index.js';
 import { EVENT_IDS_LUA, eventIdHash } from './event-ids.js';
 import { COUNT_FIELDS, FEATURE_CHANNEL, USER_FIELDS, userFeaturesKey } from './keys.js';
-import { userEventIdsKey } from './keys.js';
+import { userChangeChannel, userEventIdsKey } from './keys.js';
 
 export { eventIdHash };
 
@@ -59,6 +59,12 @@ export interface FeatureOptions {
   ttlSec: number;
   /** Channel the change signal goes to. @default FEATURE_CHANNEL (the batch uses its own) */
   channel?: string;
+  /**
+   * `sharded`: the change signal is SPUBLISHed on the user's own channel (`userChangeChannel`),
+   * which the node of the user's slot alone carries, instead of PUBLISHed on `channel`, which a
+   * Redis Cluster copies to every node. @default sharded on a Redis Cluster, else channel
+   */
+  changeSignal?: 'channel' | 'sharded';
   /**
    * Event types that consume an item: the item joins the user's consumed list, and serving
    * never shows it to the user again. @default DEFAULT_CONSUMED_TYPES
@@ -94,7 +100,7 @@ export const DUPLICATE = 2;
 export type ApplyStatus = typeof APPLIED | typeof REDELIVERED | typeof DUPLICATE;
 
 const ARGS_PER_EVENT = 9;
-const FIXED_ARGS = 11;
+const FIXED_ARGS = 12;
 
 // Lua 5.1 inside Redis: numbers are doubles; integers are formatted with %d (tostring would
 // write 1.7e+12 for an epoch-ms), fractions with 6 significant digits.
@@ -107,6 +113,7 @@ local dedupCap, ttl = tonumber(ARGV[7]), tonumber(ARGV[8])
 local consumedCap, consumes = tonumber(ARGV[9]), {}
 for t in string.gmatch(ARGV[10], '%S+') do consumes[t] = true end
 local dedupAge = tonumber(ARGV[11])
+local sharded = ARGV[12] == '1'
 local W = {${EVENT_TYPES.map((t) => `${t}=${TYPE_WEIGHTS[t]}`).join(', ')}}
 local C = {${EVENT_TYPES.map((t) => `${t}='${COUNT_FIELDS[t]}'`).join(', ')}}
 
@@ -241,13 +248,14 @@ if applied > 0 then
   for f in pairs(removed) do gone[#gone + 1] = f end
   if #gone > 0 then redis.call('HDEL', key, unpack(gone)) end
   redis.call('EXPIRE', key, ttl)
-  redis.call('PUBLISH', channel, user)
+  -- Sharded: the channel is the user's own, in the user's slot (a script may touch no other).
+  if sharded then redis.call('SPUBLISH', channel, user) else redis.call('PUBLISH', channel, user) end
 end
 results[#results + 1] = prior
 return results
 `;
 
-type ScriptRedis = Redis & {
+type ScriptRedis = RedisClient & {
   recsysApplyFeatures(
     key: string,
     idsKey: string,
@@ -260,14 +268,17 @@ export class SessionFeatureStore {
   readonly #redis: ScriptRedis;
   readonly #fixed: (string | number)[];
   readonly #channel: string;
+  readonly #sharded: boolean;
 
-  constructor(redis: Redis, options: FeatureOptions) {
+  constructor(redis: RedisClient, options: FeatureOptions) {
     // defineCommand sends EVALSHA and falls back to EVAL once after a script cache flush.
     if (!('recsysApplyFeatures' in redis)) {
       redis.defineCommand('recsysApplyFeatures', { numberOfKeys: 2, lua: SCRIPT });
     }
     this.#redis = redis as ScriptRedis;
     this.#channel = options.channel ?? FEATURE_CHANNEL;
+    this.#sharded =
+      (options.changeSignal ?? (isCluster(redis) ? 'sharded' : 'channel')) === 'sharded';
     this.#fixed = [
       options.halfLifeMs,
       options.sessionGapMs,
@@ -278,6 +289,7 @@ export class SessionFeatureStore {
       options.consumedItems ?? 500,
       (options.consumedTypes ?? DEFAULT_CONSUMED_TYPES).join(' '),
       options.dedupAgeMs ?? 86_400_000,
+      this.#sharded ? '1' : '0',
     ];
   }
 
@@ -306,13 +318,14 @@ export class SessionFeatureStore {
       if (list) list.push(i);
       else byUser.set(e.userId, [i]);
     });
-    const pipeline = this.#redis.pipeline() as unknown as {
+    const pipeline = openPipeline(this.#redis) as unknown as {
       recsysApplyFeatures(key: string, idsKey: string, ...args: (string | Buffer | number)[]): void;
       exec(): Promise<[Error | null, unknown][] | null>;
     };
     const order: number[][] = [];
     for (const [userId, indexes] of byUser) {
-      const args: (string | Buffer | number)[] = [this.#channel, userId, ...this.#fixed];
+      const channel = this.#sharded ? userChangeChannel(userId) : this.#channel;
+      const args: (string | Buffer | number)[] = [channel, userId, ...this.#fixed];
       for (const i of indexes) {
         const e = events[i] as FeatureEvent;
         args.push(
@@ -356,7 +369,10 @@ export class SessionFeatureStore {
   /** Removes users' features and eventId windows (scratch users of the batch). */
   async remove(userIds: readonly string[]): Promise<void> {
     if (userIds.length === 0) return;
-    await this.#redis.unlink(...userIds.flatMap((u) => [userFeaturesKey(u), userEventIdsKey(u)]));
+    // One UNLINK per user: a user's two keys share a slot, different users' need not.
+    const pipeline = openPipeline(this.#redis);
+    for (const u of userIds) pipeline.unlink(userFeaturesKey(u), userEventIdsKey(u));
+    for (const [err] of (await pipeline.exec()) ?? []) if (err) throw err;
   }
 }
 
@@ -375,7 +391,7 @@ export interface SessionFeatures {
 
 /** Reads one user's features; null when the user has none (new, or expired). */
 export async function readFeatures(
-  redis: Redis,
+  redis: RedisClient,
   userId: string,
   now: number,
   halfLifeMs: number,
@@ -422,25 +438,4 @@ export function parseFeatures(
     purchased: split(h[USER_FIELDS.purchased]),
     consumed: split(h[USER_FIELDS.consumed]),
   };
-}
-
-const FEATURES_KEY = /^\{u:(.*)\}:f$/s;
-
-/**
- * Up to `n` users who have features (found by SCAN, at most 20 batches of 1,000 keys), for
- * warming caches; not a uniform sample.
- */
-export async function sampleUsers(redis: Redis, n: number): Promise<string[]> {
-  const users: string[] = [];
-  let cursor = '0';
-  for (let scans = 0; scans < 20 && users.length < n; scans++) {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', userFeaturesKey('*'), 'COUNT', 1000);
-    for (const key of keys) {
-      const id = FEATURES_KEY.exec(key)?.[1];
-      if (id !== undefined && users.length < n) users.push(id);
-    }
-    cursor = next;
-    if (cursor === '0') break;
-  }
-  return users;
 }

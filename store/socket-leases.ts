@@ -16,7 +16,7 @@
  *   await leases.renew(new Map([['u42', ['p1.7']]]));
  *   await leases.release('u42', 'p1.7');
  */
-import type { Redis } from 'ioredis';
+import type { RedisClient } from './redis.js';
 import { DependencyUnavailableError, withTimeout } from '../core/index.js';
 import { userSocketLeasesKey } from './keys.js';
 
@@ -52,7 +52,7 @@ for i = 2, #ARGV do redis.call('ZADD', key, now + ms, ARGV[i]) end
 redis.call('PEXPIRE', key, ms)
 return #ARGV - 1`;
 
-type ScriptRedis = Redis & {
+type ScriptRedis = RedisClient & {
   recsysSocketLeaseAcquire(key: string, id: string, cap: number, ms: number): Promise<number>;
   recsysSocketLeaseRenew(key: string, ms: number, ...ids: string[]): Promise<number>;
 };
@@ -62,7 +62,7 @@ export class SocketLeaseStore {
   readonly #leaseMs: number;
   readonly #timeoutMs: number;
 
-  constructor(redis: Redis, options: SocketLeaseOptions) {
+  constructor(redis: RedisClient, options: SocketLeaseOptions) {
     if (!('recsysSocketLeaseAcquire' in redis)) {
       redis.defineCommand('recsysSocketLeaseAcquire', { numberOfKeys: 1, lua: ACQUIRE });
       redis.defineCommand('recsysSocketLeaseRenew', { numberOfKeys: 1, lua: RENEW });

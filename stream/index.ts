@@ -9,7 +9,7 @@
 export { createElastic, elasticAuthHeaders, elasticHealth, type ElasticClient } from './elastic.js';
 export { createConsumer, createKafka, createProducer, ensureTopics, kafkaHealth } from './kafka.js';
 export { canConnectMqtt, connectMqtt, discardMqttSession, mqttHealth } from './mqtt.js';
-export { createRedis, redisHealth, type Redis } from '../store/redis.js';
+export { createRedis, redisHealth, type Redis, type RedisClient } from '../store/redis.js';
 export { startLake } from './roles/lake.js';
 export { lakeGlob } from './lake-layout.js';
 export { startIndexer } from './roles/indexer.js';

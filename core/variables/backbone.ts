@@ -59,7 +59,7 @@ export const BACKBONE: readonly VariableDoc[] = [
   {
     name: 'RECSYS_REDIS_URL',
     default: 'redis://127.0.0.1:6379',
-    doc: 'Redis URL; an ACL user and password go in it: redis://user:password@host:port',
+    doc: 'Redis: redis://[user:password@]host:port, or a Redis Cluster by its seed nodes: redis-cluster://[user:password@]host1:port1,host2:port2 (database 0 only; rediss-cluster:// for TLS)',
   },
   { name: 'RECSYS_ES_URL', default: 'http://127.0.0.1:9200', doc: 'Elasticsearch URL' },
   {

@@ -216,6 +216,11 @@ export const STREAM: readonly VariableDoc[] = [
     doc: 'buckets per trending window (its time resolution is window / buckets)',
   },
   {
+    name: 'RECSYS_TRENDING_SHARDS',
+    default: '0',
+    doc: 'hash slots the trending sets are spread over by item (read merged); 0: 1 on one Redis node, 16 on a Redis Cluster',
+  },
+  {
     name: 'RECSYS_ES_NAMESPACE',
     default: 'default',
     doc: 'data stream namespace: logs-recsys.events-<ns> and logs-recsys.served-<ns>',

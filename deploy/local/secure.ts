@@ -69,7 +69,10 @@ export function withCredentials(
   if (!creds) return config;
   return Object.freeze({
     ...config,
-    redis: Object.freeze({ url: redisUrlWith(config.redis.url, APP_USER, creds.redis.password) }),
+    redis: Object.freeze({
+      ...config.redis,
+      url: redisUrlWith(config.redis.url, APP_USER, creds.redis.password),
+    }),
     kafka: Object.freeze({
       ...config.kafka,
       sasl: Object.freeze({

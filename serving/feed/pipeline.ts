@@ -23,7 +23,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Config } from '../../core/index.js';
 import type { CandidateStore } from '../../store/candidates.js';
-import type { Redis } from '../../store/redis.js';
+import type { RedisClient } from '../../store/redis.js';
 import { readFeatures, type SessionFeatures } from '../../store/session-features.js';
 import type { ImpressionStore } from '../../store/impressions.js';
 import type { ItemTable } from '../item-table.js';
@@ -79,7 +79,7 @@ const NO_IMPRESSIONS: Map<string, number> = new Map();
 /** What every feed of a process shares. */
 export interface FeedContext {
   config: Readonly<Config>;
-  redis: Redis;
+  redis: RedisClient;
   candidates: CandidateStore;
   impressions: ImpressionStore;
   caches: FeedCaches;

@@ -18,7 +18,7 @@ import { CandidateStore } from '../../store/candidates.js';
 import { NewItemsStore } from '../../store/new-items.js';
 import { CatalogStore } from '../../store/catalog.js';
 import { OnlineNeighbourStore } from '../../store/online-neighbours.js';
-import { createRedis, redisHealth, type Redis } from '../../store/redis.js';
+import { createRedis, redisHealth, type RedisClient } from '../../store/redis.js';
 import { openRegistry } from '../../store/registry/index.js';
 import { TrendingStore } from '../../store/trending.js';
 import { ImpressionStore } from '../../store/impressions.js';
@@ -51,7 +51,7 @@ export interface FeedDeps {
   log: Logger;
   metrics: Registry;
   /** A Redis connection to use (not closed by the service); one is created when absent. */
-  redis?: Redis;
+  redis?: RedisClient;
 }
 
 export function startFeedService(deps: FeedDeps): FeedService {

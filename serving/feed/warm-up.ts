@@ -9,8 +9,8 @@
  *   warmUp.done(); // false until the warm-up feeds were built
  */
 import { sleep, type Logger } from '../../core/index.js';
-import type { Redis } from '../../store/redis.js';
-import { sampleUsers } from '../../store/session-features.js';
+import type { RedisClient } from '../../store/redis.js';
+import { sampleUsers } from '../../store/user-sample.js';
 import type { ModelHolder } from '../model.js';
 
 /** Feeds built (and thrown away) before the service reports ready, and users they are for. */
@@ -21,7 +21,7 @@ const CONCURRENCY = 8;
 
 export interface WarmUpDeps {
   log: Logger;
-  redis: Redis;
+  redis: RedisClient;
   models: ModelHolder;
   /** Builds one feed without recording it. */
   build: (userId: string, limit: number) => Promise<unknown>;

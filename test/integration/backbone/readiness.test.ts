@@ -46,7 +46,7 @@ describe('readiness', () => {
         { stdio: 'ignore' },
       );
       const serverExit = new Promise<void>((resolve) => server.once('exit', () => resolve()));
-      const redis = createRedis(`redis://127.0.0.1:${port}`, 'test-readiness');
+      const redis = createRedis(`redis://127.0.0.1:${port}`, 'test-readiness') as Redis;
       // The first connection attempts may come before the server listens; ioredis retries.
       redis.on('error', () => undefined);
       const kafka = createKafka(config.kafka, log, 'test');

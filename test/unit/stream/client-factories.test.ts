@@ -1,7 +1,8 @@
 // Every Kafka and Elasticsearch client is built by one factory (stream/kafka.ts, stream/elastic.ts),
 // so every one of them, in the product, deploy/local, the benchmarks and the tests, logs in with
 // the configured credentials (RECSYS_KAFKA_SASL_*, RECSYS_ES_API_KEY). Redis clients take theirs
-// from RECSYS_REDIS_URL itself. Read from the TypeScript sources.
+// from RECSYS_REDIS_URL itself, and the product builds them in store/redis.ts alone (createRedis:
+// one node or a Redis Cluster). Read from the TypeScript sources.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
@@ -53,6 +54,17 @@ describe('client factories', () => {
       })
       .map((f) => relative(ROOT, f));
     assert.deepEqual(builders, ['stream/elastic.ts']);
+  });
+
+  it('builds ioredis clients of the product only in store/redis.ts (one node or a cluster)', () => {
+    // `new Redis(`, `new Cluster(`, `new IORedis(` in the product's folders (benchmarks and tests
+    // may build their own against a known single node).
+    const product = new Set(['core', 'schemas', 'store', 'stream', 'serving', 'batch', 'deploy']);
+    const builders = sources()
+      .filter((f) => product.has(relative(ROOT, f).split('/')[0] as string))
+      .filter((f) => /new\s+(Redis|Cluster|IORedis)\s*\(/.test(readFileSync(f, 'utf8')))
+      .map((f) => relative(ROOT, f));
+    assert.deepEqual(builders, ['store/redis.ts']);
   });
 
   it('reads Kafka SASL: none by default, a mechanism needs a user and a password', () => {

@@ -39,6 +39,15 @@ describe('classifyError', () => {
         'retriable',
       ],
       [new Error('Connection is closed.'), 'retriable'],
+      // A Redis Cluster failing over or unreachable: wait, never dead-letter.
+      [reply('CLUSTERDOWN The cluster is down'), 'retriable'],
+      [new Error('Too many Cluster redirections. Last error: Error: CLUSTERDOWN'), 'retriable'],
+      [new Error('None of startup nodes is available'), 'retriable'],
+      [
+        Object.assign(new Error('Failed to refresh'), { name: 'ClusterAllFailedError' }),
+        'retriable',
+      ],
+      [reply("CROSSSLOT Keys in request don't hash to the same slot"), 'permanent'],
       [Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' }), 'retriable'],
       [Object.assign(new Error('no space'), { code: 'ENOSPC' }), 'retriable'],
       [

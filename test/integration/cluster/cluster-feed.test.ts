@@ -1,0 +1,209 @@
+/**
+ * The product on a Redis Cluster (3 masters, 3 replicas, started here): the features role
+ * (`node dist/stream/main.js features`) applies events from Kafka into the cluster, and two feed
+ * servers (`node dist/serving/main.js`), each with a live socket of its own user, push that
+ * user's new feed when its features change: the sharded change signal reaches the server holding
+ * the socket (and only it). A feed from either server reflects the events. Kafka and the schema
+ * registry are the configured ones (RECSYS_KAFKA_BROKERS, RECSYS_SCHEMA_REGISTRY_URL).
+ */
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import WebSocket from 'ws';
+import { mintToken, WS_PROTOCOL } from '../../../core/auth.js';
+import { loadConfig, type Config } from '../../../core/config.js';
+import { sleep } from '../../../core/retry.js';
+import type { UserEvent } from '../../../schemas/types.js';
+import { CatalogStore } from '../../../store/catalog.js';
+import { userFeaturesKey } from '../../../store/keys.js';
+import { createRedis, type RedisClient } from '../../../store/redis.js';
+import { TrendingStore } from '../../../store/trending.js';
+import { CI, productEnv, requireServices, run, uniq } from '../harness.js';
+import { deleteTopics, freePort } from '../ingest/bridge-process.js';
+import { produceEvents } from '../stream/events.js';
+import { type RedisClusterProcesses, startRedisCluster } from './redis-cluster.js';
+
+interface Frame {
+  type: string;
+  feed: { items: { itemId: string; source: string }[] };
+}
+
+/** Starts `node <script> ...args` and waits until `path` answers 200 on `port`. */
+async function startProcess(
+  script: string,
+  args: string[],
+  env: NodeJS.ProcessEnv,
+  port: number,
+  path: string,
+): Promise<ChildProcess> {
+  const child = spawn(process.execPath, [join(process.cwd(), script), ...args], {
+    env: { ...env, RECSYS_HTTP_PORT: String(port) },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let err = '';
+  child.stderr?.on('data', (d: Buffer) => (err = (err + d.toString()).slice(-8000)));
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`${script} exited ${child.exitCode}: ${err}`);
+    const ok = await fetch(`http://127.0.0.1:${port}${path}`).then(
+      (r) => r.status === 200,
+      () => false,
+    );
+    if (ok) return child;
+    if (Date.now() > deadline) throw new Error(`${script} not ready in 60 s: ${err}`);
+    await sleep(200);
+  }
+}
+
+/** A live socket of `userId` on the server at `port`, collecting its feed frames. */
+async function liveSocket(
+  config: Readonly<Config>,
+  port: number,
+  userId: string,
+): Promise<{ frames: Frame[]; ws: WebSocket }> {
+  const token = await mintToken(config.serving, userId, 600);
+  const ws = new WebSocket(`ws://127.0.0.1:${port}/v1/feed`, [WS_PROTOCOL, `bearer.${token}`]);
+  const frames: Frame[] = [];
+  ws.on('message', (data: Buffer) => frames.push(JSON.parse(data.toString()) as Frame));
+  await new Promise<void>((resolve, reject) => {
+    ws.once('open', () => resolve());
+    ws.once('error', reject);
+  });
+  for (let i = 0; i < 250 && frames.length === 0; i++) await sleep(20);
+  assert.equal(frames[0]?.type, 'feed', `${userId}: the current feed on open`);
+  return { frames, ws };
+}
+
+const ids = (frame: Frame | undefined): string[] => frame?.feed.items.map((i) => i.itemId) ?? [];
+
+describe('the product on a Redis Cluster', { timeout: 240_000 }, () => {
+  let cluster: RedisClusterProcesses | null = null;
+  let redis: RedisClient | null = null;
+  let dir = '';
+  let env: NodeJS.ProcessEnv = {};
+  let config: Readonly<Config> | null = null;
+  const children: ChildProcess[] = [];
+  const sockets: WebSocket[] = [];
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'cluster-feed-'));
+  });
+
+  after(async () => {
+    for (const ws of sockets) ws.terminate();
+    for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
+    redis?.disconnect();
+    await cluster?.stop();
+    if (config) await deleteTopics(Object.values(config.kafka.topics)).catch(() => undefined);
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('features role into the cluster; a socket on either of two servers gets its user change', async (t) => {
+    if (!(await requireServices(t, 'kafka', 'registry'))) return;
+    if ((await run('redis-server', ['--version']).catch(() => null))?.code !== 0) {
+      if (CI) throw new Error('redis-server is not installed');
+      return t.skip('redis-server not installed');
+    }
+    cluster = await startRedisCluster();
+    const id = uniq('rc');
+    env = productEnv(dir, id, 0, { RECSYS_REDIS_URL: cluster.url, RECSYS_LIVE_COALESCE_MS: '20' });
+    config = loadConfig(env);
+    assert.ok(config.redis.cluster, 'the processes get the cluster form');
+    redis = createRedis(cluster.url, 'test');
+    redis.on('error', () => undefined);
+
+    // A catalog of 9 items in 3 categories, it-1 the most trending.
+    const now = Date.now();
+    await new CatalogStore(redis, { cacheTtlMs: 0, cacheSize: 0 }).upsert(
+      Array.from({ length: 9 }, (_, i) => ({
+        itemId: `it-${i + 1}`,
+        categoryL1: `c${i % 3}`,
+        categoryL2: null,
+        price: 10 + i,
+        isAvailable: true,
+        createdAt: now - 86_400_000,
+      })),
+    );
+    let offset = 0;
+    await new TrendingStore(redis, config.trending).apply(
+      'seed',
+      0,
+      Array.from({ length: 6 }, (_, i) =>
+        Array.from({ length: 6 - i }, () => ({
+          itemId: `it-${i + 1}`,
+          category: `c${i % 3}`,
+          ts: now,
+          offset: String(offset++),
+        })),
+      ).flat(),
+    );
+
+    const [streamPort, portA, portB] = [await freePort(), await freePort(), await freePort()];
+    children.push(
+      await startProcess('dist/stream/main.js', ['features'], env, streamPort, '/readyz'),
+    );
+    children.push(await startProcess('dist/serving/main.js', [], env, portA, '/healthz'));
+    children.push(await startProcess('dist/serving/main.js', [], env, portB, '/healthz'));
+
+    const userA = uniq('ua').replace(/[^A-Za-z0-9_.:@-]/g, '');
+    const userB = uniq('ub').replace(/[^A-Za-z0-9_.:@-]/g, '');
+    const onA = await liveSocket(config, portA, userA);
+    const onB = await liveSocket(config, portB, userB);
+    sockets.push(onA.ws, onB.ws);
+    assert.ok(ids(onA.frames[0]).includes('it-1'), 'it-1 (trending) in the feed before');
+
+    // userA buys it-1 (a purchase consumes it: never shown to userA again); userB views it-2.
+    const event = (userId: string, itemId: string, type: 'purchase' | 'view'): UserEvent => ({
+      eventId: crypto.randomUUID(),
+      userId,
+      sessionId: null,
+      itemId,
+      type,
+      ts: Date.now(),
+      context: null,
+      value: null,
+      receivedAt: Date.now(),
+      source: 'mqtt',
+    });
+    const t0 = Date.now();
+    await produceEvents(env as Record<string, string>, [
+      event(userA, 'it-1', 'purchase'),
+      event(userB, 'it-2', 'view'),
+    ]);
+    for (let i = 0; i < 500 && (onA.frames.length < 2 || onB.frames.length < 2); i++) {
+      await sleep(20);
+    }
+    const pushMs = Date.now() - t0;
+    assert.ok(onA.frames.length >= 2, `server A pushed userA's new feed (${onA.frames.length})`);
+    assert.ok(onB.frames.length >= 2, `server B pushed userB's new feed (${onB.frames.length})`);
+    assert.ok(!ids(onA.frames.at(-1)).includes('it-1'), 'the pushed feed reflects the purchase');
+
+    // The features are in the cluster where redis-cli -c finds them (on the user's slot master).
+    const port = await cluster.masterOf(userFeaturesKey(userA));
+    const total = await cluster.cli(['HGET', userFeaturesKey(userA), 'n'], { port, follow: false });
+    assert.equal(total.stdout.trim(), '1');
+
+    // A feed from either server reflects userA's purchase; userB's still holds it-1.
+    for (const p of [portA, portB]) {
+      const token = await mintToken(config.serving, userA, 600);
+      const res = await fetch(`http://127.0.0.1:${p}/v1/users/${userA}/feed?limit=20`, {
+        headers: { authorization: `Bearer ${token}` },
+      });
+      assert.equal(res.status, 200);
+      const body = (await res.json()) as Frame['feed'];
+      assert.ok(body.items.length > 0 && !body.items.some((i) => i.itemId === 'it-1'), `port ${p}`);
+    }
+    assert.ok(ids(onB.frames.at(-1)).includes('it-1'), "userB's feed keeps it-1");
+    // Each server pushed only to its own socket's user: userB's socket got no frame for userA.
+    const extraB = onB.frames.length;
+    await produceEvents(env as Record<string, string>, [event(userA, 'it-3', 'view')]);
+    for (let i = 0; i < 250 && onA.frames.length < 3; i++) await sleep(20);
+    assert.ok(onA.frames.length >= 3, 'server A pushed again');
+    await sleep(300);
+    assert.equal(onB.frames.length, extraB, "userA's change never reached server B's socket");
+    t.diagnostic(`events to pushes on both servers in ${pushMs} ms`);
+  });
+});
