@@ -1,10 +1,11 @@
 /**
- * The product on a Redis Cluster (3 masters, 3 replicas, started here): the features role
- * (`node dist/stream/main.js features`) applies events from Kafka into the cluster, and two feed
- * servers (`node dist/serving/main.js`), each with a live socket of its own user, push that
- * user's new feed when its features change: the sharded change signal reaches the server holding
- * the socket (and only it). A feed from either server reflects the events. Kafka and the schema
- * registry are the configured ones (RECSYS_KAFKA_BROKERS, RECSYS_SCHEMA_REGISTRY_URL).
+ * The product on a Redis Cluster (3 masters, 3 replicas, started here): devices publish over
+ * MQTT (`mosquitto_pub`); two stream processes (`node dist/stream/main.js ingest features`) are
+ * two bridges sharing the subscription and two feature consumers in one group, applying the
+ * events into the cluster; two feed servers (`node dist/serving/main.js`), each with a live
+ * socket of its own user, push that user's new feed when its features change: the sharded
+ * change signal reaches the server holding the socket (and only it). A feed from either server
+ * reflects the events. Kafka, the registry and Mosquitto are the configured ones.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -16,14 +17,13 @@ import WebSocket from 'ws';
 import { mintToken, WS_PROTOCOL } from '../../../core/auth.js';
 import { loadConfig, type Config } from '../../../core/config.js';
 import { sleep } from '../../../core/retry.js';
-import type { UserEvent } from '../../../schemas/types.js';
 import { CatalogStore } from '../../../store/catalog.js';
 import { userFeaturesKey } from '../../../store/keys.js';
 import { createRedis, type RedisClient } from '../../../store/redis.js';
 import { TrendingStore } from '../../../store/trending.js';
-import { CI, productEnv, requireServices, run, uniq } from '../harness.js';
+import { AssignerProtocol } from 'kafkajs';
+import { addMqttUser, CI, productEnv, requireServices, run, testKafka, uniq } from '../harness.js';
 import { deleteTopics, freePort } from '../ingest/bridge-process.js';
-import { produceEvents } from '../stream/events.js';
 import { type RedisClusterProcesses, startRedisCluster } from './redis-cluster.js';
 
 interface Frame {
@@ -101,8 +101,8 @@ describe('the product on a Redis Cluster', { timeout: 240_000 }, () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  it('features role into the cluster; a socket on either of two servers gets its user change', async (t) => {
-    if (!(await requireServices(t, 'kafka', 'registry'))) return;
+  it('MQTT through 2 bridges and 2 feature consumers into the cluster; 2 servers push and serve', async (t) => {
+    if (!(await requireServices(t, 'kafka', 'registry', 'mosquitto'))) return;
     if ((await run('redis-server', ['--version']).catch(() => null))?.code !== 0) {
       if (CI) throw new Error('redis-server is not installed');
       return t.skip('redis-server not installed');
@@ -124,7 +124,7 @@ describe('the product on a Redis Cluster', { timeout: 240_000 }, () => {
         categoryL2: null,
         price: 10 + i,
         isAvailable: true,
-        createdAt: now - 86_400_000,
+        createdAt: now - 30 * 86_400_000, // not new: no exploration
       })),
     );
     let offset = 0;
@@ -141,37 +141,46 @@ describe('the product on a Redis Cluster', { timeout: 240_000 }, () => {
       ).flat(),
     );
 
-    const [streamPort, portA, portB] = [await freePort(), await freePort(), await freePort()];
-    children.push(
-      await startProcess('dist/stream/main.js', ['features'], env, streamPort, '/readyz'),
-    );
+    const userA = uniq('ua').replace(/[^A-Za-z0-9_.:@-]/g, '');
+    const userB = uniq('ub').replace(/[^A-Za-z0-9_.:@-]/g, '');
+    const passwords = new Map([userA, userB].map((u) => [u, `pw-${u}`]));
+    for (const [u, pw] of passwords) await addMqttUser(u, pw);
+    const ports = [await freePort(), await freePort(), await freePort(), await freePort()];
+    const [streamPort1, streamPort2, portA, portB] = ports as [number, number, number, number];
+    // Two bridges (one MQTT share group, a client id each) and two feature consumers (one group).
+    for (const [n, port] of [streamPort1, streamPort2].entries()) {
+      const own = { ...env, RECSYS_MQTT_CLIENT_ID: `${id}/bridge-${n + 1}` };
+      children.push(
+        await startProcess('dist/stream/main.js', ['ingest', 'features'], own, port, '/readyz'),
+      );
+    }
     children.push(await startProcess('dist/serving/main.js', [], env, portA, '/healthz'));
     children.push(await startProcess('dist/serving/main.js', [], env, portB, '/healthz'));
 
-    const userA = uniq('ua').replace(/[^A-Za-z0-9_.:@-]/g, '');
-    const userB = uniq('ub').replace(/[^A-Za-z0-9_.:@-]/g, '');
     const onA = await liveSocket(config, portA, userA);
     const onB = await liveSocket(config, portB, userB);
     sockets.push(onA.ws, onB.ws);
     assert.ok(ids(onA.frames[0]).includes('it-1'), 'it-1 (trending) in the feed before');
 
-    // userA buys it-1 (a purchase consumes it: never shown to userA again); userB views it-2.
-    const event = (userId: string, itemId: string, type: 'purchase' | 'view'): UserEvent => ({
-      eventId: crypto.randomUUID(),
-      userId,
-      sessionId: null,
-      itemId,
-      type,
-      ts: Date.now(),
-      context: null,
-      value: null,
-      receivedAt: Date.now(),
-      source: 'mqtt',
-    });
+    // Devices publish with mosquitto_pub, each as its own account.
+    const mqtt = new URL(config.mqtt.url);
+    const prefix = config.mqtt.topicPrefix;
+    const publish = async (events: { userId: string; itemId: string; type: string }[]) => {
+      for (const e of events) {
+        const body = { eventId: crypto.randomUUID(), ...e, ts: Date.now() };
+        const res = await run('mosquitto_pub', [
+          ...['-h', mqtt.hostname, '-p', mqtt.port || '1883', '-V', 'mqttv5', '-q', '1'],
+          ...['-u', e.userId, '-P', passwords.get(e.userId) as string],
+          ...['-t', `${prefix}/${e.userId}`, '-m', JSON.stringify(body)],
+        ]);
+        assert.equal(res.code, 0, `mosquitto_pub: ${res.stderr}`);
+      }
+    };
+    // userA buys it-1 (a purchase consumes it: never shown to userA again); userB views items.
     const t0 = Date.now();
-    await produceEvents(env as Record<string, string>, [
-      event(userA, 'it-1', 'purchase'),
-      event(userB, 'it-2', 'view'),
+    await publish([
+      { userId: userA, itemId: 'it-1', type: 'purchase' },
+      ...[2, 3, 4, 5].map((i) => ({ userId: userB, itemId: `it-${i}`, type: 'view' })),
     ]);
     for (let i = 0; i < 500 && (onA.frames.length < 2 || onB.frames.length < 2); i++) {
       await sleep(20);
@@ -186,6 +195,40 @@ describe('the product on a Redis Cluster', { timeout: 240_000 }, () => {
     const total = await cluster.cli(['HGET', userFeaturesKey(userA), 'n'], { port, follow: false });
     assert.equal(total.stdout.trim(), '1');
 
+    // Both bridges took MQTT events (the broker shares the subscription round-robin), and the
+    // feature group has two members, each holding partitions.
+    const accepted = await Promise.all(
+      [streamPort1, streamPort2].map(async (p) => {
+        const text = await (await fetch(`http://127.0.0.1:${p}/metrics`)).text();
+        const line = text
+          .split('\n')
+          .find((l) => l.startsWith('recsys_ingest_events_total{source="mqtt",outcome="accepted"'));
+        return Number(line?.split(' ').pop() ?? 0);
+      }),
+    );
+    assert.ok(
+      accepted.every((n) => n > 0),
+      `events per bridge: ${accepted}`,
+    );
+    assert.equal(
+      accepted.reduce((x, y) => x + y, 0),
+      5,
+    );
+    const admin = testKafka('cluster-feed').admin();
+    await admin.connect();
+    try {
+      const [group] = (await admin.describeGroups([config.consumer.groups.features])).groups;
+      const topic = config.kafka.topics.events;
+      const owned = (group?.members ?? []).map(
+        (m) =>
+          AssignerProtocol.MemberAssignment.decode(m.memberAssignment)?.assignment[topic]?.length ??
+          0,
+      );
+      assert.ok(owned.length === 2 && owned.every((n) => n > 0), `partitions per member: ${owned}`);
+    } finally {
+      await admin.disconnect();
+    }
+
     // A feed from either server reflects userA's purchase; userB's still holds it-1.
     for (const p of [portA, portB]) {
       const token = await mintToken(config.serving, userA, 600);
@@ -199,7 +242,7 @@ describe('the product on a Redis Cluster', { timeout: 240_000 }, () => {
     assert.ok(ids(onB.frames.at(-1)).includes('it-1'), "userB's feed keeps it-1");
     // Each server pushed only to its own socket's user: userB's socket got no frame for userA.
     const extraB = onB.frames.length;
-    await produceEvents(env as Record<string, string>, [event(userA, 'it-3', 'view')]);
+    await publish([{ userId: userA, itemId: 'it-3', type: 'view' }]);
     for (let i = 0; i < 250 && onA.frames.length < 3; i++) await sleep(20);
     assert.ok(onA.frames.length >= 3, 'server A pushed again');
     await sleep(300);
