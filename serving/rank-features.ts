@@ -374,7 +374,9 @@ function writeRows(
       // between 100 and 107. A createdAt in the future counts as brand new.
       const createdAt = items.createdAt[k] as number;
       const ageMs = Number.isFinite(createdAt) ? Math.max(0, now - createdAt) : 0;
-      out[o + C_AGE] = Math.log1p(ageMs / DAY_MS);
+      // Rounded to 1/1000: ages of items added seconds apart are a float32 step apart, and a
+      // split between such neighbours routes differently in ONNX (float32) than in LightGBM.
+      out[o + C_AGE] = Math.round(Math.log1p(ageMs / DAY_MS) * 1000) / 1000;
       const lp = items.priceLog[k] as number;
       if (lp === lp) {
         out[o + C_PRICE] = lp;

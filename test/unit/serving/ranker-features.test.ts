@@ -99,7 +99,7 @@ describe('rank features', () => {
       n_sources: [2, 2, 1],
       item_known: [1, 1, 0],
       item_popularity_log: [Math.log(10), 0, 0],
-      item_age_days_log: [Math.log(3), 0, 0],
+      item_age_days_log: [Math.round(Math.log(3) * 1000) / 1000, 0, 0], // to 1/1000
       price_log: [Math.log(100), 0, 0],
       price_known: [1, 0, 0],
       price_vs_user: [0, 0, 0],
