@@ -322,6 +322,20 @@ describe('KafkaBatcher byte bound', () => {
   });
 });
 
+/** Writes events (one message per key, the key as value) through `recent` and `batcher`. */
+function sender(batcher: KafkaBatcher, recent: RecentWrites) {
+  return (keys: string[], signal?: AbortSignal) =>
+    recent.write(
+      keys,
+      (fresh, onOutcome) =>
+        batcher.sendAll(
+          fresh.map((i) => ({ topic: 't', message: { value: keys[i] as string } })),
+          { signal, onOutcome },
+        ),
+      signal,
+    );
+}
+
 describe('KafkaBatcher outcomes and RecentWrites', () => {
   it('tells each message its fate: written, withdrawn before Kafka took it, refused', async () => {
     const fake = fakeProducer();
@@ -358,16 +372,7 @@ describe('KafkaBatcher outcomes and RecentWrites', () => {
     const fake = fakeProducer();
     const batcher = batcherOn(fake);
     const recent = new RecentWrites(10);
-    const send = (keys: string[], signal?: AbortSignal) =>
-      recent.write(
-        keys,
-        (fresh, onOutcome) =>
-          batcher.sendAll(
-            fresh.map((i) => ({ topic: 't', message: { value: keys[i] as string } })),
-            { signal, onOutcome },
-          ),
-        signal,
-      );
+    const send = sender(batcher, recent);
     const controller = new AbortController();
     const first = send(['u/e1', 'u/e2'], controller.signal);
     await tick(5);
@@ -398,16 +403,7 @@ describe('KafkaBatcher outcomes and RecentWrites', () => {
     const fake = fakeProducer();
     const batcher = batcherOn(fake, { maxBatch: 1 });
     const recent = new RecentWrites(2);
-    const send = (keys: string[], signal?: AbortSignal) =>
-      recent.write(
-        keys,
-        (fresh, onOutcome) =>
-          batcher.sendAll(
-            fresh.map((i) => ({ topic: 't', message: { value: keys[i] as string } })),
-            { signal, onOutcome },
-          ),
-        signal,
-      );
+    const send = sender(batcher, recent);
     const blocker = send(['x']);
     await tick(5);
     const controller = new AbortController();
