@@ -56,6 +56,43 @@ DEFAULT_EARLY_STOP = 30
 DEFAULT_VALID_SHARE = 0.2
 
 
+def round_thresholds_down(model, booster):
+    """LightGBM splits on `x <= t` with t a double; ONNX Runtime compares the float32 input with
+    t stored as float32, rounded to nearest. When t rounds up (t32 > t), an input equal to t32 goes
+    left in ONNX and right in LightGBM: features whose values lie a float32 step apart (item ages
+    of items added seconds apart, long-tail scores) then score differently in serving. For a
+    float32 x, `x <= t` holds exactly when `x <= floor32(t)`, so each threshold that was rounded
+    up is stepped down to the float32 below. Returns the number of thresholds changed."""
+    doubles = {}
+
+    def walk(node):
+        if "split_feature" in node:
+            key = (node["split_feature"], np.float32(node["threshold"]))
+            doubles.setdefault(key, []).append(float(node["threshold"]))
+            walk(node["left_child"])
+            walk(node["right_child"])
+
+    for tree in booster.dump_model()["tree_info"]:
+        walk(tree["tree_structure"])
+    changed = 0
+    for node in model.graph.node:
+        if node.op_type != "TreeEnsembleRegressor":
+            continue
+        attrs = {a.name: a for a in node.attribute}
+        values = attrs["nodes_values"].floats
+        features = attrs["nodes_featureids"].ints
+        modes = attrs["nodes_modes"].strings
+        for i in range(len(values)):
+            if modes[i] != b"BRANCH_LEQ":
+                continue
+            t32 = np.float32(values[i])
+            ts = doubles.get((features[i], t32))
+            if ts and min(ts) < float(t32):
+                values[i] = float(np.nextafter(t32, np.float32(-np.inf)))
+                changed += 1
+    return changed
+
+
 def read_table(path):
     """Returns (qid int64[N], label float64[N], X float32[N, F], feature names)."""
     table = pq.read_table(path)
@@ -156,6 +193,7 @@ def train(args):
         target_opset=15,
         zipmap=False,
     )
+    stepped = round_thresholds_down(model, booster)
     meta = {
         "feature_names": json.dumps(names),
         "objective": str(params["objective"]),
@@ -196,6 +234,7 @@ def train(args):
         "valid_rows": int(len(vq)),
         "valid_queries": int(len(np.unique(vq))),
         "onnx_parity_max_abs_diff": parity,
+        "onnx_thresholds_stepped_down": stepped,
         "train_seconds": round(train_seconds, 3),
         "params": {**params, "num_boost_round": rounds, "early_stopping_rounds": early},
         "onnx_path": f"{out}/model.onnx",
