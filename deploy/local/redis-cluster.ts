@@ -12,6 +12,7 @@ import { sh } from './install.js';
 import { CLUSTER_HOST } from './kafka-cluster.js';
 import {
   dataDir,
+  redisStorageArgs,
   REDIS_NODE_NAMES,
   type RedisNodeName,
   type ServiceDef,
@@ -63,18 +64,7 @@ function redisNode(i: number): ServiceDef {
           // A master unreachable this long is failed over to its replica.
           '--cluster-node-timeout',
           '5000',
-          '--appendonly',
-          'yes',
-          '--appendfsync',
-          'everysec',
-          '--save',
-          '',
-          '--maxmemory',
-          '256mb',
-          '--maxmemory-policy',
-          'noeviction',
-          '--hash-max-listpack-value',
-          '512',
+          ...redisStorageArgs('256mb'),
         ],
         marker: 'redis-server',
       };

@@ -63,3 +63,18 @@ export const dataDir = (
   ctx: Pick<StackContext, 'localDir'>,
   name: BackboneName | KafkaNodeName | RedisNodeName,
 ): string => join(ctx.localDir, 'data', name);
+
+/**
+ * redis-server's storage settings, the same for the single Redis and each cluster node:
+ * session features are rebuilt from Kafka, but an append-only file makes a restart cheap; no
+ * eviction (a full Redis refuses writes instead of dropping features); a user's features are one
+ * small hash (store/keys.ts) whose recent-items and dedup values pass the default 64-byte
+ * listpack limit, and a hash over the limit is stored as a hashtable at several times the memory.
+ */
+export function redisStorageArgs(maxmemory: string): string[] {
+  return [
+    ...['--appendonly', 'yes', '--appendfsync', 'everysec', '--save', ''],
+    ...['--maxmemory', maxmemory, '--maxmemory-policy', 'noeviction'],
+    ...['--hash-max-listpack-value', '512'],
+  ];
+}

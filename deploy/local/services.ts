@@ -12,7 +12,13 @@ import { elasticAuthHeaders } from '../../stream/index.js';
 import { VERSIONS } from './versions.js';
 import { installArchive, javaHome } from './install.js';
 import { backboneCredentials, redisAclFile } from './secure.js';
-import { type BackboneName, dataDir, type ServiceDef, type StackContext } from './service-def.js';
+import {
+  type BackboneName,
+  dataDir,
+  redisStorageArgs,
+  type ServiceDef,
+  type StackContext,
+} from './service-def.js';
 import { kafka } from './kafka.js';
 import { mosquitto } from './mosquitto.js';
 
@@ -106,22 +112,7 @@ const redis: ServiceDef = {
         dir,
         '--daemonize',
         'no',
-        // Session features are rebuilt from Kafka, but an append-only file makes a restart cheap.
-        '--appendonly',
-        'yes',
-        '--appendfsync',
-        'everysec',
-        '--save',
-        '',
-        '--maxmemory',
-        '1gb',
-        '--maxmemory-policy',
-        'noeviction',
-        // A user's features are one small hash (store/keys.ts); its recent-items and dedup
-        // values pass the default 64-byte listpack limit, and a hash over the limit is stored
-        // as a hashtable at several times the memory.
-        '--hash-max-listpack-value',
-        '512',
+        ...redisStorageArgs('1gb'),
         ...acl,
       ],
       marker: 'redis-server',

@@ -4,7 +4,7 @@
  * the real command-line clients (kcat, redis-cli, mosquitto_pub/sub, curl) that prove our
  * interfaces from outside the project.
  */
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import assert from 'node:assert/strict';
 import { join, resolve } from 'node:path';
 import type { TestContext } from 'node:test';
@@ -13,6 +13,7 @@ import { loadConfig, type Config } from '../../core/config.js';
 import type { ServiceName, StackContext } from '../../deploy/local/service-def.js';
 import { SERVICES } from '../../deploy/local/stack.js';
 import { createLogger } from '../../core/log.js';
+import { sleep } from '../../core/retry.js';
 import { createKafka, type Kafka } from '../../stream/kafka.js';
 import { elasticAuthHeaders } from '../../stream/elastic.js';
 import { applyLocalSecrets } from '../../deploy/local/secrets.js';
@@ -179,4 +180,34 @@ export const kcatKafka = kcatArgs();
 /** A unique suffix so test runs never see each other's topics, keys or subjects. */
 export function uniq(prefix: string): string {
   return `${prefix}-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
+}
+
+/**
+ * Starts `node <script> ...args` (a product entry point under dist/) on `port` and waits until
+ * `ready` answers 200; throws with the tail of its stderr if it exits or is not ready in 60 s.
+ */
+export async function startProduct(
+  script: string,
+  args: string[],
+  env: NodeJS.ProcessEnv,
+  port: number,
+  ready = '/readyz',
+): Promise<ChildProcess> {
+  const child = spawn(process.execPath, [join(process.cwd(), script), ...args], {
+    env: { ...env, RECSYS_HTTP_PORT: String(port) },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let err = '';
+  child.stderr?.on('data', (d: Buffer) => (err = (err + d.toString()).slice(-8000)));
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`${script} exited ${child.exitCode}: ${err}`);
+    const ok = await fetch(`http://127.0.0.1:${port}${ready}`).then(
+      (r) => r.status === 200,
+      () => false,
+    );
+    if (ok) return child;
+    if (Date.now() > deadline) throw new Error(`${script} not ready in 60 s: ${err}`);
+    await sleep(200);
+  }
 }

@@ -9,7 +9,7 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -22,40 +22,22 @@ import { userFeaturesKey } from '../../../store/keys.js';
 import { createRedis, type RedisClient } from '../../../store/redis.js';
 import { TrendingStore } from '../../../store/trending.js';
 import { AssignerProtocol } from 'kafkajs';
-import { addMqttUser, CI, productEnv, requireServices, run, testKafka, uniq } from '../harness.js';
+import {
+  addMqttUser,
+  CI,
+  productEnv,
+  requireServices,
+  run,
+  startProduct,
+  testKafka,
+  uniq,
+} from '../harness.js';
 import { deleteTopics, freePort } from '../ingest/bridge-process.js';
 import { type RedisClusterProcesses, startRedisCluster } from './redis-cluster.js';
 
 interface Frame {
   type: string;
   feed: { items: { itemId: string; source: string }[] };
-}
-
-/** Starts `node <script> ...args` and waits until `path` answers 200 on `port`. */
-async function startProcess(
-  script: string,
-  args: string[],
-  env: NodeJS.ProcessEnv,
-  port: number,
-  path: string,
-): Promise<ChildProcess> {
-  const child = spawn(process.execPath, [join(process.cwd(), script), ...args], {
-    env: { ...env, RECSYS_HTTP_PORT: String(port) },
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  let err = '';
-  child.stderr?.on('data', (d: Buffer) => (err = (err + d.toString()).slice(-8000)));
-  const deadline = Date.now() + 60_000;
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`${script} exited ${child.exitCode}: ${err}`);
-    const ok = await fetch(`http://127.0.0.1:${port}${path}`).then(
-      (r) => r.status === 200,
-      () => false,
-    );
-    if (ok) return child;
-    if (Date.now() > deadline) throw new Error(`${script} not ready in 60 s: ${err}`);
-    await sleep(200);
-  }
 }
 
 /** A live socket of `userId` on the server at `port`, collecting its feed frames. */
@@ -151,11 +133,11 @@ describe('the product on a Redis Cluster', { timeout: 240_000 }, () => {
     for (const [n, port] of [streamPort1, streamPort2].entries()) {
       const own = { ...env, RECSYS_MQTT_CLIENT_ID: `${id}/bridge-${n + 1}` };
       children.push(
-        await startProcess('dist/stream/main.js', ['ingest', 'features'], own, port, '/readyz'),
+        await startProduct('dist/stream/main.js', ['ingest', 'features'], own, port, '/readyz'),
       );
     }
-    children.push(await startProcess('dist/serving/main.js', [], env, portA, '/healthz'));
-    children.push(await startProcess('dist/serving/main.js', [], env, portB, '/healthz'));
+    children.push(await startProduct('dist/serving/main.js', [], env, portA, '/healthz'));
+    children.push(await startProduct('dist/serving/main.js', [], env, portB, '/healthz'));
 
     const onA = await liveSocket(config, portA, userA);
     const onB = await liveSocket(config, portB, userB);

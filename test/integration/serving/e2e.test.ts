@@ -7,7 +7,7 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -19,7 +19,7 @@ import { runBatch } from '../../../batch/run.js';
 import { openRegistry } from '../../../store/registry/index.js';
 import { CandidateStore } from '../../../store/candidates.js';
 import { mintToken, WS_PROTOCOL } from '../../../core/auth.js';
-import { log, requireServices, uniq, productEnv } from '../harness.js';
+import { log, productEnv, requireServices, startProduct, uniq } from '../harness.js';
 import {
   addMqttUser,
   deleteTopics,
@@ -33,32 +33,6 @@ const DB = 6;
 interface Frame {
   type: string;
   feed: { items: { itemId: string; source: string }[]; modelVersion: string };
-}
-
-async function startProcess(
-  script: string,
-  args: string[],
-  env: NodeJS.ProcessEnv,
-  port: number,
-  ready = '/readyz',
-): Promise<ChildProcess> {
-  const child = spawn(process.execPath, [join(process.cwd(), script), ...args], {
-    env,
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  let err = '';
-  child.stderr?.on('data', (d: Buffer) => (err = (err + d.toString()).slice(-8000)));
-  const deadline = Date.now() + 60_000;
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`${script} exited ${child.exitCode}: ${err}`);
-    const ok = await fetch(`http://127.0.0.1:${port}${ready}`).then(
-      (r) => r.status === 200,
-      () => false,
-    );
-    if (ok) return child;
-    if (Date.now() > deadline) throw new Error(`${script} not ready in 60 s: ${err}`);
-    await sleep(200);
-  }
 }
 
 describe('end to end: MQTT event to live feed, hot swap under load', () => {
@@ -107,13 +81,13 @@ describe('end to end: MQTT event to live feed, hot swap under load', () => {
     assert.equal(batch.model.promoted, true);
     const streamPort = await freePort();
     servePort = await freePort();
-    stream = await startProcess(
+    stream = await startProduct(
       'dist/stream/main.js',
       ['ingest', 'features'],
       { ...env, RECSYS_HTTP_PORT: String(streamPort) },
       streamPort,
     );
-    server = await startProcess(
+    server = await startProduct(
       'dist/serving/main.js',
       [],
       { ...env, RECSYS_HTTP_PORT: String(servePort) },
