@@ -38,6 +38,7 @@ import {
   type SessionFeatures,
 } from '../store/session-features.js';
 import { blendScores } from '../serving/blend.js';
+import { covisDivisor } from '../serving/mix.js';
 import {
   FEATURE_COUNT,
   FEATURE_NAMES,
@@ -59,7 +60,7 @@ import { relevance, writeTrainingData, type TrainingGroup } from './training-dat
 export interface RerankOptions {
   /** Users trained and evaluated on, both halves together. @default 6000 */
   maxUsers?: number;
-  /** Recent items whose neighbours are real-time candidates. @default 3 */
+  /** Recent items whose neighbours are real-time candidates. @default `RECSYS_FEED_SEED_ITEMS` */
   recentItems?: number;
   /** Popular and trending items added to every user's candidates. @default 50 */
   popularK?: number;
@@ -109,7 +110,7 @@ export async function trainAndEvaluate(
   options: RerankOptions = {},
 ): Promise<RerankResult> {
   const t0 = performance.now();
-  const recentK = options.recentItems ?? 3;
+  const recentK = options.recentItems ?? config.serving.seedItems;
   const outDir = options.outDir ?? join(config.batch.dir, 'rerank');
   await mkdir(outDir, { recursive: true });
   const cutoff = etl.cutoffTs;
@@ -325,9 +326,12 @@ function candidatesOf(
   }
   const recent = [...new Set(query.events.map((e) => e.itemId).reverse())].slice(0, recentK);
   recent.forEach((itemId, pos) => {
-    for (const [nb, score] of inputs.neighbours.get(itemId) ?? []) {
-      add(nb, 'covis', score / (1 + pos));
-    }
+    const list = inputs.neighbours.get(itemId) ?? [];
+    const divisor = covisDivisor(
+      list.map(([, score]) => score),
+      pos,
+    );
+    for (const [nb, score] of list) add(nb, 'covis', score / divisor);
   });
   for (const [itemId, score] of inputs.trending) add(itemId, 'trending', score);
   for (const [itemId, score] of inputs.popular) add(itemId, 'popularity', score);

@@ -134,6 +134,8 @@ export interface ServingConfig {
   defaultLimit: number;
   maxLimit: number;
   candidates: number;
+  /** The user's recent items whose co-visitation neighbours are candidates (the mix's seeds). */
+  seedItems: number;
   /** Users whose batch candidates are kept in memory per process (0 = none). */
   userCache: number;
   maxPerCategory: number;
@@ -396,6 +398,7 @@ function servingSettings(r: Reader): Pick<Config, 'serving'> {
       defaultLimit: int('RECSYS_FEED_DEFAULT_LIMIT', 1, 1000),
       maxLimit: int('RECSYS_FEED_MAX_LIMIT', 1, 1000),
       candidates: int('RECSYS_FEED_CANDIDATES', 1, 10_000),
+      seedItems: int('RECSYS_FEED_SEED_ITEMS', 1, 100),
       userCache: int('RECSYS_FEED_USER_CACHE', 0, 10_000_000),
       maxPerCategory: int('RECSYS_FEED_MAX_PER_CATEGORY', 1, 1000),
       fatigueImpressions: int('RECSYS_FEED_FATIGUE_IMPRESSIONS', 0, 1000),

@@ -1,8 +1,13 @@
 /**
  * Item-to-item co-visitation learned online: every applied event pairs its item with the user's
- * previous `window` distinct items, both ways, so a new item has neighbours minutes after its
- * first events instead of after the next batch run. One sorted set per item
- * (`onlineNeighboursKey`), neighbour -> weight.
+ * previous `window` distinct items, both ways, weighted 1/sqrt(distance) (the item just before
+ * counts 1, the tenth before 0.32), so a new item has neighbours minutes after its first events
+ * instead of after the next batch run. One sorted set per item (`onlineNeighboursKey`),
+ * neighbour -> weight.
+ *
+ * Why this shape: on the MovieLens replay (bench/README.md, issue 19) pairs up to 10 items apart
+ * weighted 1/sqrt(distance) ranked better than the 3 nearest at equal weight, 1/distance or a
+ * flat 10.
  *
  * Decay without rewriting: a pair seen at time t adds `2^((t - EPOCH) / halfLife)` (forward
  * decay), so a newer co-visit outweighs an older one by exactly the decay between them and the
@@ -20,7 +25,7 @@ import { DependencyUnavailableError } from '../core/index.js';
 import { onlineNeighboursKey } from './keys.js';
 
 export interface OnlineNeighbourOptions {
-  /** Previous distinct items of the user an event pairs with. @default 3 */
+  /** Previous distinct items of the user an event pairs with. @default 10 */
   window?: number;
   /** Neighbours kept per item. @default 50 */
   maxNeighbours?: number;
@@ -39,6 +44,9 @@ export interface CoVisit {
 
 /** Start of the forward-decay clock (2026-01-01); weights double every half-life after it. */
 const EPOCH = Date.UTC(2026, 0, 1);
+
+/** 1/sqrt(distance) for the distances up to 32 (distance k + 1 at index k). */
+const DISTANCE_WEIGHT = Array.from({ length: 32 }, (_, k) => 1 / Math.sqrt(k + 1));
 
 const RECORD = `
 local key, cap, ttl = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2])
@@ -64,7 +72,7 @@ export class OnlineNeighbourStore {
       redis.defineCommand('recsysOnlineNeighbours', { numberOfKeys: 1, lua: RECORD });
     }
     this.#redis = redis as ScriptRedis;
-    this.window = options.window ?? 3;
+    this.window = options.window ?? 10;
     this.#cap = options.maxNeighbours ?? 50;
     this.#halfLifeMs = options.halfLifeMs ?? 7 * 86_400_000;
     this.#ttlSec = options.ttlSec ?? 30 * 86_400;
@@ -83,8 +91,9 @@ export class OnlineNeighbourStore {
       for (let k = 0; k < v.previous.length && k < this.window; k++) {
         const prev = v.previous[k] as string;
         if (prev === v.itemId) continue;
-        add(v.itemId, prev, weight);
-        add(prev, v.itemId, weight);
+        const w = weight * (DISTANCE_WEIGHT[k] ?? 1 / Math.sqrt(k + 1));
+        add(v.itemId, prev, w);
+        add(prev, v.itemId, w);
       }
     }
     if (byItem.size === 0) return;

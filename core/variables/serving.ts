@@ -31,6 +31,11 @@ export const SERVING: readonly VariableDoc[] = [
     doc: 'candidates reranked per feed (batch, real-time, trending, popularity together)',
   },
   {
+    name: 'RECSYS_FEED_SEED_ITEMS',
+    default: '10',
+    doc: "the user's recent items whose co-visitation neighbours are candidates, the newest weighted most (0.8^position); training uses the same",
+  },
+  {
     name: 'RECSYS_FEED_USER_CACHE',
     default: '10000',
     doc: 'users whose batch candidates one server process keeps in memory (per batch version, about 4 KB each; 0 = read every time)',

@@ -206,6 +206,11 @@ export const STREAM: readonly VariableDoc[] = [
     doc: 'consumed items remembered per user, newest first (0 = none)',
   },
   {
+    name: 'RECSYS_FEATURES_COVISIT_WINDOW',
+    default: '10',
+    doc: "online co-visitation: an event pairs with the user's previous distinct items up to this distance, weighted 1/sqrt(distance)",
+  },
+  {
     name: 'RECSYS_TRENDING_WINDOWS_S',
     default: '3600,86400',
     doc: 'sliding windows trending items are counted over, seconds',

@@ -5,7 +5,7 @@
  *      impression counts, and the user's batch candidates of the version the previous request
  *      saw (read again, in a second trip, only when the version has just moved);
  *   2. `gatherCandidates`: concurrently, from memory after the first read (`caches.ts`):
- *      co-visitation neighbours of the 3 most recent items (batch and online, merged),
+ *      co-visitation neighbours of the `seedItems` most recent items (batch and online, merged),
  *      trending items overall and in the 3 strongest categories, popular items; mixed into at
  *      most `config.serving.candidates` rows the way training mixes them (`mix.ts`);
  *   3. `fillFacts`: the catalog facts of the rows and the recent items; unavailable items are
@@ -65,8 +65,7 @@ export interface Feed {
 /** The version served feeds carry while no model serves (the heuristic blend, `blend.ts`). */
 export const NO_MODEL_VERSION = 'blend';
 
-// Mix sizes, the same as training's defaults (`batch/rerank.ts`: recentItems 3).
-const RECENT_ITEMS = 3;
+// Mix sizes (the seed items, `RECSYS_FEED_SEED_ITEMS`, are training's too: `batch/rerank.ts`).
 /** Strongest categories whose trending items are read. */
 const TOP_CATEGORIES = 3;
 /** Trending items read per category. */
@@ -195,7 +194,7 @@ async function gatherCandidates(
 ): Promise<CandidateRows> {
   const { caches } = ctx;
   const { session, version, guessed, known, state } = user;
-  const recent = (session?.recent ?? []).slice(0, RECENT_ITEMS);
+  const recent = (session?.recent ?? []).slice(0, ctx.config.serving.seedItems);
   const topCategories = (session?.affinities ?? []).slice(0, TOP_CATEGORIES).map(([c]) => c);
   const onMiss = record ? () => ctx.metrics.userCacheMisses.inc() : undefined;
   const [batch, batchNeighbours, onlineNeighbours, trending, overall] = await Promise.all([

@@ -48,6 +48,7 @@ export function startFeatures(deps: RoleDeps): StreamRole {
   // As many neighbours per item as the batch keeps.
   const online = new OnlineNeighbourStore(redis, {
     maxNeighbours: config.batch.neighboursPerItem,
+    window: config.features.coVisitWindow,
   });
   const catalog = new CatalogStore(redis, { cacheTtlMs: 30_000, cacheSize: 200_000 });
   const counts = featureMetrics(metrics);

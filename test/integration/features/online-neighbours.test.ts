@@ -50,4 +50,24 @@ describe('online neighbours (real Redis)', () => {
     assert.deepEqual(ofX?.ids, [others[6], others[5], others[4]]);
     assert.ok((await redis.ttl(onlineNeighboursKey(x))) > 0);
   });
+
+  it('weighs a pair 1/sqrt(distance) up to the window', async (t) => {
+    if (!(await requireServices(t, 'redis'))) return;
+    const [d, p1, p2, p3, p4] = ['d', 'p1', 'p2', 'p3', 'p4'].map((s) => uniq(s));
+    await new OnlineNeighbourStore(redis).record([
+      { itemId: d as string, previous: [p1, p2, p3, p4] as string[], ts: T0 },
+    ]);
+    const [ofD, ofP3] = await new OnlineNeighbourStore(redis).read([d as string, p3 as string], 10);
+    assert.deepEqual(ofD?.ids, [p1, p2, p3, p4]);
+    const want = [1, 1 / Math.SQRT2, 1 / Math.sqrt(3), 0.5];
+    ofD?.scores.forEach((v, i) => assert.ok(Math.abs(v - (want[i] as number)) < 1e-9, `${v}`));
+    assert.deepEqual(ofP3?.ids, [d]);
+    // A window of 2 pairs with the 2 nearest only.
+    const [e, q1, q2, q3] = ['e', 'q1', 'q2', 'q3'].map((s) => uniq(s));
+    await new OnlineNeighbourStore(redis, { window: 2 }).record([
+      { itemId: e as string, previous: [q1, q2, q3] as string[], ts: T0 },
+    ]);
+    const [ofE] = await new OnlineNeighbourStore(redis).read([e as string], 10);
+    assert.deepEqual(ofE?.ids, [q1, q2]);
+  });
 });

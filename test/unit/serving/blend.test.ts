@@ -20,7 +20,7 @@ describe('heuristic blend', () => {
   it('orders by co-visitation, then batch score, then trending, popularity, item popularity', () => {
     const rows = [
       row({ rrank_popularity: 1, item_popularity_log: 9 }),
-      row({ score_covis_sum: 0.2 }),
+      row({ score_covis_sum: 0.6 }),
       row({ score_batch: 0.3 }),
       row({ rrank_trending: 1 }),
       row({ rrank_trending: 1, item_popularity_log: 2 }),
@@ -29,7 +29,22 @@ describe('heuristic blend', () => {
     const out = blendScores(rows.flat(), rows.length, new Float32Array(rows.length));
     const order = [...out.keys()].sort((a, b) => (out[b] as number) - (out[a] as number));
     assert.deepEqual(order, [5, 1, 2, 4, 3, 0]);
-    assert.ok(Math.abs((out[5] as number) - 1.55) < 1e-6, 'covis 1.5 + half of batch 0.1');
+    assert.ok(Math.abs((out[5] as number) - 1.05) < 1e-6, 'best covis 1 + half of batch 0.1');
+    assert.ok(Math.abs((out[1] as number) - 0.4) < 1e-6, 'covis relative to the best: 0.6 / 1.5');
+  });
+
+  it('scores co-visitation relative to the feed, whatever its scale', () => {
+    const feed = (scale: number) => [
+      row({ score_covis_sum: 0.03 * scale, score_batch: 0.2 }),
+      row({ score_covis_sum: 0.01 * scale }),
+      row({ score_batch: 0.9 }),
+    ];
+    const a = blendScores(feed(1).flat(), 3, new Float32Array(3));
+    const b = blendScores(feed(50).flat(), 3, new Float32Array(3));
+    assert.deepEqual([...a], [...b]);
+    assert.ok(Math.abs((a[0] as number) - 1.1) < 1e-6);
+    const none = blendScores([row({ score_batch: 0.4 })].flat(), 1, new Float32Array(1));
+    assert.ok(Math.abs((none[0] as number) - 0.2) < 1e-6, 'no co-visitation: no division by 0');
   });
 
   it('refuses a buffer shorter than the rows', () => {

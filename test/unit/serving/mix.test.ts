@@ -63,11 +63,17 @@ describe('mixCandidates', () => {
     assert.equal(mixed.length, 6);
     assert.deepEqual(byId.get('a')?.scores, { batch: 0.9, popularity: 100 });
     assert.equal(byId.get('a')?.source, 'batch');
-    // covis: score / (1 + position), summed: b from r1 = 1; c = 0.5 / 1 + 1 / 2 = 1; d = 0.4 / 2.
-    assert.deepEqual(byId.get('b')?.scores, { batch: 0.5, covis: 1 });
-    assert.deepEqual(byId.get('c')?.scores, { covis: 1, trending: 30 });
+    // covis: each list scaled to sum 1, times 0.8^position, summed: b from r1 = 1 / 1.5;
+    // c = 0.5 / 1.5 + 0.8 * 1 / 1.4; d = 0.8 * 0.4 / 1.4.
+    const near = (got: number | undefined, want: number) =>
+      assert.ok(Math.abs((got ?? NaN) - want) < 1e-9, `${got} != ${want}`);
+    near(byId.get('b')?.scores.batch, 0.5);
+    near(byId.get('b')?.scores.covis, 1 / 1.5);
+    near(byId.get('c')?.scores.covis, 0.5 / 1.5 + 0.8 / 1.4);
+    assert.deepEqual(byId.get('c')?.scores.trending, 30);
     assert.equal(byId.get('c')?.source, 'covis');
-    assert.deepEqual(byId.get('d')?.scores, { covis: 0.2 });
+    assert.deepEqual(Object.keys(byId.get('d')?.scores ?? {}), ['covis']);
+    near(byId.get('d')?.scores.covis, (0.8 * 0.4) / 1.4);
     // The best count of an item over the trending lists.
     assert.deepEqual(byId.get('e')?.scores, { trending: 12 });
     assert.equal(byId.get('f')?.source, 'popularity');
@@ -131,13 +137,14 @@ describe('mixCandidates', () => {
         10,
       ),
     );
-    // x = 0.3 + 0.9 / 2 = 0.75 (co-visited with both), z = 1 / 2 = 0.5, y = 0.1.
+    // r1's list sums to 0.4, r2's to 1.9 (weight 0.8): x = 0.3 / 0.4 + 0.8 * 0.9 / 1.9
+    // (co-visited with both), z = 0.8 * 1 / 1.9, y = 0.1 / 0.4.
     assert.deepEqual(
-      mixed.map((c) => [c.itemId, c.scores.covis]),
+      mixed.map((c) => [c.itemId, Number(c.scores.covis?.toFixed(6))]),
       [
-        ['x', 0.75],
-        ['z', 0.5],
-        ['y', 0.1],
+        ['x', Number((0.75 + 0.72 / 1.9).toFixed(6))],
+        ['z', Number((0.8 / 1.9).toFixed(6))],
+        ['y', 0.25],
       ],
     );
   });
