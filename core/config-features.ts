@@ -24,7 +24,7 @@ export interface FeaturesConfig {
   /** Event types that consume an item (never shown to the user again). */
   consumedTypes: string[];
   consumedItems: number;
-  /** Previous distinct items of the user an event pairs with in online co-visitation. */
+  /** Previous distinct items of the user an event pairs with in online co-visitation (0 = off). */
   coVisitWindow: number;
 }
 
@@ -48,6 +48,6 @@ export function featureSettings(r: Reader): FeaturesConfig {
       return t;
     }),
     consumedItems: int('RECSYS_FEATURES_CONSUMED_ITEMS', 0, 100_000),
-    coVisitWindow: int('RECSYS_FEATURES_COVISIT_WINDOW', 1, 100),
+    coVisitWindow: int('RECSYS_FEATURES_COVISIT_WINDOW', 0, 100),
   };
 }

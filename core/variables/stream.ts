@@ -208,7 +208,7 @@ export const STREAM: readonly VariableDoc[] = [
   {
     name: 'RECSYS_FEATURES_COVISIT_WINDOW',
     default: '10',
-    doc: "online co-visitation: an event pairs with the user's previous distinct items up to this distance, weighted 1/sqrt(distance)",
+    doc: "online co-visitation: an event pairs with the user's previous distinct items up to this distance, weighted 1/sqrt(distance); 0 = off",
   },
   {
     name: 'RECSYS_TRENDING_WINDOWS_S',
