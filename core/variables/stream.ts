@@ -207,7 +207,7 @@ export const STREAM: readonly VariableDoc[] = [
   },
   {
     name: 'RECSYS_FEATURES_COVISIT_WINDOW',
-    default: '10',
+    default: '5',
     doc: "online co-visitation: an event pairs with the user's previous distinct items up to this distance, weighted 1/sqrt(distance); 0 = off",
   },
   {

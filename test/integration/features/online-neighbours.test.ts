@@ -30,15 +30,11 @@ describe('online neighbours (real Redis)', () => {
     assert.deepEqual(ofA?.ids, [c, b]);
     assert.ok(Math.abs((ofA?.scores[1] ?? 0) - 0.5) < 1e-9, `${ofA?.scores}`);
     assert.deepEqual(ofB?.ids, [a]);
-    const cli = await run('redis-cli', [
-      '-u',
-      config.redis.url,
-      'ZREVRANGE',
-      onlineNeighboursKey(a),
-      '0',
-      '-1',
-    ]);
-    assert.deepEqual(cli.stdout.trim().split('\n'), [c, b]);
+    const cli = await run('redis-cli', ['-u', config.redis.url, 'HGETALL', onlineNeighboursKey(a)]);
+    const flat = cli.stdout.trim().split('\n');
+    const weights = new Map(flat.flatMap((v, i) => (i % 2 ? [] : [[v, Number(flat[i + 1])]])));
+    assert.ok((weights.get(c) ?? 0) > (weights.get(b) ?? Infinity), cli.stdout);
+    assert.equal(weights.size, 2);
 
     // Past twice the bound the weakest go: 7 neighbours of x leave the 3 newest.
     const x = uniq('x');
@@ -53,17 +49,18 @@ describe('online neighbours (real Redis)', () => {
 
   it('weighs a pair 1/sqrt(distance) up to the window', async (t) => {
     if (!(await requireServices(t, 'redis'))) return;
-    const [d, p1, p2, p3, p4] = ['d', 'p1', 'p2', 'p3', 'p4'].map((s) => uniq(s));
+    const [d, p1, p2, p3, p4, p5, p6] = ['d', 'p1', 'p2', 'p3', 'p4', 'p5', 'p6'].map(uniq);
+    // The default window of 5 leaves p6 out.
     await new OnlineNeighbourStore(redis).record([
-      { itemId: d as string, previous: [p1, p2, p3, p4] as string[], ts: T0 },
+      { itemId: d as string, previous: [p1, p2, p3, p4, p5, p6] as string[], ts: T0 },
     ]);
     const [ofD, ofP3] = await new OnlineNeighbourStore(redis).read([d as string, p3 as string], 10);
-    assert.deepEqual(ofD?.ids, [p1, p2, p3, p4]);
-    const want = [1, 1 / Math.SQRT2, 1 / Math.sqrt(3), 0.5];
+    assert.deepEqual(ofD?.ids, [p1, p2, p3, p4, p5]);
+    const want = [1, 1 / Math.SQRT2, 1 / Math.sqrt(3), 0.5, 1 / Math.sqrt(5)];
     ofD?.scores.forEach((v, i) => assert.ok(Math.abs(v - (want[i] as number)) < 1e-9, `${v}`));
     assert.deepEqual(ofP3?.ids, [d]);
     // A window of 2 pairs with the 2 nearest only.
-    const [e, q1, q2, q3] = ['e', 'q1', 'q2', 'q3'].map((s) => uniq(s));
+    const [e, q1, q2, q3] = ['e', 'q1', 'q2', 'q3'].map(uniq);
     await new OnlineNeighbourStore(redis, { window: 2 }).record([
       { itemId: e as string, previous: [q1, q2, q3] as string[], ts: T0 },
     ]);
