@@ -11,17 +11,17 @@
  * @example
  *   const applied = await seedFeatures(config, redis, ['u0', 'u1'], 20);
  */
-import type { Redis } from 'ioredis';
 import type { Config } from '../core/index.js';
 import { openBatchDb, sqlString } from '../batch/duck.js';
 import type { EventType } from '../schemas/index.js';
 import { CatalogStore } from '../store/catalog.js';
 import { SessionFeatureStore, type FeatureEvent } from '../store/session-features.js';
 import { lakeGlob } from '../stream/lake-layout.js';
+import type { RedisClient } from '../store/redis.js';
 
 export async function seedFeatures(
   config: Readonly<Config>,
-  redis: Redis,
+  redis: RedisClient,
   users: readonly string[],
   perUser: number,
   agoMs = 60_000,
@@ -67,6 +67,8 @@ export async function seedFeatures(
   const store = new SessionFeatureStore(redis, {
     ...config.features,
     channel: 'bench:seed:changed',
+    // Also on a Redis Cluster, whose default would be the users' own (sharded) channels.
+    changeSignal: 'channel',
   });
   for (let i = 0; i < events.length; i += 2000) await store.apply(events.slice(i, i + 2000));
   return events.length;

@@ -13,7 +13,6 @@ import { randomBytes } from 'node:crypto';
 import { mkdtemp, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Redis } from 'ioredis';
 import WebSocket from 'ws';
 import { createLogger, loadConfig, sleep } from '../core/index.js';
 import { runBatch } from '../batch/run.js';
@@ -23,6 +22,7 @@ import { ensureGoTool } from '../deploy/local/install.js';
 import { VERSIONS } from '../deploy/local/versions.js';
 import { mintToken, WS_PROTOCOL } from '../core/auth.js';
 import { freePort, startReady, stopProcess } from './processes.js';
+import { benchRedis, benchRedisUrl, emptyBenchDatabase } from './redis.js';
 import { loadScenarios } from './scenarios.js';
 import { seedFeatures } from './seed-features.js';
 import { applyLocalSecrets } from '../deploy/local/secrets.js';
@@ -126,7 +126,7 @@ async function setUp() {
   const dir = await mkdtemp(join(tmpdir(), 'bench-serve-'));
   const base = loadConfig(process.env);
   const env: Record<string, string> = {
-    RECSYS_REDIS_URL: `${base.redis.url}/7`,
+    RECSYS_REDIS_URL: benchRedisUrl(base.redis.url, 7),
     RECSYS_LAKE_DIR: join(dir, 'lake'),
     RECSYS_BATCH_DIR: join(dir, 'batch'),
     RECSYS_MODEL_REGISTRY_URL: `file://${join(dir, 'models')}`,
@@ -143,8 +143,8 @@ async function setUp() {
     RECSYS_SERVING_WORKERS: WORKERS,
   };
   const config = loadConfig({ ...process.env, ...env });
-  const redis = new Redis(config.redis.url);
-  await redis.flushdb();
+  const redis = benchRedis(config.redis.url, 'bench-serve');
+  await emptyBenchDatabase(redis);
   const t0 = performance.now();
   const batch = await runBatch(
     config,
@@ -369,7 +369,7 @@ async function finish(
   await stopProcess(server);
   await stopProcess(stream);
   const inProcessAfter = await inProcessCpuPerFeed(config, benchUsers, 5000);
-  await redis.flushdb();
+  await emptyBenchDatabase(redis);
   redis.disconnect();
   await rm(dir, { recursive: true, force: true });
 

@@ -22,9 +22,8 @@ import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
 import kafkajs from 'kafkajs';
-import { Redis } from 'ioredis';
 import mqtt from 'mqtt';
-import { createLogger, loadConfig, sleep } from '../core/index.js';
+import { createLogger, loadConfig, retry, sleep, startupRetry } from '../core/index.js';
 import {
   createDecoder,
   createEncoder,
@@ -35,9 +34,12 @@ import {
 } from '../schemas/index.js';
 import { CatalogStore } from '../store/catalog.js';
 import { createKafka, ensureTopics } from '../stream/kafka.js';
-import { FEATURE_CHANNEL, USER_FIELDS, userFeaturesKey } from '../store/keys.js';
+import { USER_FIELDS, userEventIdsKey, userFeaturesKey } from '../store/keys.js';
+import { scanKeys } from '../store/redis.js';
 import { discardMqttSession } from '../stream/index.js';
 import { freePort, startReady, stopProcess } from './processes.js';
+import { treeCpu } from './vegeta.js';
+import { benchRedis, memoryUsageBytes, onFeatureChanges, usedMemoryBytes } from './redis.js';
 import { applyLocalSecrets } from '../deploy/local/secrets.js';
 
 // The local stack's secrets (the bridge's MQTT password, the JWT secret) unless set.
@@ -129,7 +131,7 @@ async function waitCommitted(
 
 async function fill(): Promise<number> {
   const kafka = kafkaClient();
-  await ensureTopics(kafka, config.kafka, log);
+  await retry(() => ensureTopics(kafka, config.kafka, log), startupRetry('kafka topics', log));
   const subject = subjectsFor(config.kafka.topics).find((s) => s.name === 'UserEvent');
   if (!subject) throw new Error('no UserEvent subject');
   const encoder = createEncoder<UserEvent>(
@@ -141,7 +143,7 @@ async function fill(): Promise<number> {
     idempotent: true,
     maxInFlightRequests: 1,
   });
-  await producer.connect();
+  await retry(() => producer.connect(), startupRetry('kafka producer connect', log));
   const now = Date.now();
   let n = 0;
   const batch: { key: string; value: Buffer }[] = [];
@@ -208,11 +210,6 @@ async function baseline(total: number): Promise<number> {
   return Math.round((total * 1000) / (t1 - t0));
 }
 
-async function usedMemory(redis: Redis): Promise<number> {
-  const info = await redis.info('memory');
-  return Number(/used_memory:(\d+)/.exec(info)?.[1]);
-}
-
 async function freshness() {
   const users = Array.from({ length: PUBLISHERS }, (_, i) => ({
     username: `fresh-${id}-${i}`,
@@ -235,9 +232,9 @@ async function freshness() {
   const sent = new Map<string, number[]>();
   const seen = new Map<string, number>();
   const latencies: { at: number; ms: number }[] = [];
-  const sub = new Redis(config.redis.url);
-  const reader = new Redis(config.redis.url);
-  sub.on('message', (_ch: string, userId: string) => {
+  const sub = benchRedis(config.redis.url, 'bench-stream-sub', true);
+  const reader = benchRedis(config.redis.url, 'bench-stream');
+  const changes = await onFeatureChanges(sub, (userId) => {
     const times = sent.get(userId);
     if (!times) return;
     void reader.hget(userFeaturesKey(userId), USER_FIELDS.total).then((n) => {
@@ -249,7 +246,7 @@ async function freshness() {
       seen.set(userId, Math.max(seen.get(userId) ?? 0, applied));
     });
   });
-  await sub.subscribe(FEATURE_CHANNEL);
+  for (const u of users) await changes.add(u.username);
   const clients = await Promise.all(
     users.map(async (u) => {
       const c = mqtt.connect(config.mqtt.url, {
@@ -288,6 +285,7 @@ async function freshness() {
   }
   await sleep(3000);
   await Promise.all(clients.map(({ c }) => c.endAsync()));
+  await changes.stop();
   sub.disconnect();
   reader.disconnect();
   await stopProcess(features);
@@ -303,7 +301,7 @@ async function freshness() {
 }
 
 async function main(): Promise<void> {
-  const redis = new Redis(config.redis.url);
+  const redis = benchRedis(config.redis.url, 'bench-stream');
   const catalog = new CatalogStore(redis, { cacheTtlMs: 0, cacheSize: 0 });
   await catalog.upsert(
     Array.from({ length: ITEMS }, (_, i) => ({
@@ -322,16 +320,22 @@ async function main(): Promise<void> {
   const baselineRate = await baseline(total);
   console.log(`baseline (decode only): ${baselineRate} events/s`);
 
-  const memBefore = await usedMemory(redis);
+  const memBefore = await usedMemoryBytes(redis);
   const features = await startRole('features', await freePort());
+  // CPU the role spends per event: what one core carries, even when other work shares the
+  // machine and slows the events/s (the shared host ran at load averages of 15-28).
+  const cpu0 = await treeCpu(features.pid as number);
   t = performance.now();
   const { firstMs, lastMs } = await waitCommitted(
     config.consumer.groups.features,
     config.kafka.topics.events,
     total,
   );
+  const cpuUsPerEvent = Math.round(
+    (((await treeCpu(features.pid as number)) - cpu0) * 1e6) / total,
+  );
   await stopProcess(features);
-  const memAfter = await usedMemory(redis);
+  const memAfter = await usedMemoryBytes(redis);
   const throughput = Math.round((total * 1000) / (lastMs - firstMs));
   const bytesPerUser = Math.round((memAfter - memBefore) / USERS);
   // The delta also holds what is not per user (trending sets, Lua, buffers); MEMORY USAGE of
@@ -339,12 +343,19 @@ async function main(): Promise<void> {
   const sample = Array.from({ length: 1000 }, (_, i) =>
     userFeaturesKey(`b${id}-${Math.floor((i * USERS) / 1000)}`),
   );
-  const sizes = await Promise.all(sample.map((k) => redis.memory('USAGE', k, 'SAMPLES', 0)));
-  const userHashBytes = Math.round(
-    sizes.reduce<number>((a, b) => a + Number(b ?? 0), 0) / sample.length,
+  const sizes = await Promise.all(sample.map((k) => memoryUsageBytes(redis, k)));
+  const userHashBytes = Math.round(sizes.reduce((a, b) => a + b, 0) / sample.length);
+  // The user's eventId window (the idempotency of the feature script), sampled alike.
+  const windows = await Promise.all(
+    sample.map((_, i) =>
+      memoryUsageBytes(redis, userEventIdsKey(`b${id}-${Math.floor((i * USERS) / 1000)}`)),
+    ),
   );
+  const eventIdWindowBytes = Math.round(windows.reduce((a, b) => a + b, 0) / sample.length);
   console.log(
-    `features: ${throughput} events/s (${((lastMs - t) / 1000).toFixed(1)} s in all); ${bytesPerUser} bytes/user`,
+    `features: ${throughput} events/s (${((lastMs - t) / 1000).toFixed(1)} s in all; ` +
+      `${cpuUsPerEvent} µs of the role's CPU per event); ${bytesPerUser} bytes/user ` +
+      `(MEMORY USAGE: features hash ${userHashBytes}, eventId window ${eventIdWindowBytes})`,
   );
 
   const fresh = await freshness();
@@ -353,12 +364,10 @@ async function main(): Promise<void> {
   );
 
   // Clean up the bench users' features and the topics.
-  let cursor = '0';
-  do {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', `{u:b${id}-*`, 'COUNT', 5000);
-    if (keys.length) await redis.unlink(...keys);
-    cursor = next;
-  } while (cursor !== '0');
+  // Key by key: on a cluster one UNLINK may not span slots.
+  await scanKeys(redis, `{u:b${id}-*`, 5000, async (keys) => {
+    await Promise.all(keys.map((k) => redis.unlink(k)));
+  });
   const admin = kafkaClient().admin();
   await admin.connect();
   await admin.deleteTopics({ topics: Object.values(config.kafka.topics) }).catch(() => undefined);
@@ -380,10 +389,12 @@ async function main(): Promise<void> {
     baselineDecodeOnlyEventsPerSec: baselineRate,
     features: {
       eventsPerSec: throughput,
+      cpuUsPerEvent,
       ratioToBaseline: Number((throughput / baselineRate).toFixed(3)),
       redisBytes: memAfter - memBefore,
       bytesPerUser,
       userHashBytes,
+      eventIdWindowBytes,
       gibPerMillionUsers: Number(((bytesPerUser * 1e6) / 2 ** 30).toFixed(3)),
     },
     freshness: fresh,

@@ -91,7 +91,7 @@ export async function childrenOf(pid: number): Promise<number[]> {
 }
 
 /** CPU seconds of `pid` and its descendants (the server's cluster workers). */
-async function treeCpu(pid: number): Promise<number> {
+export async function treeCpu(pid: number): Promise<number> {
   let total = await cpuSeconds(pid);
   for (const k of await childrenOf(pid)) total += await treeCpu(k);
   return total;

@@ -53,6 +53,7 @@ export { createMetricsRegistry, Registry } from './metrics.js';
 export {
   deadlineSignal,
   retry,
+  startupRetry,
   sleep,
   untilAborted,
   withTimeout,

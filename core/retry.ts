@@ -1,4 +1,5 @@
 import { isRetriable } from './errors.js';
+import type { Logger } from './log.js';
 
 export interface RetryOptions {
   /** Attempts in all, the first included. @default 5 */
@@ -43,6 +44,23 @@ export async function retry<T>(
       await sleep(delayMs, options.signal);
     }
   }
+}
+
+/**
+ * `retry` options for a one-shot tool's first contact with the backbone (the catalog CLI, the
+ * benchmarks' producers and admin clients), so a broker or Redis still starting, or failing
+ * over, for some seconds does not fail the command: 10 attempts, 250 ms doubling to 5 s (at most
+ * about 30 s of waiting), each failure logged as `<what> failed; retrying`. Long-running roles
+ * retry for ever instead (`retryForever`).
+ */
+export function startupRetry(what: string, log: Pick<Logger, 'warn'>): RetryOptions {
+  return {
+    attempts: 10,
+    initialDelayMs: 250,
+    maxDelayMs: 5000,
+    onRetry: (err, attempt, delayMs) =>
+      log.warn({ err: (err as Error).message, attempt, delayMs }, `${what} failed; retrying`),
+  };
 }
 
 /** Resolves after `ms`, or rejects with the signal's reason when aborted. */

@@ -127,7 +127,9 @@ export class OnlineNeighbourStore {
    */
   read(itemIds: readonly string[], k: number): Promise<{ ids: string[]; scores: number[] }[]> {
     return Promise.all(
-      itemIds.map((id) => this.#redis.hgetall(onlineNeighboursKey(id)).then((h) => strongest(h, k))),
+      itemIds.map((id) =>
+        this.#redis.hgetall(onlineNeighboursKey(id)).then((h) => strongest(h, k)),
+      ),
     );
   }
 }

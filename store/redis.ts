@@ -133,6 +133,9 @@ export async function scanKeys(
   count: number,
   each: (keys: string[]) => Promise<boolean | void> | boolean | void,
 ): Promise<void> {
+  // A cluster client knows its masters once it has loaded the slot map: before that (just
+  // made) `nodes('master')` is empty, and the scan would find nothing.
+  if (isCluster(redis) && redis.status !== 'ready') await redis.ping();
   const nodes: Redis[] = isCluster(redis) ? redis.nodes('master') : [redis];
   const args: (string | number)[] = match === null ? [] : ['MATCH', match];
   for (const node of nodes) {

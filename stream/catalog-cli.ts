@@ -2,10 +2,12 @@
  * `npm run catalog -- load <file>`: validates a JSON Lines or CSV catalog and writes it to Redis.
  * `npm run catalog -- publish <file>`: validates it and writes it to the compacted items topic,
  * which every `catalog` role applies to its Redis (the path for many regions or a live feed).
- * A bad record stops the command before anything is written, naming the line.
+ * A bad record stops the command before anything is written, naming the line. A backbone still
+ * starting is waited for (`startupRetry`: some 30 s); the writes are idempotent, so a retried
+ * batch changes nothing.
  */
 import { readFile } from 'node:fs/promises';
-import { createLogger, loadConfigOrExit } from '../core/index.js';
+import { createLogger, loadConfigOrExit, retry, startupRetry } from '../core/index.js';
 import { CatalogStore, parseCatalog } from '../store/catalog.js';
 import { createKafka, createProducer, ensureTopics } from './kafka.js';
 import { createRedis } from '../store/redis.js';
@@ -26,21 +28,28 @@ try {
 }
 if (command === 'load') {
   const redis = createRedis(config.redis.url, 'recsys-catalog-cli');
-  await new CatalogStore(redis, { cacheTtlMs: 0, cacheSize: 0 }).upsert(items);
+  const store = new CatalogStore(redis, { cacheTtlMs: 0, cacheSize: 0 });
+  await retry(() => store.upsert(items), startupRetry('catalog load to Redis', log));
   redis.disconnect();
 } else {
   const kafka = createKafka(config.kafka, log, 'catalog-cli');
-  await ensureTopics(kafka, config.kafka, log);
+  await retry(() => ensureTopics(kafka, config.kafka, log), startupRetry('kafka topics', log));
   const producer = createProducer(kafka);
-  await producer.connect();
+  await retry(() => producer.connect(), startupRetry('kafka producer connect', log));
   for (let i = 0; i < items.length; i += 1000) {
-    await producer.send({
-      topic: config.kafka.topics.items,
-      acks: -1,
-      messages: items
-        .slice(i, i + 1000)
-        .map((item) => ({ key: item.itemId, value: JSON.stringify(item) })),
-    });
+    // The idempotent producer retries within kafkajs; this covers a leader election longer
+    // than its attempts (a compacted topic keeps the latest record per itemId either way).
+    await retry(
+      () =>
+        producer.send({
+          topic: config.kafka.topics.items,
+          acks: -1,
+          messages: items
+            .slice(i, i + 1000)
+            .map((item) => ({ key: item.itemId, value: JSON.stringify(item) })),
+        }),
+      startupRetry('kafka send', log),
+    );
   }
   await producer.disconnect();
 }

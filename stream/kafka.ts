@@ -21,6 +21,7 @@ import {
   retry,
   withTimeout,
 } from '../core/index.js';
+import { reconcileTopicSettings } from './topic-settings.js';
 
 export type { Consumer, Kafka, Producer };
 
@@ -74,7 +75,8 @@ export function createKafka(
 
 /**
  * Creates the stack's topics if missing, with the configured replication factor and
- * `min.insync.replicas` (-1 and 0: the broker's defaults); existing topics are left as they are.
+ * `min.insync.replicas` (-1 and 0: the broker's defaults); existing topics are brought to them
+ * where that is safe, and a warning says what is not (`topic-settings.ts`).
  * With `acks=all` (every producer here), a write is acknowledged once `min.insync.replicas`
  * replicas hold it, so at replication factor 3 and 2 one broker may die without losing it.
  */
@@ -84,6 +86,11 @@ export async function ensureTopics(kafka: Kafka, config: KafkaConfig, log: Logge
   try {
     const existing = new Set(await admin.listTopics());
     const wanted = Object.values(config.topics).filter((t) => !existing.has(t));
+    const made = Object.values(config.topics).filter((t) => existing.has(t));
+    // A reading or change that fails is a warning: the role runs on the topics as they are.
+    await reconcileTopicSettings(admin, made, config, log).catch((err: Error) =>
+      log.warn({ err: err.message, topics: made }, "could not check the topics' settings"),
+    );
     if (wanted.length === 0) return;
     const minIsr =
       config.minInsyncReplicas > 0
@@ -92,7 +99,7 @@ export async function ensureTopics(kafka: Kafka, config: KafkaConfig, log: Logge
     await admin.createTopics({
       // kafkajs' own wait asks one broker, and on a multi-broker cluster that broker may not
       // know the new topic yet: UNKNOWN_TOPIC_OR_PARTITION, which it does not retry
-      // (tulios/kafkajs#1222). `leadersElected` below waits for it instead.
+      // (tulios/kafkajs#1222). `waitForTopicLeaders` below waits for it instead.
       waitForLeaders: false,
       topics: wanted.map((topic) => ({
         topic,
@@ -106,7 +113,7 @@ export async function ensureTopics(kafka: Kafka, config: KafkaConfig, log: Logge
         ],
       })),
     });
-    await leadersElected(admin, wanted);
+    await waitForTopicLeaders(admin, wanted);
     log.info(
       {
         topics: wanted,
@@ -126,7 +133,7 @@ export async function ensureTopics(kafka: Kafka, config: KafkaConfig, log: Logge
  * a broker's answer is "no such topic" or "no leader yet" (the new topic's metadata travels to
  * every broker within moments); other errors are thrown.
  */
-async function leadersElected(admin: Admin, topics: string[]): Promise<void> {
+export async function waitForTopicLeaders(admin: Admin, topics: string[]): Promise<void> {
   const waiting = new Set(['UNKNOWN_TOPIC_OR_PARTITION', 'LEADER_NOT_AVAILABLE']);
   await retry(
     async () => {

@@ -15,13 +15,17 @@
  *   const served = await replayServed(stack, plan.replay, state, { k: 20, concurrency: 32, ... });
  */
 import mqtt, { type MqttClient } from 'mqtt';
-import { Redis } from 'ioredis';
 import { mintToken } from '../../core/auth.js';
-import { FEATURE_CHANNEL } from '../../store/keys.js';
 import { readFeatures } from '../../store/session-features.js';
 import type { Outcome } from './metrics.js';
 import { wireEvent, type PlannedEvent } from './plan.js';
 import type { ReplayStack } from './stack.js';
+import {
+  benchRedis,
+  onFeatureChanges,
+  type FeatureChangeListener,
+  type RedisClient,
+} from '../redis.js';
 
 export interface ReplayOptions {
   k: number;
@@ -75,23 +79,29 @@ interface FeedAnswer {
 /** Wakes the waiters of a user when the feature role announces a change for them. */
 class AppliedWatcher {
   readonly #waiters = new Map<string, () => void>();
-  readonly #sub: Redis;
+  readonly #sub: RedisClient;
+  #changes: FeatureChangeListener | null = null;
+  /** Users whose (sharded, on a cluster) change signal is listened to. */
+  readonly #heard = new Set<string>();
   constructor(
     url: string,
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly halfLifeMs: number,
   ) {
-    this.#sub = new Redis(url, { maxRetriesPerRequest: 3 });
-    this.#sub.on('message', (_channel: string, userId: string) => this.#waiters.get(userId)?.());
+    this.#sub = benchRedis(url, 'replay-applied', true);
   }
 
-  start(): Promise<unknown> {
-    return this.#sub.subscribe(FEATURE_CHANNEL);
+  async start(): Promise<void> {
+    this.#changes = await onFeatureChanges(this.#sub, (userId) => this.#waiters.get(userId)?.());
   }
 
   /** Resolves true once `userId`'s applied count is at least `count`, false on timeout. */
   async until(userId: string, count: number, timeoutMs: number): Promise<boolean> {
     const deadline = Date.now() + timeoutMs;
+    if (!this.#heard.has(userId)) {
+      this.#heard.add(userId);
+      await this.#changes?.add(userId);
+    }
     for (;;) {
       const f = await readFeatures(this.redis, userId, Date.now(), this.halfLifeMs);
       if ((f?.total ?? 0) >= count) return true;
@@ -110,6 +120,7 @@ class AppliedWatcher {
   }
 
   stop(): void {
+    void this.#changes?.stop().catch(() => undefined);
     this.#sub.disconnect();
   }
 }

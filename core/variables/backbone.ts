@@ -44,12 +44,12 @@ export const BACKBONE: readonly VariableDoc[] = [
   {
     name: 'RECSYS_KAFKA_REPLICATION_FACTOR',
     default: '-1',
-    doc: "replicas of each topic the stack creates (-1: the broker's default.replication.factor; the cluster profile: 3)",
+    doc: "replicas of each topic the stack creates; an existing topic with fewer is raised by partition reassignment (-1: the broker's default.replication.factor; the cluster profile: 3)",
   },
   {
     name: 'RECSYS_KAFKA_MIN_INSYNC_REPLICAS',
     default: '0',
-    doc: "min.insync.replicas set on each topic the stack creates, so an acks=all write needs that many replicas (0: the broker's default; the cluster profile: 2)",
+    doc: "min.insync.replicas set on each topic the stack creates, and on an existing one whose replicas carry it, so an acks=all write needs that many replicas (0: the broker's default; the cluster profile: 2)",
   },
   {
     name: 'RECSYS_SCHEMA_REGISTRY_URL',

@@ -6,7 +6,7 @@
  *   node dist/deploy/local/cli.js status [--profile single|cluster]
  *   node dist/deploy/local/cli.js help       (commands, services and ports of both profiles)
  *   node dist/deploy/local/cli.js cluster-env  (the cluster profile's variables as `export` lines)
- *   node dist/deploy/local/cli.js product    (`npm run up`: the whole product, see product.ts)
+ *   node dist/deploy/local/cli.js product [--profile cluster]   (`npm run up`: the whole product, see product.ts)
  *   node dist/deploy/local/cli.js mqtt-user <username> [password]   (a device account)
  *   node dist/deploy/local/cli.js credentials  (the secure backbone's logins as `export` lines)
  *   node dist/deploy/local/cli.js env        (every variable with its default)
@@ -61,7 +61,7 @@ const HELP = `deploy/local: the stack without Docker (npm run stack -- <command>
   up [service...] [--profile single|cluster] [--started-file F]
   down [service...] [--profile single|cluster]   (no names, no profile: everything)
   status [service...] [--profile single|cluster]
-  product                 the whole product (npm run up)
+  product [--profile single|cluster]   the whole product (npm run up [-- --profile cluster])
   mqtt-user <username> [password]
   credentials             the secure backbone's logins as export lines
   cluster-env             the cluster profile's variables as export lines
@@ -236,7 +236,7 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
     case 'product': {
-      await upProduct(ctx);
+      await upProduct(ctx, profileOf(flags, ctx));
       return 0;
     }
     default:

@@ -6,6 +6,10 @@
  * publishes candidates and registers the first model; then it starts the feed server and waits
  * until it is ready, and prints the live page's URL with a token (in the fragment, which the
  * browser never sends), and how to publish an event that changes the feed. `npm run down` stops it all.
+ *
+ * `npm run up -- --profile cluster` does the same on the cluster profile (`profile.ts`): 3 Kafka
+ * brokers and a Redis Cluster in place of one each, the Redis Cluster formed, and the product's
+ * processes (and the first batch) given the profile's variables (`cluster-env`).
  */
 import { spawn } from 'node:child_process';
 import { join, relative } from 'node:path';
@@ -14,7 +18,7 @@ import { CandidateStore } from '../../store/candidates.js';
 import { mintToken } from '../../core/auth.js';
 import { canConnectMqtt } from '../../stream/index.js';
 import { userIdFromTopic } from '../../schemas/index.js';
-import { sleep } from '../../core/index.js';
+import { loadConfig, sleep } from '../../core/index.js';
 import { APP_PORTS } from './app.js';
 import { localSecret, mqttUserSecret, secretPath } from './secrets.js';
 import { backboneLoginEnv } from './secure.js';
@@ -23,6 +27,8 @@ import { prometheusPort } from './monitoring.js';
 import { BACKBONE_NAMES, MONITOR_NAMES, type StackContext } from './service-def.js';
 import { HEALTHCHECK_MQTT_USER, setMqttPassword } from './mosquitto.js';
 import { servicePaths, up } from './stack.js';
+import { clusterEnv, expandNames, type Profile } from './profile.js';
+import { ensureRedisCluster } from './redis-cluster.js';
 
 /** Events the demo history holds (some 10 s of batch on 2 cores). */
 const DEMO_EVENTS = 200_000;
@@ -105,6 +111,18 @@ function runBatch(ctx: StackContext, args: string[]): Promise<void> {
   });
 }
 
+/**
+ * The context of the cluster profile's product: the Redis Cluster formed, and the profile's
+ * variables in this process's environment, which every process it starts inherits (`app.ts`).
+ */
+async function onCluster(ctx: StackContext): Promise<StackContext> {
+  console.log(`redis cluster ${await ensureRedisCluster(ctx)}; the product uses:`);
+  const vars = clusterEnv(ctx);
+  for (const [k, v] of Object.entries(vars)) console.log(`  ${k}=${v}`);
+  Object.assign(process.env, vars);
+  return { ...ctx, config: loadConfig(process.env) };
+}
+
 async function liveVersion(ctx: StackContext): Promise<number | null> {
   const redis = createRedis(ctx.config.redis.url, 'recsys-up');
   try {
@@ -114,11 +132,14 @@ async function liveVersion(ctx: StackContext): Promise<number | null> {
   }
 }
 
-export async function upProduct(ctx: StackContext): Promise<void> {
+export async function upProduct(base: StackContext, profile: Profile = 'single'): Promise<void> {
   const say = (line: string): void => console.log(line);
   const t0 = Date.now();
-  say('starting the backbone (first run installs it: some minutes) ...');
-  await up(ctx, [...BACKBONE_NAMES, ...MONITOR_NAMES]);
+  say(
+    `starting the backbone${profile === 'cluster' ? ' (cluster profile)' : ''} (first run installs it: some minutes) ...`,
+  );
+  await up(base, expandNames(profile, [...BACKBONE_NAMES, ...MONITOR_NAMES]));
+  const ctx = profile === 'cluster' ? await onCluster(base) : base;
   say('starting the stream process (ingest bridge and stream roles) ...');
   await up(ctx, ['stream']);
   if ((await liveVersion(ctx)) === null) {
@@ -151,6 +172,11 @@ A token for any user:  npm run -s token -- <userId>
 The feed as JSON:      curl -s -H "authorization: Bearer $(npm run -s token -- ${DEMO_USER})" localhost:${servingPort}/v1/users/${DEMO_USER}/feed
 A device account:      npm run stack -- mqtt-user <userId>   (its password goes to .local/secrets/)
 Prometheus:            http://127.0.0.1:${prometheusPort(ctx)}/targets (alerts: /alerts)
-Status and stop:       npm run stack -- status; npm run down
+Status and stop:       npm run stack -- status; npm run down${
+    profile === 'cluster'
+      ? `
+Cluster profile:       for your own commands: eval "$(npm run -s stack -- cluster-env)"`
+      : ''
+  }
 `);
 }

@@ -16,7 +16,7 @@
  */
 import { createHash, pbkdf2Sync, randomBytes } from 'node:crypto';
 import kafkajs from 'kafkajs';
-import type { Config } from '../../core/index.js';
+import { parseRedisUrl, type Config } from '../../core/index.js';
 import { createKafka } from '../../stream/index.js';
 import { localSecret } from './secrets.js';
 import type { StackContext } from './service-def.js';
@@ -53,8 +53,15 @@ export async function backboneCredentials(
   };
 }
 
-/** `url` with `user:password@` (and its path, the database, kept). */
+/**
+ * `url` with `user:password@` (and its path, the database, kept). A Redis Cluster URL
+ * (`redis-cluster://h1:p1,h2:p2`, which `new URL` cannot parse) gets the login before its seeds;
+ * it applies to every node.
+ */
 export function redisUrlWith(url: string, user: string, password: string): string {
+  const login = `${encodeURIComponent(user)}:${encodeURIComponent(password)}@`;
+  const cluster = /^(rediss?-cluster:\/\/)(?:[^@/]*@)?(.*)$/.exec(url);
+  if (cluster) return `${cluster[1]}${login}${cluster[2]}`.replace(/\/$/, '');
   const u = new URL(url);
   u.username = encodeURIComponent(user);
   u.password = encodeURIComponent(password);
@@ -69,10 +76,10 @@ export function withCredentials(
   if (!creds) return config;
   return Object.freeze({
     ...config,
-    redis: Object.freeze({
-      ...config.redis,
-      url: redisUrlWith(config.redis.url, APP_USER, creds.redis.password),
-    }),
+    // Parsed again: a cluster's seeds carry the login in `cluster` too.
+    redis: Object.freeze(
+      parseRedisUrl(redisUrlWith(config.redis.url, APP_USER, creds.redis.password)),
+    ),
     kafka: Object.freeze({
       ...config.kafka,
       sasl: Object.freeze({

@@ -8,6 +8,7 @@ import { connect } from 'node:net';
 import { chmod, cp, mkdir, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
+import { redactRedisUrl, type RedisTarget } from '../../core/index.js';
 import { elasticAuthHeaders } from '../../stream/index.js';
 import { VERSIONS } from './versions.js';
 import { installArchive, javaHome } from './install.js';
@@ -79,14 +80,78 @@ const registry: ServiceDef = {
 
 // ---------------------------------------------------------------- redis
 
+/** One Redis node to PING: where, and the ACL login ('' for none). */
+export interface RedisPingTarget {
+  host: string;
+  port: number;
+  username: string;
+  password: string;
+}
+
+/**
+ * The nodes the readiness probe PINGs for RECSYS_REDIS_URL: its one node, or every seed of a
+ * Redis Cluster (`redis-cluster://h1:p1,h2:p2`, which `new URL` cannot parse).
+ */
+export function redisPingTargets(target: RedisTarget): RedisPingTarget[] {
+  if (target.cluster) {
+    const { username, password } = target.cluster;
+    return target.cluster.nodes.map((n) => ({ ...n, username, password }));
+  }
+  const url = new URL(target.url);
+  return [
+    {
+      host: url.hostname,
+      port: url.port ? Number(url.port) : 6379,
+      username: decodeURIComponent(url.username),
+      password: decodeURIComponent(url.password),
+    },
+  ];
+}
+
+/** Whether the node answers PING with PONG (after AUTH when a password is given) within 1 s. */
+export function pingRedis(node: RedisPingTarget): Promise<boolean> {
+  // RESP arrays: a password may hold any byte.
+  const resp = (...args: string[]): string =>
+    `*${args.length}\r\n${args.map((a) => `$${Buffer.byteLength(a)}\r\n${a}\r\n`).join('')}`;
+  const auth = node.password ? resp('AUTH', node.username || 'default', node.password) : '';
+  return new Promise<boolean>((resolve) => {
+    const socket = connect({ host: node.host, port: node.port });
+    let answer = '';
+    const done = (ok: boolean): void => {
+      socket.destroy();
+      resolve(ok);
+    };
+    socket.setTimeout(1000, () => done(false));
+    socket.on('error', () => resolve(false));
+    socket.on('connect', () => socket.write(`${auth}${resp('PING')}`));
+    socket.on('data', (d) => {
+      answer += d.toString();
+      if (/^-/m.test(answer)) done(false);
+      else if (answer.includes('+PONG')) done(true);
+    });
+  });
+}
+
+/**
+ * The single-node Redis. When RECSYS_REDIS_URL names a Redis Cluster this service does not apply:
+ * its probe reports the cluster ready when every seed answers (so `up` and `status` take a running
+ * cluster as external), and it refuses to start a lone node in its place, saying how to run one.
+ */
 const redis: ServiceDef = {
   name: 'redis',
   memory: 'maxmemory 1gb',
-  port: (ctx) => urlPort(ctx.config.redis.url, 6379),
+  port: (ctx) => (redisPingTargets(ctx.config.redis)[0] as RedisPingTarget).port,
   async install() {
     // Debian package, see ensureDebianPackages.
   },
   async prepare(ctx) {
+    if (ctx.config.redis.cluster) {
+      throw new Error(
+        `RECSYS_REDIS_URL names a Redis Cluster (${redactRedisUrl(ctx.config.redis.url)}), which the ` +
+          'single-node "redis" service cannot start and none of whose seeds answers PING; ' +
+          'start the cluster profile (up redis --profile cluster) or unset RECSYS_REDIS_URL',
+      );
+    }
     const dir = dataDir(ctx, 'redis');
     await mkdir(dir, { recursive: true });
     const host = new URL(ctx.config.redis.url).hostname;
@@ -119,33 +184,9 @@ const redis: ServiceDef = {
     };
   },
   async probe(ctx) {
-    const url = new URL(ctx.config.redis.url);
-    // AUTH first when the URL names a user (RESP arrays: a password may hold any byte).
-    const resp = (...args: string[]): string =>
-      `*${args.length}\r\n${args.map((a) => `$${Buffer.byteLength(a)}\r\n${a}\r\n`).join('')}`;
-    const auth = url.password
-      ? resp(
-          'AUTH',
-          decodeURIComponent(url.username) || 'default',
-          decodeURIComponent(url.password),
-        )
-      : '';
-    return new Promise<boolean>((resolve) => {
-      const socket = connect({ host: url.hostname, port: redis.port(ctx) });
-      let answer = '';
-      const done = (ok: boolean): void => {
-        socket.destroy();
-        resolve(ok);
-      };
-      socket.setTimeout(1000, () => done(false));
-      socket.on('error', () => resolve(false));
-      socket.on('connect', () => socket.write(`${auth}${resp('PING')}`));
-      socket.on('data', (d) => {
-        answer += d.toString();
-        if (/^-/m.test(answer)) done(false);
-        else if (answer.includes('+PONG')) done(true);
-      });
-    });
+    // A cluster is ready when every seed answers (a client starts from any of them).
+    const answers = await Promise.all(redisPingTargets(ctx.config.redis).map(pingRedis));
+    return answers.every(Boolean);
   },
 };
 

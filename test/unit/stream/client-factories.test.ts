@@ -67,6 +67,16 @@ describe('client factories', () => {
     assert.deepEqual(builders, ['store/redis.ts']);
   });
 
+  it('gives the benchmarks their Redis from the same factory (bench/redis.ts), so they run on a cluster too', () => {
+    const builders = sources()
+      .filter((f) => relative(ROOT, f).startsWith('bench/'))
+      .filter((f) => /new\s+(Redis|Cluster|IORedis)\s*\(/.test(readFileSync(f, 'utf8')))
+      .map((f) => relative(ROOT, f));
+    // The replay's stack keeps a single-node connection of its own (its database's FLUSHDB); its
+    // cluster form comes with the fault run's change to it (issue 18, item 5).
+    assert.deepEqual(builders, ['bench/replay/stack.ts']);
+  });
+
   it('reads Kafka SASL: none by default, a mechanism needs a user and a password', () => {
     assert.equal(loadConfig({ RECSYS_ENV: 'development' }).kafka.sasl, null);
     assert.deepEqual(
