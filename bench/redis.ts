@@ -73,6 +73,18 @@ export async function usedMemoryBytes(redis: RedisClient): Promise<number> {
   return infos.reduce((sum, info) => sum + Number(/used_memory:(\d+)/.exec(info)?.[1] ?? 0), 0);
 }
 
+/**
+ * CPU seconds the Redis server(s) spent so far (INFO cpu of every master, without forked
+ * children such as saves): a delta over a phase is Redis's share of the work, whatever else runs.
+ */
+export async function redisCpuSec(redis: RedisClient): Promise<number> {
+  await redisReady(redis);
+  const infos = await Promise.all(masters(redis).map((node) => node.info('cpu')));
+  const field = (info: string, name: string): number =>
+    Number(new RegExp(`${name}:([\\d.]+)`).exec(info)?.[1] ?? 0);
+  return infos.reduce((sum, i) => sum + field(i, 'used_cpu_sys') + field(i, 'used_cpu_user'), 0);
+}
+
 // MEMORY USAGE names its key after a subcommand, which ioredis' Cluster cannot route (it sends
 // the command to any node, which answers MOVED); a script's key is routed to its slot. Defined as
 // a command: auto-pipelining groups a plain EVAL by its first argument, the script text.

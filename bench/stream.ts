@@ -39,7 +39,13 @@ import { scanKeys } from '../store/redis.js';
 import { discardMqttSession } from '../stream/index.js';
 import { freePort, startReady, stopProcess } from './processes.js';
 import { treeCpu } from './vegeta.js';
-import { benchRedis, memoryUsageBytes, onFeatureChanges, usedMemoryBytes } from './redis.js';
+import {
+  benchRedis,
+  memoryUsageBytes,
+  onFeatureChanges,
+  redisCpuSec,
+  usedMemoryBytes,
+} from './redis.js';
 import { applyLocalSecrets } from '../deploy/local/secrets.js';
 
 // The local stack's secrets (the bridge's MQTT password, the JWT secret) unless set.
@@ -325,6 +331,7 @@ async function main(): Promise<void> {
   // CPU the role spends per event: what one core carries, even when other work shares the
   // machine and slows the events/s (the shared host ran at load averages of 15-28).
   const cpu0 = await treeCpu(features.pid as number);
+  const redisCpu0 = await redisCpuSec(redis);
   t = performance.now();
   const { firstMs, lastMs } = await waitCommitted(
     config.consumer.groups.features,
@@ -334,6 +341,8 @@ async function main(): Promise<void> {
   const cpuUsPerEvent = Math.round(
     (((await treeCpu(features.pid as number)) - cpu0) * 1e6) / total,
   );
+  // Redis's CPU per event: where the feature script and the co-visit writes cost.
+  const redisUsPerEvent = Math.round((((await redisCpuSec(redis)) - redisCpu0) * 1e6) / total);
   await stopProcess(features);
   const memAfter = await usedMemoryBytes(redis);
   const throughput = Math.round((total * 1000) / (lastMs - firstMs));
@@ -354,7 +363,8 @@ async function main(): Promise<void> {
   const eventIdWindowBytes = Math.round(windows.reduce((a, b) => a + b, 0) / sample.length);
   console.log(
     `features: ${throughput} events/s (${((lastMs - t) / 1000).toFixed(1)} s in all; ` +
-      `${cpuUsPerEvent} µs of the role's CPU per event); ${bytesPerUser} bytes/user ` +
+      `${cpuUsPerEvent} µs of the role's CPU and ${redisUsPerEvent} µs of Redis's per event); ` +
+      `${bytesPerUser} bytes/user ` +
       `(MEMORY USAGE: features hash ${userHashBytes}, eventId window ${eventIdWindowBytes})`,
   );
 
@@ -390,6 +400,7 @@ async function main(): Promise<void> {
     features: {
       eventsPerSec: throughput,
       cpuUsPerEvent,
+      redisUsPerEvent,
       ratioToBaseline: Number((throughput / baselineRate).toFixed(3)),
       redisBytes: memAfter - memBefore,
       bytesPerUser,
