@@ -6,9 +6,9 @@
  * Batching follows Kafka's Java producer: a batch goes out when it holds `maxBatch` messages or
  * `maxBatchBytes` of payload (so no request can pass the broker's 1 MB `message.max.bytes`,
  * which would fail the same way on every retry and stall the pipeline), or
- * its oldest message has waited `lingerMs`, and at most one produce request is in flight (the
- * idempotent producer's sequence numbers stay in order, and small requests do not queue behind
- * each other); what arrives meanwhile waits for the next request, which keeps requests large
+ * its oldest message has waited `lingerMs`, and at most one produce request is in flight (a
+ * retried batch goes before the next, so each partition keeps its order, and small requests do
+ * not queue behind each other); what arrives meanwhile waits for the next request, which keeps requests large
  * under load (bench/README.md has the measurements). A failed send is retried with
  * backoff until it succeeds or the batcher is closed: the messages it holds are not lost and not
  * acknowledged meanwhile.

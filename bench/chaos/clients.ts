@@ -28,6 +28,8 @@ export class FeedClients {
   #running = false;
   #t0 = 0;
   #sent = 0;
+  /** Sockets open now. */
+  open = 0;
 
   constructor(readonly o: FeedClientOptions) {}
 
@@ -85,11 +87,17 @@ export class FeedClients {
       `bearer.${this.o.tokens.get(user)}`,
     ]);
     this.#sockets.add(ws);
-    ws.on('open', () => stats.liveOpened++);
+    let opened = false;
+    ws.on('open', () => {
+      opened = true;
+      this.open++;
+      stats.liveOpened++;
+    });
     ws.on('message', () => stats.liveFrames++);
     ws.on('error', () => undefined);
     ws.on('close', () => {
       this.#sockets.delete(ws);
+      if (opened) this.open--;
       if (!this.#running) return;
       stats.liveClosed++;
       setTimeout(() => this.#open(user), REOPEN_MS);

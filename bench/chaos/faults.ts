@@ -18,7 +18,7 @@ import kafkajs from 'kafkajs';
 import { createLogger, sleep, type Config } from '../../core/index.js';
 import { createKafka } from '../../stream/kafka.js';
 import { isOurs, readPidFile } from '../../deploy/local/process.js';
-import { type ChaosProduct, PROCESS_NAMES, type ProcessName } from './product.js';
+import { type ChaosProduct, type ProcessName } from './product.js';
 import type { GroupTopics } from './observe.js';
 
 export interface FaultContext {
@@ -26,14 +26,45 @@ export interface FaultContext {
   /** `node dist/deploy/local/cli.js <args>`; rejects on a non-zero exit. */
   stackCli: (args: string[]) => Promise<void>;
   restartDelayMs: number;
+  /** The run's configuration (its topics, groups, Redis, MQTT). */
+  config: Readonly<Config>;
+  /** RECSYS_LOCAL_DIR of the stack (its pid files). */
+  localDir: string;
+  /** The run's id prefix (users, groups). */
+  prefix: string;
+  /** Tells the backbone watch that `service` is stopped on purpose (until `up`). */
+  expectDown: (service: string) => void;
+  /** A user of the current phase's load. */
+  loadUser: () => string;
+  /** An MQTT account of the run that belongs to no phase (probe events are not counted). */
+  probeDevice: { userId: string; password: string };
+  /** Live sockets open now, and how many the load keeps. */
+  openSockets: () => number;
+  liveSockets: number;
+  /** Cluster form: how long a killed broker or Redis node stays down. */
+  nodeDownMs: number;
+  /** Cluster form: how long a failover may take before the killed part is restarted anyway. */
+  failoverTimeoutMs: number;
+}
+
+/** How long the path a fault broke took to work again, without the killed part (cluster form). */
+export interface Failover {
+  /** From the fault until the path worked again (null: not within `failoverTimeoutMs`). */
+  ms: number | null;
+  /** What was timed. */
+  measure: string;
+  detail?: Record<string, unknown>;
 }
 
 export interface Fault {
   name: string;
-  /** Backbone service the fault stops (needs a deploy/local stack of ours). */
-  backbone?: 'redis' | 'kafka' | 'elasticsearch';
-  /** Injects the fault and undoes it; resolves once the undoing began (restart, `up`). */
-  run(ctx: FaultContext): Promise<void>;
+  /** A backbone service the fault stops (needs a deploy/local stack of ours). */
+  backbone?: string;
+  /**
+   * Injects the fault and undoes it; resolves once the undoing began (restart, `up`), with the
+   * failover time when the fault measures one.
+   */
+  run(ctx: FaultContext): Promise<Failover | void>;
 }
 
 const killAndRestart =
@@ -45,7 +76,7 @@ const killAndRestart =
   };
 
 const stopFor =
-  (service: 'redis' | 'kafka' | 'elasticsearch', ms: number) =>
+  (service: string, ms: number) =>
   async (ctx: FaultContext): Promise<void> => {
     await ctx.stackCli(['down', service]);
     await sleep(ms);
@@ -126,11 +157,13 @@ export interface Recovery {
   /** From the fault's start until recovered (null: not within the time allowed). */
   recoveredMs: number | null;
   /** Per process that stopped answering ready: from the fault's start until it did again. */
-  readyMs: Partial<Record<ProcessName, number | null>>;
+  readyMs: Record<string, number | null>;
   /** Per group: from the fault's start until it committed the backlog. */
   caughtUpMs: Record<string, number | null>;
   /** The fault itself failed (e.g. a restart that never became ready). */
   error?: string;
+  /** Cluster form: the failover time the fault measured. */
+  failover?: Failover;
 }
 
 /**
@@ -153,8 +186,12 @@ export async function runFault(
   const caughtUpMs: Recovery['caughtUpMs'] = {};
   let finished = false;
   let error: string | undefined;
+  let failover: Failover | undefined;
   const running = fault.run(ctx).then(
-    () => (finished = true),
+    (f) => {
+      finished = true;
+      if (f) failover = f;
+    },
     (err: Error) => {
       finished = true;
       error = err.message;
@@ -162,9 +199,10 @@ export async function runFault(
   );
   let recoveredMs: number | null = null;
   while (Date.now() < t0 + timeoutMs) {
-    const states = await Promise.all(PROCESS_NAMES.map((n) => ctx.product.ready(n)));
+    const names = ctx.product.names;
+    const states = await Promise.all(names.map((n) => ctx.product.ready(n)));
     const now = Date.now() - t0;
-    PROCESS_NAMES.forEach((name, i) => {
+    names.forEach((name, i) => {
       if (!states[i]) readyMs[name] = null;
       else if (readyMs[name] === null) readyMs[name] = now;
     });
@@ -181,7 +219,13 @@ export async function runFault(
   }
   await running;
   for (const g of Object.keys(groups)) caughtUpMs[g] ??= null;
-  return { recoveredMs, readyMs, caughtUpMs, ...(error ? { error } : {}) };
+  return {
+    recoveredMs,
+    readyMs,
+    caughtUpMs,
+    ...(error ? { error } : {}),
+    ...(failover ? { failover } : {}),
+  };
 }
 
 type Ends = Map<string, Map<number, number>>;

@@ -142,6 +142,18 @@ export class ChaosLoad {
     }
   }
 
+  /** Live sockets of the current phase open now. */
+  openSockets(): number {
+    return this.#current?.feeds.open ?? 0;
+  }
+
+  /** A user of the current phase (its first MQTT user). */
+  currentUser(): string {
+    const users = this.#current?.users;
+    if (!users) throw new Error('no phase is running');
+    return users.mqtt[0] ?? users.http[0] ?? (users.web[0] as string);
+  }
+
   /** Stops the generator and waits for every phase's sends to finish (or give up). */
   async stop(): Promise<void> {
     if (this.#timer) clearInterval(this.#timer);

@@ -9,6 +9,14 @@
  *
  *   npm run chaos                                  # every fault, 300 events/s (about 15 min)
  *   npm run chaos -- --faults bridge,features,kafka --rate 200
+ *   npm run chaos -- --profile cluster --rate 250  # the cluster form (cluster-faults.ts)
+ *
+ * The cluster form runs on deploy/local's cluster profile (`up --profile cluster`, from the same
+ * RECSYS_LOCAL_DIR; its brokers and Redis Cluster are set for the product's processes here), 2
+ * processes of every role (`--instances`) and 1 worker per feed server (`--workers`), and its
+ * own faults (keys none, kafka-broker, redis-master, bridge, features, indexer, lake, serving);
+ * `--node-down-s` (15) is how long a killed broker or Redis master stays down, and the table
+ * gains a failover column.
  *
  * Options: --faults <keys> (none, bridge, features, catalog, indexer, lake, impressions,
  * attribution, serving-worker, serving, redis, kafka, es; default all), --rate <events/s>,
@@ -19,6 +27,8 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { loadConfig } from '../../core/index.js';
 import { applyLocalSecrets } from '../../deploy/local/secrets.js';
+import { clusterEnv } from '../../deploy/local/profile.js';
+import { CLUSTER_FAULT_KEYS } from './cluster-faults.js';
 import { FAULT_KEYS } from './faults.js';
 import { markdownTable } from './report.js';
 import { CHAOS_DEFAULTS, runChaos } from './run.js';
@@ -53,17 +63,25 @@ async function main(): Promise<number> {
   // The stack's secrets (RECSYS_LOCAL_DIR/secrets/: the JWT secret, the bridge's MQTT password)
   // unless set: the product's processes inherit them.
   await applyLocalSecrets(process.cwd());
+  const profile = flags.get('profile') ?? 'single';
+  if (profile !== 'single' && profile !== 'cluster')
+    throw new Error(`--profile takes single or cluster, got "${profile}"`);
+  const cluster = profile === 'cluster';
+  // The cluster profile's brokers, Redis Cluster and replication settings, for this process and
+  // the product's.
+  if (cluster) Object.assign(process.env, clusterEnv({ config: loadConfig(process.env) }));
   const config = loadConfig(process.env);
-  const keys = flags.get('faults')?.split(',').filter(Boolean) ?? Object.keys(FAULT_KEYS);
+  const known = cluster ? CLUSTER_FAULT_KEYS : FAULT_KEYS;
+  const keys = flags.get('faults')?.split(',').filter(Boolean) ?? Object.keys(known);
   const faults = keys.map((k) => {
-    const name = FAULT_KEYS[k];
-    if (!name)
-      throw new Error(`unknown fault "${k}"; known: ${Object.keys(FAULT_KEYS).join(', ')}`);
+    const name = known[k];
+    if (!name) throw new Error(`unknown fault "${k}"; known: ${Object.keys(known).join(', ')}`);
     return name;
   });
   const stamp = new Date().toISOString().replace(/[:.]/g, '-');
   const localDir = resolve(config.local.dir);
-  const out = flags.get('out') ?? join('bench', 'results', `chaos-${stamp}.json`);
+  const out =
+    flags.get('out') ?? join('bench', 'results', `chaos-${cluster ? 'cluster-' : ''}${stamp}.json`);
   const say = (line: string): void =>
     console.log(`[${new Date().toISOString().slice(11, 19)}] ${line}`);
   const result = await runChaos({
@@ -73,11 +91,15 @@ async function main(): Promise<number> {
     feedRate: num(flags, 'feed-rate', CHAOS_DEFAULTS.feedRate),
     warmMs: num(flags, 'warm-s', CHAOS_DEFAULTS.warmMs / 1000) * 1000,
     steadyMs: num(flags, 'steady-s', CHAOS_DEFAULTS.steadyMs / 1000) * 1000,
-    servingWorkers: num(flags, 'workers', CHAOS_DEFAULTS.servingWorkers),
+    servingWorkers: num(flags, 'workers', cluster ? 1 : CHAOS_DEFAULTS.servingWorkers),
+    profile,
+    instances: num(flags, 'instances', cluster ? 2 : 1),
+    nodeDownMs: num(flags, 'node-down-s', 15) * 1000,
+    failoverTimeoutMs: num(flags, 'failover-timeout-s', 90) * 1000,
     db: num(flags, 'db', CHAOS_DEFAULTS.db),
     env,
     localDir,
-    logDir: join(localDir, 'logs', `chaos-${stamp}`),
+    logDir: join(localDir, 'logs', `chaos-${cluster ? 'cluster-' : ''}${stamp}`),
     say,
   });
   await mkdir(dirname(out), { recursive: true });

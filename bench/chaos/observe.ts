@@ -9,7 +9,7 @@
  * And {@link waitQuiet}: until every consumer group committed everything in its topics.
  */
 import kafkajs from 'kafkajs';
-import type { Redis } from 'ioredis';
+import { openPipeline, type RedisClient } from '../../store/redis.js';
 import { createLogger, sleep, type Config } from '../../core/index.js';
 import { createDecoder, type DlqRecord } from '../../schemas/index.js';
 import { ITEM_FIELDS, itemKey, USER_FIELDS, userFeaturesKey } from '../../store/keys.js';
@@ -187,16 +187,22 @@ export async function readCatalogTopic(config: Readonly<Config>): Promise<Map<st
 }
 
 /** Each user's applied count (`n`), 0 for a user without features. */
-export async function readApplied(redis: Redis, users: string[]): Promise<Map<string, number>> {
-  const p = redis.pipeline();
+export async function readApplied(
+  redis: RedisClient,
+  users: string[],
+): Promise<Map<string, number>> {
+  const p = openPipeline(redis);
   for (const u of users) p.hget(userFeaturesKey(u), USER_FIELDS.total);
   const res = (await p.exec()) ?? [];
   return new Map(users.map((u, i) => [u, Number(res[i]?.[1] ?? 0)]));
 }
 
 /** Each item's price in Redis (NaN for a missing item). */
-export async function readPrices(redis: Redis, items: string[]): Promise<Map<string, number>> {
-  const p = redis.pipeline();
+export async function readPrices(
+  redis: RedisClient,
+  items: string[],
+): Promise<Map<string, number>> {
+  const p = openPipeline(redis);
   for (const i of items) p.hget(itemKey(i), ITEM_FIELDS.price);
   const res = (await p.exec()) ?? [];
   return new Map(items.map((item, i) => [item, Number(res[i]?.[1] ?? NaN)]));

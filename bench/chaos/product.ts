@@ -39,9 +39,15 @@ export type ProcessName = StreamRoleName | 'serving';
 export const PROCESS_NAMES: readonly ProcessName[] = [...STREAM_ROLES, 'serving'];
 
 interface Proc {
-  name: ProcessName;
+  /** The process's name: its role, or `<role>-<n>` with several instances of each. */
+  name: string;
+  role: ProcessName;
+  /** Started and ready, and not killed since: what a load balancer would send requests to. */
+  up: boolean;
   script: string;
   args: string[];
+  /** Variables of this process over the stack's (a bridge's own MQTT client id). */
+  env: Record<string, string>;
   port: number;
   child: ChildProcess | null;
   fd: number;
@@ -52,6 +58,12 @@ export interface ChaosProductOptions {
   servingWorkers?: number;
   /** How long a start may take before it counts as failed, ms. @default 180000 */
   startTimeoutMs?: number;
+  /**
+   * Processes of each role (the cluster form: 2). With more than one, each is named
+   * `<role>-<n>`, each bridge has an MQTT client id of its own in the one share group, and
+   * {@link ChaosProduct.port} of a role balances over its live instances. @default 1
+   */
+  instances?: number;
 }
 
 /** One GET on a fresh connection (no keep-alive): its status, or 0 when it failed. */
@@ -72,8 +84,12 @@ export function probe(port: number, path: string, timeoutMs = 2000): Promise<num
 }
 
 export class ChaosProduct {
-  readonly #procs = new Map<ProcessName, Proc>();
+  readonly #procs = new Map<string, Proc>();
   readonly workers: number;
+  readonly instances: number;
+  /** Every process by name, roles in {@link PROCESS_NAMES} order. */
+  readonly names: readonly string[];
+  #turn = 0;
   readonly #startTimeoutMs: number;
   /** Set by the clean-up: a start still retrying gives up, a child spawned late is killed. */
   #closed = false;
@@ -85,46 +101,80 @@ export class ChaosProduct {
   ) {
     this.workers = options.servingWorkers ?? 2;
     this.#startTimeoutMs = options.startTimeoutMs ?? 180_000;
+    this.instances = Math.max(1, options.instances ?? 1);
+    this.names = PROCESS_NAMES.flatMap((role) => this.#namesOf(role));
     stack.cleanup.add('product processes', async () => {
       this.#closed = true;
       await Promise.all([...this.#procs.values()].map((p) => this.#stop(p)));
       for (const p of this.#procs.values()) closeSync(p.fd);
-      await stack.discardBridgeSession();
+      for (const id of this.bridgeClientIds()) await stack.discardBridgeSession(id);
     });
   }
 
-  /** The HTTP port of a process (its `/readyz`; ingest's `POST /v1/events`; serving's feeds). */
-  port(name: ProcessName): number {
+  #namesOf(role: ProcessName): string[] {
+    if (this.instances === 1) return [role];
+    return Array.from({ length: this.instances }, (_, i) => `${role}-${i + 1}`);
+  }
+
+  /** The processes of a role, by name. */
+  instancesOf(role: ProcessName): string[] {
+    return this.#namesOf(role);
+  }
+
+  /** The bridges' MQTT client ids (one share group). */
+  bridgeClientIds(): string[] {
+    const base = this.stack.env.RECSYS_MQTT_CLIENT_ID as string;
+    if (this.instances === 1) return [base];
+    return this.#namesOf('ingest').map((_, i) => `${base}-${i + 1}`);
+  }
+
+  /**
+   * The HTTP port of a process (its `/readyz`; ingest's `POST /v1/events`; serving's feeds). For
+   * a role with several instances, the next live one in turn, as a load balancer that drops a
+   * backend at its first refused connection and takes it back once it is ready (all of them
+   * down: the next in turn, whose refusal the client then sees).
+   */
+  port(name: string): number {
     const p = this.#procs.get(name);
-    if (!p) throw new Error(`${name} was never started`);
-    return p.port;
+    if (p) return p.port;
+    const procs = this.#namesOf(name as ProcessName).map((n) => this.#proc(n));
+    const live = procs.filter((x) => x.up);
+    const pool = live.length > 0 ? live : procs;
+    return (pool[this.#turn++ % pool.length] as Proc).port;
   }
 
   /** Every process, on free ports, in parallel; resolves once all are ready. */
   async startAll(): Promise<void> {
-    for (const name of PROCESS_NAMES) {
-      const serving = name === 'serving';
-      this.#procs.set(name, {
-        name,
-        script: serving ? 'dist/serving/main.js' : 'dist/stream/main.js',
-        args: serving ? [] : [name],
-        port: await stablePort(),
-        child: null,
-        fd: openSync(join(this.logDir, `${name}.log`), 'a'),
-      });
+    const clientIds = this.bridgeClientIds();
+    for (const role of PROCESS_NAMES) {
+      for (const [i, name] of this.#namesOf(role).entries()) {
+        const serving = role === 'serving';
+        this.#procs.set(name, {
+          name,
+          role,
+          up: false,
+          script: serving ? 'dist/serving/main.js' : 'dist/stream/main.js',
+          args: serving ? [] : [role],
+          env: role === 'ingest' ? { RECSYS_MQTT_CLIENT_ID: clientIds[i] as string } : {},
+          port: await stablePort(),
+          child: null,
+          fd: openSync(join(this.logDir, `${name}.log`), 'a'),
+        });
+      }
     }
-    await Promise.all(PROCESS_NAMES.map((name) => this.start(name)));
+    await Promise.all(this.names.map((name) => this.start(name)));
   }
 
   /**
    * Starts a process (again) on its port and resolves once `/readyz` answers 200. A port still
    * held by a dying process (serving's workers leave a moment after their primary) is retried.
    */
-  async start(name: ProcessName): Promise<void> {
+  async start(name: string): Promise<void> {
     const p = this.#proc(name);
     const env: Record<string, string> = {
       ...this.stack.env,
-      ...(name === 'serving' ? { RECSYS_SERVING_WORKERS: String(this.workers) } : {}),
+      ...p.env,
+      ...(p.role === 'serving' ? { RECSYS_SERVING_WORKERS: String(this.workers) } : {}),
     };
     const deadline = Date.now() + this.#startTimeoutMs;
     for (;;) {
@@ -135,9 +185,11 @@ export class ChaosProduct {
           outputFd: p.fd,
           onSpawn: (child) => {
             p.child = child;
+            child.once('exit', () => (p.up = false));
             if (this.#closed) child.kill('SIGKILL');
           },
         });
+        p.up = true;
         return;
       } catch (err) {
         if (Date.now() > deadline) throw err;
@@ -148,18 +200,19 @@ export class ChaosProduct {
   }
 
   /** SIGKILL: the process, and for serving its workers too (a crash of the whole server). */
-  async kill(name: ProcessName): Promise<void> {
+  async kill(name: string): Promise<void> {
     const p = this.#proc(name);
+    p.up = false;
     const pid = p.child?.pid;
     if (!pid || p.child?.exitCode !== null || p.child.signalCode !== null) return;
-    const workers = name === 'serving' ? await childPids(pid) : [];
+    const workers = p.role === 'serving' ? await childPids(pid) : [];
     for (const id of [pid, ...workers]) signal(id, 'SIGKILL');
     await waitGone([pid, ...workers], 10_000);
   }
 
   /** SIGKILLs one serving worker (the primary starts another); returns its pid. */
   async killWorker(): Promise<number> {
-    const primary = this.#proc('serving').child?.pid;
+    const primary = this.#proc(this.#namesOf('serving')[0] as string).child?.pid;
     if (!primary) throw new Error('serving is not running');
     const workers = await childPids(primary);
     const victim = workers[0];
@@ -170,8 +223,8 @@ export class ChaosProduct {
   }
 
   /** The serving primary's live workers. */
-  async servingWorkers(): Promise<number[]> {
-    const primary = this.#proc('serving').child?.pid;
+  async servingWorkers(name = 'serving'): Promise<number[]> {
+    const primary = this.#proc(name).child?.pid;
     return primary ? childPids(primary) : [];
   }
 
@@ -180,18 +233,18 @@ export class ChaosProduct {
    * any worker, so it asks on `4 × workers` fresh connections and needs every answer to be 200
    * and every worker alive.
    */
-  async ready(name: ProcessName): Promise<boolean> {
+  async ready(name: string): Promise<boolean> {
     const p = this.#proc(name);
     if (!p.child || p.child.exitCode !== null || p.child.signalCode !== null) return false;
-    if (name !== 'serving') return (await probe(p.port, '/readyz')) === 200;
-    if ((await this.servingWorkers()).length < this.workers) return false;
+    if (p.role !== 'serving' || this.workers <= 1) return (await probe(p.port, '/readyz')) === 200;
+    if ((await this.servingWorkers(name)).length < this.workers) return false;
     const answers = await Promise.all(
       Array.from({ length: 4 * this.workers }, () => probe(p.port, '/readyz')),
     );
     return answers.every((s) => s === 200);
   }
 
-  #proc(name: ProcessName): Proc {
+  #proc(name: string): Proc {
     const p = this.#procs.get(name);
     if (!p) throw new Error(`${name} was never started`);
     return p;

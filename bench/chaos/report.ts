@@ -53,6 +53,8 @@ export interface Row {
   qos0: { sent: number; arrived: number };
   malformed: { sent: number; answered: number; inDlq: number | null; wrongReason: number };
   catalogStale: number;
+  /** Up to 20 accepted events missing from Kafka: what the ledger knows of each. */
+  lostSamples: { eventId: string; userId: string; channel: string; sends: number; acks: number }[];
   load: PhaseStats;
   recovery: Recovery | null;
 }
@@ -85,6 +87,7 @@ export function computeRows(
       qos0: { sent: 0, arrived: 0 },
       malformed: { sent: 0, answered: 0, inDlq: seen.dlq ? 0 : null, wrongReason: 0 },
       catalogStale: seen.catalogStale.get(f.phase) ?? 0,
+      lostSamples: [],
       load: stats.get(f.phase) as PhaseStats,
     });
   }
@@ -104,6 +107,10 @@ export function computeRows(
     }
     if (copies.length === 0) {
       if (e.acks > 0) row.lost.kafka++;
+      if (e.acks > 0 && row.lostSamples.length < 20) {
+        const { userId, channel, sends, acks } = e;
+        row.lostSamples.push({ eventId: id, userId, channel, sends, acks });
+      }
       continue;
     }
     inKafka.set(e.userId, (inKafka.get(e.userId) ?? 0) + 1);
@@ -150,8 +157,12 @@ const four = (f: FourWay): string =>
 const seconds = (ms: number | null | undefined): string =>
   ms === null || ms === undefined ? 'not recovered' : (ms / 1000).toFixed(1);
 
-/** The table the run prints: one line per fault. */
+/**
+ * The table the run prints: one line per fault; with a failover column when a fault measured
+ * one (the cluster form).
+ */
 export function markdownTable(rows: Row[]): string {
+  const failover = rows.some((r) => r.recovery?.failover);
   const head = [
     'fault',
     'accepted',
@@ -160,6 +171,7 @@ export function markdownTable(rows: Row[]): string {
     'malformed in DLQ',
     'feeds ok / failed',
     'live frames / reopened',
+    ...(failover ? ['failover (s)'] : []),
     'recovered (s)',
   ];
   const lines = [`| ${head.join(' | ')} |`, `| ${head.map(() => '---').join(' | ')} |`];
@@ -172,6 +184,7 @@ export function markdownTable(rows: Row[]): string {
       `${cell(r.malformed.inDlq)} / ${r.malformed.sent}`,
       `${r.load.feedsOk} / ${r.load.feedsFailed}`,
       `${r.load.liveFrames} / ${r.load.liveClosed}`,
+      ...(failover ? [r.recovery?.failover ? seconds(r.recovery.failover.ms) : '-'] : []),
       r.recovery ? seconds(r.recovery.recoveredMs) : '-',
     ];
     lines.push(`| ${cells.join(' | ')} |`);
@@ -195,6 +208,8 @@ export function failures(rows: Row[], unread: string[] = []): string[] {
     if (notDlq > 0) out.push(`${r.fault}: ${notDlq} answered malformed payloads not in the DLQ`);
     if (r.catalogStale > 0) out.push(`${r.fault}: ${r.catalogStale} catalog items stale`);
     if (r.recovery && r.recovery.recoveredMs === null) out.push(`${r.fault}: not recovered`);
+    if (r.recovery?.failover && r.recovery.failover.ms === null)
+      out.push(`${r.fault}: no failover (${r.recovery.failover.measure})`);
   }
   return out;
 }

@@ -24,8 +24,10 @@ import {
   stackCli,
   stackRuns,
   type Fault,
+  type FaultContext,
   type Recovery,
 } from './faults.js';
+import { CLUSTER_FAULTS } from './cluster-faults.js';
 import { ChaosLoad, phaseUsers, type LoadOptions } from './load.js';
 import {
   readApplied,
@@ -41,7 +43,19 @@ import { ChaosProduct } from './product.js';
 import { computeRows, failures, type Observed, type Row } from './report.js';
 
 export interface ChaosOptions {
-  /** Fault names of {@link FAULTS}, run in this order, one phase each. */
+  /**
+   * `single`: the backbone of the single profile, one process per role. `cluster`: the cluster
+   * profile's backbone (RECSYS_KAFKA_BROKERS and RECSYS_REDIS_URL name it), `instances`
+   * processes per role, and the faults of `cluster-faults.ts`. @default 'single'
+   */
+  profile?: 'single' | 'cluster';
+  /** Processes per role. @default 1 */
+  instances?: number;
+  /** Cluster form: how long a killed broker or Redis node stays down, ms. */
+  nodeDownMs?: number;
+  /** Cluster form: how long a failover may take before the killed part is restarted, ms. */
+  failoverTimeoutMs?: number;
+  /** Fault names of {@link FAULTS} (cluster: `CLUSTER_FAULTS`), in this order, one phase each. */
   faults: string[];
   rate: number;
   mqttUsers: number;
@@ -104,11 +118,17 @@ export interface ChaosResult {
 }
 
 const BACKBONE = ['kafka', 'registry', 'redis', 'mosquitto', 'elasticsearch'];
+const CLUSTER_BACKBONE = [
+  ...['kafka-1', 'kafka-2', 'kafka-3'],
+  ...['redis-1', 'redis-2', 'redis-3', 'redis-4', 'redis-5', 'redis-6'],
+  ...['registry', 'mosquitto', 'elasticsearch'],
+];
 
 /** The backbone services deploy/local runs from `localDir` (none on a stack that is not ours). */
-async function backboneOfOurs(localDir: string): Promise<string[]> {
-  const ours = await Promise.all(BACKBONE.map((s) => stackRuns(localDir, s)));
-  return BACKBONE.filter((_, i) => ours[i]);
+async function backboneOfOurs(localDir: string, cluster: boolean): Promise<string[]> {
+  const names = cluster ? CLUSTER_BACKBONE : BACKBONE;
+  const ours = await Promise.all(names.map((s) => stackRuns(localDir, s)));
+  return names.filter((_, i) => ours[i]);
 }
 
 /**
@@ -135,6 +155,11 @@ class BackboneWatch {
 
   stop(): void {
     if (this.#timer) clearInterval(this.#timer);
+  }
+
+  /** A service the matrix stops itself (a SIGKILL): not started again until its `up`. */
+  expectDown(service: string): void {
+    this.#deliberate.add(service);
   }
 
   readonly cli = async (args: string[]): Promise<void> => {
@@ -212,18 +237,20 @@ async function observe(
   return { kafka, dlq, applied, indexed, lake, catalogStale, unread };
 }
 
-function faultsOf(names: string[]): Fault[] {
+function faultsOf(names: string[], cluster: boolean): Fault[] {
+  const known = cluster ? CLUSTER_FAULTS : FAULTS;
   return names.map((name) => {
-    const f = FAULTS.find((x) => x.name === name);
+    const f = known.find((x) => x.name === name);
     if (!f)
-      throw new Error(`unknown fault "${name}"; known: ${FAULTS.map((x) => x.name).join(', ')}`);
+      throw new Error(`unknown fault "${name}"; known: ${known.map((x) => x.name).join(', ')}`);
     return f;
   });
 }
 
 export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
   const t0 = Date.now();
-  const faults = faultsOf(o.faults);
+  const cluster = o.profile === 'cluster';
+  const faults = faultsOf(o.faults, cluster);
   for (const f of faults) {
     if (f.backbone && !(await stackRuns(o.localDir, f.backbone))) {
       throw new Error(
@@ -249,7 +276,10 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
   process.once('SIGTERM', stopOnSignal);
   try {
     const prefix = stack.id;
-    const product = new ChaosProduct(stack, o.logDir, { servingWorkers: o.servingWorkers });
+    const product = new ChaosProduct(stack, o.logDir, {
+      servingWorkers: o.servingWorkers,
+      instances: o.instances ?? 1,
+    });
     const password = randomBytes(12).toString('base64url');
     const loadOptions: LoadOptions = {
       prefix,
@@ -270,7 +300,11 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
       servingPort: () => product.port('serving'),
       token: (u) => mintToken(stack.config.serving, u, 6 * 3600),
     };
-    const mqttUsers = faults.flatMap((_, i) => phaseUsers(loadOptions, i).mqtt);
+    const probeDevice = { userId: `${prefix}-probe`, password };
+    const mqttUsers = [
+      ...faults.flatMap((_, i) => phaseUsers(loadOptions, i).mqtt),
+      ...(cluster ? [probeDevice.userId] : []),
+    ];
     o.say(`${mqttUsers.length} MQTT accounts; the product's processes (logs: ${o.logDir}) ...`);
     await Promise.all([addMqttUsers(stack, mqttUsers, password), product.startAll()]);
     const catalog = new CatalogDriver(stack.config, prefix);
@@ -285,14 +319,24 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
     // Only a run that stops backbone services owns the stack enough to start them again; on a
     // shared stack a service can be stopped on purpose by someone else (an outage test).
     const owns = faults.some((f) => f.backbone);
-    const watched = owns ? await backboneOfOurs(o.localDir) : [];
+    const watched = owns ? await backboneOfOurs(o.localDir, cluster) : [];
     const watch = new BackboneWatch(watched, o.localDir, o.say);
     watch.start();
     stack.cleanup.add('backbone watch', async () => watch.stop());
-    const ctx = {
+    const ctx: FaultContext = {
       product,
       stackCli: (args: string[]) => watch.cli(args),
       restartDelayMs: o.restartDelayMs,
+      config: stack.config,
+      localDir: o.localDir,
+      prefix,
+      expectDown: (service) => watch.expectDown(service),
+      loadUser: () => load.currentUser(),
+      probeDevice,
+      openSockets: () => load.openSockets(),
+      liveSockets: o.liveSockets,
+      nodeDownMs: o.nodeDownMs ?? 15_000,
+      failoverTimeoutMs: o.failoverTimeoutMs ?? 90_000,
     };
     for (const [phase, fault] of faults.entries()) {
       watch.phase = phase;
@@ -301,10 +345,16 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
       await sleep(o.warmMs);
       o.say(`phase ${phase}: ${fault.name} ...`);
       const recovery = await runFault(fault, ctx, stack.config, o.recoveryTimeoutMs);
+      const failedOver = recovery.failover
+        ? recovery.failover.ms === null
+          ? 'NO failover; '
+          : `failed over in ${(recovery.failover.ms / 1000).toFixed(1)} s, `
+        : '';
       const took =
-        recovery.recoveredMs === null
+        failedOver +
+        (recovery.recoveredMs === null
           ? 'NOT recovered'
-          : `recovered in ${(recovery.recoveredMs / 1000).toFixed(1)} s`;
+          : `recovered in ${(recovery.recoveredMs / 1000).toFixed(1)} s`);
       o.say(
         `phase ${phase}: ${fault.name}: ${took}${recovery.error ? ` (${recovery.error})` : ''}`,
       );

@@ -19,12 +19,14 @@
  *   try { await stack.startStream(); ... } finally { await stack.cleanup.run(); }
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
 import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import kafkajs from 'kafkajs';
 import { Redis } from 'ioredis';
+import { createRedis, scanKeys, type RedisClient } from '../../store/redis.js';
 import mqtt from 'mqtt';
 import { createLogger, loadConfig, sleep, type Config } from '../../core/index.js';
 import { createKafka } from '../../stream/kafka.js';
@@ -78,7 +80,9 @@ export class ReplayStack {
   /** The private stream process's service token (RECSYS_INGEST_TOKENS). */
   readonly ingestToken = `replay-${randomBytes(24).toString('base64url')}`;
   readonly config: Readonly<Config>;
-  readonly redis: Redis;
+  readonly redis: RedisClient;
+  /** The backbone's Redis is a Redis Cluster (database 0 only: the run's keys are its own). */
+  readonly redisCluster: boolean;
   streamPort = 0;
   servingPort = 0;
   #stream: ChildProcess | null = null;
@@ -94,8 +98,13 @@ export class ReplayStack {
   ) {
     this.cleanup = cleanup;
     const base = loadConfig(process.env);
-    const redisUrl = new URL(base.redis.url);
-    redisUrl.pathname = `/${opts.db}`;
+    this.redisCluster = base.redis.cluster !== null;
+    let redisUrl = base.redis.url;
+    if (!this.redisCluster) {
+      const url = new URL(base.redis.url);
+      url.pathname = `/${opts.db}`;
+      redisUrl = url.toString().replace(/\/$/, '');
+    }
     this.env = {
       RECSYS_TOPIC_EVENTS: `${id}.events`,
       RECSYS_TOPIC_DLQ: `${id}.dlq`,
@@ -114,7 +123,7 @@ export class ReplayStack {
       RECSYS_MQTT_SESSION_EXPIRY_S: '0',
       // History goes in with this service token; each replayed event with its user's JWT.
       RECSYS_INGEST_TOKENS: this.ingestToken,
-      RECSYS_REDIS_URL: redisUrl.toString().replace(/\/$/, ''),
+      RECSYS_REDIS_URL: redisUrl,
       RECSYS_LAKE_DIR: join(dir, 'lake'),
       // Files close within a second or two, so the lake holds the history soon after ingest.
       RECSYS_LAKE_ROLL_MS: '1000',
@@ -127,7 +136,9 @@ export class ReplayStack {
       ...opts.env,
     };
     this.config = loadConfig({ ...process.env, ...this.env });
-    this.redis = new Redis(this.config.redis.url, { maxRetriesPerRequest: 3, lazyConnect: true });
+    this.redis = this.redisCluster
+      ? createRedis(this.config.redis.url, `${id}-observe`)
+      : new Redis(this.config.redis.url, { maxRetriesPerRequest: 3, lazyConnect: true });
     // A Redis restart (the fault matrix) is retried by ioredis; without a listener each failed
     // reconnect would print as an unhandled error event.
     this.redis.on('error', () => undefined);
@@ -144,7 +155,7 @@ export class ReplayStack {
     cleanup.add('temporary directory', () => rm(dir, { recursive: true, force: true }));
     const stack = new ReplayStack(id, dir, opts, cleanup);
     cleanup.add('redis', async () => {
-      if (stack.redis.status === 'ready') await stack.redis.flushdb();
+      if (stack.redis.status === 'ready') await stack.#flush();
       stack.redis.disconnect();
     });
     cleanup.add('topics and schema subjects', () => stack.#deleteTopics());
@@ -152,9 +163,25 @@ export class ReplayStack {
     cleanup.add('running commands', () =>
       Promise.all([...stack.#children].map((c) => stopProcess(c))),
     );
-    await stack.redis.connect();
-    await stack.redis.flushdb();
+    if (!stack.redisCluster) await (stack.redis as Redis).connect();
+    else if (stack.redis.status !== 'ready') await once(stack.redis, 'ready');
+    await stack.#flush();
     return stack;
+  }
+
+  /**
+   * Empties the run's Redis: its database, or on a Redis Cluster (one database, maybe shared)
+   * the keys that name the run (its users' and items' ids carry {@link id}); the trending sets,
+   * whose members are the run's items, are left.
+   */
+  async #flush(): Promise<void> {
+    if (!this.redisCluster) {
+      await (this.redis as Redis).flushdb();
+      return;
+    }
+    await scanKeys(this.redis, `*${this.id}*`, 1000, async (keys) => {
+      for (const k of keys) await this.redis.unlink(k);
+    });
   }
 
   /** The stream process with {@link STREAM_ROLES}. */
@@ -360,13 +387,13 @@ export class ReplayStack {
    * longer one (a run that kills the bridge on purpose) the broker would otherwise keep queuing
    * every user's events for it.
    */
-  async discardBridgeSession(): Promise<void> {
+  async discardBridgeSession(clientId = this.env.RECSYS_MQTT_CLIENT_ID): Promise<void> {
     const { bridgeUrl, username, password } = this.config.mqtt;
     const client = await mqtt.connectAsync(bridgeUrl, {
       protocolVersion: 5,
       username,
       password,
-      clientId: this.env.RECSYS_MQTT_CLIENT_ID,
+      clientId,
       clean: true,
       connectTimeout: 3000,
       reconnectPeriod: 0,

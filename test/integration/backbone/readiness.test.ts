@@ -80,4 +80,26 @@ describe('readiness', () => {
       }
     },
   );
+  test('Kafka readiness stays green while the first seed brokers refuse', async (t) => {
+    if (!(await requireServices(t, 'kafka'))) return;
+    // Two closed ports before the real brokers: kafkajs starts each new client at the first seed
+    // (the cluster fault matrix's processes all went unready while kafka-1 was down).
+    const closed = [await freePort(), await freePort()].map((p) => `127.0.0.1:${p}`);
+    const kafka = createKafka(
+      { ...config.kafka, brokers: [...closed, ...config.kafka.brokers] },
+      log,
+      'test-seeds',
+    );
+    // kafkajs waits about 100 and 200 ms before the next seeds; a loaded machine needs more.
+    for (let i = 0; i < 5; i++) {
+      const report = await checkHealth({ kafka: () => kafkaHealth(kafka, 3000) }, 3000);
+      assert.equal(report.ok, true, JSON.stringify(report));
+    }
+    // All seeds closed: red within the bound.
+    const dead = createKafka({ ...config.kafka, brokers: closed }, log, 'test-seeds-dead');
+    const t0 = performance.now();
+    const red = await checkHealth({ kafka: () => kafkaHealth(dead, 1000) }, 1000);
+    assert.equal(red.ok, false);
+    assert.ok(performance.now() - t0 < 2500, 'red within the bound');
+  });
 });

@@ -270,12 +270,11 @@ describe('deploy/local cluster profile', () => {
         const killedAt = Date.now();
         process.kill(-pid, 'SIGKILL');
 
-        // The product's producer (idempotent, acks=all) writes one record to every partition.
+        // The product's producer (acks=all) writes one record to every partition.
         step = 'producer connect';
         const producer = createProducer(kafka);
-        // An idempotent producer gets its id from the broker the metadata names as controller,
-        // which may be the dead one until the metadata catches up; kafkajs does not retry that
-        // (a connection error), the product's roles retry their connect (retryForever) as here.
+        // The metadata may name the dead broker until it catches up; the product's roles retry
+        // their connect (retryForever) as here.
         await retry(() => producer.connect(), {
           attempts: 20,
           initialDelayMs: 200,
@@ -283,15 +282,20 @@ describe('deploy/local cluster profile', () => {
         });
         try {
           step = 'acks=all write after the kill';
-          await producer.send({
-            topic,
-            acks: -1,
-            messages: before.partitions.map((p) => ({
-              partition: p.partition,
-              key: `k${p.partition}`,
-              value: `after-kill-${p.partition}`,
-            })),
-          });
+          // The producer does not retry inside kafkajs (stream/kafka.ts); its callers do.
+          await retry(
+            () =>
+              producer.send({
+                topic,
+                acks: -1,
+                messages: before.partitions.map((p) => ({
+                  partition: p.partition,
+                  key: `k${p.partition}`,
+                  value: `after-kill-${p.partition}`,
+                })),
+              }),
+            { attempts: 40, initialDelayMs: 100, maxDelayMs: 1000, retriable: () => true },
+          );
         } finally {
           await producer.disconnect();
         }
