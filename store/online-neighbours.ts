@@ -58,9 +58,12 @@ if redis.call('HLEN', key) > 2 * cap then
   local e = {}
   for i = 1, #flat, 2 do e[#e + 1] = { flat[i], tonumber(flat[i + 1]) } end
   table.sort(e, function(a, b) if a[2] ~= b[2] then return a[2] > b[2] end return a[1] < b[1] end)
-  local drop = {}
-  for i = cap + 1, #e do drop[#drop + 1] = e[i][1] end
-  redis.call('HDEL', key, unpack(drop))
+  -- HDEL in slices: unpack's stack is bounded (about 8,000 values)
+  for from = cap + 1, #e, 1000 do
+    local drop = {}
+    for i = from, math.min(from + 999, #e) do drop[#drop + 1] = e[i][1] end
+    redis.call('HDEL', key, unpack(drop))
+  end
 end
 redis.call('EXPIRE', key, ttl)
 return 0
