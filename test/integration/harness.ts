@@ -12,6 +12,7 @@ import kafkajs from 'kafkajs';
 import { loadConfig, type Config } from '../../core/config.js';
 import type { ServiceName, StackContext } from '../../deploy/local/service-def.js';
 import { SERVICES } from '../../deploy/local/stack.js';
+import { kafkaJava } from '../../deploy/local/kafka.js';
 import { createLogger } from '../../core/log.js';
 import { sleep } from '../../core/retry.js';
 import { createKafka, type Kafka } from '../../stream/kafka.js';
@@ -210,4 +211,36 @@ export async function startProduct(
     if (Date.now() > deadline) throw new Error(`${script} not ready in 60 s: ${err}`);
     await sleep(200);
   }
+}
+
+/**
+ * `kafka-configs --describe` of a topic by Kafka's own tool (kafka.admin.ConfigCommand on the
+ * cached broker jars): its stdout, asserted to have exited 0.
+ */
+export async function describeTopicConfigs(
+  cacheDir: string,
+  brokers: string,
+  topic: string,
+): Promise<string> {
+  const tool = await kafkaJava({ cacheDir } as StackContext, [
+    '-Xmx128m',
+    '-XX:TieredStopAtLevel=1',
+  ]);
+  const described = await run(
+    tool.java,
+    [
+      ...tool.args,
+      'kafka.admin.ConfigCommand',
+      '--bootstrap-server',
+      brokers,
+      '--entity-type',
+      'topics',
+      '--entity-name',
+      topic,
+      '--describe',
+    ],
+    { timeoutMs: 60_000 },
+  );
+  assert.equal(described.code, 0, described.stderr);
+  return described.stdout;
 }

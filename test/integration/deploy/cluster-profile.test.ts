@@ -17,10 +17,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadConfig, type Config } from '../../../core/config.js';
 import { retry, sleep } from '../../../core/retry.js';
-import { kafkaJava } from '../../../deploy/local/kafka.js';
-import type { StackContext } from '../../../deploy/local/service-def.js';
 import { createProducer, ensureTopics } from '../../../stream/kafka.js';
-import { CLI, config, log, run, testKafka } from '../harness.js';
+import { CLI, config, describeTopicConfigs, log, run, testKafka } from '../harness.js';
 
 const node = process.execPath;
 
@@ -216,29 +214,9 @@ describe('deploy/local cluster profile', () => {
         }
         // Kafka's own tool: min.insync.replicas=2 is set on the topic itself.
         step = 'ConfigCommand';
-        const cacheDir = cluster.local.cacheDir;
-        const tool = await kafkaJava({ cacheDir } as StackContext, [
-          '-Xmx128m',
-          '-XX:TieredStopAtLevel=1',
-        ]);
-        const described = await run(
-          tool.java,
-          [
-            ...tool.args,
-            'kafka.admin.ConfigCommand',
-            '--bootstrap-server',
-            brokers,
-            '--entity-type',
-            'topics',
-            '--entity-name',
-            topic,
-            '--describe',
-          ],
-          { timeoutMs: 60_000 },
-        );
-        assert.equal(described.code, 0, described.stderr);
+        const described = await describeTopicConfigs(cluster.local.cacheDir, brokers, topic);
         assert.match(
-          described.stdout,
+          described,
           /^\s*min\.insync\.replicas=2 .*DYNAMIC_TOPIC_CONFIG:min\.insync\.replicas=2/m,
         );
 

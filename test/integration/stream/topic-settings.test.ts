@@ -9,10 +9,17 @@ import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { loadConfig, type Config } from '../../../core/config.js';
 import { sleep } from '../../../core/retry.js';
-import { kafkaJava } from '../../../deploy/local/kafka.js';
-import type { StackContext } from '../../../deploy/local/service-def.js';
 import { ensureTopics } from '../../../stream/kafka.js';
-import { config, kcatArgs, log, requireServices, run, testKafka, uniq } from '../harness.js';
+import {
+  config,
+  describeTopicConfigs,
+  kcatArgs,
+  log,
+  requireServices,
+  run,
+  testKafka,
+  uniq,
+} from '../harness.js';
 
 interface KcatTopic {
   topic: string;
@@ -75,30 +82,15 @@ describe('ensureTopics on existing topics', () => {
       assert.equal(p.replicas.length, rf, `partition ${p.partition} replicas`);
     }
 
-    const tool = await kafkaJava({ cacheDir: config.local.cacheDir } as StackContext, [
-      '-Xmx128m',
-      '-XX:TieredStopAtLevel=1',
-    ]);
-    const described = await run(
-      tool.java,
-      [
-        ...tool.args,
-        'kafka.admin.ConfigCommand',
-        '--bootstrap-server',
-        config.kafka.brokers.join(','),
-        '--entity-type',
-        'topics',
-        '--entity-name',
-        items,
-        '--describe',
-      ],
-      { timeoutMs: 60_000 },
+    const described = await describeTopicConfigs(
+      config.local.cacheDir,
+      config.kafka.brokers.join(','),
+      items,
     );
-    assert.equal(described.code, 0, described.stderr);
     assert.match(
-      described.stdout,
+      described,
       new RegExp(`^\\s*min\\.insync\\.replicas=${wantedIsr} .*DYNAMIC_TOPIC_CONFIG`, 'm'),
     );
-    assert.match(described.stdout, /^\s*cleanup\.policy=compact .*DYNAMIC_TOPIC_CONFIG/m);
+    assert.match(described, /^\s*cleanup\.policy=compact .*DYNAMIC_TOPIC_CONFIG/m);
   });
 });
