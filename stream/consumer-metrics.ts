@@ -11,6 +11,7 @@ export interface ConsumerMetrics {
   chunkRecords: Histogram<'group'>;
   ageSeconds: Histogram<'group'>;
   handleFailures: Counter<'group'>;
+  rejoins: Counter<'group'>;
   deadLetters: Counter<'role' | 'reason'>;
 }
 
@@ -63,6 +64,12 @@ export function consumerMetrics(registry: Registry): ConsumerMetrics {
     handleFailures: new Counter({
       name: 'recsys_consumer_handle_failures_total',
       help: 'failed attempts to make a chunk (or part of one) durable',
+      labelNames: ['group'],
+      registers,
+    }),
+    rejoins: new Counter({
+      name: 'recsys_consumer_rejoins_total',
+      help: 'times the consumer left and joined its group again because commits kept failing (a moved coordinator)',
       labelNames: ['group'],
       registers,
     }),

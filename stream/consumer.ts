@@ -139,7 +139,25 @@ export function startConsumer<T>(options: ConsumerOptions<T>): ConsumerHandle {
     log: clog,
   });
 
-  const offsets = deferred ? new DeferredOffsets(deferred, clog, tuning.commitIntervalMs) : null;
+  let rejoining: Promise<void> | null = null;
+  /** Leaves the group and joins it again (a deferred role's commits keep failing). */
+  const rejoin = (): void => {
+    if (rejoining || stopping.signal.aborted) return;
+    metrics.rejoins.inc(g);
+    clog.warn('commits keep failing; leaving the group to find its coordinator again');
+    rejoining = (async () => {
+      await ready;
+      // Disconnecting emits STOP, not a rebalance: forget the partitions here.
+      offsets?.revoke();
+      await consumer?.disconnect().catch(() => undefined);
+      await start();
+    })().finally(() => {
+      rejoining = null;
+    });
+  };
+  const offsets = deferred
+    ? new DeferredOffsets(deferred, clog, tuning.commitIntervalMs, rejoin)
+    : null;
   const inBatch = new Set<Promise<void>>();
   /** Retries `fn` until it succeeds, the consumer stops, or the error is not retriable. */
   const durably = async (what: string, fn: () => Promise<void>, heartbeat: () => Promise<void>) => {
@@ -223,8 +241,10 @@ export function startConsumer<T>(options: ConsumerOptions<T>): ConsumerHandle {
     });
   };
 
-  const ready = (async () => {
+  /** Creates and runs the kafkajs consumer, retrying until it runs or the consumer stops. */
+  async function start(): Promise<void> {
     for (;;) {
+      if (stopping.signal.aborted) return;
       try {
         await run();
         clog.info({ topics }, 'consuming');
@@ -236,7 +256,8 @@ export function startConsumer<T>(options: ConsumerOptions<T>): ConsumerHandle {
         await sleep(1000, stopping.signal).catch(() => undefined);
       }
     }
-  })();
+  }
+  const ready = start();
   ready.catch(() => undefined);
 
   return {
@@ -247,6 +268,7 @@ export function startConsumer<T>(options: ConsumerOptions<T>): ConsumerHandle {
       stopping.abort(new Error('consumer stopping'));
       await lagPoller.stop();
       await ready.catch(() => undefined);
+      await rejoining?.catch(() => undefined);
       if (offsets && deferred) {
         await Promise.all(inBatch);
         await deferred.drain();

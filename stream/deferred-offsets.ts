@@ -4,6 +4,13 @@
  * holds the partitions handed to the role's `assigned` since; `released` what the role made
  * durable and has not been committed yet. A commit that fails is tried again with the next
  * release or after `commitIntervalMs`.
+ *
+ * kafkajs sends a commit made outside its run loop to the group coordinator it found when it
+ * joined, and after that broker restarts it keeps asking the same broker, which answers "not the
+ * correct coordinator" until the group is joined again. So a commit that fails with a coordinator
+ * error, or `rejoinAfterFailures` times in a row for any reason, calls `rejoin`: the consumer
+ * leaves and joins again (finding the current coordinator), and the role starts over from the
+ * committed offsets, as after a rebalance.
  */
 import type { Batch, Consumer, TopicPartitionOffsetAndMetadata } from 'kafkajs';
 import type { Logger } from '../core/index.js';
@@ -26,6 +33,18 @@ export interface DeferredCommit {
   drain(): Promise<void>;
 }
 
+/** Errors that mean the group's coordinator moved or is not there (kafkajs error types). */
+const COORDINATOR_ERRORS = new Set(['NOT_COORDINATOR_FOR_GROUP', 'COORDINATOR_NOT_AVAILABLE']);
+
+/** The kafkajs protocol error type of `err` or of its cause (after kafkajs' own retries). */
+export function kafkaErrorType(err: unknown): string | undefined {
+  for (let e = err as { type?: unknown; cause?: unknown } | undefined; e;) {
+    if (typeof e.type === 'string') return e.type;
+    e = e.cause as typeof e;
+  }
+  return undefined;
+}
+
 export class DeferredOffsets {
   /** Bumped on every possible revocation: work of an older assignment is dropped. */
   assignment = 0;
@@ -36,11 +55,26 @@ export class DeferredOffsets {
   readonly #started = new Set<string>();
   readonly #released = new Map<string, TopicPartitionOffsetAndMetadata>();
   readonly #timer: NodeJS.Timeout;
+  readonly #rejoin: () => void;
+  readonly #rejoinAfterFailures: number;
+  #failures = 0;
   #committing = Promise.resolve();
 
-  constructor(deferred: DeferredCommit, log: Logger, commitIntervalMs: number) {
+  /**
+   * @param rejoin leaves the group and joins again (see the module comment)
+   * @param rejoinAfterFailures failed commits in a row that call `rejoin` whatever the error
+   */
+  constructor(
+    deferred: DeferredCommit,
+    log: Logger,
+    commitIntervalMs: number,
+    rejoin: () => void,
+    rejoinAfterFailures = 3,
+  ) {
     this.#deferred = deferred;
     this.#log = log;
+    this.#rejoin = rejoin;
+    this.#rejoinAfterFailures = rejoinAfterFailures;
     this.#timer = setInterval(() => void this.commitReleased(), commitIntervalMs);
     this.#timer.unref();
   }
@@ -88,11 +122,22 @@ export class DeferredOffsets {
       if (offsets.length === 0 || !this.consumer) return;
       try {
         await this.consumer.commitOffsets(offsets);
+        this.#failures = 0;
       } catch (err) {
-        this.#log.warn({ err: (err as Error).message }, 'commit failed; retrying');
+        this.#failures += 1;
+        const type = kafkaErrorType(err);
+        this.#log.warn(
+          { err: (err as Error).message, type, failures: this.#failures },
+          'commit failed; retrying',
+        );
         for (const o of offsets) {
           const key = `${o.topic}|${o.partition}`;
           if (at === this.assignment && !this.#released.has(key)) this.#released.set(key, o);
+        }
+        const coordinatorMoved = type !== undefined && COORDINATOR_ERRORS.has(type);
+        if (coordinatorMoved || this.#failures >= this.#rejoinAfterFailures) {
+          this.#failures = 0;
+          this.#rejoin();
         }
       }
     });
