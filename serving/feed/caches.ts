@@ -90,6 +90,8 @@ export class FeedCaches {
     { batch: ScoredList | undefined; online: ScoredList; list: ScoredList }
   >();
   #state: VersionState | null = null;
+  /** The last overall popular list read, with the table of its version (the fallback feed's). */
+  #lastPopular: { list: ScoredList; table: ItemTable } | null = null;
 
   constructor(stores: FeedStores, config: Readonly<Config>, log: Logger) {
     this.#stores = stores;
@@ -137,7 +139,9 @@ export class FeedCaches {
         .popular(null, state.table.version as number)
         .then((list) => {
           notePopularity(state.table, list);
-          return firstOf(list, POPULAR_K);
+          const first = firstOf(list, POPULAR_K);
+          this.#lastPopular = { list: first, table: state.table };
+          return first;
         });
       read.catch(() => {
         if (state.overall === read) state.overall = null;
@@ -145,6 +149,14 @@ export class FeedCaches {
       state.overall = read;
     }
     return state.overall;
+  }
+
+  /**
+   * The last overall popular list read (of whichever version), from memory: what a feed falls
+   * back to when Redis fails (`fallbackFeed`). Null before the first read.
+   */
+  lastPopular(): { list: ScoredList; table: ItemTable } | null {
+    return this.#lastPopular;
   }
 
   /** Reads a category's popularity into the table, once per version. */

@@ -15,6 +15,7 @@ export interface FeedMetrics {
   unrankedFeeds: Child;
   userCacheHits: Child;
   userCacheMisses: Child;
+  fallbackFeeds: Counter;
 }
 
 export function createFeedMetrics(registry: Registry): FeedMetrics {
@@ -57,5 +58,10 @@ export function createFeedMetrics(registry: Registry): FeedMetrics {
     unrankedFeeds: feedsTotal.labels('false'),
     userCacheHits: userCacheTotal.labels('hit'),
     userCacheMisses: userCacheTotal.labels('miss'),
+    fallbackFeeds: new Counter({
+      name: 'recsys_feed_fallbacks_total',
+      help: 'feeds answered with the last popular list from memory because Redis failed (model version "fallback")',
+      registers: [registry],
+    }),
   };
 }

@@ -21,7 +21,7 @@
  * statistics), what training used.
  */
 import { randomUUID } from 'node:crypto';
-import type { Config } from '../../core/index.js';
+import { classifyError, type Config } from '../../core/index.js';
 import type { CandidateStore } from '../../store/candidates.js';
 import type { RedisClient } from '../../store/redis.js';
 import { readFeatures, type SessionFeatures } from '../../store/session-features.js';
@@ -64,6 +64,8 @@ export interface Feed {
 
 /** The version served feeds carry while no model serves (the heuristic blend, `blend.ts`). */
 export const NO_MODEL_VERSION = 'blend';
+/** The version of a feed answered without Redis: the last popular list (`fallbackFeed`). */
+export const FALLBACK_VERSION = 'fallback';
 
 // Mix sizes (the seed items, `RECSYS_FEED_SEED_ITEMS`, are training's too: `batch/rerank.ts`).
 /** Strongest categories whose trending items are read. */
@@ -110,7 +112,11 @@ export class MatrixPool {
   }
 }
 
-/** One feed; `record` false (warm-up) leaves no served record and no metric behind. */
+/**
+ * One feed; `record` false (warm-up) leaves no served record and no metric behind. When Redis
+ * fails the request (a node failing over, a timeout: a retriable error), a recorded feed falls
+ * back to {@link fallbackFeed} if a popular list was ever read, else the error goes up (503).
+ */
 export async function buildFeed(
   ctx: FeedContext,
   userId: string,
@@ -119,6 +125,69 @@ export async function buildFeed(
 ): Promise<Feed> {
   const t0 = performance.now();
   const now = Date.now();
+  try {
+    return await personalFeed(ctx, userId, limit, record, t0, now);
+  } catch (err) {
+    if (!record || classifyError(err) !== 'retriable') throw err;
+    const feed = fallbackFeed(ctx, userId, limit, t0, now);
+    if (feed === null) throw err;
+    ctx.metrics.fallbackFeeds.inc();
+    servedRecord(ctx, feed);
+    return feed;
+  }
+}
+
+/**
+ * The feed of a request Redis failed: the first `limit` items of the last overall popular list
+ * read (`FeedCaches.lastPopular`, in memory) that the item table knows to be available,
+ * unpersonalised (the user's features, and so the consumed items, are unknown), model version
+ * {@link FALLBACK_VERSION}. Null before any list
+ * was read. Better than an error while a Redis master fails over (some 10 s in `npm run chaos
+ * -- --profile cluster`) or its connection is re-established.
+ */
+export function fallbackFeed(
+  ctx: FeedContext,
+  userId: string,
+  limit: number,
+  t0: number,
+  now: number,
+): Feed | null {
+  const last = ctx.caches.lastPopular();
+  if (last === null) return null;
+  const { list, table } = last;
+  const items: FeedItem[] = [];
+  for (let i = 0; i < list.ids.length && items.length < limit; i++) {
+    const itemId = list.ids[i] as string;
+    // Only items the table knows to be available (every feed reads the facts of its rows, and
+    // the popular list is a source of every feed).
+    const k = table.find(itemId);
+    if (k === undefined || table.known[k] !== 1 || table.available[k] !== 1) continue;
+    items.push({
+      itemId,
+      score: list.scores[i] as number,
+      source: 'popularity',
+      categoryL1: categoryName(table, table.category[k] as number),
+    });
+  }
+  return {
+    requestId: randomUUID(),
+    userId,
+    ts: now,
+    items,
+    modelVersion: FALLBACK_VERSION,
+    latencyMs: performance.now() - t0,
+  };
+}
+
+/** Steps 1-6 of the module comment. */
+async function personalFeed(
+  ctx: FeedContext,
+  userId: string,
+  limit: number,
+  record: boolean,
+  t0: number,
+  now: number,
+): Promise<Feed> {
   const user = await readUser(ctx, userId, now);
   const rows = await gatherCandidates(ctx, user, record, now);
   const recentKeys = await fillFacts(ctx, user, rows, now, record);

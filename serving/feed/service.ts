@@ -29,7 +29,7 @@ import { createFeedMetrics } from './metrics.js';
 import { buildFeed, MatrixPool, type Feed, type FeedContext } from './pipeline.js';
 import { startWarmUp } from './warm-up.js';
 
-export { NO_MODEL_VERSION, type Feed, type FeedItem } from './pipeline.js';
+export { FALLBACK_VERSION, NO_MODEL_VERSION, type Feed, type FeedItem } from './pipeline.js';
 
 export interface FeedService {
   /** Builds, ranks and returns a user's feed; the served record is written to Kafka asynchronously (off the request path). */

@@ -4,11 +4,14 @@
  * a champion model; then feeds are built for users with batch candidates, brand-new users and
  * users whose live features come from `SessionFeatureStore`; exclusions, the diversity rule,
  * impression fatigue, the served log (read back with kcat), the impressions role, latency over
- * 1,000 calls and the model hot swap (and a corrupt model that must not replace it).
+ * 1,000 calls and the model hot swap (and a corrupt model that must not replace it); with its
+ * Redis connection cut (a TCP proxy the test closes), feeds fall back to the last popular list
+ * and are personal again once Redis is back.
  */
 import { after, before, describe, it, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { copyFile, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { connect, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import avro from 'avsc';
@@ -25,7 +28,13 @@ import { ImpressionStore } from '../../../store/impressions.js';
 import { startImpressions } from '../../../stream/roles/impressions.js';
 import { BATCH } from '../../../store/keys.js';
 import { TrendingStore } from '../../../store/trending.js';
-import { startFeedService, type Feed, type FeedService } from '../../../serving/feed/service.js';
+import {
+  FALLBACK_VERSION,
+  startFeedService,
+  type Feed,
+  type FeedService,
+} from '../../../serving/feed/service.js';
+import { createRedis } from '../../../store/redis.js';
 import {
   config as baseConfig,
   kcatKafka,
@@ -52,6 +61,44 @@ function parseKcat(buf: Buffer): Array<{ key: string; value: Buffer }> {
     pos = start + length + 1;
   }
   return records;
+}
+
+/**
+ * A TCP proxy in front of Redis that the test can cut (every connection dropped, new ones
+ * refused, as when a node dies) and restore on the same port.
+ */
+async function redisProxy(host: string, port: number) {
+  const sockets = new Set<Socket>();
+  let server: Server | null = null;
+  let listenPort = 0;
+  const listen = async (): Promise<void> => {
+    const s = createServer((client) => {
+      const upstream = connect(port, host);
+      for (const sock of [client, upstream]) {
+        sockets.add(sock);
+        sock.on('close', () => sockets.delete(sock));
+        sock.on('error', () => {
+          client.destroy();
+          upstream.destroy();
+        });
+      }
+      client.pipe(upstream).pipe(client);
+    });
+    await new Promise<void>((resolve) => s.listen(listenPort, '127.0.0.1', resolve));
+    listenPort = (s.address() as { port: number }).port;
+    server = s;
+  };
+  await listen();
+  return {
+    port: listenPort,
+    async cut(): Promise<void> {
+      const s = server;
+      server = null;
+      for (const sock of sockets) sock.destroy();
+      await new Promise<void>((resolve) => (s ? s.close(() => resolve()) : resolve()));
+    },
+    restore: listen,
+  };
 }
 
 const percentile = (sorted: number[], p: number): number =>
@@ -390,6 +437,56 @@ describe('feed service', { timeout: 600_000 }, () => {
       return r.ok ? r : null;
     });
     assert.deepEqual(Object.keys(report.checks).sort(), ['kafka', 'model', 'redis', 'warm']);
+  });
+
+  it('falls back to the last popular list while Redis is away, and is personal again after', async (t) => {
+    if (skipped) return t.skip('services down');
+    // A new user: no exclusions, so every popular item is among the rows and its facts read.
+    const user = uniq('fallback-user');
+    const target = new URL(config.redis.url);
+    const proxy = await redisProxy(target.hostname, Number(target.port || 6379));
+    const url = new URL(config.redis.url);
+    url.port = String(proxy.port);
+    const own = createRedis(url.toString(), 'test-fallback', { coalesceWrites: true });
+    own.on('error', () => undefined); // refused connections while cut, as the server logs them
+    const registry = new Registry();
+    const service = startFeedService({ config, log, metrics: registry, redis: own });
+    try {
+      const personal = await until('a personal feed', async () => {
+        const f = await service.getFeed(user, 10);
+        return f.modelVersion === champion ? f : null;
+      });
+      assert.equal(personal.items.length, 10);
+
+      await proxy.cut();
+      const fallback = await until('a fallback feed', async () => {
+        const f = await service.getFeed(user, 10);
+        return f.modelVersion === FALLBACK_VERSION ? f : null;
+      });
+      // The first 10 available items of the version's popular list, in its order.
+      const popular = await new CandidateStore(redis).popular(null, version);
+      const catalog = new CatalogStore(redis, { cacheTtlMs: 0, cacheSize: 0 });
+      const facts = await catalog.get(popular.ids);
+      const expected = popular.ids.filter((id) => facts.get(id)?.isAvailable).slice(0, 10);
+      assert.deepEqual(
+        fallback.items.map((i) => i.itemId),
+        expected,
+      );
+      assert.ok(fallback.items.every((i) => i.source === 'popularity'));
+      const fallbacks = (await registry.getSingleMetric('recsys_feed_fallbacks_total')?.get())
+        ?.values[0]?.value;
+      assert.ok((fallbacks ?? 0) >= 1, `recsys_feed_fallbacks_total ${fallbacks}`);
+
+      await proxy.restore();
+      await until('a personal feed after Redis came back', async () => {
+        const f = await service.getFeed(user, 10);
+        return f.modelVersion === champion ? f : null;
+      });
+    } finally {
+      await service.close();
+      own.disconnect();
+      await proxy.cut();
+    }
   });
 
   it('measures getFeed latency over 1,000 calls with 200 candidates', async (t) => {
