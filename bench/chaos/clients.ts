@@ -69,8 +69,10 @@ export class FeedClients {
         headers: { authorization: `Bearer ${this.o.tokens.get(user)}` },
         signal: AbortSignal.timeout(FEED_TIMEOUT_MS),
       });
-      await res.arrayBuffer();
+      const body = await res.text();
       status = res.status;
+      // The server's answer while Redis failed it: the last popular list (serving/feed/pipeline.ts).
+      if (status === 200 && body.includes('"modelVersion":"fallback"')) stats.feedsFallback++;
     } catch {
       status = 0;
     }

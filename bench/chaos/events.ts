@@ -48,6 +48,8 @@ export interface PhaseStats {
   httpStatuses: Record<string, number>;
   malformedSent: number;
   feedsOk: number;
+  /** Of `feedsOk`, the unpersonalised fallback (Redis failed the request). */
+  feedsFallback: number;
   feedsFailed: number;
   feedStatuses: Record<string, number>;
   liveOpened: number;
@@ -66,6 +68,7 @@ export function emptyStats(): PhaseStats {
     httpStatuses: {},
     malformedSent: 0,
     feedsOk: 0,
+    feedsFallback: 0,
     feedsFailed: 0,
     feedStatuses: {},
     liveOpened: 0,
