@@ -104,6 +104,30 @@ export const DATASETS: readonly Dataset[] = [
     note: 'Tiny: a smoke test of the session format, too small for metrics. The full set (12.9M sessions, 220M events) is on Kaggle: otto/recsys-dataset.',
   },
   {
+    name: 'rees46-head',
+    title:
+      'REES46 multi-category store, the first 2 h 50 min of October 2019 (17,434 events: 17,055 views, 165 carts, 214 purchases; 4,504 users, 6,493 products)',
+    licence:
+      'REES46 / Open CDP: free use, cite the source (the Kaggle page and https://rees46.com), as the dataset page states; Kaggle lists "Data files (c) Original Authors"',
+    source:
+      'https://www.kaggle.com/datasets/mkechinov/ecommerce-behavior-data-from-multi-category-store',
+    download: {
+      url: 'https://raw.githubusercontent.com/ibrhmspl/Team11_Customer_Segmentation/6bb1f7e0141b0b4d80564e528a46a4cddf602ae0/2019-Oct.csv',
+      sha256: '3f27c30d1a43d33ed5cb1da6e688154a65bcd94a25e5c1fd1fed7fa276cec6d8',
+      kind: 'file',
+    },
+    files: [
+      {
+        name: '2019-Oct.csv',
+        bytes: 2_344_707,
+        sha256: '3f27c30d1a43d33ed5cb1da6e688154a65bcd94a25e5c1fd1fed7fa276cec6d8',
+      },
+    ],
+    log: '2019-Oct.csv',
+    byDefault: false,
+    note: 'The first 2,344,707 bytes of the full 2019-Oct.csv (5.3 GB, 42.4M events; https://data.rees46.com/datasets/marketplace/2019-Oct.csv.gz) with CRLF line ends, as committed to GitHub ibrhmspl/Team11_Customer_Segmentation (commit 6bb1f7e0, path 2019-Oct.csv); its rows equal the head of other copies (pantiukhin-dot/lab2_BD 2019-Oct.csv, LF). The last row is cut (skipped). user_id is the user, so repeat sessions of a user are one history; short: the median user has 2 events. By hand: save that raw file as 2019-Oct.csv in the folder.',
+  },
+  {
     name: 'retailrocket',
     title:
       'RetailRocket e-commerce events (2,756,101 events: view, addtocart, transaction; 1.4M visitors; 2015)',

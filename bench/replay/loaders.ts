@@ -11,13 +11,15 @@
  * - MovieLens `u.item` (`id|title|...|19 genre flags`) as a catalog: the first genre set.
  *
  * Types: clicks -> click, carts -> add_to_cart, orders -> purchase; CSV synonyms in
- * {@link TYPE_SYNONYMS}, an unknown or missing type -> view. A rating (MovieLens, or a CSV value
+ * {@link TYPE_SYNONYMS}, an unknown or missing type -> view; a CSV row whose type is in
+ * {@link IGNORED_TYPES} (REES46 `remove_from_cart`: no interest in the item) is skipped. A rating (MovieLens, or a CSV value
  * column without a type column) becomes like when >= {@link LIKE_RATING}, else view: a 4 or 5
  * says the user liked the film, a lower rating only that they watched it.
  *
  * Timestamps: digits are epoch seconds below 1e11, else epoch ms; anything else ISO 8601.
  * Ids: characters outside the events' id alphabet `[A-Za-z0-9_.:@-]` become `_`.
- * A row whose user, item or time does not parse is counted in `skipped`, not loaded.
+ * A row whose user, item or time does not parse is counted in `skipped`, not loaded; so is a
+ * CSV row with fewer cells than the header (a file cut inside its last line).
  *
  * @example
  *   const log = parseLog(readFileSync('u.data', 'utf8'), 'u.data');
@@ -79,6 +81,9 @@ export const TYPE_SYNONYMS: Readonly<Record<string, EventType>> = {
   orders: 'purchase',
   transaction: 'purchase',
 };
+
+/** Lower-cased CSV event names that are no interaction with the item: rows skipped. */
+export const IGNORED_TYPES: ReadonlySet<string> = new Set(['remove_from_cart']);
 
 const BAD_ID_CHARS = /[^A-Za-z0-9_.:@-]/g;
 
@@ -211,14 +216,21 @@ function parseCsv(text: string, name: string): ParsedLog {
     const user = cleanId(cells[col.user]);
     const item = cleanId(cells[col.item]);
     const ts = parseTs(cells[col.timestamp]);
-    if (!user || !item || !Number.isFinite(ts)) {
+    const rawType = col.type >= 0 ? (cells[col.type] ?? '').trim().toLowerCase() : '';
+    if (
+      cells.length < header.length ||
+      !user ||
+      !item ||
+      !Number.isFinite(ts) ||
+      IGNORED_TYPES.has(rawType)
+    ) {
       skipped++;
       continue;
     }
     const rawValue = col.value >= 0 ? cells[col.value]?.trim() : undefined;
     const value = rawValue ? Number(rawValue) : NaN;
     let type: EventType = 'view';
-    if (col.type >= 0) type = TYPE_SYNONYMS[(cells[col.type] ?? '').trim().toLowerCase()] ?? 'view';
+    if (col.type >= 0) type = TYPE_SYNONYMS[rawType] ?? 'view';
     else if (Number.isFinite(value)) type = ratingType(value);
     const event: LogEvent = { user, item, ts, type };
     if (Number.isFinite(value)) event.value = value;

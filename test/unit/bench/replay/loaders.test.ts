@@ -82,6 +82,29 @@ describe('replay loaders', () => {
     );
   });
 
+  it('CSV by header name (REES46 shape): UTC times, cart, remove_from_cart and a cut last row skipped', () => {
+    const text = [
+      'event_time,event_type,product_id,category_id,category_code,brand,price,user_id,user_session',
+      '2019-10-01 00:00:00 UTC,view,44600062,2103807459595387724,,shiseido,35.79,541312140,72d76fde-8bb3-4e00-8c23-a032dfed738c',
+      '2019-10-01 00:00:14 UTC,cart,1005014,2053013555631882655,electronics.smartphone,samsung,503.09,533326659,6b928be2-2bce-4640-8296-0efdf2fda22a',
+      '2019-10-01 00:00:41 UTC,purchase,13200605,2053013557192163841,furniture.bedroom.bed,,566.30,559368633,d6034fa2-41fb-4ac0-9051-55ea9fc9147a',
+      '2019-10-01 00:00:42 UTC,remove_from_cart,1005014,2053013555631882655,electronics.smartphone,samsung,503.09,533326659,6b928be2-2bce-4640-8296-0efdf2fda22a',
+      '2019-10-01 02:50:00 UTC,view,10900305,2053013555069845885,appliances.kitchen.mixer,elenberg,25.71,52040330',
+    ].join('\r\n');
+    assert.equal(detectFormat(text), 'csv');
+    const log = parseLog(text, '2019-Oct.csv');
+    assert.equal(log.skipped, 2);
+    assert.deepEqual(
+      log.events.map((e) => [e.user, e.item, e.ts, e.type]),
+      [
+        ['541312140', '44600062', Date.parse('2019-10-01T00:00:00Z'), 'view'],
+        ['533326659', '1005014', Date.parse('2019-10-01T00:00:14Z'), 'add_to_cart'],
+        ['559368633', '13200605', Date.parse('2019-10-01T00:00:41Z'), 'purchase'],
+      ],
+    );
+    assert.equal(log.categories.get('1005014'), '2053013555631882655');
+  });
+
   it('CSV with a rating column and no type: like by rating; ISO times; ids cleaned', () => {
     const text =
       'userId,movieId,rating,timestamp\nu 1,m/2,4.5,2015-03-01T10:00:00Z\nu2,m3,2,964982703\n';
