@@ -155,6 +155,8 @@ export interface ServingConfig {
   servedLingerMs: number;
   /** Age at which cached catalog facts are read again without a change message, ms. */
   catalogTtlMs: number;
+  /** A feed not built within this time gets the fallback (the last popular list), ms. */
+  feedDeadlineMs: number;
   maxInFlight: number;
   workers: number;
 }
@@ -414,6 +416,7 @@ function servingSettings(r: Reader): Pick<Config, 'serving'> {
       wsLeaseMs: int('RECSYS_WS_LEASE_MS', 1000, 3_600_000),
       servedLingerMs: int('RECSYS_SERVED_LINGER_MS', 0, 10_000),
       catalogTtlMs: int('RECSYS_SERVING_CATALOG_TTL_MS', 100, 86_400_000),
+      feedDeadlineMs: int('RECSYS_FEED_DEADLINE_MS', 1, 600_000),
       maxInFlight: int('RECSYS_SERVING_MAX_IN_FLIGHT', 1, 1_000_000),
       workers: int('RECSYS_SERVING_WORKERS', 1, 64),
     },

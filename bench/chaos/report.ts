@@ -55,11 +55,29 @@ export interface Row {
   catalogStale: number;
   /** Up to 20 accepted events missing from Kafka: what the ledger knows of each. */
   lostSamples: { eventId: string; userId: string; channel: string; sends: number; acks: number }[];
+  /** Events in Kafka missing from the lake, as offset ranges per partition (first copy each). */
+  lakeLost: { partition: number; from: string; to: string; count: number }[];
   load: PhaseStats;
   recovery: Recovery | null;
 }
 
 const UUID_G = /[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/gi;
+
+/** (partition, offset) pairs as runs of consecutive offsets per partition. */
+function offsetRanges(
+  pairs: [number, number][],
+): { partition: number; from: string; to: string; count: number }[] {
+  pairs.sort((a, b) => a[0] - b[0] || a[1] - b[1]);
+  const out: { partition: number; from: string; to: string; count: number }[] = [];
+  for (const [partition, offset] of pairs) {
+    const last = out[out.length - 1];
+    if (last && last.partition === partition && Number(last.to) + 1 >= offset) {
+      last.to = String(offset);
+      last.count++;
+    } else out.push({ partition, from: String(offset), to: String(offset), count: 1 });
+  }
+  return out;
+}
 
 /** Adds to a count that stays null when its store was not read. */
 const add = (v: number | null, n: number): number | null => (v === null ? null : v + n);
@@ -88,9 +106,11 @@ export function computeRows(
       malformed: { sent: 0, answered: 0, inDlq: seen.dlq ? 0 : null, wrongReason: 0 },
       catalogStale: seen.catalogStale.get(f.phase) ?? 0,
       lostSamples: [],
+      lakeLost: [],
       load: stats.get(f.phase) as PhaseStats,
     });
   }
+  const lakeMissing = new Map<number, [number, number][]>();
   // Per user: distinct eventIds in Kafka (what `n` must equal).
   const inKafka = new Map<string, number>();
   const userPhase = new Map<string, number>();
@@ -121,7 +141,16 @@ export function computeRows(
     row.duplicated.es = add(row.duplicated.es, Math.max(0, docs - 1));
     const lakeRows = seen.lake?.get(id) ?? [];
     row.lost.lake = add(row.lost.lake, lakeRows.length === 0 ? 1 : 0);
+    if (seen.lake && lakeRows.length === 0) {
+      const { partition, offset } = copies[0] as KafkaCopy;
+      const list = lakeMissing.get(e.phase) ?? [];
+      list.push([partition, Number(offset)]);
+      lakeMissing.set(e.phase, list);
+    }
     row.duplicated.lake = add(row.duplicated.lake, lakeRows.length - new Set(lakeRows).size);
+  }
+  for (const [phase, missing] of lakeMissing) {
+    (rows.get(phase) as Row).lakeLost = offsetRanges(missing);
   }
   for (const [user, phase] of userPhase) {
     const row = rows.get(phase) as Row;

@@ -76,6 +76,11 @@ export const SERVING: readonly VariableDoc[] = [
     doc: 'feature changes of one user within this window make one live push, ms',
   },
   {
+    name: 'RECSYS_FEED_DEADLINE_MS',
+    default: '1000',
+    doc: 'a feed not built within this time (Redis failing over or slow) is answered with the last popular list from memory, model version `fallback`, ms',
+  },
+  {
     name: 'RECSYS_SERVING_MAX_IN_FLIGHT',
     default: '128',
     doc: 'feeds one server process works on at once (requests, socket upgrades, live pushes); beyond, 503 with Retry-After (load shedding)',

@@ -113,9 +113,11 @@ export class MatrixPool {
 }
 
 /**
- * One feed; `record` false (warm-up) leaves no served record and no metric behind. When Redis
- * fails the request (a node failing over, a timeout: a retriable error), a recorded feed falls
- * back to {@link fallbackFeed} if a popular list was ever read, else the error goes up (503).
+ * One feed; `record` false (warm-up) leaves no served record and no metric behind. A recorded
+ * feed falls back to {@link fallbackFeed} when Redis fails it (a retriable error: a node failing
+ * over, a cut connection) or when it is not built within `feedDeadlineMs` (a Redis Cluster slot
+ * without a master holds commands until a replica takes over); the late build is then dropped
+ * unrecorded. Without a popular list read yet, the error goes up (503) or the build is awaited.
  */
 export async function buildFeed(
   ctx: FeedContext,
@@ -125,16 +127,43 @@ export async function buildFeed(
 ): Promise<Feed> {
   const t0 = performance.now();
   const now = Date.now();
+  const attempt = { abandoned: false };
+  const personal = personalFeed(ctx, userId, limit, record, t0, now, attempt);
+  if (!record) return personal;
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<null>((resolve) => {
+    timer = setTimeout(() => resolve(null), ctx.config.serving.feedDeadlineMs);
+  });
   try {
-    return await personalFeed(ctx, userId, limit, record, t0, now);
+    const first = await Promise.race([personal, late]);
+    if (first !== null) return first;
   } catch (err) {
-    if (!record || classifyError(err) !== 'retriable') throw err;
-    const feed = fallbackFeed(ctx, userId, limit, t0, now);
-    if (feed === null) throw err;
-    ctx.metrics.fallbackFeeds.inc();
-    servedRecord(ctx, feed);
-    return feed;
+    if (classifyError(err) !== 'retriable') throw err;
+    return fallbackOr(ctx, userId, limit, t0, now, () => Promise.reject(err));
+  } finally {
+    clearTimeout(timer);
   }
+  // Past the deadline: the fallback now, or the build when there is nothing to fall back to.
+  personal.catch(() => undefined);
+  return fallbackOr(ctx, userId, limit, t0, now, () => personal, attempt);
+}
+
+/** The fallback feed, recorded, or `otherwise()` when there is none. */
+function fallbackOr(
+  ctx: FeedContext,
+  userId: string,
+  limit: number,
+  t0: number,
+  now: number,
+  otherwise: () => Promise<Feed>,
+  attempt?: { abandoned: boolean },
+): Promise<Feed> {
+  const feed = fallbackFeed(ctx, userId, limit, t0, now);
+  if (feed === null) return otherwise();
+  if (attempt) attempt.abandoned = true;
+  ctx.metrics.fallbackFeeds.inc();
+  servedRecord(ctx, feed);
+  return Promise.resolve(feed);
 }
 
 /**
@@ -187,6 +216,7 @@ async function personalFeed(
   record: boolean,
   t0: number,
   now: number,
+  attempt: { abandoned: boolean },
 ): Promise<Feed> {
   const user = await readUser(ctx, userId, now);
   const rows = await gatherCandidates(ctx, user, record, now);
@@ -210,7 +240,7 @@ async function personalFeed(
     modelVersion: scored.modelVersion,
     latencyMs,
   };
-  if (record) servedRecord(ctx, feed);
+  if (record && !attempt.abandoned) servedRecord(ctx, feed);
   return feed;
 }
 

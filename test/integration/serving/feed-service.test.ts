@@ -5,8 +5,8 @@
  * users whose live features come from `SessionFeatureStore`; exclusions, the diversity rule,
  * impression fatigue, the served log (read back with kcat), the impressions role, latency over
  * 1,000 calls and the model hot swap (and a corrupt model that must not replace it); with its
- * Redis connection cut (a TCP proxy the test closes), feeds fall back to the last popular list
- * and are personal again once Redis is back.
+ * Redis connection cut or answering nothing (a TCP proxy the test controls), feeds fall back to
+ * the last popular list (at once, or at the deadline) and are personal again once Redis is back.
  */
 import { after, before, describe, it, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
@@ -65,14 +65,19 @@ function parseKcat(buf: Buffer): Array<{ key: string; value: Buffer }> {
 
 /**
  * A TCP proxy in front of Redis that the test can cut (every connection dropped, new ones
- * refused, as when a node dies) and restore on the same port.
+ * refused, as when a node dies), make hold (connections accepted, nothing answered, as a slot
+ * without a master) and restore on the same port.
  */
 async function redisProxy(host: string, port: number) {
   const sockets = new Set<Socket>();
   let server: Server | null = null;
   let listenPort = 0;
+  let holding = false;
   const listen = async (): Promise<void> => {
     const s = createServer((client) => {
+      sockets.add(client);
+      client.on('close', () => sockets.delete(client));
+      if (holding) return void client.on('error', () => undefined);
       const upstream = connect(port, host);
       for (const sock of [client, upstream]) {
         sockets.add(sock);
@@ -97,7 +102,15 @@ async function redisProxy(host: string, port: number) {
       for (const sock of sockets) sock.destroy();
       await new Promise<void>((resolve) => (s ? s.close(() => resolve()) : resolve()));
     },
-    restore: listen,
+    async hold(): Promise<void> {
+      holding = true;
+      for (const sock of sockets) sock.destroy();
+    },
+    async restore(): Promise<void> {
+      holding = false;
+      for (const sock of sockets) sock.destroy();
+      if (!server) await listen();
+    },
   };
 }
 
@@ -450,7 +463,13 @@ describe('feed service', { timeout: 600_000 }, () => {
     const own = createRedis(url.toString(), 'test-fallback', { coalesceWrites: true });
     own.on('error', () => undefined); // refused connections while cut, as the server logs them
     const registry = new Registry();
-    const service = startFeedService({ config, log, metrics: registry, redis: own });
+    const deadlineMs = 300;
+    const service = startFeedService({
+      config: { ...config, serving: { ...config.serving, feedDeadlineMs: deadlineMs } },
+      log,
+      metrics: registry,
+      redis: own,
+    });
     try {
       const personal = await until('a personal feed', async () => {
         const f = await service.getFeed(user, 10);
@@ -479,6 +498,23 @@ describe('feed service', { timeout: 600_000 }, () => {
 
       await proxy.restore();
       await until('a personal feed after Redis came back', async () => {
+        const f = await service.getFeed(user, 10);
+        return f.modelVersion === champion ? f : null;
+      });
+
+      // Redis accepts connections and answers nothing: the deadline gives the fallback.
+      await proxy.hold();
+      const held = await until('a fallback feed at the deadline', async () => {
+        const f = await service.getFeed(user, 10);
+        return f.modelVersion === FALLBACK_VERSION ? f : null;
+      });
+      assert.ok(held.latencyMs >= deadlineMs, `answered after ${held.latencyMs} ms`);
+      assert.deepEqual(
+        held.items.map((i) => i.itemId),
+        expected,
+      );
+      await proxy.restore();
+      await until('a personal feed after the hold', async () => {
         const f = await service.getFeed(user, 10);
         return f.modelVersion === champion ? f : null;
       });
