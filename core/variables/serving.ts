@@ -78,7 +78,7 @@ export const SERVING: readonly VariableDoc[] = [
   {
     name: 'RECSYS_FEED_DEADLINE_MS',
     default: '1000',
-    doc: 'a feed not built within this time (Redis failing over or slow) is answered with the last popular list from memory, model version `fallback`, ms',
+    doc: 'a feed not built within this time (Redis failing over or slow) is answered with the last popular (before any batch: trending) list from memory, model version `fallback`, ms',
   },
   {
     name: 'RECSYS_SERVING_MAX_IN_FLIGHT',

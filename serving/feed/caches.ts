@@ -92,6 +92,8 @@ export class FeedCaches {
   #state: VersionState | null = null;
   /** The last overall popular list read, with the table of its version (the fallback feed's). */
   #lastPopular: { list: ScoredList; table: ItemTable } | null = null;
+  /** The last overall trending list read (the fallback feed's before any batch). */
+  #lastTrending: ScoredList | null = null;
 
   constructor(stores: FeedStores, config: Readonly<Config>, log: Logger) {
     this.#stores = stores;
@@ -152,11 +154,15 @@ export class FeedCaches {
   }
 
   /**
-   * The last overall popular list read (of whichever version), from memory: what a feed falls
-   * back to when Redis fails (`fallbackFeed`). Null before the first read.
+   * What a feed falls back to when Redis fails it (`fallbackFeed`), from memory: the last overall
+   * popular list read (of whichever version), or before any batch the last overall trending
+   * list, with the item table that knows their facts. Null before either was read.
    */
-  lastPopular(): { list: ScoredList; table: ItemTable } | null {
-    return this.#lastPopular;
+  fallbackList(): { list: ScoredList; table: ItemTable; source: 'popularity' | 'trending' } | null {
+    if (this.#lastPopular) return { ...this.#lastPopular, source: 'popularity' };
+    if (this.#lastTrending && this.#state)
+      return { list: this.#lastTrending, table: this.#state.table, source: 'trending' };
+    return null;
   }
 
   /** Reads a category's popularity into the table, once per version. */
@@ -214,10 +220,14 @@ export class FeedCaches {
     const key = `${category ?? ''}|${k}`;
     const hit = this.#trending.get(key);
     if (hit && now - hit.at < TRENDING_CACHE_MS) return hit.list;
-    const list = this.#stores.trending.top(this.#trendWindow, category, k).then((top) => ({
-      ids: top.map(([id]) => id),
-      scores: Float64Array.from(top, ([, count]) => count),
-    }));
+    const list = this.#stores.trending.top(this.#trendWindow, category, k).then((top) => {
+      const read = {
+        ids: top.map(([id]) => id),
+        scores: Float64Array.from(top, ([, count]) => count),
+      };
+      if (category === null) this.#lastTrending = read;
+      return read;
+    });
     list.catch(() => this.#trending.delete(key));
     this.#trending.set(key, { at: now, list });
     // Bounded: one entry per category ever asked for (categories are few).

@@ -60,7 +60,7 @@ export function createFeedMetrics(registry: Registry): FeedMetrics {
     userCacheMisses: userCacheTotal.labels('miss'),
     fallbackFeeds: new Counter({
       name: 'recsys_feed_fallbacks_total',
-      help: 'feeds answered with the last popular list from memory because Redis failed (model version "fallback")',
+      help: 'feeds answered with the last popular or trending list from memory because Redis failed or was late (model version "fallback")',
       registers: [registry],
     }),
   };

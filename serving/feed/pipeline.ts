@@ -64,7 +64,7 @@ export interface Feed {
 
 /** The version served feeds carry while no model serves (the heuristic blend, `blend.ts`). */
 export const NO_MODEL_VERSION = 'blend';
-/** The version of a feed answered without Redis: the last popular list (`fallbackFeed`). */
+/** The version of a feed answered without Redis: the last popular or trending list (`fallbackFeed`). */
 export const FALLBACK_VERSION = 'fallback';
 
 // Mix sizes (the seed items, `RECSYS_FEED_SEED_ITEMS`, are training's too: `batch/rerank.ts`).
@@ -117,7 +117,7 @@ export class MatrixPool {
  * feed falls back to {@link fallbackFeed} when Redis fails it (a retriable error: a node failing
  * over, a cut connection) or when it is not built within `feedDeadlineMs` (a Redis Cluster slot
  * without a master holds commands until a replica takes over); the late build is then dropped
- * unrecorded. Without a popular list read yet, the error goes up (503) or the build is awaited.
+ * unrecorded. With no list read yet, the error goes up (503) or the build is awaited.
  */
 export async function buildFeed(
   ctx: FeedContext,
@@ -168,7 +168,8 @@ function fallbackOr(
 
 /**
  * The feed of a request Redis failed: the first `limit` items of the last overall popular list
- * read (`FeedCaches.lastPopular`, in memory) that the item table knows to be available,
+ * read, or before any batch of the last trending list (`FeedCaches.fallbackList`, in memory)
+ * that the item table knows to be available,
  * unpersonalised (the user's features, and so the consumed items, are unknown), model version
  * {@link FALLBACK_VERSION}. Null before any list
  * was read. Better than an error while a Redis master fails over (some 10 s in `npm run chaos
@@ -181,20 +182,20 @@ export function fallbackFeed(
   t0: number,
   now: number,
 ): Feed | null {
-  const last = ctx.caches.lastPopular();
+  const last = ctx.caches.fallbackList();
   if (last === null) return null;
-  const { list, table } = last;
+  const { list, table, source } = last;
   const items: FeedItem[] = [];
   for (let i = 0; i < list.ids.length && items.length < limit; i++) {
     const itemId = list.ids[i] as string;
     // Only items the table knows to be available (every feed reads the facts of its rows, and
-    // the popular list is a source of every feed).
+    // popular and trending lists are sources of every feed).
     const k = table.find(itemId);
     if (k === undefined || table.known[k] !== 1 || table.available[k] !== 1) continue;
     items.push({
       itemId,
       score: list.scores[i] as number,
-      source: 'popularity',
+      source,
       categoryL1: categoryName(table, table.category[k] as number),
     });
   }
