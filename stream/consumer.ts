@@ -26,7 +26,7 @@
  *     decoder, handle: (records) => store.apply(records), log, metrics, tuning });
  *   await consumer.stop();
  */
-import type { Consumer, EachBatchPayload, Kafka, KafkaMessage } from 'kafkajs';
+import type { Admin, Consumer, EachBatchPayload, Kafka, KafkaMessage } from 'kafkajs';
 import { type Logger, retry, sleep } from '../core/index.js';
 import type { Decoder } from '../schemas/index.js';
 import type { ConsumerMetrics } from './consumer-metrics.js';
@@ -155,8 +155,21 @@ export function startConsumer<T>(options: ConsumerOptions<T>): ConsumerHandle {
       rejoining = null;
     });
   };
+  // Deferred mode reads the group's committed offsets at each assignment (deferred-offsets.ts).
+  let admin: Promise<Admin> | null = null;
+  const committed = async (topic: string, partition: number): Promise<string | null> => {
+    admin ??= (async () => {
+      const a = kafka.admin();
+      await a.connect();
+      return a;
+    })();
+    admin.catch(() => (admin = null));
+    const [offsets] = await (await admin).fetchOffsets({ groupId, topics: [topic] });
+    const offset = offsets?.partitions.find((p) => p.partition === partition)?.offset ?? '-1';
+    return Number(offset) >= 0 ? offset : null;
+  };
   const offsets = deferred
-    ? new DeferredOffsets(deferred, clog, tuning.commitIntervalMs, rejoin)
+    ? new DeferredOffsets(deferred, clog, tuning.commitIntervalMs, { committed, rejoin })
     : null;
   const inBatch = new Set<Promise<void>>();
   /** Retries `fn` until it succeeds, the consumer stops, or the error is not retriable. */
@@ -276,6 +289,7 @@ export function startConsumer<T>(options: ConsumerOptions<T>): ConsumerHandle {
       }
       // kafkajs waits for the batch in hand, commits resolved offsets and leaves the group.
       await consumer?.disconnect();
+      await admin?.then((a) => a.disconnect()).catch(() => undefined);
     },
   };
 }

@@ -5,6 +5,14 @@
  * durable and has not been committed yet. A commit that fails is tried again with the next
  * release or after `commitIntervalMs`.
  *
+ * An assignment starts where the group committed, whatever the batch in hand says: the role
+ * cleans up every file past its start, so a start past the committed offset (a batch fetched for
+ * an earlier assignment, still in flight when the group rebalanced) would leave the records
+ * between uncommitted and never written, and a start before it would remove committed files a
+ * later owner does not write again. `committed` reads the group's offset; a first batch that does
+ * not begin there is dropped and the partition sought to it (once per assignment: a committed
+ * offset the log no longer holds starts where kafkajs reset to).
+ *
  * kafkajs sends a commit made outside its run loop to the group coordinator it found when it
  * joined, and after that broker restarts it keeps asking the same broker, which answers "not the
  * correct coordinator" until the group is joined again. So a commit that fails with a coordinator
@@ -56,24 +64,32 @@ export class DeferredOffsets {
   readonly #released = new Map<string, TopicPartitionOffsetAndMetadata>();
   readonly #timer: NodeJS.Timeout;
   readonly #rejoin: () => void;
+  readonly #committed: (topic: string, partition: number) => Promise<string | null>;
   readonly #rejoinAfterFailures: number;
+  /** Partitions sought to their committed offset in this assignment. */
+  readonly #sought = new Set<string>();
   #failures = 0;
   #committing = Promise.resolve();
 
   /**
-   * @param rejoin leaves the group and joins again (see the module comment)
+   * @param group `committed` reads the group's committed offset of a partition (null: none yet);
+   *   `rejoin` leaves the group and joins again (see the module comment)
    * @param rejoinAfterFailures failed commits in a row that call `rejoin` whatever the error
    */
   constructor(
     deferred: DeferredCommit,
     log: Logger,
     commitIntervalMs: number,
-    rejoin: () => void,
+    group: {
+      committed: (topic: string, partition: number) => Promise<string | null>;
+      rejoin: () => void;
+    },
     rejoinAfterFailures = 3,
   ) {
     this.#deferred = deferred;
     this.#log = log;
-    this.#rejoin = rejoin;
+    this.#rejoin = group.rejoin;
+    this.#committed = group.committed;
     this.#rejoinAfterFailures = rejoinAfterFailures;
     this.#timer = setInterval(() => void this.commitReleased(), commitIntervalMs);
     this.#timer.unref();
@@ -83,6 +99,7 @@ export class DeferredOffsets {
   revoke(): void {
     this.assignment += 1;
     this.#started.clear();
+    this.#sought.clear();
     this.#released.clear();
     this.#deferred.revoked();
   }
@@ -104,11 +121,27 @@ export class DeferredOffsets {
       this.#released.set(key, { topic, partition, offset: next });
       void this.commitReleased();
     };
-    // A Batch keeps the offset it was fetched from (on an assignment's first fetch, the
-    // committed one), though kafkajs' types do not declare it.
+    // A Batch keeps the offset it was fetched from, though kafkajs' types do not declare it.
     const from = (batch as unknown as { fetchedOffset: string }).fetchedOffset;
-    await durably('assignment', () => this.#deferred.assigned(topic, partition, from, commit));
+    let seek: string | null = null;
+    await durably('assignment', async () => {
+      const committed = await this.#committed(topic, partition);
+      if (committed !== null && committed !== from && !this.#sought.has(key)) {
+        seek = committed;
+        return;
+      }
+      await this.#deferred.assigned(topic, partition, from, commit);
+    });
     if (at !== this.assignment) return false;
+    if (seek !== null) {
+      this.#sought.add(key);
+      this.#log.warn(
+        { topic, partition, fetched: from, committed: seek },
+        'first batch of an assignment is not at the committed offset; seeking there',
+      );
+      this.consumer?.seek({ topic, partition, offset: seek });
+      return false;
+    }
     this.#started.add(key);
     return true;
   }

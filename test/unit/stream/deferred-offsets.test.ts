@@ -18,8 +18,10 @@ function retriesExceeded(type: string): Error {
   return new Error('retries exceeded', { cause });
 }
 
-function setup(failures: (Error | null)[]) {
+function setup(failures: (Error | null)[], committed: string | null = null) {
   const commits: TopicPartitionOffsetAndMetadata[][] = [];
+  const seeks: string[] = [];
+  const starts: string[] = [];
   let rejoins = 0;
   let revocations = 0;
   const role = {
@@ -27,10 +29,13 @@ function setup(failures: (Error | null)[]) {
     assigned: () => Promise.resolve(),
     drain: () => Promise.resolve(),
   };
-  // As the consumer's rejoin does (after leaving the group): the partitions are revoked.
-  const offsets: DeferredOffsets = new DeferredOffsets(role, log, 60_000, () => {
-    rejoins += 1;
-    offsets.revoke();
+  const offsets: DeferredOffsets = new DeferredOffsets(role, log, 60_000, {
+    committed: () => Promise.resolve(committed),
+    // As the consumer's rejoin does (after leaving the group): the partitions are revoked.
+    rejoin: () => {
+      rejoins += 1;
+      offsets.revoke();
+    },
   });
   offsets.consumer = {
     commitOffsets: (o: TopicPartitionOffsetAndMetadata[]) => {
@@ -38,17 +43,23 @@ function setup(failures: (Error | null)[]) {
       const err = failures.shift();
       return err ? Promise.reject(err) : Promise.resolve();
     },
+    seek: ({ offset }: { offset: string }) => void seeks.push(offset),
   } as unknown as Consumer;
-  const batch = { topic: 't', partition: 0, fetchedOffset: '0' } as unknown as Batch;
   let commit: (next: string) => void = () => undefined;
-  role.assigned = ((_t: string, _p: number, _o: string, c: (next: string) => void) => {
+  role.assigned = ((_t: string, _p: number, start: string, c: (next: string) => void) => {
+    starts.push(start);
     commit = c;
     return Promise.resolve();
   }) as typeof role.assigned;
-  const assign = () => offsets.assign(batch, (_what, fn) => fn());
+  const assign = (fetchedOffset = committed ?? '0') =>
+    offsets.assign({ topic: 't', partition: 0, fetchedOffset } as unknown as Batch, (_what, fn) =>
+      fn(),
+    );
   return {
     offsets,
     commits,
+    seeks,
+    starts,
     assign,
     release: (next: string) => commit(next),
     rejoins: () => rejoins,
@@ -63,6 +74,27 @@ describe('DeferredOffsets', () => {
       'NOT_COORDINATOR_FOR_GROUP',
     );
     assert.equal(kafkaErrorType(new Error('socket closed')), undefined);
+  });
+
+  it('starts an assignment at the committed offset: a first batch elsewhere is dropped and the partition sought there', async () => {
+    const s = setup([], '100');
+    // A batch fetched for an earlier assignment, past the committed offset.
+    assert.equal(await s.assign('160'), false);
+    assert.deepEqual(s.seeks, ['100']);
+    assert.deepEqual(s.starts, []);
+    assert.equal(await s.assign('100'), true);
+    assert.deepEqual(s.starts, ['100']);
+    // Once per assignment: where kafkajs reset to (the committed offset left the log) is taken.
+    s.offsets.revoke();
+    assert.equal(await s.assign('40'), false);
+    assert.equal(await s.assign('40'), true);
+    assert.deepEqual(s.starts, ['100', '40']);
+    // No commit yet: the batch's offset (the log start, fromBeginning) is the start.
+    const fresh = setup([], null);
+    assert.equal(await fresh.assign('0'), true);
+    assert.deepEqual(fresh.seeks, []);
+    await s.offsets.close();
+    await fresh.offsets.close();
   });
 
   it('puts a failed commit back and commits it with the next try', async () => {
