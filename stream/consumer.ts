@@ -26,11 +26,11 @@
  *     decoder, handle: (records) => store.apply(records), log, metrics, tuning });
  *   await consumer.stop();
  */
-import type { Admin, Consumer, EachBatchPayload, Kafka, KafkaMessage } from 'kafkajs';
+import type { Consumer, EachBatchPayload, Kafka, KafkaMessage } from 'kafkajs';
 import { type Logger, retry, sleep } from '../core/index.js';
 import type { Decoder } from '../schemas/index.js';
 import type { ConsumerMetrics } from './consumer-metrics.js';
-import { DeferredOffsets, type DeferredCommit } from './deferred-offsets.js';
+import { committedReader, DeferredOffsets, type DeferredCommit } from './deferred-offsets.js';
 import { startLagPoller, type LagPoller } from './lag-poller.js';
 import { decodeSlice } from './decode-chunk.js';
 import { applyChunk } from './poison.js';
@@ -156,42 +156,23 @@ export function startConsumer<T>(options: ConsumerOptions<T>): ConsumerHandle {
     });
   };
   // Deferred mode reads the group's committed offsets at each assignment (deferred-offsets.ts).
-  let admin: Promise<Admin> | null = null;
-  const committed = async (topic: string, partition: number): Promise<string | null> => {
-    admin ??= (async () => {
-      const a = kafka.admin();
-      await a.connect();
-      return a;
-    })();
-    admin.catch(() => (admin = null));
-    const [offsets] = await (await admin).fetchOffsets({ groupId, topics: [topic] });
-    const offset = offsets?.partitions.find((p) => p.partition === partition)?.offset ?? '-1';
-    return Number(offset) >= 0 ? offset : null;
-  };
-  const offsets = deferred
-    ? new DeferredOffsets(deferred, clog, tuning.commitIntervalMs, { committed, rejoin })
-    : null;
+  const committed = deferred ? committedReader(kafka, groupId) : null;
+  const offsets =
+    deferred && committed
+      ? new DeferredOffsets(deferred, clog, tuning.commitIntervalMs, {
+          committed: committed.read,
+          rejoin,
+        })
+      : null;
   const inBatch = new Set<Promise<void>>();
-  /** Retries `fn` until it succeeds, the consumer stops, or the error is not retriable. */
-  const durably = async (what: string, fn: () => Promise<void>, heartbeat: () => Promise<void>) => {
-    try {
-      await retry(fn, {
-        attempts: Number.POSITIVE_INFINITY,
-        initialDelayMs: 100,
-        maxDelayMs: 5000,
-        signal: stopping.signal,
-        onRetry: (err, attempt, delayMs) => {
-          stuck = true;
-          metrics.handleFailures.inc(g);
-          clog.warn({ err: (err as Error).message, attempt, delayMs }, `${what} failed; retrying`);
-          // Keep the group membership while the dependency is away.
-          void heartbeat().catch(() => undefined);
-        },
-      });
-    } finally {
-      stuck = false;
-    }
-  };
+  const durably = durableRetry(
+    stopping.signal,
+    clog,
+    () => metrics.handleFailures.inc(g),
+    (yes) => {
+      stuck = yes;
+    },
+  );
 
   const run = async (): Promise<void> => {
     consumer = kafka.consumer({
@@ -254,22 +235,8 @@ export function startConsumer<T>(options: ConsumerOptions<T>): ConsumerHandle {
     });
   };
 
-  /** Creates and runs the kafkajs consumer, retrying until it runs or the consumer stops. */
-  async function start(): Promise<void> {
-    for (;;) {
-      if (stopping.signal.aborted) return;
-      try {
-        await run();
-        clog.info({ topics }, 'consuming');
-        return;
-      } catch (err) {
-        if (stopping.signal.aborted) return;
-        clog.warn({ err: (err as Error).message }, 'consumer start failed; retrying');
-        await consumer?.disconnect().catch(() => undefined);
-        await sleep(1000, stopping.signal).catch(() => undefined);
-      }
-    }
-  }
+  const start = (): Promise<void> =>
+    untilRunning(run, () => consumer?.disconnect(), stopping.signal, clog, topics);
   const ready = start();
   ready.catch(() => undefined);
 
@@ -289,8 +256,59 @@ export function startConsumer<T>(options: ConsumerOptions<T>): ConsumerHandle {
       }
       // kafkajs waits for the batch in hand, commits resolved offsets and leaves the group.
       await consumer?.disconnect();
-      await admin?.then((a) => a.disconnect()).catch(() => undefined);
+      await committed?.close();
     },
+  };
+}
+
+/** Runs `run` (creating the kafkajs consumer) until it succeeds or `signal` aborts. */
+async function untilRunning(
+  run: () => Promise<void>,
+  disconnect: () => Promise<void> | undefined,
+  signal: AbortSignal,
+  clog: Logger,
+  topics: string[],
+): Promise<void> {
+  for (;;) {
+    if (signal.aborted) return;
+    try {
+      await run();
+      clog.info({ topics }, 'consuming');
+      return;
+    } catch (err) {
+      if (signal.aborted) return;
+      clog.warn({ err: (err as Error).message }, 'consumer start failed; retrying');
+      await disconnect()?.catch(() => undefined);
+      await sleep(1000, signal).catch(() => undefined);
+    }
+  }
+}
+
+/** Retries `fn` until it succeeds, the consumer stops, or the error is not retriable. */
+function durableRetry(
+  signal: AbortSignal,
+  clog: Logger,
+  failure: () => void,
+  setStuck: (stuck: boolean) => void,
+): Durably {
+  return async (what, fn, heartbeat) => {
+    try {
+      await retry(fn, {
+        attempts: Number.POSITIVE_INFINITY,
+        initialDelayMs: 100,
+        maxDelayMs: 5000,
+        signal,
+        onRetry: (err, attempt, delayMs) => {
+          setStuck(true);
+          failure();
+          clog.warn({ err: (err as Error).message, attempt, delayMs }, `${what} failed; retrying`);
+          // Keep the group membership while the dependency is away.
+          void heartbeat().catch(() => undefined);
+        },
+      });
+    } finally {
+      setStuck(false);
+    }
   };
 }
 

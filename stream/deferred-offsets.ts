@@ -20,7 +20,7 @@
  * leaves and joins again (finding the current coordinator), and the role starts over from the
  * committed offsets, as after a rebalance.
  */
-import type { Batch, Consumer, TopicPartitionOffsetAndMetadata } from 'kafkajs';
+import type { Admin, Batch, Consumer, Kafka, TopicPartitionOffsetAndMetadata } from 'kafkajs';
 import type { Logger } from '../core/index.js';
 
 export interface DeferredCommit {
@@ -182,4 +182,27 @@ export class DeferredOffsets {
     await this.commitReleased();
     clearInterval(this.#timer);
   }
+}
+
+/**
+ * The group's committed offset of a partition (null: none yet), through one admin client
+ * connected on first use.
+ */
+export function committedReader(kafka: Kafka, groupId: string) {
+  let admin: Promise<Admin> | null = null;
+  return {
+    async read(topic: string, partition: number): Promise<string | null> {
+      admin ??= (async () => {
+        const a = kafka.admin();
+        await a.connect();
+        return a;
+      })();
+      admin.catch(() => (admin = null));
+      const [offsets] = await (await admin).fetchOffsets({ groupId, topics: [topic] });
+      const offset = offsets?.partitions.find((p) => p.partition === partition)?.offset ?? '-1';
+      return Number(offset) >= 0 ? offset : null;
+    },
+    close: (): Promise<void> =>
+      admin ? admin.then((a) => a.disconnect()).catch(() => undefined) : Promise.resolve(),
+  };
 }

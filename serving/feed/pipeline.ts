@@ -21,7 +21,7 @@
  * statistics), what training used.
  */
 import { randomUUID } from 'node:crypto';
-import { classifyError, type Config } from '../../core/index.js';
+import type { Config } from '../../core/index.js';
 import type { CandidateStore } from '../../store/candidates.js';
 import type { RedisClient } from '../../store/redis.js';
 import { readFeatures, type SessionFeatures } from '../../store/session-features.js';
@@ -64,8 +64,6 @@ export interface Feed {
 
 /** The version served feeds carry while no model serves (the heuristic blend, `blend.ts`). */
 export const NO_MODEL_VERSION = 'blend';
-/** The version of a feed answered without Redis: the last popular or trending list (`fallbackFeed`). */
-export const FALLBACK_VERSION = 'fallback';
 
 // Mix sizes (the seed items, `RECSYS_FEED_SEED_ITEMS`, are training's too: `batch/rerank.ts`).
 /** Strongest categories whose trending items are read. */
@@ -113,112 +111,18 @@ export class MatrixPool {
 }
 
 /**
- * One feed; `record` false (warm-up) leaves no served record and no metric behind. A recorded
- * feed falls back to {@link fallbackFeed} when Redis fails it (a retriable error: a node failing
- * over, a cut connection) or when it is not built within `feedDeadlineMs` (a Redis Cluster slot
- * without a master holds commands until a replica takes over); the late build is then dropped
- * unrecorded. With no list read yet, the error goes up (503) or the build is awaited.
+ * One feed, steps 1-6 of the module comment. `record` false (warm-up) leaves no served record and
+ * no metric behind, and so does an `attempt` abandoned before it finished (`fallback.ts`).
  */
 export async function buildFeed(
   ctx: FeedContext,
   userId: string,
   limit: number,
   record: boolean,
+  attempt: { abandoned: boolean } = { abandoned: false },
 ): Promise<Feed> {
   const t0 = performance.now();
   const now = Date.now();
-  const attempt = { abandoned: false };
-  const personal = personalFeed(ctx, userId, limit, record, t0, now, attempt);
-  if (!record) return personal;
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<null>((resolve) => {
-    timer = setTimeout(() => resolve(null), ctx.config.serving.feedDeadlineMs);
-  });
-  try {
-    const first = await Promise.race([personal, late]);
-    if (first !== null) return first;
-  } catch (err) {
-    if (classifyError(err) !== 'retriable') throw err;
-    return fallbackOr(ctx, userId, limit, t0, now, () => Promise.reject(err));
-  } finally {
-    clearTimeout(timer);
-  }
-  // Past the deadline: the fallback now, or the build when there is nothing to fall back to.
-  personal.catch(() => undefined);
-  return fallbackOr(ctx, userId, limit, t0, now, () => personal, attempt);
-}
-
-/** The fallback feed, recorded, or `otherwise()` when there is none. */
-function fallbackOr(
-  ctx: FeedContext,
-  userId: string,
-  limit: number,
-  t0: number,
-  now: number,
-  otherwise: () => Promise<Feed>,
-  attempt?: { abandoned: boolean },
-): Promise<Feed> {
-  const feed = fallbackFeed(ctx, userId, limit, t0, now);
-  if (feed === null) return otherwise();
-  if (attempt) attempt.abandoned = true;
-  ctx.metrics.fallbackFeeds.inc();
-  servedRecord(ctx, feed);
-  return Promise.resolve(feed);
-}
-
-/**
- * The feed of a request Redis failed: the first `limit` items of the last overall popular list
- * read, or before any batch of the last trending list (`FeedCaches.fallbackList`, in memory)
- * that the item table knows to be available,
- * unpersonalised (the user's features, and so the consumed items, are unknown), model version
- * {@link FALLBACK_VERSION}. Null before any list
- * was read. Better than an error while a Redis master fails over (some 10 s in `npm run chaos
- * -- --profile cluster`) or its connection is re-established.
- */
-export function fallbackFeed(
-  ctx: FeedContext,
-  userId: string,
-  limit: number,
-  t0: number,
-  now: number,
-): Feed | null {
-  const last = ctx.caches.fallbackList();
-  if (last === null) return null;
-  const { list, table, source } = last;
-  const items: FeedItem[] = [];
-  for (let i = 0; i < list.ids.length && items.length < limit; i++) {
-    const itemId = list.ids[i] as string;
-    // Only items the table knows to be available (every feed reads the facts of its rows, and
-    // popular and trending lists are sources of every feed).
-    const k = table.find(itemId);
-    if (k === undefined || table.known[k] !== 1 || table.available[k] !== 1) continue;
-    items.push({
-      itemId,
-      score: list.scores[i] as number,
-      source,
-      categoryL1: categoryName(table, table.category[k] as number),
-    });
-  }
-  return {
-    requestId: randomUUID(),
-    userId,
-    ts: now,
-    items,
-    modelVersion: FALLBACK_VERSION,
-    latencyMs: performance.now() - t0,
-  };
-}
-
-/** Steps 1-6 of the module comment. */
-async function personalFeed(
-  ctx: FeedContext,
-  userId: string,
-  limit: number,
-  record: boolean,
-  t0: number,
-  now: number,
-  attempt: { abandoned: boolean },
-): Promise<Feed> {
   const user = await readUser(ctx, userId, now);
   const rows = await gatherCandidates(ctx, user, record, now);
   const recentKeys = await fillFacts(ctx, user, rows, now, record);
@@ -499,7 +403,7 @@ function orderFeed(
 }
 
 /** Step 6: the served record, off the request path. */
-function servedRecord(ctx: FeedContext, feed: Feed): void {
+export function servedRecord(ctx: FeedContext, feed: Feed): void {
   ctx.metrics.buildSeconds.observe(feed.latencyMs / 1000);
   ctx.served.write({
     requestId: feed.requestId,
@@ -515,6 +419,6 @@ function priceOrNull(price: number): number | null {
   return Number.isNaN(price) ? null : price;
 }
 
-function categoryName(table: ItemTable, category: number | null): string | null {
+export function categoryName(table: ItemTable, category: number | null): string | null {
   return category === null ? null : (table.categories[category] ?? null);
 }

@@ -26,10 +26,12 @@ import { startModelHolder } from '../model.js';
 import { startServedLog } from '../served-log.js';
 import { FeedCaches } from './caches.js';
 import { createFeedMetrics } from './metrics.js';
+import { feedOrFallback } from './fallback.js';
 import { buildFeed, MatrixPool, type Feed, type FeedContext } from './pipeline.js';
 import { startWarmUp } from './warm-up.js';
 
-export { FALLBACK_VERSION, NO_MODEL_VERSION, type Feed, type FeedItem } from './pipeline.js';
+export { NO_MODEL_VERSION, type Feed, type FeedItem } from './pipeline.js';
+export { FALLBACK_VERSION } from './fallback.js';
 
 export interface FeedService {
   /** Builds, ranks and returns a user's feed; the served record is written to Kafka asynchronously (off the request path). */
@@ -96,7 +98,7 @@ export function startFeedService(deps: FeedDeps): FeedService {
   });
 
   return {
-    getFeed: (userId, limit) => buildFeed(ctx, userId, limit, true),
+    getFeed: (userId, limit) => feedOrFallback(ctx, userId, limit),
     readiness: () =>
       checkHealth(
         {
