@@ -6,10 +6,10 @@
  * release or after `commitIntervalMs`.
  *
  * An assignment starts where the group committed, whatever the batch in hand says: the role
- * cleans up every file past its start, so a start past the committed offset (a batch fetched for
- * an earlier assignment, still in flight when the group rebalanced) would leave the records
- * between uncommitted and never written, and a start before it would remove committed files a
- * later owner does not write again. `committed` reads the group's offset; a first batch that does
+ * starts over from its start (the lake removes its files past it), so a start past the committed
+ * offset (a batch fetched for an earlier assignment, still in flight when the group rebalanced)
+ * would leave the records between uncommitted and never written, and a start before it would
+ * remove committed files a later owner does not write again. `committed` reads the group's offset; a first batch that does
  * not begin there is dropped and the partition sought to it (once per assignment: a committed
  * offset the log no longer holds starts where kafkajs reset to).
  *

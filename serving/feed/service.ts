@@ -7,6 +7,7 @@
  * Without a model (no champion in the registry, or none loadable) `getFeed` orders by the
  * heuristic blend, with `modelVersion` "blend"; `readiness` then reports `model` as degraded.
  * /readyz answers 503 while a champion is still loading, and until the warm-up feeds were built.
+ * A feed Redis fails, or that is late, is the fallback list from memory (`fallback.ts`).
  *
  * @example
  *   const feeds = startFeedService({ config, log, metrics });
