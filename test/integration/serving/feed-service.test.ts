@@ -508,7 +508,8 @@ describe('feed service', { timeout: 600_000 }, () => {
         const f = await service.getFeed(user, 10);
         return f.modelVersion === FALLBACK_VERSION ? f : null;
       });
-      assert.ok(held.latencyMs >= deadlineMs, `answered after ${held.latencyMs} ms`);
+      // At the deadline, not at once (a timer may fire a fraction of a millisecond early).
+      assert.ok(held.latencyMs >= deadlineMs - 5, `answered after ${held.latencyMs} ms`);
       assert.deepEqual(
         held.items.map((i) => i.itemId),
         expected,
