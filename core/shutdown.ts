@@ -72,7 +72,9 @@ export function onShutdown(options: ShutdownOptions): Shutdown {
     const deadline = new AbortController();
     const budget: ShutdownBudget = {
       signal: deadline.signal,
-      remainingMs: () => Math.max(0, timeoutMs - (performance.now() - t0)),
+      // 0 once the deadline fired, also when its timer fired a fraction of a millisecond early.
+      remainingMs: () =>
+        deadline.signal.aborted ? 0 : Math.max(0, timeoutMs - (performance.now() - t0)),
     };
     const steps = typeof options.steps === 'function' ? options.steps() : options.steps;
     log.info({ reason, timeoutMs, steps: steps.map((s) => s.name) }, 'stopping');
