@@ -174,7 +174,7 @@ export async function runEtl(
                ELSE 0 END AS is_start
         FROM ordered
       )
-      SELECT s.eventId, s.userId, s.itemId, s.type, s.ts_ms,
+      SELECT s.eventId, s.userId, s.itemId, s.type, s.ts_ms, s.received_ms,
         s.userId || '#' || CAST(sum(s.is_start) OVER (
           PARTITION BY s.userId ORDER BY s.ts_ms, s.eventId ROWS UNBOUNDED PRECEDING) AS STRING) AS session_key,
         ${typeWeightSql('s.type')} AS weight,

@@ -1,7 +1,12 @@
 /**
  * Reranker training and offline evaluation on the time split of the ETL.
  *
- * Steps:
+ * With enough labelled feeds in the served log (`logged-feeds.ts`, at least `minLoggedFeeds`),
+ * steps 1-4 are the server's own logged rows instead: each feed's candidates and features as
+ * served, labelled with the user's events up to their next feed; the newest quarter of those
+ * feeds is held out (a time split). Steps 5 and 6 are the same either way.
+ *
+ * Steps without them (a new stack, or logging off):
  *   1. Queries. Cut-off queries: users with validation interactions and a train history, at
  *      most `maxUsers`, state at the cut-off, labels their validation interactions. History
  *      queries: up to `maxUsers` users with more than `historyLabels` + 1 train events, state
@@ -56,6 +61,7 @@ export type Advantage = ReturnType<typeof pairedAdvantage>;
 import { trainReranker, type TrainResult } from './train.js';
 import { loadTrainingInputs, type TrainingInputs, type UserData } from './rerank-inputs.js';
 import { relevance, writeTrainingData, type TrainingGroup } from './training-data.js';
+import { readLoggedFeeds } from './logged-feeds.js';
 
 export interface RerankOptions {
   /** Users trained and evaluated on, both halves together. @default 6000 */
@@ -72,6 +78,11 @@ export interface RerankOptions {
   params?: Record<string, unknown>;
   /** The champion to re-score on the same held-out users (step 6). */
   champion?: { version: string; onnxPath: string } | null;
+  /**
+   * Labelled logged feeds (`logged-feeds.ts`) needed to train on the served log instead of
+   * rebuilt queries. @default 500
+   */
+  minLoggedFeeds?: number;
   /** Abandons the run: the Python training is killed. */
   signal?: AbortSignal;
 }
@@ -84,8 +95,8 @@ export interface RerankResult {
   advantage: Record<'blend' | 'covisitation', Advantage>;
   report: { json: string; markdown: string };
   users: { train: number; eval: number };
-  /** Training queries by kind. */
-  queries: { cutoff: number; history: number };
+  /** Training queries by kind (`logged`: feeds of the served log). */
+  queries: { cutoff: number; history: number; logged: number };
   /** The champion's hybrid metrics on the same held-out users; null when it cannot be loaded. */
   champion: { version: string; metrics: Metrics | null } | null;
   durationMs: number;
@@ -122,26 +133,52 @@ export async function trainAndEvaluate(
     historyLabels: Math.max(1, historyLabels),
   });
   const { items } = inputs;
-  const queries = queriesOf(inputs, cutoff, historyLabels);
-  const sessions = await sessionsAt(config, redis, queries);
-
-  // 3 + 4. Candidates and features per query; the queries of held-out users are evaluated.
   const trainGroups: TrainingGroup[] = [];
   const evalUsers: EvalUser[] = [];
-  const kinds = { cutoff: 0, history: 0 };
-  let qid = 0;
-  for (const query of queries) {
-    const session = sessions.get(query.key) ?? null;
-    const candidates = candidatesOf(inputs, query, recentK, session);
-    if (candidates.length === 0) continue;
-    const features = featuresOf(inputs, session, candidates, query.at);
-    if (heldOut(query.user.id)) {
-      evalUsers.push({ key: query.key, labels: query.labels, candidates, features });
-      continue;
+  const kinds = { cutoff: 0, history: 0, logged: 0 };
+  const logged = await readLoggedFeeds(config, log, etl.paths.events, {
+    windowMs: config.consumer.attributionWindowMs,
+  }).catch((err: Error) => {
+    log.warn({ err: err.message }, 'served log not read: training on rebuilt queries');
+    return null;
+  });
+  const minLogged = options.minLoggedFeeds ?? 500;
+  if (logged && logged.train.length + logged.eval.length >= minLogged) {
+    // 1-4 from the served log: the server's own rows, labelled with what came next.
+    for (const g of logged.train) {
+      trainGroups.push({ qid: trainGroups.length, features: g.features, labels: g.labels });
     }
-    const labels = candidates.map((c) => relevance(query.labels.get(c.itemId) ?? []));
-    trainGroups.push({ qid: qid++, features, labels });
-    kinds[query.kind] += 1;
+    for (const g of logged.eval) {
+      const truth = new Map<string, number>();
+      g.labels.forEach((l, r) => l > 0 && truth.set(g.ids[r] as string, l));
+      evalUsers.push({ key: g.key, truth, ids: g.ids, features: g.features });
+    }
+    kinds.logged = trainGroups.length;
+  } else {
+    if (logged) {
+      log.info(
+        { labelled: logged.counts.labelled, minLogged },
+        'too few logged feeds: rebuilt queries',
+      );
+    }
+    const queries = queriesOf(inputs, cutoff, historyLabels);
+    const sessions = await sessionsAt(config, redis, queries);
+    // 3 + 4. Candidates and features per query; the queries of held-out users are evaluated.
+    for (const query of queries) {
+      const session = sessions.get(query.key) ?? null;
+      const candidates = candidatesOf(inputs, query, recentK, session);
+      if (candidates.length === 0) continue;
+      const features = featuresOf(inputs, session, candidates, query.at);
+      const ids = candidates.map((c) => c.itemId);
+      if (heldOut(query.user.id)) {
+        const truth = new Map([...query.labels].map(([item, types]) => [item, relevance(types)]));
+        evalUsers.push({ key: query.key, truth, ids, features });
+        continue;
+      }
+      const labels = candidates.map((c) => relevance(query.labels.get(c.itemId) ?? []));
+      trainGroups.push({ qid: trainGroups.length, features, labels });
+      kinds[query.kind] += 1;
+    }
   }
   const trainParquet = join(outDir, 'train.parquet');
   await writeTrainingData(trainParquet, trainGroups);
@@ -204,10 +241,12 @@ export async function trainAndEvaluate(
 }
 
 interface EvalUser {
-  /** The query's key (a user can have a cut-off and a history query). */
+  /** The query's key (a user can have a cut-off and a history query; a logged feed's id). */
   key: string;
-  labels: Map<string, EventType[]>;
-  candidates: RankCandidate[];
+  /** Graded relevance of the items the user interacted with after the query. */
+  truth: Map<string, number>;
+  /** The candidates, in the order of the feature rows. */
+  ids: string[];
   features: Float32Array;
 }
 
@@ -378,16 +417,16 @@ async function rankHeldOut(onnxPath: string, inputs: TrainingInputs, evalUsers: 
     hybrid: new Map<string, string[]>(),
   };
   const popularList = inputs.popular.map(([i]) => i);
-  const top = (candidates: RankCandidate[], scores: ArrayLike<number>): string[] =>
-    candidates
+  const top = (ids: string[], scores: ArrayLike<number>): string[] =>
+    ids
       .map((_, i) => i)
       .sort((a, b) => (scores[b] as number) - (scores[a] as number))
       .slice(0, 20)
-      .map((i) => (candidates[i] as RankCandidate).itemId);
+      .map((i) => ids[i] as string);
   try {
-    for (const { key, labels, candidates, features } of evalUsers) {
+    for (const { key, truth: graded, ids: candidates, features } of evalUsers) {
       const n = candidates.length;
-      truth.set(key, new Map([...labels].map(([item, types]) => [item, relevance(types)])));
+      truth.set(key, graded);
       recs.popularity.set(key, popularList.slice(0, 20));
       const covis = new Float32Array(n);
       for (let i = 0; i < n; i++) {

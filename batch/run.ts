@@ -112,7 +112,7 @@ export async function runBatch(
         signal: options.signal,
       }),
     (r) =>
-      `${r.users.train} training queries (${r.queries.cutoff} at the cut-off, ${r.queries.history} from history), ${r.users.eval} held-out queries; NDCG@10 popularity ${r.metrics.popularity.ndcg_at_10.toFixed(4)}, co-visitation ${r.metrics.covisitation.ndcg_at_10.toFixed(4)}, blend ${r.metrics.blend.ndcg_at_10.toFixed(4)}, hybrid ${r.metrics.hybrid.ndcg_at_10.toFixed(4)} (z over the blend ${r.advantage.blend.z.toFixed(2)})`,
+      `${r.users.train} training queries (${r.queries.logged} logged feeds, ${r.queries.cutoff} at the cut-off, ${r.queries.history} from history), ${r.users.eval} held-out queries; NDCG@10 popularity ${r.metrics.popularity.ndcg_at_10.toFixed(4)}, co-visitation ${r.metrics.covisitation.ndcg_at_10.toFixed(4)}, blend ${r.metrics.blend.ndcg_at_10.toFixed(4)}, hybrid ${r.metrics.hybrid.ndcg_at_10.toFixed(4)} (z over the blend ${r.advantage.blend.z.toFixed(2)})`,
   );
   const model = await step(
     'register',

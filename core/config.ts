@@ -143,6 +143,8 @@ export interface ServingConfig {
   /** Expected share of a feed's slots given to new items (exploration); their age bound, ms. */
   exploreShare: number;
   newItemAgeMs: number;
+  /** Share of served records that carry the candidates' features (training rows). */
+  logFeaturesShare: number;
   rateLimitPerSec: number;
   modelPollMs: number;
   liveCoalesceMs: number;
@@ -406,6 +408,7 @@ function servingSettings(r: Reader): Pick<Config, 'serving'> {
       fatigueImpressions: int('RECSYS_FEED_FATIGUE_IMPRESSIONS', 0, 1000),
       exploreShare: num('RECSYS_FEED_EXPLORE_SHARE', 0, 0.5),
       newItemAgeMs: int('RECSYS_FEED_NEW_ITEM_AGE_MS', 1000),
+      logFeaturesShare: num('RECSYS_FEED_LOG_FEATURES_SHARE', 0, 1),
       rateLimitPerSec: int('RECSYS_RATE_LIMIT_PER_S', 1, 1_000_000),
       modelPollMs: int('RECSYS_MODEL_POLL_MS', 100),
       liveCoalesceMs: int('RECSYS_LIVE_COALESCE_MS', 0, 10_000),

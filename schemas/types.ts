@@ -65,6 +65,17 @@ export interface ServedFeed {
   modelVersion: string;
   /** Time spent building the feed, milliseconds. */
   latencyMs: number;
+  /** Every candidate with its features as served, on a sampled share of feeds; else null. */
+  candidates?: LoggedCandidates | null;
+}
+
+/** `recsys.LoggedCandidates`: a feed's candidate rows as the reranker saw them. */
+export interface LoggedCandidates {
+  featureNames: string[];
+  /** The candidates, in row order. */
+  itemIds: string[];
+  /** float32 little-endian, row-major, itemIds.length x featureNames.length. */
+  features: Buffer;
 }
 
 /** `recsys.DlqRecord`: value of the DLQ topic, one per rejected payload. */

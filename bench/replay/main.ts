@@ -15,8 +15,12 @@
  *      stream roles ingest, features, lake and impressions.
  *   4. Catalog: written to `<batchDir>/catalog.jsonl` and loaded into Redis with the catalog
  *      CLI (`catalog load` does not write the batch's copy, so both are done).
- *   5. History through `POST /v1/events` in batches; wait until the feature and lake groups
- *      committed all of it; run the batch once (`node dist/batch/main.js`); start serving.
+ *   5. History through `POST /v1/events` in batches, except its newest `--warm` events (20,000,
+ *      at most a quarter of it); wait until the feature and lake groups committed it; run the
+ *      batch (`node dist/batch/main.js`); start serving. Then the warm-up: the held-back history
+ *      events go through the loop of step 6, not scored, with every feed logging its candidates
+ *      and features (`RECSYS_FEED_LOG_FEATURES_SHARE=1`), and the batch runs again: it trains
+ *      the reranker on those logged feeds, as a deployed stack learns from its own traffic.
  *   6. Replay (`replay.ts`): per event, the user's feed (K = `--k`, 20) with the user's token,
  *      the rank of the event's item (0-based) or a miss; then the event published (MQTT as the
  *      user by default, `--via http`); then a wait until the user's features count it.
@@ -43,7 +47,7 @@ import { runBaselines, BASELINES } from './baselines.js';
 import { datasetDir, findDataset } from './data.js';
 import { parseLog, parseMovieLensItems, type LogFormat, type ParsedLog } from './loaders.js';
 import { percentiles, summarize, type Outcome, type SystemReport } from './metrics.js';
-import { byUser, makePlan, wireEvent, type Plan } from './plan.js';
+import { byUser, makePlan, wireEvent, type Plan, type PlannedEvent } from './plan.js';
 import { replayServed, type ServedResult, type UserStart } from './replay.js';
 import { markdownReport, writeReport, type ReplayReport } from './report.js';
 import { ReplayStack } from './stack.js';
@@ -63,12 +67,14 @@ export interface ReplayArgs {
   maxMinutes: number;
   out: string;
   userPrefix: string;
+  /** History events (its newest) replayed through the served feed before the last batch. */
+  warm: number;
 }
 
 const USAGE = `usage: npm run eval:replay -- (--dataset movielens-100k|otto-sample|retailrocket | --file <log>)
   [--items <u.item>] [--format csv|movielens-tab|movielens-dat|otto-jsonl] [--history 0.8]
   [--events 20000] [--k 20] [--via mqtt|http] [--concurrency 32] [--db 3] [--max-minutes 60]
-  [--out bench/results] [--user-prefix replay.]`;
+  [--out bench/results] [--user-prefix replay.] [--warm 20000]`;
 
 export function parseReplayArgs(argv: string[]): ReplayArgs {
   const { values: v } = parseArgs({
@@ -87,6 +93,7 @@ export function parseReplayArgs(argv: string[]): ReplayArgs {
       'max-minutes': { type: 'string', default: '60' },
       out: { type: 'string', default: 'bench/results' },
       'user-prefix': { type: 'string', default: 'replay.' },
+      warm: { type: 'string', default: '20000' },
     },
   });
   const num = (name: string, raw: string, ok: (n: number) => boolean): number => {
@@ -124,13 +131,14 @@ export function parseReplayArgs(argv: string[]): ReplayArgs {
     maxMinutes: num('max-minutes', v['max-minutes'], (n) => n > 0),
     out: v.out,
     userPrefix: v['user-prefix'],
+    warm: num('warm', v.warm, (n) => Number.isInteger(n) && n >= 0),
   };
 }
 
-/** Per-user state at the end of the history: consumed items and applied-event count. */
-function userStarts(plan: Plan): Map<string, UserStart> {
+/** Per-user state after `history`: consumed items and applied-event count. */
+function userStarts(history: readonly PlannedEvent[]): Map<string, UserStart> {
   const out = new Map<string, UserStart>();
-  for (const e of plan.history) {
+  for (const e of history) {
     let s = out.get(e.userId);
     if (!s) out.set(e.userId, (s = { consumed: new Set(), applied: 0 }));
     s.consumed.add(e.itemId);
@@ -205,7 +213,11 @@ export async function runReplay(
   const stack = await ReplayStack.create({
     db: args.db,
     say,
-    env: { RECSYS_FEED_NEW_ITEM_AGE_MS: String(Math.max(1000, Date.now() - replayFrom + 60_000)) },
+    env: {
+      RECSYS_FEED_NEW_ITEM_AGE_MS: String(Math.max(1000, Date.now() - replayFrom + 60_000)),
+      // Every feed carries its training rows: the warm-up's feeds are what the last batch learns.
+      RECSYS_FEED_LOG_FEATURES_SHARE: '1',
+    },
   });
   onStack(stack);
   try {
@@ -216,15 +228,17 @@ export async function runReplay(
         stack.loadCatalog(catalog, (itemId) => firstSeen.get(itemId) ?? first),
       );
     }
+    // The newest `--warm` history events (at most a quarter) go through the served feed like
+    // the replayed ones (not scored): the stack's own logged feeds, which the last batch trains on.
+    const warmCount = Math.min(args.warm, Math.floor(plan.history.length / 4));
+    const bulk = plan.history.slice(0, plan.history.length - warmCount);
+    const warm = plan.history.slice(bulk.length);
+    const { groups } = stack.config.consumer;
     await step('history', async () => {
-      await stack.postEvents(plan.history.map(wireEvent));
-      const { groups } = stack.config.consumer;
-      await stack.waitCommitted([groups.features, groups.lake], plan.history.length, 600_000);
+      await stack.postEvents(bulk.map(wireEvent));
+      await stack.waitCommitted([groups.features, groups.lake], bulk.length, 600_000);
     });
-    const batchOut = await step('batch', () => stack.runBatch());
-    if (/registered, not promoted/.test(batchOut)) {
-      say('  no model promoted: the heuristic blend ranks the served feeds');
-    }
+    let batchOut = await step('batch', () => stack.runBatch());
     const notReady = await step('serving', () => stack.startServing());
     if (Object.keys(notReady).length > 0) {
       say(`  serving answers but is not ready: ${JSON.stringify(notReady)}`);
@@ -232,19 +246,37 @@ export async function runReplay(
     const password = randomBytes(12).toString('hex');
     if (args.via === 'mqtt') {
       await step('mqtt accounts', () =>
-        addAccounts(stack, [...byUser(plan.replay).keys()], password),
+        addAccounts(stack, [...byUser([...warm, ...plan.replay]).keys()], password),
       );
     }
+    const replayOptions = {
+      k: args.k,
+      concurrency: args.concurrency,
+      via: args.via,
+      mqttPassword: password,
+      deadline: Date.now() + args.maxMinutes * 60_000,
+      applyTimeoutMs: 30_000,
+      progressEvery: 1000,
+    };
+    if (warm.length > 0) {
+      await step('warm-up', () =>
+        replayServed(stack, warm, userStarts(bulk), {
+          ...replayOptions,
+          progress: (done, total) => say(`  warm-up ${done} of ${total}`),
+        }),
+      );
+      await stack.waitCommitted([groups.features, groups.lake], plan.history.length, 600_000);
+      batchOut = await step('batch on the logged feeds', () => stack.runBatch());
+      // The server polls the registry every RECSYS_MODEL_POLL_MS (1 s here).
+      await new Promise((r) => setTimeout(r, 3000));
+    }
+    if (/registered, not promoted/.test(batchOut)) {
+      say('  no model promoted: the heuristic blend ranks the served feeds');
+    }
     const served = await step('replay', () =>
-      replayServed(stack, plan.replay, userStarts(plan), {
-        k: args.k,
-        concurrency: args.concurrency,
-        via: args.via,
-        mqttPassword: password,
-        deadline: Date.now() + args.maxMinutes * 60_000,
-        applyTimeoutMs: 30_000,
+      replayServed(stack, plan.replay, userStarts(plan.history), {
+        ...replayOptions,
         progress: (done, total) => say(`  replayed ${done} of ${total}`),
-        progressEvery: 1000,
       }),
     );
     const report = assembleReport({

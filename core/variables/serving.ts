@@ -56,6 +56,11 @@ export const SERVING: readonly VariableDoc[] = [
     doc: "expected share of feed slots (from the third on) given to new items of the user's top category, or of the catalog, that the user has not consumed; 0 = off",
   },
   {
+    name: 'RECSYS_FEED_LOG_FEATURES_SHARE',
+    default: '0.05',
+    doc: "share of served records that carry every candidate with the reranker's features as served; the batch trains on them (about 22 KB each; 0 = off)",
+  },
+  {
     name: 'RECSYS_FEED_NEW_ITEM_AGE_MS',
     default: '604800000',
     doc: 'catalog items created within this age are new: explored (RECSYS_FEED_EXPLORE_SHARE), ms',

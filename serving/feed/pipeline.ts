@@ -14,7 +14,8 @@
  *      and one ONNX run; without a model, the heuristic blend of the same features (`blend.ts`);
  *   5. `orderFeed`: by score; items the user saw `fatigueImpressions` times (when set) without an
  *      interaction move after the rest; at most `maxPerCategory` of one category in the top 10;
- *   6. `servedRecord`: the record goes to the served log (queued, never awaited).
+ *   6. `servedRecord`: the record goes to the served log (queued, never awaited); a sampled share
+ *      carries the candidates with their feature rows (`feature-log.ts`), the batch's training rows.
  *
  * Training/serving consistency: the popularity feature is the item's train popularity, read
  * from the batch output's per-category list of the item's own category (0 for an item without
@@ -43,6 +44,8 @@ import { descendingOrder } from '../order.js';
 import { FEATURE_COUNT, fillFeatureRows, SOURCES, userPriceLevel } from '../rank-features.js';
 import { EMPTY_LIST, type ScoredList } from '../scored-list.js';
 import type { ServedLog } from '../served-log.js';
+import type { LoggedCandidates } from '../../schemas/index.js';
+import { logCandidates, sampled } from './feature-log.js';
 import { POPULAR_K, type FeedCaches, type VersionState } from './caches.js';
 import type { FeedMetrics } from './metrics.js';
 
@@ -145,7 +148,7 @@ export async function buildFeed(
     modelVersion: scored.modelVersion,
     latencyMs,
   };
-  if (record && !attempt.abandoned) servedRecord(ctx, feed);
+  if (record && !attempt.abandoned) servedRecord(ctx, feed, scored.logged);
   return feed;
 }
 
@@ -299,6 +302,8 @@ interface Scored {
   /** Room for the final order (shares one allocation with the scores). */
   orderBuffer: ArrayBuffer;
   modelVersion: string;
+  /** The rows and features, when this feed is one of the logged share (`feature-log.ts`). */
+  logged: LoggedCandidates | null;
 }
 
 /** Step 4: features, then one ONNX run, or the heuristic blend while no model serves. */
@@ -317,8 +322,14 @@ async function score(
   const byRow = new Float32Array(orderBuffer, 4 * n, n);
   if (n === 0) {
     lease?.release();
-    return { scores: byRow, orderBuffer, modelVersion: lease?.version ?? NO_MODEL_VERSION };
+    return {
+      scores: byRow,
+      orderBuffer,
+      modelVersion: lease?.version ?? NO_MODEL_VERSION,
+      logged: null,
+    };
   }
+  let logged: LoggedCandidates | null = null;
   const started = performance.now();
   const { table } = user.state;
   const matrix = ctx.pool.take(n);
@@ -344,6 +355,9 @@ async function score(
       },
       at,
     );
+    if (record && sampled(ctx.config.serving.logFeaturesShare)) {
+      logged = logCandidates(matrix, n, rows.ids, at);
+    }
     if (lease && at) {
       const grouped = await lease.ranker.score(matrix, n);
       for (let i = 0; i < n; i++) byRow[i] = grouped[at[i] as number] as number;
@@ -358,7 +372,7 @@ async function score(
     ctx.metrics.rerankSeconds.observe((performance.now() - started) / 1000);
     (lease ? ctx.metrics.rankedFeeds : ctx.metrics.unrankedFeeds).inc();
   }
-  return { scores: byRow, orderBuffer, modelVersion: lease?.version ?? NO_MODEL_VERSION };
+  return { scores: byRow, orderBuffer, modelVersion: lease?.version ?? NO_MODEL_VERSION, logged };
 }
 
 /** Step 5: by score, fatigued items after the rest, diversity in the top; `limit` items. */
@@ -403,7 +417,11 @@ function orderFeed(
 }
 
 /** Step 6: the served record, off the request path. */
-export function servedRecord(ctx: FeedContext, feed: Feed): void {
+export function servedRecord(
+  ctx: FeedContext,
+  feed: Feed,
+  candidates: LoggedCandidates | null = null,
+): void {
   ctx.metrics.buildSeconds.observe(feed.latencyMs / 1000);
   ctx.served.write({
     requestId: feed.requestId,
@@ -412,6 +430,7 @@ export function servedRecord(ctx: FeedContext, feed: Feed): void {
     items: feed.items.map((i) => ({ itemId: i.itemId, score: i.score, source: i.source })),
     modelVersion: feed.modelVersion,
     latencyMs: feed.latencyMs,
+    candidates,
   });
 }
 

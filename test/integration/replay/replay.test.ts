@@ -55,7 +55,7 @@ function runReplay(args: string[]): Promise<{ code: number | null; stderr: strin
     );
     let stderr = '';
     child.stderr.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-20_000)));
-    const timer = setTimeout(() => child.kill('SIGINT'), 170_000);
+    const timer = setTimeout(() => child.kill('SIGINT'), 300_000);
     child.once('error', reject);
     child.once('exit', (code) => {
       clearTimeout(timer);
@@ -76,6 +76,9 @@ describe('eval:replay end to end', () => {
         ...['--db', String(DB), '--concurrency', '8', '--out', dir, '--user-prefix', 'it-replay.'],
       ]);
       assert.equal(res.code, 0, res.stderr);
+      // The newest history events went through the served feed, and the batch ran again on them.
+      assert.match(res.stderr, /\[warm-up\] done/);
+      assert.match(res.stderr, /\[batch on the logged feeds\] done/);
       const name = (await readdir(dir)).find((f) => /^replay-u-.*\.json$/.test(f));
       assert.ok(name, 'a JSON report');
       const report = JSON.parse(await readFile(join(dir, name), 'utf8')) as ReplayReport;

@@ -95,6 +95,7 @@ describe('avro schemas', () => {
       items: true,
       modelVersion: true,
       latencyMs: true,
+      candidates: true,
     };
     assert.deepEqual(fields('ServedFeed'), Object.keys(feed));
     const dlq: Record<keyof DlqRecord, true> = {
@@ -159,10 +160,39 @@ describe('avro schemas', () => {
       ],
       modelVersion: 'reranker-7',
       latencyMs: 3.25,
+      candidates: null,
     };
     assert.deepEqual(roundTrip(typeOf('ServedFeed'), feed), feed);
     const empty: ServedFeed = { ...feed, items: [] };
     assert.deepEqual(roundTrip(typeOf('ServedFeed'), empty), empty);
+    const features = Buffer.from(new Float32Array([1.5, -2, 0, 7]).buffer);
+    const logged: ServedFeed = {
+      ...feed,
+      candidates: { featureNames: ['f1', 'f2'], itemIds: ['i-1', 'i-9'], features },
+    };
+    assert.deepEqual(roundTrip(typeOf('ServedFeed'), logged), logged);
+  });
+
+  it('a served feed of the schema before logged candidates reads with candidates null', () => {
+    const now = typeOf('ServedFeed');
+    const fields = (readSchema('ServedFeed') as { fields: { name: string }[] }).fields;
+    const before = avro.Type.forSchema({
+      ...readSchema('ServedFeed'),
+      fields: fields.filter((f) => f.name !== 'candidates'),
+    } as avro.Schema);
+    const old = {
+      requestId: 'r',
+      userId: 'u',
+      ts: NOW,
+      items: [],
+      modelVersion: 'v',
+      latencyMs: 1,
+    };
+    const read = now.createResolver(before);
+    assert.deepEqual(
+      { ...now.fromBuffer(before.toBuffer(old), read) },
+      { ...old, candidates: null },
+    );
   });
 
   it('a DLQ record round-trips with its original bytes intact', () => {
