@@ -8,9 +8,9 @@
  * Steps:
  *   1. The user's events from the ETL (`events.parquet`), by the time the bridge received them
  *      (`received_ms`), the server's clock like a feed's `ts`.
- *   2. The served topic, read from its start up to the end offsets taken when the read starts
- *      (a throwaway consumer group, deleted after). Records of one user share a partition, so
- *      they arrive in serving order.
+ *   2. The served topic, from the records of the last `lookbackMs` (by Kafka's timestamps) up
+ *      to the end offsets taken when the read starts (a throwaway consumer group, deleted after).
+ *      Records of one user share a partition, so they arrive in serving order.
  *   3. A logged feed's labels: per candidate, the best grade (`relevance`) of the user's events
  *      on it received after the feed and up to the user's next served feed (logged or not), at
  *      most `windowMs` later. Feeds without a relevant candidate teach LambdaRank nothing and are
@@ -50,7 +50,7 @@ export interface LoggedFeeds {
     served: number;
     logged: number;
     labelled: number;
-    /** Logged with feature names other than today's (a feature change since). */
+    /** Logged with feature names other than today's (a feature change since), or malformed. */
     otherFeatures: number;
   };
 }
@@ -60,10 +60,12 @@ export interface LoggedOptions {
   windowMs: number;
   /** Share of the labelled feeds (the newest) held out. @default 0.25 */
   evalShare?: number;
-  /** Labelled feeds kept at most (the first read); bounds memory (about 22 KB each). @default 40000 */
+  /** Labelled feeds kept at most (the newest); bounds memory (about 22 KB each). @default 40000 */
   maxGroups?: number;
   /** Gives up reading the served topic after this long, ms. @default 600000 */
   timeoutMs?: number;
+  /** Reads the served records of this long before now, ms. @default 7 days */
+  lookbackMs?: number;
 }
 
 interface UserEvents {
@@ -78,7 +80,8 @@ export async function readLoggedFeeds(
   eventsParquet: string,
   options: LoggedOptions,
 ): Promise<LoggedFeeds> {
-  const events = await eventsByUser(eventsParquet);
+  const since = Date.now() - (options.lookbackMs ?? 7 * 86_400_000);
+  const events = await eventsByUser(eventsParquet, since);
   const maxGroups = options.maxGroups ?? 40_000;
   const labelled: LoggedGroup[] = [];
   const counts = { served: 0, logged: 0, labelled: 0, otherFeatures: 0 };
@@ -89,13 +92,17 @@ export async function readLoggedFeeds(
     const { feed, features } = p;
     const ids = feed.candidates?.itemIds ?? [];
     const labels = labelsOf(events.get(feed.userId), ids, feed.ts, until);
-    if (!labels || labelled.length >= maxGroups) return;
+    if (!labels) return;
     counts.labelled++;
     labelled.push({ key: feed.requestId, userId: feed.userId, ts: feed.ts, ids, features, labels });
+    // Past the bound (with some slack, to sort rarely), only the newest feeds stay.
+    if (labelled.length > maxGroups * 1.25) newest(labelled, maxGroups);
   };
-  await readServed(config, log, options.timeoutMs ?? 600_000, (feed) => {
-    counts.served++;
+  await readServed(config, log, since, options.timeoutMs ?? 600_000, (feed) => {
     const before = pending.get(feed.userId);
+    // The served log is at least once: a record written twice is one feed.
+    if (before?.feed.requestId === feed.requestId) return;
+    counts.served++;
     if (before) {
       pending.delete(feed.userId);
       const next = feed.ts > before.feed.ts ? feed.ts : before.feed.ts + options.windowMs;
@@ -113,10 +120,16 @@ export async function readLoggedFeeds(
   });
   for (const p of pending.values()) settle(p, p.feed.ts + options.windowMs);
 
-  labelled.sort((a, b) => a.ts - b.ts || (a.key < b.key ? -1 : 1));
+  newest(labelled, maxGroups);
   const cut = Math.round(labelled.length * (1 - (options.evalShare ?? 0.25)));
   log.info(counts, 'logged feeds read');
   return { train: labelled.slice(0, cut), eval: labelled.slice(cut), counts };
+}
+
+/** Sorts `groups` by time (ties by key) and keeps the newest `max`, in place. */
+function newest(groups: LoggedGroup[], max: number): void {
+  groups.sort((a, b) => a.ts - b.ts || (a.key < b.key ? -1 : 1));
+  if (groups.length > max) groups.splice(0, groups.length - max);
 }
 
 /** Per candidate, the best grade of the user's events on it in (from, until]; null if none. */
@@ -152,13 +165,17 @@ export function labelsOf(
   return any ? labels : null;
 }
 
-/** Step 1: every user's events, by receive time. */
-async function eventsByUser(eventsParquet: string): Promise<Map<string, UserEvents>> {
+/** Step 1: every user's events received since `since` (epoch ms), by receive time. */
+async function eventsByUser(
+  eventsParquet: string,
+  since: number,
+): Promise<Map<string, UserEvents>> {
   const db = await openBatchDb();
   try {
     const rows = (
       await db.conn.runAndReadAll(
         `SELECT userId, itemId, type, received_ms FROM read_parquet(${sqlString(eventsParquet)})
+         WHERE received_ms >= ${Math.floor(since)}
          ORDER BY userId, received_ms, eventId`,
       )
     ).getRowsJS() as [string, string, EventType, bigint | number][];
@@ -183,13 +200,14 @@ async function eventsByUser(eventsParquet: string): Promise<Map<string, UserEven
 }
 
 /**
- * Step 2: every record of the served topic up to the end offsets at the start, in partition
- * order, through `each`. Undecodable records are counted and skipped (the DLQ of the served
+ * Step 2: every record of the served topic from `since` (epoch ms) up to the end offsets at the
+ * start, in partition order, through `each`. Undecodable records are counted and skipped (the DLQ of the served
  * log is its producer's concern).
  */
 async function readServed(
   config: Readonly<Config>,
   log: Logger,
+  since: number,
   timeoutMs: number,
   each: (feed: ServedFeed) => void,
 ): Promise<void> {
@@ -201,12 +219,24 @@ async function readServed(
   const consumer = kafka.consumer({ groupId, allowAutoTopicCreation: false });
   try {
     const exists = (await admin.listTopics()).includes(topic);
-    const ends = exists ? await admin.fetchTopicOffsets(topic) : [];
+    if (!exists) return;
+    const ends = await admin.fetchTopicOffsets(topic);
+    // The group starts where `since` falls in each partition (the end when nothing is newer).
+    const starts = await admin.fetchTopicOffsetsByTimestamp(topic, since);
     const left = new Map<number, bigint>();
-    for (const p of ends) if (BigInt(p.high) > BigInt(p.low)) left.set(p.partition, BigInt(p.high));
+    const from: { partition: number; offset: string }[] = [];
+    for (const p of ends) {
+      const at = starts.find((s) => s.partition === p.partition)?.offset ?? p.low;
+      const start = BigInt(at) < 0n ? BigInt(p.high) : BigInt(at);
+      from.push({ partition: p.partition, offset: start.toString() });
+      if (BigInt(p.high) > start) left.set(p.partition, BigInt(p.high));
+    }
     if (left.size === 0) return;
+    await admin.setOffsets({ groupId, topic, partitions: from });
     const decoder = createDecoder<ServedFeed>(config.registry.url);
     let undecodable = 0;
+    /** Per partition, the last offset handled. */
+    const done = new Map<number, bigint>();
     await consumer.connect();
     await consumer.subscribe({ topics: [topic], fromBeginning: true });
     await new Promise<void>((resolve, reject) => {
@@ -219,9 +249,13 @@ async function readServed(
           eachBatch: async ({ batch, resolveOffset }) => {
             const end = left.get(batch.partition);
             if (end === undefined) return;
+            // A rebalance while joining can hand over a batch again: each offset counts once.
+            const next = done.get(batch.partition) ?? -1n;
             await decoder.prepare(batch.messages.map((m) => m.value));
             for (const m of batch.messages) {
               if (BigInt(m.offset) >= end) break;
+              if (BigInt(m.offset) <= next) continue;
+              done.set(batch.partition, BigInt(m.offset));
               try {
                 each(decoder.decode(m.value));
               } catch {

@@ -60,7 +60,9 @@ describe('logged feeds', () => {
     const odd = { ...rows(['a'], 0), featureNames: ['something_else'] };
     odd.features = Buffer.alloc(4);
     const served = startServedLog({ config: cfg, log, metrics: new Registry() });
-    served.write(feed('f1', 'u1', T, rows(['a', 'b', 'c'], 100)));
+    const f1 = feed('f1', 'u1', T, rows(['a', 'b', 'c'], 100));
+    served.write(f1);
+    served.write(f1); // the served log is at least once: a copy is one feed
     served.write(feed('f2', 'u1', T + 1000, null)); // not logged: ends f1's window
     served.write(feed('f3', 'u1', T + 2000, rows(['a', 'd'], 200)));
     served.write(feed('f4', 'u2', T + 500, rows(['a'], 300))); // nothing follows
@@ -96,13 +98,27 @@ describe('logged feeds', () => {
       got.eval.map((g) => g.key),
       ['f3'],
     );
-    const [f1] = got.train;
-    assert.deepEqual(f1?.ids, ['a', 'b', 'c']);
-    assert.deepEqual([...(f1?.labels ?? [])], [0, 3, 1]);
-    assert.equal(f1?.features[2 * FEATURE_COUNT + 4], 102, 'row 2 is c as served');
+    const [first] = got.train;
+    assert.deepEqual(first?.ids, ['a', 'b', 'c']);
+    assert.deepEqual([...(first?.labels ?? [])], [0, 3, 1]);
+    assert.equal(first?.features[2 * FEATURE_COUNT + 4], 102, 'row 2 is c as served');
     assert.deepEqual([...(got.eval[0]?.labels ?? [])], [0, 2]);
 
-    // kcat reads the same five records: Confluent framing (magic byte 0) on each value.
+    // Past the bound the newest stay; the lookback is by Kafka's timestamps (written just now).
+    const capped = await readLoggedFeeds(cfg, log, events, {
+      windowMs: 60_000,
+      evalShare: 0,
+      maxGroups: 1,
+    });
+    assert.deepEqual(
+      capped.train.map((g) => g.key),
+      ['f3'],
+    );
+    await new Promise((r) => setTimeout(r, 50));
+    const none = await readLoggedFeeds(cfg, log, events, { windowMs: 60_000, lookbackMs: 10 });
+    assert.equal(none.counts.served, 0);
+
+    // kcat reads the same six records: Confluent framing (magic byte 0) on each value.
     const res = await run('kcat', [
       ...kcatKafka,
       ...['-C', '-t', cfg.kafka.topics.served, '-o', 'beginning', '-e', '-q'],
@@ -110,7 +126,7 @@ describe('logged feeds', () => {
     ]);
     assert.equal(res.code, 0, res.stderr);
     const lines = res.stdout.trim().split('\n');
-    assert.equal(lines.length, 5);
+    assert.equal(lines.length, 6);
     assert.ok(
       lines.some((l) => l.startsWith('u1 ') && Number(l.split(' ')[1]) > 3 * FEATURE_COUNT * 4),
     );
