@@ -87,6 +87,7 @@ export async function readLoggedFeeds(
   const counts = { served: 0, logged: 0, labelled: 0, otherFeatures: 0 };
   const pending = new Map<string, { feed: ServedFeed; features: Float32Array }>();
   const today = FEATURE_NAMES.join(',');
+  const recent = new RecentIds(100_000);
 
   const settle = (p: { feed: ServedFeed; features: Float32Array }, until: number): void => {
     const { feed, features } = p;
@@ -99,10 +100,11 @@ export async function readLoggedFeeds(
     if (labelled.length > maxGroups * 1.25) newest(labelled, maxGroups);
   };
   await readServed(config, log, since, options.timeoutMs ?? 600_000, (feed) => {
-    const before = pending.get(feed.userId);
-    // The served log is at least once: a record written twice is one feed.
-    if (before?.feed.requestId === feed.requestId) return;
+    // The served log is at least once (a produce retried after a leader change writes its batch
+    // again, right after): a record seen among the recent ones is the same feed.
+    if (!recent.add(feed.requestId)) return;
     counts.served++;
+    const before = pending.get(feed.userId);
     if (before) {
       pending.delete(feed.userId);
       const next = feed.ts > before.feed.ts ? feed.ts : before.feed.ts + options.windowMs;
@@ -124,6 +126,26 @@ export async function readLoggedFeeds(
   const cut = Math.round(labelled.length * (1 - (options.evalShare ?? 0.25)));
   log.info(counts, 'logged feeds read');
   return { train: labelled.slice(0, cut), eval: labelled.slice(cut), counts };
+}
+
+/** The last `size` ids added: `add` is false for an id among them. */
+class RecentIds {
+  readonly #set = new Set<string>();
+  readonly #ring: string[] = [];
+  #at = 0;
+  constructor(readonly size: number) {}
+
+  add(id: string): boolean {
+    if (this.#set.has(id)) return false;
+    if (this.#ring.length < this.size) this.#ring.push(id);
+    else {
+      this.#set.delete(this.#ring[this.#at] as string);
+      this.#ring[this.#at] = id;
+      this.#at = (this.#at + 1) % this.size;
+    }
+    this.#set.add(id);
+    return true;
+  }
 }
 
 /** Sorts `groups` by time (ties by key) and keeps the newest `max`, in place. */
