@@ -130,20 +130,14 @@ export async function readLoggedFeeds(
 
 /** The last `size` ids added: `add` is false for an id among them. */
 class RecentIds {
-  readonly #set = new Set<string>();
-  readonly #ring: string[] = [];
-  #at = 0;
+  /** Oldest first (a Set keeps insertion order). */
+  readonly #ids = new Set<string>();
   constructor(readonly size: number) {}
 
   add(id: string): boolean {
-    if (this.#set.has(id)) return false;
-    if (this.#ring.length < this.size) this.#ring.push(id);
-    else {
-      this.#set.delete(this.#ring[this.#at] as string);
-      this.#ring[this.#at] = id;
-      this.#at = (this.#at + 1) % this.size;
-    }
-    this.#set.add(id);
+    if (this.#ids.has(id)) return false;
+    if (this.#ids.size >= this.size) this.#ids.delete(this.#ids.values().next().value as string);
+    this.#ids.add(id);
     return true;
   }
 }
