@@ -62,6 +62,8 @@ export interface CandidatePaths {
   popular: string;
   /** The ETL's item statistics (itemId, categoryL1, popularity, ...): every item's popularity. */
   itemStats: string;
+  /** itemId, neighbourId, score (EASE weight), rank: written by `batch/ease.ts`, when it ran. */
+  ease?: string;
 }
 
 export interface CandidateResult {

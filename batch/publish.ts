@@ -25,7 +25,7 @@ export interface PublishOptions {
 export interface PublishResult {
   version: number;
   previous: number | null;
-  keys: { users: number; items: number; popular: number; itemPopularity: number };
+  keys: { users: number; items: number; ease: number; popular: number; itemPopularity: number };
   /** Versions whose keys were given the grace TTL (or deleted). */
   retired: number[];
   durationMs: number;
@@ -54,7 +54,7 @@ export async function publishCandidates(
     .map(([name, code]) => `WHEN '${name}' THEN '${code}'`)
     .join(' ')} ELSE source END`;
   const db = await openBatchDb();
-  const keys = { users: 0, items: 0, popular: 0, itemPopularity: 0 };
+  const keys = { users: 0, items: 0, ease: 0, popular: 0, itemPopularity: 0 };
   const write = (list: Parameters<VersionWriter['put']>[0], sql: string) =>
     writeLists(db.conn, writer, list, sql);
   try {
@@ -69,6 +69,13 @@ export async function publishCandidates(
       `SELECT itemId, string_agg(neighbourId || ',' || round(score, 4), ' ' ORDER BY rank)
        FROM read_parquet(${sqlString(p.neighbours)}) GROUP BY itemId`,
     );
+    if (p.ease !== undefined) {
+      keys.ease = await write(
+        'ease',
+        `SELECT itemId, string_agg(neighbourId || ',' || round(score, 5), ' ' ORDER BY rank)
+         FROM read_parquet(${sqlString(p.ease)}) GROUP BY itemId`,
+      );
+    }
     // The overall list has category NULL: the store's id for it is ''.
     keys.popular = await write(
       'popular',

@@ -7,6 +7,7 @@
  */
 import type { EventType } from '../schemas/index.js';
 import type { RankItem } from '../serving/rank-features.js';
+import type { ScoredList } from '../serving/scored-list.js';
 import type { CandidateResult } from './candidates.js';
 import { openBatchDb, sqlString } from './duck.js';
 import type { EtlResult } from './etl.js';
@@ -30,6 +31,8 @@ export interface TrainingInputs {
   trending: (readonly [string, number])[];
   batchCands: Map<string, [string, number, string][]>;
   neighbours: Map<string, [string, number][]>;
+  /** EASE weights of the same items (`batch/ease.ts`; empty when it did not run). */
+  ease: Map<string, ScoredList>;
 }
 
 const num = (v: unknown): number => (typeof v === 'bigint' ? Number(v) : Number(v ?? 0));
@@ -37,9 +40,16 @@ const num = (v: unknown): number => (typeof v === 'bigint' ? Number(v) : Number(
 export async function loadTrainingInputs(
   etl: Pick<EtlResult, 'paths' | 'cutoffTs'>,
   cands: Pick<CandidateResult, 'paths'>,
-  opts: { maxUsers: number; recentK: number; popularK: number; historyLabels: number },
+  opts: {
+    maxUsers: number;
+    recentK: number;
+    /** Recent items the profile features sum over (`RECSYS_FEATURES_RECENT_ITEMS`). */
+    profileK: number;
+    popularK: number;
+    historyLabels: number;
+  },
 ): Promise<TrainingInputs> {
-  const { maxUsers, recentK, popularK, historyLabels } = opts;
+  const { maxUsers, recentK, profileK, popularK, historyLabels } = opts;
   const cutoff = etl.cutoffTs;
   const db = await openBatchDb();
   const q = async (sql: string): Promise<unknown[][]> =>
@@ -120,8 +130,9 @@ export async function loadTrainingInputs(
     }
     const recentItems = new Set<string>();
     // The items recent at the cut-off and at each history query (a few events earlier).
+    const span = 2 * Math.max(recentK, profileK) + historyLabels;
     for (const user of users.values()) {
-      for (const e of user.events.slice(-(2 * recentK + historyLabels))) recentItems.add(e.itemId);
+      for (const e of user.events.slice(-span)) recentItems.add(e.itemId);
     }
     await db.conn.run(
       `CREATE TEMP TABLE recent AS SELECT unnest(${sqlString(JSON.stringify([...recentItems]))}::JSON::VARCHAR[]) AS itemId`,
@@ -135,7 +146,19 @@ export async function loadTrainingInputs(
       neighbours.set(String(itemId), list);
     }
 
-    return { users, items, popular, trending, batchCands, neighbours };
+    const ease = new Map<string, ScoredList>();
+    if (cands.paths.ease !== undefined) {
+      for (const [itemId, ids, scores] of await q(`
+          SELECT e.itemId, list(e.neighbourId ORDER BY e.rank), list(e.score ORDER BY e.rank)
+          FROM read_parquet(${sqlString(cands.paths.ease)}) e JOIN recent USING (itemId)
+          GROUP BY e.itemId`)) {
+        ease.set(String(itemId), {
+          ids: (ids as unknown[]).map(String),
+          scores: (scores as unknown[]).map(num),
+        });
+      }
+    }
+    return { users, items, popular, trending, batchCands, neighbours, ease };
   } finally {
     db.close();
   }

@@ -36,22 +36,14 @@ import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { RedisClient } from '../store/redis.js';
 import type { Config, Logger } from '../core/index.js';
-import { EVENT_TYPES, type EventType } from '../schemas/index.js';
+import { EVENT_TYPES } from '../schemas/index.js';
 import {
   readFeatures,
   SessionFeatureStore,
   type SessionFeatures,
 } from '../store/session-features.js';
 import { blendScores } from '../serving/blend.js';
-import { covisDivisor } from '../serving/mix.js';
-import {
-  FEATURE_COUNT,
-  FEATURE_NAMES,
-  fillFeatures,
-  userPriceLevel,
-  type CandidateSource,
-  type RankCandidate,
-} from '../serving/rank-features.js';
+import { FEATURE_COUNT, FEATURE_NAMES } from '../serving/rank-features.js';
 import { loadRanker } from '../serving/ranker.js';
 import type { CandidateResult } from './candidates.js';
 import type { EtlResult } from './etl.js';
@@ -59,7 +51,8 @@ import { evaluate, ndcgByUser, pairedAdvantage, writeReport, type Metrics } from
 
 export type Advantage = ReturnType<typeof pairedAdvantage>;
 import { trainReranker, type TrainResult } from './train.js';
-import { loadTrainingInputs, type TrainingInputs, type UserData } from './rerank-inputs.js';
+import { loadTrainingInputs, type TrainingInputs } from './rerank-inputs.js';
+import { candidatesOf, featuresOf, queriesOf, type Query } from './rerank-queries.js';
 import { relevance, writeTrainingData, type TrainingGroup } from './training-data.js';
 import { readLoggedFeeds } from './logged-feeds.js';
 
@@ -129,6 +122,7 @@ export async function trainAndEvaluate(
   const inputs = await loadTrainingInputs(etl, cands, {
     maxUsers: options.maxUsers ?? 6000,
     recentK,
+    profileK: config.features.recentItems,
     popularK: options.popularK ?? 50,
     historyLabels: Math.max(1, historyLabels),
   });
@@ -250,50 +244,6 @@ interface EvalUser {
   features: Float32Array;
 }
 
-/** One ranking query: whose, the events before it, when, and what came next (the labels). */
-interface Query {
-  key: string;
-  kind: 'cutoff' | 'history';
-  user: UserData;
-  events: UserData['events'];
-  at: number;
-  labels: Map<string, EventType[]>;
-}
-
-/** Step 1: the cut-off query of each user with validation interactions, and history queries. */
-function queriesOf(inputs: TrainingInputs, cutoff: number, historyLabels: number): Query[] {
-  const out: Query[] = [];
-  for (const user of inputs.users.values()) {
-    if (user.relevant.size > 0 && user.events.length > 0) {
-      const key = `c:${user.id}`;
-      out.push({
-        key,
-        kind: 'cutoff',
-        user,
-        events: user.events,
-        at: cutoff,
-        labels: user.relevant,
-      });
-    }
-    const j = user.events.length - historyLabels;
-    if (historyLabels > 0 && j > 1) {
-      const labels = new Map<string, EventType[]>();
-      for (const e of user.events.slice(j))
-        labels.set(e.itemId, [...(labels.get(e.itemId) ?? []), e.type]);
-      const at = (user.events[j] as UserData['events'][number]).ts;
-      out.push({
-        key: `h:${user.id}`,
-        kind: 'history',
-        user,
-        events: user.events.slice(0, j),
-        at,
-        labels,
-      });
-    }
-  }
-  return out;
-}
-
 /**
  * Step 2: each query's state, through the stream's own feature script on scratch users (their
  * own change channel, a TTL, removed after), read at the query's time.
@@ -336,69 +286,6 @@ async function sessionsAt(
     await store.remove(slice.map((query) => `${runId}:${query.key}`));
   }
   return sessions;
-}
-
-/**
- * Step 3: the same candidate mix the server builds, deduplicated, best score per source (no
- * batch source for history queries), without the items serving would leave out (the user's
- * purchased and consumed items at the query's time).
- */
-function candidatesOf(
-  inputs: TrainingInputs,
-  query: Query,
-  recentK: number,
-  session: SessionFeatures | null,
-): RankCandidate[] {
-  const byItem = new Map<string, Partial<Record<CandidateSource, number>>>();
-  const excluded = new Set([...(session?.purchased ?? []), ...(session?.consumed ?? [])]);
-  // Co-visitation sums over the recent items; the other sources keep their best score.
-  const add = (itemId: string, source: CandidateSource, score: number): void => {
-    if (excluded.has(itemId)) return;
-    const s = byItem.get(itemId) ?? {};
-    s[source] = source === 'covis' ? (s[source] ?? 0) + score : Math.max(s[source] ?? 0, score);
-    byItem.set(itemId, s);
-  };
-  if (query.kind === 'cutoff') {
-    for (const [itemId, score] of inputs.batchCands.get(query.user.id) ?? []) {
-      add(itemId, 'batch', score);
-    }
-  }
-  const recent = [...new Set(query.events.map((e) => e.itemId).reverse())].slice(0, recentK);
-  recent.forEach((itemId, pos) => {
-    const list = inputs.neighbours.get(itemId) ?? [];
-    const divisor = covisDivisor(
-      list.map(([, score]) => score),
-      pos,
-    );
-    for (const [nb, score] of list) add(nb, 'covis', score / divisor);
-  });
-  for (const [itemId, score] of inputs.trending) add(itemId, 'trending', score);
-  for (const [itemId, score] of inputs.popular) add(itemId, 'popularity', score);
-  return [...byItem].map(([itemId, scores]) => ({
-    itemId,
-    scores,
-    item: inputs.items.get(itemId) ?? null,
-  }));
-}
-
-/** Step 4: the features through the shared module, as serving computes them. */
-function featuresOf(
-  inputs: TrainingInputs,
-  session: SessionFeatures | null,
-  candidates: RankCandidate[],
-  cutoff: number,
-): Float32Array {
-  const out = new Float32Array(candidates.length * FEATURE_COUNT);
-  fillFeatures(
-    out,
-    {
-      now: cutoff,
-      session,
-      userPriceLevel: userPriceLevel((session?.recent ?? []).map((i) => inputs.items.get(i))),
-    },
-    candidates,
-  );
-  return out;
 }
 
 /**

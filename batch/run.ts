@@ -11,6 +11,7 @@ import type { RedisClient } from '../store/redis.js';
 import type { Config, Logger } from '../core/index.js';
 import { openRegistry } from '../store/registry/index.js';
 import { buildCandidates } from './candidates.js';
+import { buildEase } from './ease.js';
 import { runEtl } from './etl.js';
 import { generate } from './generate.js';
 import { publishCandidates } from './publish.js';
@@ -101,6 +102,12 @@ export async function runBatch(
   } finally {
     await session.close();
   }
+  const ease = await step(
+    'ease',
+    () => buildEase(config, log, etl, join(cands.dir, 'ease.parquet'), options.signal),
+    (r) => `EASE weights over ${r.items} items, ${r.pairs} kept`,
+  );
+  cands = { ...cands, paths: { ...cands.paths, ease: ease.path } };
   const champion = await currentChampion(config, log);
   const ranked = await step(
     'train+evaluate',

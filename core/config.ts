@@ -120,6 +120,10 @@ export interface BatchConfig {
   sparkMaster: string;
   candidatesPerUser: number;
   neighboursPerItem: number;
+  /** Items (the most interacted) the EASE weights are fitted over; 0 fits none. */
+  easeItems: number;
+  /** EASE's L2 penalty (lambda). */
+  easeLambda: number;
   keepVersions: number;
   /** Cron expression, or '' for none. */
   schedule: string;
@@ -365,6 +369,8 @@ function batchSettings(r: Reader): Pick<Config, 'batch' | 'local'> {
       sparkMaster: str('RECSYS_SPARK_MASTER'),
       candidatesPerUser: int('RECSYS_CANDIDATES_PER_USER', 1, 10_000),
       neighboursPerItem: int('RECSYS_NEIGHBOURS_PER_ITEM', 1, 10_000),
+      easeItems: int('RECSYS_BATCH_EASE_ITEMS', 0, 20_000),
+      easeLambda: r.num('RECSYS_BATCH_EASE_LAMBDA', 0.001, 1e9),
       keepVersions: int('RECSYS_CANDIDATES_KEEP_VERSIONS', 1, 100),
       schedule: str('RECSYS_BATCH_SCHEDULE'),
       retrainToken: str('RECSYS_RETRAIN_TOKEN'),

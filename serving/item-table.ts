@@ -66,6 +66,8 @@ export class ItemTable {
   popularityRead: Uint8Array = new Uint8Array(64);
   /** Co-visitation neighbours per key: a list, null (none), or undefined (not read). */
   readonly neighbours: (ScoredList | null | undefined)[] = [];
+  /** EASE weights per key (`batch/ease.ts`), kept as `neighbours` are. */
+  readonly ease: (ScoredList | null | undefined)[] = [];
 
   /** Mixing scratch per key: the stamp of the mix that last used it, and its slot there. */
   stampOf: Uint32Array = new Uint32Array(1024);

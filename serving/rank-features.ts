@@ -1,8 +1,8 @@
 /**
  * The reranker's features, defined once: batch training (`batch/rerank.ts`, through
- * {@link fillFeatures}) and online serving (`serving/feed.ts`, on its columns) both fill their
- * matrices with {@link fillFeatureRows}, so the two cannot drift. The trained ONNX model carries {@link FEATURE_NAMES} in its metadata and the
- * ranker refuses a model whose names differ.
+ * {@link fillFeatures}) and serving (on its columns) both fill their matrices with
+ * {@link fillFeatureRows}, so the two cannot drift. The ONNX model carries {@link FEATURE_NAMES}
+ * in its metadata and the ranker refuses a model whose names differ.
  *
  * Changing a feature (its meaning or its position) means appending or renaming in
  * {@link FEATURE_NAMES}: old models are then refused at load instead of scoring garbage.
@@ -19,6 +19,9 @@
 import type { EventType } from '../schemas/index.js';
 import type { SessionFeatures } from '../store/session-features.js';
 import { sourceRanks } from './source-ranks.js';
+import { popularityLog, priceLog } from './item-values.js';
+
+export { popularityLog, priceLog, userPriceLevel } from './item-values.js';
 
 /** Candidate sources the mixer draws from, in feature order. `covis` = real-time neighbours. */
 export const SOURCES = ['batch', 'covis', 'trending', 'popularity'] as const;
@@ -50,6 +53,9 @@ export const FEATURE_NAMES: readonly string[] = Object.freeze([
   'session_length_log',
   'since_last_activity_s_log',
   ...TYPES.map((t) => `user_share_${t}`),
+  // Sums over all the user's recent items of EASE weights and batch co-visitation (profile.ts).
+  'profile_ease',
+  'profile_covis',
 ]);
 
 export const FEATURE_COUNT = FEATURE_NAMES.length;
@@ -74,6 +80,8 @@ export interface RankCandidate {
   scores: Partial<Record<CandidateSource, number>>;
   /** Catalog facts, or null for an item not (yet) in the catalog. */
   item: RankItem | null;
+  /** [profile_ease, profile_covis] (`profileScores`); absent = 0. */
+  profile?: readonly [number, number];
 }
 
 export interface RankContext {
@@ -116,6 +124,7 @@ const C_USER_EVENTS = col('user_events_log');
 const C_SESSION_LEN = col('session_length_log');
 const C_SINCE_LAST = col('since_last_activity_s_log');
 const C_SHARE = col('user_share_view');
+const C_PROFILE = col('profile_ease');
 const SOURCE_COUNT = SOURCES.length;
 
 /** Per category number: affinity share at 2c, 1/rank at 2c + 1; zero outside a fill. */
@@ -164,6 +173,8 @@ export interface RankRows {
    * row order: the same ranks either way (unit-tested), without the sorts.
    */
   sourcePos?: Int32Array;
+  /** Optional `profileScores` of the rows ([ease, covis] at 2i, 2i + 1); absent = zeros. */
+  profile?: Float64Array;
 }
 
 /**
@@ -214,6 +225,7 @@ export function fillFeatures(
     proposed: new Uint8Array(n),
     scores: new Float64Array(n * SOURCE_COUNT),
     items,
+    profile: new Float64Array(2 * n),
   };
   for (let i = 0; i < n; i++) {
     const scores = (candidates[i] as RankCandidate).scores;
@@ -226,6 +238,8 @@ export function fillFeatures(
       }
     }
     rows.proposed[i] = bits;
+    const p = (candidates[i] as RankCandidate).profile;
+    if (p) rows.profile?.set(p, 2 * i);
   }
   fillFeatureRows(out, ctx, rows);
 }
@@ -352,6 +366,7 @@ function writeRows(
   const aff = affinityScratch;
   const priceLevel = ctx.userPriceLevel;
   const { recent, purchased, touchedCategories, shares } = user;
+  const profile = rows.profile;
   for (let i = 0; i < n; i++) {
     const o = (at === undefined ? i : (at[i] as number)) * FEATURE_COUNT;
     let nSources = 0;
@@ -409,37 +424,7 @@ function writeRows(
     out[o + C_SESSION_LEN] = user.sessionLen;
     out[o + C_SINCE_LAST] = user.sinceLast;
     for (let t = 0; t < TYPES.length; t++) out[o + C_SHARE + t] = shares[t] as number;
+    out[o + C_PROFILE] = profile === undefined ? 0 : (profile[2 * i] as number);
+    out[o + C_PROFILE + 1] = profile === undefined ? 0 : (profile[2 * i + 1] as number);
   }
-}
-
-/**
- * The `item_popularity_log` feature of a popularity (a count; NaN or below 0 counts as 0). Per
- * item, not per request: the item table keeps it, so a feed computes no logarithm for it.
- */
-export function popularityLog(popularity: number): number {
-  return Math.log1p(Math.max(0, popularity || 0));
-}
-
-/** log1p(price) of a usable price (finite, at least 0), else NaN (the price is unknown). */
-export function priceLog(price: number | null): number {
-  return price !== null && Number.isFinite(price) && price >= 0 ? Math.log1p(price) : Number.NaN;
-}
-
-/**
- * The user's price level for {@link RankContext.userPriceLevel}: mean log1p(price) over the
- * given items (the catalog entries of the user's recent items) with a known price; null if none.
- */
-export function userPriceLevel(
-  items: Iterable<{ price: number | null } | null | undefined>,
-): number | null {
-  let sum = 0;
-  let k = 0;
-  for (const it of items) {
-    const p = it?.price;
-    if (p !== null && p !== undefined && Number.isFinite(p) && p >= 0) {
-      sum += Math.log1p(p);
-      k++;
-    }
-  }
-  return k === 0 ? null : sum / k;
 }

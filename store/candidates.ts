@@ -72,7 +72,7 @@ export interface Candidate extends ScoredItem {
 }
 
 /** The lists a version holds, by what their key names. */
-export type CandidateList = 'users' | 'neighbours' | 'popular' | 'itemPopularity';
+export type CandidateList = 'users' | 'neighbours' | 'ease' | 'popular' | 'itemPopularity';
 
 /** Source names of the generators and their one-letter codes in stored candidate lists. */
 export const SOURCE_CODES: Readonly<Record<string, string>> = { covisit: 'n', category: 'c' };
@@ -81,6 +81,7 @@ const SOURCE_NAMES: Readonly<Record<string, string>> = { n: 'covisit', c: 'categ
 const LIST_KEYS: Readonly<Record<CandidateList, (id: string, version: number) => string>> = {
   users: (id, v) => BATCH.candidates(id, v),
   neighbours: (id, v) => BATCH.neighbours(id, v),
+  ease: (id, v) => BATCH.ease(id, v),
   // The overall list has the empty id.
   popular: (id, v) => BATCH.popular(id === '' ? null : id, v),
   itemPopularity: (id, v) => BATCH.itemPopularity(id, v),
@@ -237,6 +238,11 @@ export class CandidateStore {
   /** An item's co-visitation neighbours of `version`, best first (empty when none). */
   neighbours(itemId: string, version: number): Promise<DecodedList> {
     return this.#list('neighbours', itemId, version);
+  }
+
+  /** An item's EASE weights of `version` (`batch/ease.ts`), best first (empty when none). */
+  ease(itemId: string, version: number): Promise<DecodedList> {
+    return this.#list('ease', itemId, version);
   }
 
   /** The popular list of `version`, overall (`category` null) or of one category. */

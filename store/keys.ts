@@ -182,6 +182,8 @@ export const BATCH = {
     `{u:${userId}}:cand:v${version}`,
   /** One item's co-visitation neighbours. */
   neighbours: (itemId: string, version: number | string): string => `nb:v${version}:${itemId}`,
+  /** One item's EASE weights towards other items (`batch/ease.ts`). */
+  ease: (itemId: string, version: number | string): string => `ease:v${version}:${itemId}`,
   /** Popular items overall (category null) or of one category. */
   popular: (category: string | null, version: number | string): string =>
     category === null ? `pop:v${version}` : `pop:v${version}:c:${category}`,
@@ -194,11 +196,11 @@ export const BATCH = {
   /** The version a batch output key belongs to, or null for any other key. */
   versionOf: (key: string): number | null => {
     const m =
-      /^(?:\{u:[^}]*\}:cand:v(\d+)|nb:v(\d+):.*|pop:v(\d+)(?::c:.*)?|batch:v(\d+):meta|ipop:v(\d+):c:.*)$/s.exec(
+      /^(?:\{u:[^}]*\}:cand:v(\d+)|nb:v(\d+):.*|pop:v(\d+)(?::c:.*)?|batch:v(\d+):meta|ipop:v(\d+):c:.*|ease:v(\d+):.*)$/s.exec(
         key,
       );
     if (!m) return null;
-    return Number(m[1] ?? m[2] ?? m[3] ?? m[4] ?? m[5]);
+    return Number(m[1] ?? m[2] ?? m[3] ?? m[4] ?? m[5] ?? m[6]);
   },
 } as const;
 

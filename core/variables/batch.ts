@@ -53,6 +53,16 @@ export const BATCH: readonly VariableDoc[] = [
     doc: 'co-visitation neighbours kept per item (batch lists, and the online lists the feature role keeps)',
   },
   {
+    name: 'RECSYS_BATCH_EASE_ITEMS',
+    default: '5000',
+    doc: 'most interacted items the EASE item weights (a rank feature) are fitted over; memory 8 x items^2 bytes; 0 turns it off',
+  },
+  {
+    name: 'RECSYS_BATCH_EASE_LAMBDA',
+    default: '200',
+    doc: "EASE's L2 penalty: larger for more interactions per item",
+  },
+  {
     name: 'RECSYS_CANDIDATES_KEEP_VERSIONS',
     default: '2',
     doc: 'batch output versions kept in Redis (the live one and rollbacks); older ones expire',

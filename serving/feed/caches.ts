@@ -49,7 +49,7 @@ export interface VersionState {
   overall: Promise<ScoredList> | null;
   /** Per category number: its popularity list, being read or read. */
   categories: Map<number, Promise<void>>;
-  /** Keys with a cached neighbour entry, oldest first, from `neighbourHead`. */
+  /** Keys with a cached neighbour entry (EASE: -(key + 1)), oldest first, from `neighbourHead`. */
   neighbourKeys: number[];
   neighbourHead: number;
   /** Users' batch candidates (ids shared with the table), oldest first; `userCache` at most. */
@@ -276,34 +276,40 @@ export class FeedCaches {
   }
 
   /**
-   * Co-visitation neighbours of each item (items without any are absent), kept in the version's
-   * table (the newest NEIGHBOUR_CACHE_LISTS, and the absence of a list too); misses take one
-   * round trip.
+   * Co-visitation neighbours (or, with `kind` 'ease', EASE weights) of each item; items without
+   * any are absent. Kept in the version's table (the newest NEIGHBOUR_CACHE_LISTS lists of both
+   * kinds, and the absence of a list too); misses take one round trip.
    */
   async neighbours(
     itemIds: readonly string[],
     state: VersionState,
+    kind: 'neighbours' | 'ease' = 'neighbours',
   ): Promise<Map<string, ScoredList>> {
     const out = new Map<string, ScoredList>();
     if (itemIds.length === 0) return out;
     const { table } = state;
+    const column = table[kind];
     let missing: string[] | null = null;
     for (const id of itemIds) {
-      const hit = table.neighbours[table.intern(id)];
+      const hit = column[table.intern(id)];
       if (hit === undefined) (missing ??= []).push(id);
       else if (hit !== null) out.set(id, hit);
     }
     if (missing === null) return out;
     const version = table.version as number;
+    const store = this.#stores.candidates;
     const lists = await Promise.all(
-      missing.map((id) => this.#stores.candidates.neighbours(id, version)),
+      missing.map((id) =>
+        kind === 'ease' ? store.ease(id, version) : store.neighbours(id, version),
+      ),
     );
     missing.forEach((id, i) => {
       const list = lists[i] as ScoredList;
       const k = table.intern(id);
-      if (table.neighbours[k] === undefined) {
-        table.neighbours[k] = list.ids.length > 0 ? list : null;
-        remember(state, k);
+      if (column[k] === undefined) {
+        column[k] = list.ids.length > 0 ? list : null;
+        // EASE entries as -(k + 1), so one queue bounds both kinds.
+        remember(state, kind === 'ease' ? -k - 1 : k);
       }
       if (list.ids.length > 0) out.set(id, list);
     });
@@ -411,11 +417,13 @@ export class FeedCaches {
 }
 
 /** Records a neighbour list's key, dropping the oldest beyond NEIGHBOUR_CACHE_LISTS. */
-function remember(state: VersionState, k: number): void {
+function remember(state: VersionState, entry: number): void {
   const { table } = state;
-  state.neighbourKeys.push(k);
+  state.neighbourKeys.push(entry);
   if (state.neighbourKeys.length - state.neighbourHead > NEIGHBOUR_CACHE_LISTS) {
-    table.neighbours[state.neighbourKeys[state.neighbourHead++] as number] = undefined;
+    const old = state.neighbourKeys[state.neighbourHead++] as number;
+    if (old < 0) table.ease[-old - 1] = undefined;
+    else table.neighbours[old] = undefined;
     if (state.neighbourHead > NEIGHBOUR_CACHE_LISTS) {
       state.neighbourKeys.splice(0, state.neighbourHead);
       state.neighbourHead = 0;

@@ -9,7 +9,7 @@
  *      trending items overall and in the 3 strongest categories, popular items; mixed into at
  *      most `config.serving.candidates` rows the way training mixes them (`mix.ts`);
  *   3. `fillFacts`: the catalog facts of the rows and the recent items; unavailable items are
- *      dropped (purchased and consumed ones were left out of the mix); the rows' train popularity;
+ *      dropped; the rows' train popularity; the profile features' lists (`profile.ts`);
  *   4. `score`: features into a pooled matrix (`fillFeatureRows`, the code training runs too)
  *      and one ONNX run; without a model, the heuristic blend of the same features (`blend.ts`);
  *   5. `orderFeed`: by score; items the user saw `fatigueImpressions` times (when set) without an
@@ -17,9 +17,8 @@
  *   6. `servedRecord`: the record goes to the served log (queued, never awaited); a sampled share
  *      carries the candidates with their feature rows (`feature-log.ts`), the batch's training rows.
  *
- * Training/serving consistency: the popularity feature is the item's train popularity, read
- * from the batch output's per-category list of the item's own category (0 for an item without
- * statistics), what training used.
+ * Training/serving consistency: the popularity feature is the item's train popularity, from
+ * the batch's list of the item's own category (0 without statistics), what training used.
  */
 import { randomUUID } from 'node:crypto';
 import type { Config } from '../../core/index.js';
@@ -43,6 +42,7 @@ import type { ModelHolder } from '../model.js';
 import { descendingOrder } from '../order.js';
 import { FEATURE_COUNT, fillFeatureRows, SOURCES, userPriceLevel } from '../rank-features.js';
 import { EMPTY_LIST, type ScoredList } from '../scored-list.js';
+import { profileScores } from '../profile.js';
 import type { ServedLog } from '../served-log.js';
 import type { LoggedCandidates } from '../../schemas/index.js';
 import { logCandidates, sampled } from './feature-log.js';
@@ -128,8 +128,8 @@ export async function buildFeed(
   const now = Date.now();
   const user = await readUser(ctx, userId, now);
   const rows = await gatherCandidates(ctx, user, record, now);
-  const recentKeys = await fillFacts(ctx, user, rows, now, record);
-  const scored = await score(ctx, user, rows, recentKeys, now, record);
+  const { recentKeys, profile } = await fillFacts(ctx, user, rows, now, record);
+  const scored = await score(ctx, user, rows, recentKeys, profile, now, record);
   const ranked = orderFeed(ctx, user, rows, scored, limit);
   const items = await exploreNewItems(
     ctx,
@@ -248,7 +248,7 @@ async function gatherCandidates(
 /**
  * Step 3: catalog facts of the rows and of all the user's recent items (their prices give the
  * user's price level, as in training); drops unavailable items; reads the popularity of the
- * rows' categories. Returns the recent items' keys.
+ * rows' categories. Returns the recent items' keys and the rows' `profileScores`.
  */
 async function fillFacts(
   ctx: FeedContext,
@@ -256,13 +256,17 @@ async function fillFacts(
   rows: CandidateRows,
   now: number,
   record: boolean,
-): Promise<number[]> {
+): Promise<{ recentKeys: number[]; profile: Float64Array }> {
   const { table } = user.state;
-  const { session } = user;
-  const recentKeys = (session?.recent ?? []).map((id) => table.intern(id));
-  await Promise.all([
+  const { session, state } = user;
+  const recent = session?.recent ?? [];
+  const recentKeys = recent.map((id) => table.intern(id));
+  const noLists = user.version === null || recent.length === 0;
+  const [, , ease, covis] = await Promise.all([
     ctx.caches.readFacts(table, rows.keys, rows.n, now),
     recentKeys.length > 0 ? ctx.caches.readFacts(table, recentKeys, recentKeys.length, now) : null,
+    noLists ? NO_NEIGHBOURS : ctx.caches.neighbours(recent, state, 'ease'),
+    noLists ? NO_NEIGHBOURS : ctx.caches.neighbours(recent, state),
   ]);
   keepRows(rows, (i) => {
     const k = rows.keys[i] as number;
@@ -281,7 +285,7 @@ async function fillFacts(
       await Promise.all([...loading].map((c) => ctx.caches.categoryPopularity(user.state, c)));
     }
   }
-  return recentKeys;
+  return { recentKeys, profile: profileScores(recent, ease, covis, rows.ids, rows.n) };
 }
 
 /** Candidates per source, counted per request and then one increment per source. */
@@ -312,6 +316,7 @@ async function score(
   user: UserRead,
   rows: CandidateRows,
   recentKeys: readonly number[],
+  profile: Float64Array,
   now: number,
   record: boolean,
 ): Promise<Scored> {
@@ -352,6 +357,7 @@ async function score(
         scores: rows.scores,
         items: table,
         sourcePos: rows.sourcePos,
+        profile,
       },
       at,
     );

@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { DuckDBInstance } from '@duckdb/node-api';
 import { Redis } from 'ioredis';
 import { buildCandidates, type CandidateResult } from '../../../batch/candidates.js';
+import { buildEase } from '../../../batch/ease.js';
 import { runEtl, type EtlResult } from '../../../batch/etl.js';
 import { generate, type GenerateResult } from '../../../batch/generate.js';
 import { publishCandidates } from '../../../batch/publish.js';
@@ -145,6 +146,16 @@ describe('batch pipeline', () => {
     const other = gen.plantedPairs[1]!.complementId;
     assert.ok(!nb.get(first.itemId)!.slice(0, 3).includes(other));
     assert.ok(cands.counts.users > 900);
+
+    // EASE over the same interactions finds the planted complements too.
+    const ease = await buildEase(config, log, etl, join(cands.dir, 'ease.parquet'));
+    cands = { ...cands, paths: { ...cands.paths, ease: ease.path } };
+    const weights = await neighboursOf(ease.path);
+    let easeFound = 0;
+    for (const { itemId, complementId } of gen.plantedPairs) {
+      if ((weights.get(itemId) ?? []).slice(0, 3).includes(complementId)) easeFound++;
+    }
+    assert.ok(easeFound >= gen.plantedPairs.length * 0.8, `EASE: ${easeFound} pairs in top 3`);
   });
 
   it('publishes versions atomically, reads them back, rolls back and expires old ones', async (t) => {
@@ -154,6 +165,9 @@ describe('batch pipeline', () => {
     const v1 = await publishCandidates(config, r, log, cands);
     assert.equal(await new CandidateStore(r).currentVersion(), v1.version);
     assert.ok(v1.keys.users > 900 && v1.keys.items > 700);
+    assert.ok(v1.keys.ease > 700, `${v1.keys.ease} EASE lists`);
+    const easeList = await new CandidateStore(r).ease(gen.plantedPairs[0]!.itemId, v1.version);
+    assert.ok(easeList.ids.slice(0, 3).includes(gen.plantedPairs[0]!.complementId));
 
     const user = (await new CandidateStore(r).readCandidates('u1')).items;
     assert.ok(user.length > 0 && user.length <= config.batch.candidatesPerUser);

@@ -59,7 +59,7 @@ describe('training data', () => {
     const features = new Float32Array(FEATURE_COUNT);
     await assert.rejects(
       writeTrainingData(path, [{ qid: 1, features, labels: [0, 1] }]),
-      /qid 1: 28 feature values for 2 labels/,
+      /qid 1: 30 feature values for 2 labels/,
     );
     await assert.rejects(
       writeTrainingData(path, [{ qid: 1, features, labels: [0.5] }]),

@@ -87,3 +87,38 @@ test('mergeNeighbours: batch and online merged per item, the merge reused while 
   assert.deepEqual(next.get('a')?.ids, ['w', 'x', 'y'], 'equal scores in id order');
   assert.equal(caches.mergeNeighbours(batch, new Map()), batch, 'no online lists: the batch map');
 });
+
+test('batch lists: neighbours and EASE weights are read once per version each, apart', async () => {
+  const reads: string[] = [];
+  const store = (kind: string, lists: Record<string, ScoredList>) => async (id: string) => {
+    reads.push(`${kind}:${id}`);
+    return lists[id] ?? { ids: [], scores: [] };
+  };
+  const candidates = {
+    neighbours: store('nb', { a: { ids: ['b'], scores: [1] } }),
+    ease: store('ease', { a: { ids: ['c'], scores: [0.25] }, d: { ids: ['a'], scores: [0.5] } }),
+  };
+  const caches = new FeedCaches(
+    { candidates } as unknown as FeedStores,
+    loadConfig({ RECSYS_ENV: 'development' }),
+    createLogger('silent', 'test'),
+  );
+  const state = caches.stateFor(3);
+  const nb = await caches.neighbours(['a', 'd'], state);
+  const ease = await caches.neighbours(['a', 'd'], state, 'ease');
+  assert.deepEqual(
+    [...nb].map(([k, l]) => [k, l.ids]),
+    [['a', ['b']]],
+  );
+  assert.deepEqual(
+    [...ease].map(([k, l]) => [k, l.ids]),
+    [
+      ['a', ['c']],
+      ['d', ['a']],
+    ],
+  );
+  // Both kinds, and the absence of a list, come from memory now.
+  await caches.neighbours(['a', 'd'], state);
+  await caches.neighbours(['a', 'd'], state, 'ease');
+  assert.deepEqual(reads, ['nb:a', 'nb:d', 'ease:a', 'ease:d']);
+});

@@ -43,6 +43,7 @@ const candidates: RankCandidate[] = [
     itemId: 'i2',
     scores: { batch: 0.9, covis: 0.3 },
     item: { categoryL1: 'hats', price: null, createdAt: NOW, popularity: 0 },
+    profile: [0.4, 1.5],
   },
   { itemId: 'i9', scores: { popularity: 100 }, item: null },
 ];
@@ -78,8 +79,10 @@ describe('rank features', () => {
       'user_share_like',
       'user_share_add_to_cart',
       'user_share_purchase',
+      'profile_ease',
+      'profile_covis',
     ]);
-    assert.equal(FEATURE_COUNT, 28);
+    assert.equal(FEATURE_COUNT, 30);
     assert.ok(Object.isFrozen(FEATURE_NAMES));
   });
 
@@ -116,6 +119,8 @@ describe('rank features', () => {
       user_share_like: Array(3).fill(0),
       user_share_add_to_cart: Array(3).fill(0.1),
       user_share_purchase: Array(3).fill(0.1),
+      profile_ease: [0, 0.4, 0],
+      profile_covis: [0, 1.5, 0],
     };
     // Every feature is checked: a new name without an expectation fails here.
     assert.deepEqual(Object.keys(expected).sort(), [...FEATURE_NAMES].sort());

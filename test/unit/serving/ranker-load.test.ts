@@ -69,14 +69,14 @@ describe('ranker model checks', () => {
         assert.equal(err.index, FEATURE_NAMES.length - 1);
         assert.match(
           err.message,
-          /old\.onnx: .* model has \(nothing\), expected "user_share_purchase"/,
+          /old\.onnx: .* model has \(nothing\), expected "profile_covis"/,
         );
         return true;
       },
     );
     assert.throws(
       () => checkFeatureNames([...FEATURE_NAMES, 'extra']),
-      /position 28: model has "extra", expected \(nothing\)/,
+      /position 30: model has "extra", expected \(nothing\)/,
     );
   });
 
