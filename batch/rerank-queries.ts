@@ -6,7 +6,7 @@
 import type { EventType } from '../schemas/index.js';
 import type { SessionFeatures } from '../store/session-features.js';
 import { covisDivisor } from '../serving/mix.js';
-import { profileScores } from '../serving/profile.js';
+import { keyedBy, profileScores } from '../serving/profile.js';
 import {
   FEATURE_COUNT,
   fillFeatures,
@@ -98,12 +98,14 @@ export function candidatesOf(
   for (const [itemId, score] of inputs.trending) add(itemId, 'trending', score);
   for (const [itemId, score] of inputs.popular) add(itemId, 'popularity', score);
   const ids = [...byItem.keys()];
+  const keyed = keyedBy(ids);
   const profile = profileScores(
     session?.recent ?? [],
     inputs.ease,
     listsOf(inputs.neighbours, session?.recent ?? []),
-    ids,
+    keyed.rowKeys,
     ids.length,
+    keyed,
   );
   return [...byItem].map(([itemId, scores], i) => ({
     itemId,

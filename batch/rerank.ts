@@ -90,8 +90,11 @@ export interface RerankResult {
   users: { train: number; eval: number };
   /** Training queries by kind (`logged`: feeds of the served log). */
   queries: { cutoff: number; history: number; logged: number };
-  /** The champion's hybrid metrics on the same held-out users; null when it cannot be loaded. */
-  champion: { version: string; metrics: Metrics | null } | null;
+  /**
+   * The champion's hybrid metrics on the same held-out users, and its per-query advantage over
+   * the blend; null when it cannot be loaded.
+   */
+  champion: { version: string; metrics: Metrics | null; overBlend: Advantage | null } | null;
   durationMs: number;
 }
 
@@ -196,23 +199,26 @@ export async function trainAndEvaluate(
     hybrid: evaluate(recs.hybrid, truth, items.size),
   };
   const hybridByUser = ndcgByUser(recs.hybrid, truth);
+  const blendByUser = ndcgByUser(recs.blend, truth);
   const advantage = {
-    blend: pairedAdvantage(hybridByUser, ndcgByUser(recs.blend, truth)),
+    blend: pairedAdvantage(hybridByUser, blendByUser),
     covisitation: pairedAdvantage(hybridByUser, ndcgByUser(recs.covisitation, truth)),
   };
+  const rescored = options.champion
+    ? await rankHeldOut(options.champion.onnxPath, inputs, evalUsers).catch((err: Error) => {
+        log.warn(
+          { err: err.message, version: options.champion?.version },
+          'champion not re-scored',
+        );
+        return null;
+      })
+    : null;
   const champion = options.champion
     ? {
         version: options.champion.version,
-        metrics: await rankHeldOut(options.champion.onnxPath, inputs, evalUsers).then(
-          (r) => evaluate(r.recs.hybrid, r.truth, items.size),
-          (err: Error) => {
-            log.warn(
-              { err: err.message, version: options.champion?.version },
-              'champion not re-scored',
-            );
-            return null;
-          },
-        ),
+        metrics: rescored && evaluate(rescored.recs.hybrid, rescored.truth, items.size),
+        overBlend:
+          rescored && pairedAdvantage(ndcgByUser(rescored.recs.hybrid, truth), blendByUser),
       }
     : null;
   const report = await writeReport(outDir, metrics, {

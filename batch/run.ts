@@ -9,7 +9,7 @@
 import { join } from 'node:path';
 import type { RedisClient } from '../store/redis.js';
 import type { Config, Logger } from '../core/index.js';
-import { openRegistry } from '../store/registry/index.js';
+import { openRegistry, type ModelRegistry } from '../store/registry/index.js';
 import { buildCandidates } from './candidates.js';
 import { buildEase } from './ease.js';
 import { runEtl } from './etl.js';
@@ -161,8 +161,9 @@ async function currentChampion(
  * Registers the trained model with its offline metrics and the champion's on the same held-out
  * data (`champion_*`, tag `champion_version`: both scores the gate compared, in the registry);
  * promoted only if it beats the heuristic blend serving uses without a model and co-visitation
- * on those queries (else serving keeps what it has: the blend, or a champion that won before),
- * and the champion's re-score.
+ * on those queries (else serving keeps what it has: the blend, or a champion that won before,
+ * unless the blend surely beats that champion there: it is retired), and the champion's
+ * re-score.
  */
 async function registerModel(
   config: Readonly<Config>,
@@ -199,7 +200,10 @@ async function registerModel(
       },
     });
     const floor = belowHeuristics(ranked.advantage);
-    if (floor) return { version, promoted: false, reason: floor };
+    if (floor) {
+      const retired = await retireIfBelowBlend(registry, ranked.champion);
+      return { version, promoted: false, reason: retired ? `${floor}; ${retired}` : floor };
+    }
     const decision = await registry.promoteIfBetter(
       version,
       metrics as unknown as Record<string, number>,
@@ -219,6 +223,21 @@ async function registerModel(
   } finally {
     await registry.close();
   }
+}
+
+/**
+ * Retires the champion when the heuristic blend surely beats it on this run's held-out queries
+ * (its advantage's z at most -{@link PROMOTION_Z}): a model promoted on little data must not keep
+ * serving once fresh data shows it hurts. Returns what was done, or null.
+ */
+export async function retireIfBelowBlend(
+  registry: Pick<ModelRegistry, 'retireChampion'>,
+  champion: Awaited<ReturnType<typeof trainAndEvaluate>>['champion'],
+): Promise<string | null> {
+  const over = champion?.overBlend;
+  if (!champion || !over || !(over.diff < 0 && over.z <= -PROMOTION_Z)) return null;
+  if (!(await registry.retireChampion(champion.version))) return null;
+  return `champion ${champion.version} retired: the heuristic blend beats it on ${over.users} held-out queries (mean difference ${(-over.diff).toFixed(4)}, z ${(-over.z).toFixed(2)})`;
 }
 
 /** z score of the per-query NDCG@10 advantage the model needs (one-sided 5%). */

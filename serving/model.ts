@@ -13,8 +13,9 @@
  * counts `recsys_model_load_failures_total`; a registry that cannot be read is logged and
  * retried at the next poll.
  *
- * While the registry has no champion (none trained yet, or none that beat the heuristic blend in
- * the batch's gate), or the only champion failed to load, feeds are ordered by the blend
+ * While the registry has no champion (none trained yet, none that beat the heuristic blend in
+ * the batch's gate, or one the batch retired: the model serving then is released), or the only
+ * champion failed to load, feeds are ordered by the blend
  * (`blend.ts`): `mode()` says "blend", `recsys_model_info{version="blend"}` is 1 and readiness
  * reports the model check as degraded, not failed.
  *
@@ -119,6 +120,15 @@ export function startModelHolder(options: ModelHolderOptions): ModelHolder {
     }
     if (closed) return;
     noChampion = !champion;
+    if (!champion && current) {
+      // The batch retired the champion (the blend surely beat it): the blend orders feeds now.
+      const old = current;
+      current = null;
+      old.retired = true;
+      releaseIfIdle(old);
+      info.reset();
+      log.info({ previous: old.version }, 'champion retired; the heuristic blend orders feeds');
+    }
     showBlend(noChampion || champion?.version === failedVersion);
     if (!champion) return;
     if (champion.version === current?.version || champion.version === failedVersion) return;

@@ -238,7 +238,7 @@ export async function runReplay(
       await stack.postEvents(bulk.map(wireEvent));
       await stack.waitCommitted([groups.features, groups.lake], bulk.length, 600_000);
     });
-    let batchOut = await step('batch', () => stack.runBatch());
+    await step('batch', () => stack.runBatch());
     const notReady = await step('serving', () => stack.startServing());
     if (Object.keys(notReady).length > 0) {
       say(`  serving answers but is not ready: ${JSON.stringify(notReady)}`);
@@ -266,13 +266,15 @@ export async function runReplay(
         }),
       );
       await stack.waitCommitted([groups.features, groups.lake], plan.history.length, 600_000);
-      batchOut = await step('batch on the logged feeds', () => stack.runBatch());
-      // The server polls the registry every RECSYS_MODEL_POLL_MS (1 s here).
-      await new Promise((r) => setTimeout(r, 3000));
+      await step('batch on the logged feeds', () => stack.runBatch());
     }
-    if (/registered, not promoted/.test(batchOut)) {
-      say('  no model promoted: the heuristic blend ranks the served feeds');
-    }
+    // The server polls the registry every RECSYS_MODEL_POLL_MS (1 s here).
+    const model = await stack.waitServingModel();
+    say(
+      model === 'blend'
+        ? '  the heuristic blend ranks the feeds'
+        : `  model ${model} ranks the feeds`,
+    );
     const served = await step('replay', () =>
       replayServed(stack, plan.replay, userStarts(plan.history), {
         ...replayOptions,

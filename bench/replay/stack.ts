@@ -31,6 +31,7 @@ import mqtt from 'mqtt';
 import { createLogger, loadConfig, sleep, type Config } from '../../core/index.js';
 import { createKafka } from '../../stream/kafka.js';
 import { elasticAuthHeaders } from '../../stream/elastic.js';
+import { openRegistry } from '../../store/registry/index.js';
 
 /** kafkajs' own logs stay off (`logLevel` NOTHING); this only satisfies the factory. */
 const QUIET = createLogger('silent', 'replay-stack');
@@ -227,6 +228,28 @@ export class ReplayStack {
         return failing;
       }
       await sleep(500);
+    }
+  }
+
+  /**
+   * Waits until the feed server serves the registry's champion, or the blend when there is
+   * none (`recsys_model_info` on its /metrics); returns that version.
+   */
+  async waitServingModel(timeoutMs = 30_000): Promise<string> {
+    const registry = openRegistry(this.config.batch, QUIET);
+    let want: string;
+    try {
+      want = (await registry.champion())?.version ?? 'blend';
+    } finally {
+      await registry.close();
+    }
+    const serving = new RegExp(`^recsys_model_info\\{[^}]*version="${want}"[^}]*\\} [1-9]`, 'm');
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const res = await fetch(`http://127.0.0.1:${this.servingPort}/metrics`);
+      if (serving.test(await res.text())) return want;
+      if (Date.now() > deadline) throw new Error(`serving did not switch to model ${want}`);
+      await sleep(250);
     }
   }
 

@@ -285,7 +285,7 @@ async function fillFacts(
       await Promise.all([...loading].map((c) => ctx.caches.categoryPopularity(user.state, c)));
     }
   }
-  return { recentKeys, profile: profileScores(recent, ease, covis, rows.ids, rows.n) };
+  return { recentKeys, profile: profileScores(recent, ease, covis, rows.keys, rows.n, table) };
 }
 
 /** Candidates per source, counted per request and then one increment per source. */

@@ -148,6 +148,18 @@ export class LocalModelRegistry implements ModelRegistry {
     this.#log.info({ version }, 'champion set');
   }
 
+  async retireChampion(version: string): Promise<boolean> {
+    const removed = await this.#withLock(async () => {
+      const aliases = await this.#aliases();
+      if (aliases[CHAMPION_ALIAS] !== version) return false;
+      delete aliases[CHAMPION_ALIAS];
+      await this.#writeAliases(aliases);
+      return true;
+    });
+    if (removed) this.#log.info({ version }, 'champion retired');
+    return removed;
+  }
+
   async versions(): Promise<ModelVersion[]> {
     const names = await readdir(this.#versionsDir).catch((err: NodeJS.ErrnoException) => {
       if (err.code === 'ENOENT') return [] as string[];

@@ -34,7 +34,7 @@ export interface MlflowModelVersion {
   aliases?: string[];
 }
 
-export type Method = 'GET' | 'POST' | 'PATCH' | 'PUT';
+export type Method = 'GET' | 'POST' | 'PATCH' | 'PUT' | 'DELETE';
 
 export class MlflowClient {
   readonly #base: string;

@@ -13,9 +13,7 @@
  *    the tag `recsys.sha256`; polled until READY.
  * The champion is the registered-model alias `champion`; `champion()` downloads its
  * `model.onnx` into `<cacheDir>/<model>/<version>/` (once: the cached copy is checked against
- * the sha256 tag) and reads its metrics from the run.
- *
- * Errors and retries: `mlflow-client.ts`.
+ * the sha256 tag) and reads its metrics from the run. Errors and retries: `mlflow-client.ts`.
  */
 import { randomBytes } from 'node:crypto';
 import { mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises';
@@ -201,6 +199,15 @@ export class MlflowModelRegistry implements ModelRegistry {
       version,
     });
     this.#log.info({ version }, 'champion set');
+  }
+
+  async retireChampion(version: string): Promise<boolean> {
+    // No compare-and-delete on aliases (as for promotion): the batch runs one at a time.
+    if ((await this.#alias(CHAMPION_ALIAS))?.version !== version) return false;
+    const alias = { name: this.#name, alias: CHAMPION_ALIAS };
+    await this.#client.call('DELETE', 'mlflow/registered-models/alias', alias);
+    this.#log.info({ version }, 'champion retired');
+    return true;
   }
 
   async versions(): Promise<ModelVersion[]> {

@@ -69,6 +69,12 @@ export interface ModelRegistry {
   champion(): Promise<Champion | null>;
   /** Points the champion alias at `version` unconditionally (rollback, manual override). */
   setChampion(version: string): Promise<void>;
+  /**
+   * Removes the champion alias (no model serves: the heuristic blend does), when it still points
+   * at `version`; true when it was removed. The batch does this to a champion the blend surely
+   * beats on fresh held-out data.
+   */
+  retireChampion(version: string): Promise<boolean>;
   /** Every registered version, oldest first. */
   versions(): Promise<ModelVersion[]>;
   /**

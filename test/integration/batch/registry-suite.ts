@@ -3,7 +3,7 @@
  * (`registry-local.test.ts`, `registry-mlflow.test.ts`): registration, the champion gate
  * (first model, better, worse, below the minimum, against the champion re-scored on the same
  * data), exact bytes back from `champion()`,
- * listing, rollback with `setChampion`, and the error codes callers switch on.
+ * listing, rollback with `setChampion`, `retireChampion`, and the error codes callers switch on.
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -127,6 +127,15 @@ export function registrySuite(backend: string, options: SuiteOptions): void {
         await assert.rejects(registry.setChampion('999'), {
           code: 'RECSYS_REGISTRY_VERSION_NOT_FOUND',
         });
+
+        // Retiring leaves no champion, only when it still is the one named.
+        assert.equal(await registry.retireChampion(v2), false);
+        assert.equal((await registry.champion())?.version, v1);
+        assert.equal(await registry.retireChampion(v1), true);
+        assert.equal(await registry.champion(), null);
+        assert.equal(await registry.retireChampion(v1), false);
+        assert.ok((await registry.versions()).every((v) => !v.aliases.includes('champion')));
+        await registry.setChampion(v1);
         await assert.rejects(
           registry.promoteIfBetter('999', { ndcg_at_10: 0.9 }, { minNdcg: MIN }),
           { code: 'RECSYS_REGISTRY_VERSION_NOT_FOUND' },

@@ -7,7 +7,7 @@ import { startModelHolder } from '../../../serving/model.js';
 import { FEATURE_COUNT, FEATURE_NAMES } from '../../../serving/rank-features.js';
 import type { Ranker } from '../../../serving/ranker.js';
 import type { ModelRegistry } from '../../../store/registry/index.js';
-import { belowHeuristics } from '../../../batch/run.js';
+import { belowHeuristics, retireIfBelowBlend } from '../../../batch/run.js';
 import { ndcgByUser, pairedAdvantage } from '../../../batch/evaluate.js';
 
 const row = (values: Record<string, number>): number[] => {
@@ -108,11 +108,48 @@ describe('paired advantage', () => {
   });
 });
 
+describe('champion retirement', () => {
+  const adv = (diff: number, z: number) => ({ diff, z, users: 3000 });
+  const registry = () => {
+    const asked: string[] = [];
+    return {
+      asked,
+      retireChampion: (v: string) => {
+        asked.push(v);
+        return Promise.resolve(true);
+      },
+    };
+  };
+
+  it('retires a champion the blend surely beats, and only that', async () => {
+    const r = registry();
+    const champ = (overBlend: ReturnType<typeof adv> | null) => ({
+      version: '4',
+      metrics: null,
+      overBlend,
+    });
+    const why = await retireIfBelowBlend(r, champ(adv(-0.04, -9.5)));
+    assert.match(
+      why ?? '',
+      /^champion 4 retired: the heuristic blend beats it on 3000 held-out queries \(mean difference 0\.0400, z 9\.50\)/,
+    );
+    assert.deepEqual(r.asked, ['4']);
+    for (const c of [champ(adv(-0.01, -1.2)), champ(adv(0.02, 3)), champ(null), null]) {
+      assert.equal(await retireIfBelowBlend(r, c), null);
+    }
+    assert.deepEqual(r.asked, ['4']);
+  });
+});
+
 describe('model holder mode', () => {
   const log = createLogger('silent', 'test');
+  let released = 0;
   const ranker: Ranker = {
     score: () => Promise.resolve(new Float32Array(0)),
-    release: () => Promise.resolve(),
+    release: () => {
+      released++;
+      return Promise.resolve();
+    },
   } as unknown as Ranker;
   const registryWith = (state: { champion: { version: string; onnxPath: string } | null }) =>
     ({
@@ -143,6 +180,19 @@ describe('model holder mode', () => {
       await holder.poll();
       assert.equal(holder.mode(), 'model');
       assert.deepEqual(await info(), ['3=1']);
+
+      // The batch retires the champion: a request holding the model finishes with it, the
+      // session is released after it, and the next request gets the blend.
+      const lease = holder.acquire();
+      assert.equal(lease?.version, '3');
+      state.champion = null;
+      await holder.poll();
+      assert.equal(holder.mode(), 'blend');
+      assert.equal(holder.acquire(), null);
+      assert.deepEqual(await info(), ['blend=1']);
+      assert.equal(released, 0);
+      lease?.release();
+      assert.equal(released, 1);
     } finally {
       await holder.close();
     }

@@ -1,6 +1,6 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { profileScores } from '../../../serving/profile.js';
+import { keyedBy, profileScores } from '../../../serving/profile.js';
 import type { ScoredList } from '../../../serving/scored-list.js';
 
 const list = (pairs: [string, number][]): ScoredList => ({
@@ -30,14 +30,32 @@ describe('profile features', () => {
       ],
       ['r3', list([['y', 0.25]])],
     ]);
-    const out = profileScores(['r1', 'r2', 'r3', 'no-list'], ease, covis, ['x', 'y', 'z', 'w'], 4);
+    const keyed = keyedBy(['x', 'y', 'z', 'w']);
+    const { rowKeys } = keyed;
+    const out = profileScores(['r1', 'r2', 'r3', 'no-list'], ease, covis, rowKeys, 4, keyed);
+    // Nothing is left behind for the next call.
+    assert.deepEqual(
+      [...profileScores(['r3'], ease, covis, rowKeys, 4, keyed)],
+      [0, 0, 0, 0.25, 0, 0, 0, 0],
+    );
     assert.deepEqual([...out], [0.625, 0, 0.25, 1.25, 0, 0.5, 0, 0]);
   });
 
   it('is zero without recent items or lists, and reads only the first n rows', () => {
     const ease = new Map([['r1', list([['x', 1]])]]);
-    assert.deepEqual([...profileScores([], ease, ease, ['x'], 1)], [0, 0]);
-    assert.deepEqual([...profileScores(['r1'], new Map(), new Map(), ['x'], 1)], [0, 0]);
-    assert.deepEqual([...profileScores(['r1'], ease, new Map(), ['x', 'x'], 1)], [1, 0]);
+    const keyed = keyedBy(['x', 'x']);
+    const { rowKeys } = keyed;
+    assert.deepEqual([...profileScores([], ease, ease, rowKeys, 1, keyed)], [0, 0]);
+    assert.deepEqual([...profileScores(['r1'], new Map(), new Map(), rowKeys, 1, keyed)], [0, 0]);
+    assert.deepEqual([...profileScores(['r1'], ease, new Map(), rowKeys, 1, keyed)], [1, 0]);
+  });
+
+  it('takes keys beyond its scratch (a large item table)', () => {
+    const ease = new Map([['r1', list([['x', 2]])]]);
+    const far = {
+      keysOf: (l: { ids: readonly string[] }) => Int32Array.from(l.ids, () => 5_000_000),
+    };
+    const out = profileScores(['r1'], ease, new Map(), [5_000_000, 7], 2, far);
+    assert.deepEqual([...out], [2, 0, 0, 0]);
   });
 });

@@ -67,10 +67,7 @@ describe('ranker model checks', () => {
       (err: unknown) => {
         assert.ok(err instanceof ModelFeaturesMismatchError);
         assert.equal(err.index, FEATURE_NAMES.length - 1);
-        assert.match(
-          err.message,
-          /old\.onnx: .* model has \(nothing\), expected "profile_covis"/,
-        );
+        assert.match(err.message, /old\.onnx: .* model has \(nothing\), expected "profile_covis"/);
         return true;
       },
     );
