@@ -5,9 +5,11 @@
  *   [generate]  (with --generate N) synthetic events with planted structure into the lake
  *   etl         the lake into clean, sessionised, split tables (DuckDB; reruns overwrite)
  *   candidates  co-visitation neighbours, per-user candidates, popularity (train data only)
+ *   ease        EASE item weights over the most interacted items (a rank feature; Python)
  *   train       LightGBM LambdaRank on features from the shared module, exported to ONNX
  *   evaluate    popularity, co-visitation only and the reranked hybrid on held-out users
- *   register    the model into the registry; promoted to champion only if it beats it
+ *   register    the model into the registry; promoted to champion only if it beats it (and the
+ *               blend and co-visitation); a champion the blend surely beats is retired
  *   publish     candidates into Redis under a new version, switched in with one pointer
  *
  * Every step is idempotent: a rerun overwrites its files, registers a new model version (never

@@ -3,8 +3,9 @@
  * (`session.recent`, newest first, unweighted), the sum of each item's EASE weight towards the
  * candidate (`profile_ease`, `batch/ease.ts`) and of its batch co-visitation score for it
  * (`profile_covis`). The co-visitation source (`mix.ts`) weighs the newest `seedItems` by
- * position, what the user is doing now; these read the longer taste behind it. On the MovieLens
- * replay the EASE sum was the strongest feature beside co-visitation (bench/README.md).
+ * position, what the user is doing now; these read the longer taste behind it. In a simulation of
+ * the MovieLens replay the EASE sum was the strongest feature beside co-visitation
+ * (bench/README.md).
  *
  * Serving (`feed/pipeline.ts`) and training (`batch/rerank.ts`) both call it on the lists of
  * the same batch version, so the features agree.
