@@ -6,6 +6,9 @@
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { run, uniq } from '../harness.js';
 import { curl, metricSample, suiteServer } from './server-process.js';
 
@@ -64,18 +67,33 @@ describe('load shedding', { timeout: 120_000 }, () => {
     const user = uniq('u');
     const token = await server.token(user);
     const url = `${server.baseUrl}/v1/users/${user}/feed`;
-    // Keep one feed in flight while asking again: retry until a 503 is seen (bounded).
-    for (let attempt = 0; attempt < 50; attempt++) {
-      const both = await Promise.all([
-        curl(url, ['-H', `authorization: Bearer ${token}`]),
-        curl(url, ['-H', `authorization: Bearer ${token}`]),
-      ]);
-      const shed = both.find((r) => r.status === 503);
-      if (shed) {
-        assert.equal((shed.json as { error: { code: string } }).error.code, 'RECSYS_OVERLOADED');
-        return;
+    // Keep one feed in flight while asking again: 20 transfers at once from one curl (separate
+    // curl processes start too far apart on a loaded machine to overlap a feed of a new user),
+    // each body to its own file; retried until a 503 body is seen (bounded).
+    const dir = await mkdtemp(join(tmpdir(), 'recsys-shed-'));
+    try {
+      for (let attempt = 0; attempt < 10; attempt++) {
+        const files = Array.from({ length: 20 }, (_, i) => join(dir, `${attempt}-${i}.json`));
+        await run(
+          'curl',
+          ['-s', '-Z', '--parallel-immediate', '-H', `authorization: Bearer ${token}`].concat(
+            files.flatMap((f) => ['-o', f, url]),
+          ),
+          { timeoutMs: 60_000 },
+        );
+        const bodies = await Promise.all(files.map((f) => readFile(f, 'utf8').catch(() => '')));
+        const shed = bodies.find((b) => b.includes('RECSYS_OVERLOADED'));
+        if (shed) {
+          assert.equal(
+            (JSON.parse(shed) as { error: { code: string } }).error.code,
+            'RECSYS_OVERLOADED',
+          );
+          return;
+        }
       }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
     }
-    assert.fail('no request was shed in 50 attempts');
+    assert.fail('no request was shed in 10 attempts of 20');
   });
 });
