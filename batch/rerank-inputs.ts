@@ -30,7 +30,7 @@ export interface TrainingInputs {
   popular: (readonly [string, number])[];
   trending: (readonly [string, number])[];
   batchCands: Map<string, [string, number, string][]>;
-  neighbours: Map<string, [string, number][]>;
+  neighbours: Map<string, ScoredList>;
   /** EASE weights of the same items (`batch/ease.ts`; empty when it did not run). */
   ease: Map<string, ScoredList>;
 }
@@ -137,27 +137,22 @@ export async function loadTrainingInputs(
     await db.conn.run(
       `CREATE TEMP TABLE recent AS SELECT unnest(${sqlString(JSON.stringify([...recentItems]))}::JSON::VARCHAR[]) AS itemId`,
     );
-    const neighbours = new Map<string, [string, number][]>();
-    for (const [itemId, nb, score] of await q(`
-        SELECT n.itemId, n.neighbourId, n.score FROM read_parquet(${sqlString(cands.paths.neighbours)}) n
-        JOIN recent USING (itemId) ORDER BY n.itemId, n.rank`)) {
-      const list = neighbours.get(String(itemId)) ?? [];
-      list.push([String(nb), num(score)]);
-      neighbours.set(String(itemId), list);
-    }
-
-    const ease = new Map<string, ScoredList>();
-    if (cands.paths.ease !== undefined) {
+    // Each recent item's list (neighbours, EASE weights), best first.
+    const listsOf = async (path: string): Promise<Map<string, ScoredList>> => {
+      const out = new Map<string, ScoredList>();
       for (const [itemId, ids, scores] of await q(`
-          SELECT e.itemId, list(e.neighbourId ORDER BY e.rank), list(e.score ORDER BY e.rank)
-          FROM read_parquet(${sqlString(cands.paths.ease)}) e JOIN recent USING (itemId)
-          GROUP BY e.itemId`)) {
-        ease.set(String(itemId), {
+          SELECT l.itemId, list(l.neighbourId ORDER BY l.rank), list(l.score ORDER BY l.rank)
+          FROM read_parquet(${sqlString(path)}) l JOIN recent USING (itemId)
+          GROUP BY l.itemId`)) {
+        out.set(String(itemId), {
           ids: (ids as unknown[]).map(String),
           scores: (scores as unknown[]).map(num),
         });
       }
-    }
+      return out;
+    };
+    const neighbours = await listsOf(cands.paths.neighbours);
+    const ease = cands.paths.ease === undefined ? new Map() : await listsOf(cands.paths.ease);
     return { users, items, popular, trending, batchCands, neighbours, ease };
   } finally {
     db.close();

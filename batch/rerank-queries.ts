@@ -14,7 +14,7 @@ import {
   type CandidateSource,
   type RankCandidate,
 } from '../serving/rank-features.js';
-import type { ScoredList } from '../serving/scored-list.js';
+import { EMPTY_LIST } from '../serving/scored-list.js';
 import type { TrainingInputs, UserData } from './rerank-inputs.js';
 
 /** One ranking query: whose, the events before it, when, and what came next (the labels). */
@@ -88,12 +88,9 @@ export function candidatesOf(
   }
   const recent = [...new Set(query.events.map((e) => e.itemId).reverse())].slice(0, recentK);
   recent.forEach((itemId, pos) => {
-    const list = inputs.neighbours.get(itemId) ?? [];
-    const divisor = covisDivisor(
-      list.map(([, score]) => score),
-      pos,
-    );
-    for (const [nb, score] of list) add(nb, 'covis', score / divisor);
+    const list = inputs.neighbours.get(itemId) ?? EMPTY_LIST;
+    const divisor = covisDivisor(list.scores, pos);
+    list.ids.forEach((nb, j) => add(nb, 'covis', (list.scores[j] as number) / divisor));
   });
   for (const [itemId, score] of inputs.trending) add(itemId, 'trending', score);
   for (const [itemId, score] of inputs.popular) add(itemId, 'popularity', score);
@@ -102,7 +99,7 @@ export function candidatesOf(
   const profile = profileScores(
     session?.recent ?? [],
     inputs.ease,
-    listsOf(inputs.neighbours, session?.recent ?? []),
+    inputs.neighbours,
     keyed.rowKeys,
     ids.length,
     keyed,
@@ -113,19 +110,6 @@ export function candidatesOf(
     item: inputs.items.get(itemId) ?? null,
     profile: [profile[2 * i] as number, profile[2 * i + 1] as number] as const,
   }));
-}
-
-/** The neighbour lists of `items` (those with one) as scored lists. */
-function listsOf(
-  neighbours: TrainingInputs['neighbours'],
-  items: readonly string[],
-): Map<string, ScoredList> {
-  const out = new Map<string, ScoredList>();
-  for (const item of items) {
-    const list = neighbours.get(item);
-    if (list) out.set(item, { ids: list.map(([id]) => id), scores: list.map(([, s]) => s) });
-  }
-  return out;
 }
 
 /** Step 4: the features through the shared module, as serving computes them. */
