@@ -20,6 +20,8 @@ export interface PublishOptions {
   retireGraceSec?: number;
   /** Versions kept (the live one included). @default config.batch.keepVersions */
   keepVersions?: number;
+  /** More fields of the version's meta hash (the blend's weights, `serving/blend.ts`). */
+  meta?: Readonly<Record<string, number>>;
 }
 
 export interface PublishResult {
@@ -92,10 +94,14 @@ export async function publishCandidates(
   } finally {
     db.close();
   }
-  const { previous, retired } = await store.publish(version, keys, {
-    keepVersions: options.keepVersions ?? config.batch.keepVersions,
-    ...(options.retireGraceSec === undefined ? {} : { retireGraceSec: options.retireGraceSec }),
-  });
+  const { previous, retired } = await store.publish(
+    version,
+    { ...keys, ...options.meta },
+    {
+      keepVersions: options.keepVersions ?? config.batch.keepVersions,
+      ...(options.retireGraceSec === undefined ? {} : { retireGraceSec: options.retireGraceSec }),
+    },
+  );
   const result: PublishResult = {
     version,
     previous,

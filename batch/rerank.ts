@@ -24,10 +24,11 @@
  *      day before the cut-off (`trending`) and overall popularity (`popularity`); deduplicated.
  *   4. Features through the shared module (`serving/rank-features.ts`); labels = the best grade
  *      of the user's validation interactions with the item (`relevance`).
- *   5. Train LightGBM LambdaRank (Python, exported to ONNX), load it in onnxruntime-node, and
- *      evaluate on the held-out queries: popularity, co-visitation (the candidates by their
- *      summed neighbour score), the heuristic blend serving falls back to, and the reranked
- *      hybrid. The gate (`batch/run.ts`) promotes a model only above the blend and co-visitation.
+ *   5. Pick the heuristic blend's weights on the training queries (`blend-weights.ts`; published
+ *      with the batch version, so serving blends with them). Train LightGBM LambdaRank (Python,
+ *      exported to ONNX), load it in onnxruntime-node, and evaluate on the held-out queries:
+ *      popularity, co-visitation (the candidates by their summed neighbour score), the blend
+ *      with the picked weights, and the reranked hybrid. The gate (`batch/run.ts`) promotes a model only above the blend and co-visitation.
  *   6. The current champion (when given) reranks the same held-out queries, so the promotion gate
  *      compares two scores of one data set; a champion that cannot be loaded with today's
  *      features has no score (and loses to any candidate above the minimum).
@@ -42,7 +43,8 @@ import {
   SessionFeatureStore,
   type SessionFeatures,
 } from '../store/session-features.js';
-import { blendScores } from '../serving/blend.js';
+import { blendScores, type BlendWeights } from '../serving/blend.js';
+import { tuneBlend, type BlendTuning } from './blend-weights.js';
 import { FEATURE_COUNT, FEATURE_NAMES } from '../serving/rank-features.js';
 import { loadRanker } from '../serving/ranker.js';
 import type { CandidateResult } from './candidates.js';
@@ -90,6 +92,8 @@ export interface RerankResult {
   users: { train: number; eval: number };
   /** Training queries by kind (`logged`: feeds of the served log). */
   queries: { cutoff: number; history: number; logged: number };
+  /** The blend's weights picked on the training queries, which the held-out blend used. */
+  blend: BlendTuning;
   /**
    * The champion's hybrid metrics on the same held-out users, and its per-query advantage over
    * the blend; null when it cannot be loaded.
@@ -184,6 +188,9 @@ export async function trainAndEvaluate(
     'training data written',
   );
 
+  const blend = tuneBlend(trainGroups);
+  log.info(blend, 'blend weights picked on the training queries');
+
   // 5. Train, then evaluate on the held-out queries.
   const train = await trainReranker(config, log, {
     trainParquet,
@@ -191,7 +198,7 @@ export async function trainAndEvaluate(
     params: options.params,
     signal: options.signal,
   });
-  const { recs, truth } = await rankHeldOut(train.onnxPath, inputs, evalUsers);
+  const { recs, truth } = await rankHeldOut(train.onnxPath, inputs, evalUsers, blend.weights);
   const metrics = {
     popularity: evaluate(recs.popularity, truth, items.size),
     covisitation: evaluate(recs.covisitation, truth, items.size),
@@ -205,13 +212,15 @@ export async function trainAndEvaluate(
     covisitation: pairedAdvantage(hybridByUser, ndcgByUser(recs.covisitation, truth)),
   };
   const rescored = options.champion
-    ? await rankHeldOut(options.champion.onnxPath, inputs, evalUsers).catch((err: Error) => {
-        log.warn(
-          { err: err.message, version: options.champion?.version },
-          'champion not re-scored',
-        );
-        return null;
-      })
+    ? await rankHeldOut(options.champion.onnxPath, inputs, evalUsers, blend.weights).catch(
+        (err: Error) => {
+          log.warn(
+            { err: err.message, version: options.champion?.version },
+            'champion not re-scored',
+          );
+          return null;
+        },
+      )
     : null;
   const champion = options.champion
     ? {
@@ -235,6 +244,7 @@ export async function trainAndEvaluate(
     report,
     users: { train: trainGroups.length, eval: evalUsers.length },
     queries: kinds,
+    blend,
     champion,
     durationMs: Math.round(performance.now() - t0),
   };
@@ -300,7 +310,12 @@ async function sessionsAt(
  * neighbours of the user's recent items), the blend as serving does without a model
  * (`serving/blend.ts`), the hybrid by the model.
  */
-async function rankHeldOut(onnxPath: string, inputs: TrainingInputs, evalUsers: EvalUser[]) {
+async function rankHeldOut(
+  onnxPath: string,
+  inputs: TrainingInputs,
+  evalUsers: EvalUser[],
+  blend: BlendWeights,
+) {
   const ranker = await loadRanker(onnxPath);
   const truth = new Map<string, Map<string, number>>();
   const recs = {
@@ -327,7 +342,7 @@ async function rankHeldOut(onnxPath: string, inputs: TrainingInputs, evalUsers: 
         covis[i] = (features[o + COVIS_COL] as number) + 1e-3 * (features[o + POP_COL] as number);
       }
       recs.covisitation.set(key, top(candidates, covis));
-      recs.blend.set(key, top(candidates, blendScores(features, n, new Float32Array(n))));
+      recs.blend.set(key, top(candidates, blendScores(features, n, new Float32Array(n), blend)));
       recs.hybrid.set(key, top(candidates, await ranker.score(features, n)));
     }
   } finally {

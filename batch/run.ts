@@ -15,6 +15,7 @@ import { buildEase } from './ease.js';
 import { runEtl } from './etl.js';
 import { generate } from './generate.js';
 import { publishCandidates } from './publish.js';
+import { blendMeta } from '../serving/blend.js';
 import { trainAndEvaluate, type Advantage } from './rerank.js';
 import { openSqlEngine } from './open-engine.js';
 
@@ -119,7 +120,7 @@ export async function runBatch(
         signal: options.signal,
       }),
     (r) =>
-      `${r.users.train} training queries (${r.queries.logged} logged feeds, ${r.queries.cutoff} at the cut-off, ${r.queries.history} from history), ${r.users.eval} held-out queries; NDCG@10 popularity ${r.metrics.popularity.ndcg_at_10.toFixed(4)}, co-visitation ${r.metrics.covisitation.ndcg_at_10.toFixed(4)}, blend ${r.metrics.blend.ndcg_at_10.toFixed(4)}, hybrid ${r.metrics.hybrid.ndcg_at_10.toFixed(4)} (z over the blend ${r.advantage.blend.z.toFixed(2)})`,
+      `${r.users.train} training queries (${r.queries.logged} logged feeds, ${r.queries.cutoff} at the cut-off, ${r.queries.history} from history), ${r.users.eval} held-out queries; NDCG@10 popularity ${r.metrics.popularity.ndcg_at_10.toFixed(4)}, co-visitation ${r.metrics.covisitation.ndcg_at_10.toFixed(4)}, blend ${r.metrics.blend.ndcg_at_10.toFixed(4)}, hybrid ${r.metrics.hybrid.ndcg_at_10.toFixed(4)} (z over the blend ${r.advantage.blend.z.toFixed(2)}); blend weights EASE ${r.blend.weights.ease}, co-visitation damping ${r.blend.weights.covisDamping} (training NDCG@10 ${r.blend.ndcg.toFixed(4)} against ${r.blend.plainNdcg.toFixed(4)} unweighted)`,
   );
   const model = await step(
     'register',
@@ -129,7 +130,7 @@ export async function runBatch(
   );
   const published = await step(
     'publish',
-    () => publishCandidates(config, redis, log, cands),
+    () => publishCandidates(config, redis, log, cands, { meta: blendMeta(ranked.blend.weights) }),
     (r) =>
       `candidates version ${r.version} live (previous ${r.previous ?? 'none'}), retired ${r.retired.length}`,
   );

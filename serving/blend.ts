@@ -4,13 +4,20 @@
  * matrix, so the batch scores it on exactly the rows and features its models are compared on.
  *
  * Score per row, in order of weight:
- *   - the co-visitation sum over the user's recent items (`score_covis_sum`), relative to the
- *     feed's best (so the best co-visited item scores 1, whatever the seeds' count): what the
- *     user just did is the strongest signal on every real log replayed (bench/README.md);
+ *   - the co-visitation sum over the user's recent items (`score_covis_sum`), divided by the
+ *     item's popularity to the power {@link BlendWeights.covisDamping}, relative to the feed's
+ *     best (so the best scores 1, whatever the seeds' count): what the user just did is the
+ *     strongest signal on every real log replayed (bench/README.md);
+ *   - the EASE weights summed over the user's recent items (`profile_ease`), relative to the
+ *     feed's best, times {@link BlendWeights.ease}: the user's longer profile;
  *   - the batch candidate score (at most 1), half weight;
  *   - 1 / rank among trending, then among popular items: what a user without history or
  *     neighbours sees, and the tie-break everywhere else;
  *   - the item's popularity, a last tie-break.
+ * The two weights differ by domain (a damped co-visitation and the EASE profile win on MovieLens
+ * and lose on the REES46 shop), so each batch picks them on its training queries
+ * (`batch/blend-weights.ts`) and publishes them in its version's meta; serving reads them with
+ * the version. Until a batch has, both are 0.
  */
 import { FEATURE_COUNT, FEATURE_NAMES } from './rank-features.js';
 
@@ -21,24 +28,80 @@ const col = (name: string): number => {
 };
 
 const COVIS = col('score_covis_sum');
+const EASE = col('profile_ease');
+const POPULARITY_LOG = col('item_popularity_log');
 
-/** Column and weight of each term after co-visitation's. */
+/** The blend's tuned weights. */
+export interface BlendWeights {
+  /** Weight of the relative EASE profile score. */
+  ease: number;
+  /** Exponent of the popularity the co-visitation sum is divided by. */
+  covisDamping: number;
+}
+
+export const DEFAULT_BLEND: Readonly<BlendWeights> = Object.freeze({ ease: 0, covisDamping: 0 });
+
+/** Names of the weights in a batch version's meta hash (`BATCH.meta`). */
+const META = { ease: 'blend_ease', covisDamping: 'blend_covis_damping' } as const;
+
+/** The meta fields that publish `weights` with a batch version. */
+export function blendMeta(weights: Readonly<BlendWeights>): Record<string, number> {
+  return { [META.ease]: weights.ease, [META.covisDamping]: weights.covisDamping };
+}
+
+/** The weights a version's meta hash holds; {@link DEFAULT_BLEND} where one is absent or bad. */
+export function blendWeightsOf(meta: Readonly<Record<string, string>>): BlendWeights {
+  const read = (field: string, fallback: number): number => {
+    const v = Number(meta[field] ?? Number.NaN);
+    return Number.isFinite(v) && v >= 0 ? v : fallback;
+  };
+  return {
+    ease: read(META.ease, DEFAULT_BLEND.ease),
+    covisDamping: read(META.covisDamping, DEFAULT_BLEND.covisDamping),
+  };
+}
+
+/** Column and weight of each term after the two relative ones. */
 const TERMS: readonly (readonly [number, number])[] = [
   [col('score_batch'), 0.5],
   [col('rrank_trending'), 0.1],
   [col('rrank_popularity'), 0.05],
-  [col('item_popularity_log'), 0.001],
+  [POPULARITY_LOG, 0.001],
 ];
 
+/** Damped co-visitation per row while the feed's best is found (grown as feeds need). */
+let damped = new Float64Array(256);
+
 /** The blend's score of each of the `n` rows of `matrix` (row-major, `FEATURE_COUNT` wide). */
-export function blendScores(matrix: ArrayLike<number>, n: number, out: Float32Array): Float32Array {
+export function blendScores(
+  matrix: ArrayLike<number>,
+  n: number,
+  out: Float32Array,
+  weights: Readonly<BlendWeights> = DEFAULT_BLEND,
+): Float32Array {
   if (out.length < n) throw new RangeError(`score buffer holds ${out.length}, need ${n}`);
-  let best = 0;
-  for (let i = 0; i < n; i++) best = Math.max(best, matrix[i * FEATURE_COUNT + COVIS] as number);
-  const covisWeight = best > 0 ? 1 / best : 0;
+  if (damped.length < n) damped = new Float64Array(n);
+  let bestCovis = 0;
+  let bestEase = 0;
   for (let i = 0; i < n; i++) {
     const o = i * FEATURE_COUNT;
-    let s = covisWeight * (matrix[o + COVIS] as number);
+    const covis = matrix[o + COVIS] as number;
+    // item_popularity_log is log1p(count): the count back, at least 1.
+    const d =
+      covis > 0 && weights.covisDamping > 0
+        ? covis /
+          Math.max(1, Math.expm1(matrix[o + POPULARITY_LOG] as number)) ** weights.covisDamping
+        : covis;
+    damped[i] = d;
+    if (d > bestCovis) bestCovis = d;
+    const ease = matrix[o + EASE] as number;
+    if (ease > bestEase) bestEase = ease;
+  }
+  const covisWeight = bestCovis > 0 ? 1 / bestCovis : 0;
+  const easeWeight = bestEase > 0 ? weights.ease / bestEase : 0;
+  for (let i = 0; i < n; i++) {
+    const o = i * FEATURE_COUNT;
+    let s = covisWeight * (damped[i] as number) + easeWeight * (matrix[o + EASE] as number);
     for (const [c, w] of TERMS) s += w * (matrix[o + c] as number);
     out[i] = s;
   }

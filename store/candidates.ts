@@ -230,6 +230,11 @@ export class CandidateStore {
     return v === null ? null : Number(v);
   }
 
+  /** What `version` holds (`publish`'s meta: counts, creation time, the blend's weights). */
+  meta(version: number): Promise<Record<string, string>> {
+    return this.#redis.hgetall(BATCH.meta(version));
+  }
+
   /** A user's candidates of `version`, best first (empty when the user has none). */
   userCandidates(userId: string, version: number): Promise<DecodedList> {
     return this.#list('users', userId, version);

@@ -29,6 +29,7 @@ import type { NewItemsStore } from '../../store/new-items.js';
 import { ITEM_TABLE_LIMIT, ItemTable } from '../item-table.js';
 import { popularityLog } from '../rank-features.js';
 import { EMPTY_LIST, firstOf, mergeLists, type ScoredList } from '../scored-list.js';
+import { blendWeightsOf, DEFAULT_BLEND, type BlendWeights } from '../blend.js';
 
 /** Popular items read per version (a candidate source; training's `popularK`). */
 export const POPULAR_K = 50;
@@ -54,6 +55,8 @@ export interface VersionState {
   neighbourHead: number;
   /** Users' batch candidates (ids shared with the table), oldest first; `userCache` at most. */
   users: Map<string, ScoredList>;
+  /** The version's blend weights, read with `overall`. */
+  blend: BlendWeights;
 }
 
 /** An item's online neighbours: the list last read (null before the first read ends). */
@@ -119,6 +122,7 @@ export class FeedCaches {
         neighbourKeys: [],
         neighbourHead: 0,
         users: new Map(),
+        blend: DEFAULT_BLEND,
       };
     }
     return this.#state as VersionState;
@@ -134,17 +138,19 @@ export class FeedCaches {
     this.#state?.table.forgetFacts(itemIds);
   }
 
-  /** The version's overall popular list (its first `POPULAR_K`); a failed read is not kept. */
+  /** The version's overall popular list (first `POPULAR_K`) and `state.blend`; failures not kept. */
   overall(state: VersionState): Promise<ScoredList> {
     if (state.overall === null) {
-      const read = this.#stores.candidates
-        .popular(null, state.table.version as number)
-        .then((list) => {
+      const [store, version] = [this.#stores.candidates, state.table.version as number];
+      const read = Promise.all([store.popular(null, version), store.meta(version)]).then(
+        ([list, meta]) => {
+          state.blend = blendWeightsOf(meta);
           notePopularity(state.table, list);
           const first = firstOf(list, POPULAR_K);
           this.#lastPopular = { list: first, table: state.table };
           return first;
-        });
+        },
+      );
       read.catch(() => {
         if (state.overall === read) state.overall = null;
       });

@@ -368,7 +368,7 @@ async function score(
       const grouped = await lease.ranker.score(matrix, n);
       for (let i = 0; i < n; i++) byRow[i] = grouped[at[i] as number] as number;
     } else {
-      blendScores(matrix, n, byRow);
+      blendScores(matrix, n, byRow, user.state.blend);
     }
   } finally {
     ctx.pool.give(matrix);

@@ -13,6 +13,7 @@ import { DuckDBInstance } from '@duckdb/node-api';
 import { Redis } from 'ioredis';
 import { buildCandidates, type CandidateResult } from '../../../batch/candidates.js';
 import { buildEase } from '../../../batch/ease.js';
+import { blendMeta, blendWeightsOf, DEFAULT_BLEND } from '../../../serving/blend.js';
 import { runEtl, type EtlResult } from '../../../batch/etl.js';
 import { generate, type GenerateResult } from '../../../batch/generate.js';
 import { publishCandidates } from '../../../batch/publish.js';
@@ -204,11 +205,23 @@ describe('batch pipeline', () => {
     assert.equal(v1.keys.itemPopularity, new Set([...stats.values()].map((s) => s.category)).size);
     assert.equal((await new CandidateStore(r).readCandidates('nobody')).items.length, 0);
 
-    const v2 = await publishCandidates(config, r, log, cands);
+    // The blend's weights ride in the version's meta, where serving reads them.
+    const weights = { ease: 0.35, covisDamping: 0.2 };
+    const v2 = await publishCandidates(config, r, log, cands, { meta: blendMeta(weights) });
     assert.equal(v2.previous, v1.version);
     assert.equal(await new CandidateStore(r).currentVersion(), v2.version);
     const cli = await run('redis-cli', ['-u', redisUrl, 'GET', BATCH.current]);
     assert.equal(cli.stdout.trim(), String(v2.version));
+    const metaCli = await run('redis-cli', [
+      '-u',
+      redisUrl,
+      'HGET',
+      BATCH.meta(v2.version),
+      'blend_ease',
+    ]);
+    assert.equal(metaCli.stdout.trim(), '0.35');
+    assert.deepEqual(blendWeightsOf(await new CandidateStore(r).meta(v2.version)), weights);
+    assert.deepEqual(blendWeightsOf(await new CandidateStore(r).meta(v1.version)), DEFAULT_BLEND);
     // The previous version is kept whole (no TTL) for rollback.
     assert.deepEqual(await r.zrange(BATCH.versions, 0, -1), [
       String(v1.version),

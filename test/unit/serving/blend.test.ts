@@ -2,7 +2,8 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { Registry } from 'prom-client';
 import { createLogger } from '../../../core/log.js';
-import { blendScores } from '../../../serving/blend.js';
+import { blendMeta, blendScores, blendWeightsOf, DEFAULT_BLEND } from '../../../serving/blend.js';
+import { queryNdcg, tuneBlend } from '../../../batch/blend-weights.js';
 import { startModelHolder } from '../../../serving/model.js';
 import { FEATURE_COUNT, FEATURE_NAMES } from '../../../serving/rank-features.js';
 import type { Ranker } from '../../../serving/ranker.js';
@@ -47,8 +48,96 @@ describe('heuristic blend', () => {
     assert.ok(Math.abs((none[0] as number) - 0.2) < 1e-6, 'no co-visitation: no division by 0');
   });
 
+  it('damps co-visitation by popularity^0.2 and adds the EASE profile relative to the feed', () => {
+    // 0.5 co-visits of an item seen 1,024 times (1024^0.2 = 4) score below 0.2 of one seen once.
+    const rows = [
+      row({ score_covis_sum: 0.5, item_popularity_log: Math.log1p(1024) }),
+      row({ score_covis_sum: 0.2 }),
+      row({ profile_ease: 4 }),
+      row({ profile_ease: 2, score_covis_sum: 0.1 }),
+    ];
+    const weights = { ease: 0.35, covisDamping: 0.2 };
+    const out = blendScores(rows.flat(), rows.length, new Float32Array(rows.length), weights);
+    const expect = [0.125 / 0.2 + 0.001 * Math.log1p(1024), 1, 0.35, 0.5 + 0.175];
+    expect.forEach((e, i) =>
+      assert.ok(Math.abs((out[i] as number) - e) < 1e-5, `row ${i}: ${out[i]}`),
+    );
+    // Unweighted, EASE counts nothing and the popular item's co-visitation leads.
+    const plain = blendScores(rows.flat(), rows.length, new Float32Array(rows.length));
+    assert.ok((plain[0] as number) > 1 && (plain[2] as number) === 0, String([...plain]));
+  });
+
+  it("publishes its weights in a version's meta and reads them back, bad ones as the default", () => {
+    const meta = blendMeta({ ease: 0.2, covisDamping: 0.1 });
+    const asRedis = Object.fromEntries(Object.entries(meta).map(([k, v]) => [k, String(v)]));
+    assert.deepEqual(blendWeightsOf(asRedis), { ease: 0.2, covisDamping: 0.1 });
+    assert.deepEqual(blendWeightsOf({}), DEFAULT_BLEND);
+    assert.deepEqual(blendWeightsOf({ blend_ease: 'x', blend_covis_damping: '-1' }), DEFAULT_BLEND);
+  });
+
   it('refuses a buffer shorter than the rows', () => {
     assert.throws(() => blendScores([], 2, new Float32Array(1)), RangeError);
+  });
+});
+
+describe('blend weights picked by the batch', () => {
+  // Each query: an item co-visited most (row 0), one with the best EASE profile (row 1), and
+  // a popular one (row 2) whose co-visitation is nearly the best.
+  const query = (relevant: number, qid: number) => ({
+    qid,
+    features: new Float32Array(
+      [
+        row({ score_covis_sum: 1, item_popularity_log: Math.log1p(1) }),
+        row({ score_covis_sum: 0.3, profile_ease: 5 }),
+        row({ score_covis_sum: 0.95, item_popularity_log: Math.log1p(100_000) }),
+      ].flat(),
+    ),
+    labels: [0, 1, 2].map((r) => (r === relevant ? 1 : 0)),
+  });
+
+  it('scores NDCG@10 with graded gains, ties to the earlier row', () => {
+    assert.equal(queryNdcg(Float32Array.from([3, 2, 1]), [1, 0, 0], 3), 1);
+    assert.ok(
+      Math.abs(queryNdcg(Float32Array.from([1, 1, 1]), [0, 1, 0], 3) - 1 / Math.log2(3)) < 1e-12,
+    );
+    assert.ok(
+      Math.abs(
+        queryNdcg(Float32Array.from([2, 1]), [1, 2], 2) -
+          (1 + 3 / Math.log2(3)) / (3 + 1 / Math.log2(3)),
+      ) < 1e-12,
+    );
+  });
+
+  it('keeps the plain blend when the most co-visited items are what users take', () => {
+    const t = tuneBlend([query(0, 0), query(0, 1)]);
+    assert.deepEqual(t.weights, DEFAULT_BLEND);
+    assert.equal(t.ndcg, 1);
+    assert.equal(t.queries, 2);
+  });
+
+  it("weighs EASE in when the profile's items are taken", () => {
+    const t = tuneBlend([query(1, 0), query(1, 1), query(0, 2)]);
+    assert.ok(t.weights.ease > 0, JSON.stringify(t));
+    assert.ok(t.ndcg > t.plainNdcg);
+    assert.equal(tuneBlend([]).queries, 0);
+  });
+
+  it('damps co-visitation by popularity when the popular items are not taken', () => {
+    // A very popular item co-visited a little more than the one taken (label 1).
+    const q = (qid: number) => ({
+      qid,
+      features: new Float32Array(
+        [
+          row({ score_covis_sum: 1, item_popularity_log: Math.log1p(100_000) }),
+          row({ score_covis_sum: 0.9 }),
+        ].flat(),
+      ),
+      labels: [0, 1],
+    });
+    const t = tuneBlend([q(0), q(1)]);
+    assert.ok(t.weights.covisDamping > 0, JSON.stringify(t));
+    assert.equal(t.ndcg, 1);
+    assert.ok(Math.abs(t.plainNdcg - 1 / Math.log2(3)) < 1e-12);
   });
 });
 

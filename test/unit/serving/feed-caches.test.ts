@@ -122,3 +122,28 @@ test('batch lists: neighbours and EASE weights are read once per version each, a
   await caches.neighbours(['a', 'd'], state, 'ease');
   assert.deepEqual(reads, ['nb:a', 'nb:d', 'ease:a', 'ease:d']);
 });
+
+test("a version's blend weights come with its popular list, and a failed read is tried again", async () => {
+  let metaFails = true;
+  const candidates = {
+    popular: async () => ({ ids: ['i1'], scores: [3] }),
+    meta: async (version: number) => {
+      if (metaFails) throw new Error('redis down');
+      return version === 7 ? { blend_ease: '0.5', blend_covis_damping: '0.2' } : {};
+    },
+  };
+  const caches = new FeedCaches(
+    { candidates } as unknown as FeedStores,
+    loadConfig({ RECSYS_ENV: 'development' }),
+    createLogger('silent', 'test'),
+  );
+  const state = caches.stateFor(7);
+  assert.deepEqual(state.blend, { ease: 0, covisDamping: 0 }, 'the plain blend before the read');
+  await assert.rejects(caches.overall(state), /redis down/);
+  metaFails = false;
+  assert.deepEqual((await caches.overall(state)).ids, ['i1']);
+  assert.deepEqual(state.blend, { ease: 0.5, covisDamping: 0.2 });
+  const older = caches.stateFor(6);
+  await caches.overall(older);
+  assert.deepEqual(older.blend, { ease: 0, covisDamping: 0 }, 'a version without weights');
+});

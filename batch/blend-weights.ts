@@ -1,0 +1,92 @@
+/**
+ * Picks the heuristic blend's two weights (`serving/blend.ts`) for this batch's data: every pair
+ * of a small grid is scored by mean NDCG@10 (graded gains, as `evaluate.ts`) over the training
+ * queries, and the best pair wins (ties: the first in grid order, the plain blend first). Two
+ * numbers fitted on thousands of queries do not overfit the way a tree model on them can, and
+ * the held-out evaluation and the gate then score the blend with the weights picked here.
+ *
+ * @example
+ *   const { weights, ndcg } = tuneBlend(trainGroups); // { ease: 0.35, covisDamping: 0.2 }, 0.146
+ */
+import { blendScores, DEFAULT_BLEND, type BlendWeights } from '../serving/blend.js';
+import type { TrainingGroup } from './training-data.js';
+
+/** The grid: EASE profile weights, and exponents of the popularity damping co-visitation. */
+export const EASE_WEIGHTS = [0, 0.1, 0.2, 0.35, 0.5, 0.8] as const;
+export const COVIS_DAMPINGS = [0, 0.1, 0.2, 0.3] as const;
+
+const K = 10;
+
+export interface BlendTuning {
+  weights: BlendWeights;
+  /** Mean NDCG@10 of the picked weights over the queries with a relevant item. */
+  ndcg: number;
+  /** The plain blend's ({@link DEFAULT_BLEND}) on the same queries. */
+  plainNdcg: number;
+  queries: number;
+}
+
+/** The best DCG@10 of a query's labels (its ideal order). */
+function idealDcg(labels: ArrayLike<number>): number {
+  const ideal = Array.from(labels).sort((a, b) => b - a);
+  let best = 0;
+  for (let r = 0; r < Math.min(K, ideal.length); r++) {
+    best += (2 ** (ideal[r] as number) - 1) / Math.log2(r + 2);
+  }
+  return best;
+}
+
+/**
+ * NDCG@10 of one query ranked by `scores` (the first K of the descending order; ties: the
+ * earlier row first).
+ */
+export function queryNdcg(
+  scores: Float32Array,
+  labels: ArrayLike<number>,
+  n: number,
+  ideal = idealDcg(labels),
+): number {
+  const top: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const s = scores[i] as number;
+    if (top.length === K && s <= (scores[top[K - 1] as number] as number)) continue;
+    let at = top.length;
+    while (at > 0 && (scores[top[at - 1] as number] as number) < s) at--;
+    top.splice(at, 0, i);
+    if (top.length > K) top.pop();
+  }
+  let dcg = 0;
+  top.forEach((row, r) => (dcg += (2 ** (labels[row] as number) - 1) / Math.log2(r + 2)));
+  return ideal > 0 ? dcg / ideal : 0;
+}
+
+/** The grid's best weights over `groups` (queries without a relevant item are skipped). */
+export function tuneBlend(groups: readonly TrainingGroup[]): BlendTuning {
+  const useful = groups.map((g) => ({ g, ideal: idealDcg(g.labels) })).filter((u) => u.ideal > 0);
+  let longest = 1;
+  for (const { g } of useful) longest = Math.max(longest, g.labels.length);
+  const scores = new Float32Array(longest);
+  const meanNdcg = (w: BlendWeights): number => {
+    let sum = 0;
+    for (const { g, ideal } of useful) {
+      const n = g.labels.length;
+      sum += queryNdcg(blendScores(g.features, n, scores, w), g.labels, n, ideal);
+    }
+    return useful.length > 0 ? sum / useful.length : 0;
+  };
+  const plainNdcg = meanNdcg(DEFAULT_BLEND);
+  let best: BlendTuning = {
+    weights: { ...DEFAULT_BLEND },
+    ndcg: plainNdcg,
+    plainNdcg,
+    queries: useful.length,
+  };
+  for (const ease of EASE_WEIGHTS) {
+    for (const covisDamping of COVIS_DAMPINGS) {
+      if (ease === DEFAULT_BLEND.ease && covisDamping === DEFAULT_BLEND.covisDamping) continue;
+      const ndcg = meanNdcg({ ease, covisDamping });
+      if (ndcg > best.ndcg) best = { ...best, weights: { ease, covisDamping }, ndcg };
+    }
+  }
+  return best;
+}
