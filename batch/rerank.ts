@@ -28,7 +28,8 @@
  *      with the batch version, so serving blends with them). Train LightGBM LambdaRank (Python,
  *      exported to ONNX), load it in onnxruntime-node, and evaluate on the held-out queries:
  *      popularity, co-visitation (the candidates by their summed neighbour score), the blend
- *      with the picked weights, and the reranked hybrid. The gate (`batch/run.ts`) promotes a model only above the blend and co-visitation.
+ *      with the picked weights, and the reranked hybrid. The gate (`batch/run.ts`) promotes a
+ *      model only above the blend and co-visitation.
  *   6. The current champion (when given) reranks the same held-out queries, so the promotion gate
  *      compares two scores of one data set; a champion that cannot be loaded with today's
  *      features has no score (and loses to any candidate above the minimum).
