@@ -72,6 +72,10 @@ export interface StackOptions {
   env?: Record<string, string>;
 }
 
+/** Key in a run's Redis database naming the run that holds it (see `#claimDatabase`). */
+export const LOCK_KEY = 'recsys:replay:owner';
+const LOCK_TTL_SEC = 60;
+
 /** Roles of the stream process: no indexer or catalog role (not measured; catalog loads direct). */
 export const STREAM_ROLES = ['ingest', 'features', 'lake', 'impressions'];
 
@@ -164,10 +168,43 @@ export class ReplayStack {
     cleanup.add('running commands', () =>
       Promise.all([...stack.#children].map((c) => stopProcess(c))),
     );
-    if (!stack.redisCluster) await (stack.redis as Redis).connect();
-    else if (stack.redis.status !== 'ready') await once(stack.redis, 'ready');
-    await stack.#flush();
+    if (!stack.redisCluster) {
+      await (stack.redis as Redis).connect();
+      await stack.#claimDatabase(opts.db, dir);
+    } else {
+      if (stack.redis.status !== 'ready') await once(stack.redis, 'ready');
+      await stack.#flush();
+    }
     return stack;
+  }
+
+  /**
+   * Makes the run the only user of its Redis database: another run's FLUSHDB would empty this
+   * one's features mid-replay (both then wait for events that never apply). A database a live
+   * run holds (`LOCK_KEY`, renewed while the run lasts) is refused, untouched, with its owner;
+   * a free one is emptied and held.
+   */
+  async #claimDatabase(db: number, dir: string): Promise<void> {
+    const redis = this.redis as Redis;
+    if ((await redis.set(LOCK_KEY, this.id, 'EX', LOCK_TTL_SEC, 'NX')) === null) {
+      const owner = await redis.get(LOCK_KEY);
+      redis.disconnect();
+      await rm(dir, { recursive: true, force: true });
+      throw new Error(
+        `Redis database ${db} is in use by another run (${owner ?? 'gone since'}): wait for it to end, or give this one another --db`,
+      );
+    }
+    // The flush that follows removes the key: held again from then on, until the clean-up.
+    const renew = setInterval(
+      () => {
+        redis.set(LOCK_KEY, this.id, 'EX', LOCK_TTL_SEC).catch(() => undefined);
+      },
+      (LOCK_TTL_SEC * 1000) / 3,
+    );
+    renew.unref();
+    this.cleanup.add('database claim', async () => clearInterval(renew));
+    await this.#flush();
+    await redis.set(LOCK_KEY, this.id, 'EX', LOCK_TTL_SEC);
   }
 
   /**

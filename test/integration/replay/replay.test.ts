@@ -15,6 +15,7 @@ import { Redis } from 'ioredis';
 import { config, requireServices, testKafka } from '../harness.js';
 import { NTH_BUCKETS, rankMetrics } from '../../../bench/replay/metrics.js';
 import type { ReplayReport } from '../../../bench/replay/report.js';
+import { LOCK_KEY } from '../../../bench/replay/stack.js';
 
 const DB = 4;
 const K = 20;
@@ -160,6 +161,31 @@ describe('eval:replay end to end', () => {
         await admin.disconnect();
       }
     } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("refuses a Redis database another run holds, and leaves that run's keys alone", async (t) => {
+    if (!(await requireServices(t, 'kafka', 'registry', 'redis', 'mosquitto'))) return;
+    const db = DB;
+    const redis = new Redis(`${config.redis.url}/${db}`, { maxRetriesPerRequest: 2 });
+    const dir = await mkdtemp(join(tmpdir(), 'replay-it-'));
+    try {
+      await redis.set(LOCK_KEY, 'replay-other', 'EX', 60);
+      await redis.set('their-key', '1');
+      const file = join(dir, 'u.data');
+      await writeFile(file, generateLog());
+      const res = await runReplay([
+        ...['--file', file, '--events', '10', '--db', String(db), '--out', dir],
+      ]);
+      assert.notEqual(res.code, 0);
+      assert.match(res.stderr, /Redis database 4 is in use by another run \(replay-other\)/);
+      assert.equal(await redis.get('their-key'), '1');
+      assert.equal(await redis.get(LOCK_KEY), 'replay-other');
+      assert.deepEqual((await readdir(dir)).sort(), ['u.data'], 'no report');
+    } finally {
+      await redis.del(LOCK_KEY, 'their-key');
+      redis.disconnect();
       await rm(dir, { recursive: true, force: true });
     }
   });
