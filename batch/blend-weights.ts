@@ -9,6 +9,7 @@
  *   const { weights, ndcg } = tuneBlend(trainGroups); // { ease: 0.35, covisDamping: 0.2 }, 0.146
  */
 import { blendScores, DEFAULT_BLEND, type BlendWeights } from '../serving/blend.js';
+import { dcg } from './evaluate.js';
 import type { TrainingGroup } from './training-data.js';
 
 /** The grid: EASE profile weights, and exponents of the popularity damping co-visitation. */
@@ -28,12 +29,11 @@ export interface BlendTuning {
 
 /** The best DCG@10 of a query's labels (its ideal order). */
 function idealDcg(labels: ArrayLike<number>): number {
-  const ideal = Array.from(labels).sort((a, b) => b - a);
-  let best = 0;
-  for (let r = 0; r < Math.min(K, ideal.length); r++) {
-    best += (2 ** (ideal[r] as number) - 1) / Math.log2(r + 2);
-  }
-  return best;
+  return dcg(
+    Array.from(labels)
+      .sort((a, b) => b - a)
+      .slice(0, K),
+  );
 }
 
 /**
@@ -55,9 +55,7 @@ export function queryNdcg(
     top.splice(at, 0, i);
     if (top.length > K) top.pop();
   }
-  let dcg = 0;
-  top.forEach((row, r) => (dcg += (2 ** (labels[row] as number) - 1) / Math.log2(r + 2)));
-  return ideal > 0 ? dcg / ideal : 0;
+  return ideal > 0 ? dcg(top.map((row) => labels[row] as number)) / ideal : 0;
 }
 
 /** The grid's best weights over `groups` (queries without a relevant item are skipped). */

@@ -29,7 +29,8 @@ export interface Metrics {
 
 export type Relevance = ReadonlyMap<string, ReadonlyMap<string, number>>;
 
-function dcg(gains: readonly number[]): number {
+/** DCG of graded gains in rank order: sum of (2^gain - 1) / log2(rank + 2). */
+export function dcg(gains: readonly number[]): number {
   let s = 0;
   for (let i = 0; i < gains.length; i++) s += (2 ** (gains[i] as number) - 1) / Math.log2(i + 2);
   return s;
