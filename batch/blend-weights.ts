@@ -8,7 +8,14 @@
  * @example
  *   const { weights, ndcg } = tuneBlend(trainGroups); // { ease: 0.35, covisDamping: 0.2 }, 0.146
  */
-import { blendScores, DEFAULT_BLEND, type BlendWeights } from '../serving/blend.js';
+import {
+  blendRows,
+  dampers,
+  DEFAULT_BLEND,
+  scoreBlendRows,
+  type BlendRows,
+  type BlendWeights,
+} from '../serving/blend.js';
 import { dcg } from './evaluate.js';
 import type { TrainingGroup } from './training-data.js';
 
@@ -58,33 +65,49 @@ export function queryNdcg(
   return ideal > 0 ? dcg(top.map((row) => labels[row] as number)) / ideal : 0;
 }
 
-/** The grid's best weights over `groups` (queries without a relevant item are skipped). */
+/**
+ * The grid's best weights over `groups` (queries without a relevant item are skipped). Each
+ * query's matrix is read once and its damped co-visitation computed once per damping; the EASE
+ * weights then only rescale (a grid over 10,852 logged feeds took 28 s scoring every pair from
+ * the matrix).
+ */
 export function tuneBlend(groups: readonly TrainingGroup[]): BlendTuning {
   const useful = groups.map((g) => ({ g, ideal: idealDcg(g.labels) })).filter((u) => u.ideal > 0);
   let longest = 1;
   for (const { g } of useful) longest = Math.max(longest, g.labels.length);
   const scores = new Float32Array(longest);
-  const meanNdcg = (w: BlendWeights): number => {
-    let sum = 0;
-    for (const { g, ideal } of useful) {
-      const n = g.labels.length;
-      sum += queryNdcg(blendScores(g.features, n, scores, w), g.labels, n, ideal);
-    }
-    return useful.length > 0 ? sum / useful.length : 0;
-  };
-  const plainNdcg = meanNdcg(DEFAULT_BLEND);
+  const divisors = new Float64Array(longest);
+  let rows: BlendRows | undefined;
+  // sums[d * EASE_WEIGHTS.length + e]: summed NDCG of damping d and EASE weight e.
+  const sums = new Float64Array(COVIS_DAMPINGS.length * EASE_WEIGHTS.length);
+  for (const { g, ideal } of useful) {
+    const n = g.labels.length;
+    rows = blendRows(g.features, n, rows);
+    COVIS_DAMPINGS.forEach((covisDamping, d) => {
+      dampers(rows as BlendRows, covisDamping, divisors);
+      EASE_WEIGHTS.forEach((ease, e) => {
+        const w = { ease, covisDamping };
+        const s = scoreBlendRows(rows as BlendRows, scores, w, divisors);
+        const at = d * EASE_WEIGHTS.length + e;
+        sums[at] = (sums[at] as number) + queryNdcg(s, g.labels, n, ideal);
+      });
+    });
+  }
+  const mean = (d: number, e: number): number =>
+    useful.length > 0 ? (sums[d * EASE_WEIGHTS.length + e] as number) / useful.length : 0;
+  // The plain blend (both weights 0) is the grid's first pair.
+  const plainNdcg = mean(0, 0);
   let best: BlendTuning = {
     weights: { ...DEFAULT_BLEND },
     ndcg: plainNdcg,
     plainNdcg,
     queries: useful.length,
   };
-  for (const ease of EASE_WEIGHTS) {
-    for (const covisDamping of COVIS_DAMPINGS) {
-      if (ease === DEFAULT_BLEND.ease && covisDamping === DEFAULT_BLEND.covisDamping) continue;
-      const ndcg = meanNdcg({ ease, covisDamping });
+  EASE_WEIGHTS.forEach((ease, e) => {
+    COVIS_DAMPINGS.forEach((covisDamping, d) => {
+      const ndcg = mean(d, e);
       if (ndcg > best.ndcg) best = { ...best, weights: { ease, covisDamping }, ndcg };
-    }
-  }
+    });
+  });
   return best;
 }

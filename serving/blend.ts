@@ -69,8 +69,97 @@ const TERMS: readonly (readonly [number, number])[] = [
   [POPULARITY_LOG, 0.001],
 ];
 
+/**
+ * A feed's rows reduced to what the weights act on, so a caller scoring one feed with several
+ * weights (`batch/blend-weights.ts`) reads the feature matrix once.
+ */
+export interface BlendRows {
+  n: number;
+  /** `score_covis_sum` per row. */
+  covis: Float64Array;
+  /** `profile_ease` per row. */
+  ease: Float64Array;
+  /** The item's popularity count (from `item_popularity_log`), at least 1. */
+  popularity: Float64Array;
+  /** The weighted sum of the fixed terms. */
+  fixed: Float64Array;
+}
+
+/** `n` rows' {@link BlendRows}, into `into` when it holds that many (else new arrays). */
+export function blendRows(matrix: ArrayLike<number>, n: number, into?: BlendRows): BlendRows {
+  const rows =
+    into && into.covis.length >= n
+      ? into
+      : {
+          n,
+          covis: new Float64Array(n),
+          ease: new Float64Array(n),
+          popularity: new Float64Array(n),
+          fixed: new Float64Array(n),
+        };
+  rows.n = n;
+  for (let i = 0; i < n; i++) {
+    const o = i * FEATURE_COUNT;
+    rows.covis[i] = matrix[o + COVIS] as number;
+    rows.ease[i] = matrix[o + EASE] as number;
+    // item_popularity_log is log1p(count): the count back, at least 1.
+    rows.popularity[i] = Math.max(1, Math.expm1(matrix[o + POPULARITY_LOG] as number));
+    let fixed = 0;
+    for (const [c, w] of TERMS) fixed += w * (matrix[o + c] as number);
+    rows.fixed[i] = fixed;
+  }
+  return rows;
+}
+
+/** `rows.popularity[i] ** damping` into `out` (what {@link scoreBlendRows} divides by). */
+export function dampers(rows: BlendRows, damping: number, out: Float64Array): Float64Array {
+  for (let i = 0; i < rows.n; i++) out[i] = (rows.popularity[i] as number) ** damping;
+  return out;
+}
+
 /** Damped co-visitation per row while the feed's best is found (grown as feeds need). */
 let damped = new Float64Array(256);
+
+/**
+ * The blend's score of each row of `rows` into `out`. `divisors`, when given, must be
+ * `dampers(rows, weights.covisDamping)` (computed once for several EASE weights).
+ */
+export function scoreBlendRows(
+  rows: BlendRows,
+  out: Float32Array,
+  weights: Readonly<BlendWeights> = DEFAULT_BLEND,
+  divisors?: Float64Array,
+): Float32Array {
+  const n = rows.n;
+  if (out.length < n) throw new RangeError(`score buffer holds ${out.length}, need ${n}`);
+  if (damped.length < n) damped = new Float64Array(n);
+  const damping = weights.covisDamping;
+  let bestCovis = 0;
+  let bestEase = 0;
+  for (let i = 0; i < n; i++) {
+    const covis = rows.covis[i] as number;
+    const d =
+      covis > 0 && damping > 0
+        ? covis / (divisors ? (divisors[i] as number) : (rows.popularity[i] as number) ** damping)
+        : covis;
+    damped[i] = d;
+    if (d > bestCovis) bestCovis = d;
+    const ease = rows.ease[i] as number;
+    if (ease > bestEase) bestEase = ease;
+  }
+  const covisWeight = bestCovis > 0 ? 1 / bestCovis : 0;
+  const easeWeight = bestEase > 0 ? weights.ease / bestEase : 0;
+  for (let i = 0; i < n; i++) {
+    out[i] =
+      covisWeight * (damped[i] as number) +
+      easeWeight * (rows.ease[i] as number) +
+      (rows.fixed[i] as number);
+  }
+  return out;
+}
+
+/** Rows of the feed {@link blendScores} is scoring (grown as feeds need). */
+let scratch: BlendRows | undefined;
 
 /** The blend's score of each of the `n` rows of `matrix` (row-major, `FEATURE_COUNT` wide). */
 export function blendScores(
@@ -80,30 +169,6 @@ export function blendScores(
   weights: Readonly<BlendWeights> = DEFAULT_BLEND,
 ): Float32Array {
   if (out.length < n) throw new RangeError(`score buffer holds ${out.length}, need ${n}`);
-  if (damped.length < n) damped = new Float64Array(n);
-  let bestCovis = 0;
-  let bestEase = 0;
-  for (let i = 0; i < n; i++) {
-    const o = i * FEATURE_COUNT;
-    const covis = matrix[o + COVIS] as number;
-    // item_popularity_log is log1p(count): the count back, at least 1.
-    const d =
-      covis > 0 && weights.covisDamping > 0
-        ? covis /
-          Math.max(1, Math.expm1(matrix[o + POPULARITY_LOG] as number)) ** weights.covisDamping
-        : covis;
-    damped[i] = d;
-    if (d > bestCovis) bestCovis = d;
-    const ease = matrix[o + EASE] as number;
-    if (ease > bestEase) bestEase = ease;
-  }
-  const covisWeight = bestCovis > 0 ? 1 / bestCovis : 0;
-  const easeWeight = bestEase > 0 ? weights.ease / bestEase : 0;
-  for (let i = 0; i < n; i++) {
-    const o = i * FEATURE_COUNT;
-    let s = covisWeight * (damped[i] as number) + easeWeight * (matrix[o + EASE] as number);
-    for (const [c, w] of TERMS) s += w * (matrix[o + c] as number);
-    out[i] = s;
-  }
-  return out;
+  scratch = blendRows(matrix, n, scratch);
+  return scoreBlendRows(scratch, out, weights);
 }

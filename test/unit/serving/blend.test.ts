@@ -2,7 +2,15 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { Registry } from 'prom-client';
 import { createLogger } from '../../../core/log.js';
-import { blendMeta, blendScores, blendWeightsOf, DEFAULT_BLEND } from '../../../serving/blend.js';
+import {
+  blendMeta,
+  blendRows,
+  blendScores,
+  blendWeightsOf,
+  dampers,
+  DEFAULT_BLEND,
+  scoreBlendRows,
+} from '../../../serving/blend.js';
 import { queryNdcg, tuneBlend } from '../../../batch/blend-weights.js';
 import { startModelHolder } from '../../../serving/model.js';
 import { FEATURE_COUNT, FEATURE_NAMES } from '../../../serving/rank-features.js';
@@ -73,6 +81,27 @@ describe('heuristic blend', () => {
     assert.deepEqual(blendWeightsOf(asRedis), { ease: 0.2, covisDamping: 0.1 });
     assert.deepEqual(blendWeightsOf({}), DEFAULT_BLEND);
     assert.deepEqual(blendWeightsOf({ blend_ease: 'x', blend_covis_damping: '-1' }), DEFAULT_BLEND);
+  });
+
+  it('scores the same from reduced rows with precomputed dampers as from the matrix', () => {
+    // A fixed pseudo-random feed: some rows without co-visitation or EASE, skewed popularity.
+    let seed = 7;
+    const rnd = (): number => (seed = (seed * 16807) % 2147483647) / 2147483647;
+    const n = 50;
+    const matrix = new Float32Array(n * FEATURE_COUNT).map(() => (rnd() < 0.3 ? 0 : rnd()));
+    for (let i = 0; i < n; i++) {
+      matrix[i * FEATURE_COUNT + FEATURE_NAMES.indexOf('item_popularity_log')] = 10 * rnd();
+    }
+    const rows = blendRows(matrix, n);
+    for (const covisDamping of [0, 0.2, 0.3]) {
+      const divisors = dampers(rows, covisDamping, new Float64Array(n));
+      for (const ease of [0, 0.35]) {
+        const w = { ease, covisDamping };
+        const direct = blendScores(matrix, n, new Float32Array(n), w);
+        assert.deepEqual(scoreBlendRows(rows, new Float32Array(n), w, divisors), direct);
+        assert.deepEqual(scoreBlendRows(rows, new Float32Array(n), w), direct);
+      }
+    }
   });
 
   it('refuses a buffer shorter than the rows', () => {
