@@ -4,8 +4,10 @@
  * (`stream/producer.ts`, the one ingest uses) gathers records into few produce requests.
  *
  * The buffer is bounded: records waiting for Kafka (not yet connected, schema not yet
- * registered, or an outage while the batcher retries) count against `maxBuffered`; beyond it a
- * record is dropped and counted in `recsys_served_log_dropped_total{reason}`. A feed is never
+ * registered, or an outage while the batcher retries) count against `maxBuffered` records and
+ * `maxBufferedBytes` (estimated by {@link servedBytes}: a feed logged with its candidates'
+ * feature rows is some 40 times a plain one); beyond either a record is dropped and counted in
+ * `recsys_served_log_dropped_total{reason}`. A feed is never
  * held back or failed because of the log; losing some of the log in a long outage is the
  * accepted price (it feeds analytics and impression fatigue, not the user's answer).
  *
@@ -41,12 +43,30 @@ export interface ServedLogOptions {
   metrics: Registry;
   /** Records waiting for Kafka at most; more are dropped. @default 10000 */
   maxBuffered?: number;
+  /** Their estimated bytes at most ({@link servedBytes}); more are dropped. @default 64 MiB */
+  maxBufferedBytes?: number;
+}
+
+/**
+ * About what `feed` takes encoded, in bytes, without encoding it (records queued before the
+ * schema is registered cannot be): the feature rows, the ids, and a fixed share per item.
+ */
+export function servedBytes(feed: ServedFeed): number {
+  let bytes = 64 + feed.requestId.length + feed.userId.length + 12 * feed.items.length;
+  for (const item of feed.items) bytes += item.itemId.length + item.source.length;
+  const logged = feed.candidates;
+  if (logged) {
+    bytes += logged.features.length + 8 * logged.featureNames.length;
+    for (const id of logged.itemIds) bytes += id.length + 1;
+  }
+  return bytes;
 }
 
 export function startServedLog(options: ServedLogOptions): ServedLog {
   const { config, metrics } = options;
   const log = options.log.child({ component: 'served-log' });
   const maxBuffered = options.maxBuffered ?? 10_000;
+  const maxBufferedBytes = options.maxBufferedBytes ?? 64 * 1024 * 1024;
   const topic = config.kafka.topics.served;
   const kafka = createKafka(config.kafka, log, 'served-log');
   const producer = createProducer(kafka);
@@ -77,15 +97,21 @@ export function startServedLog(options: ServedLogOptions): ServedLog {
   let failing: string | null = null;
   /** Records accepted and neither acknowledged nor dropped yet (pre-start queue included). */
   let outstanding = 0;
-  const early: ServedFeed[] = [];
+  /** Their estimated bytes (`servedBytes`, taken at `write`). */
+  let outstandingBytes = 0;
+  const early: [ServedFeed, number][] = [];
   const settled = new Set<Promise<void>>();
+  const settle = (bytes: number): void => {
+    outstanding--;
+    outstandingBytes -= bytes;
+  };
 
-  const send = (feed: ServedFeed): void => {
+  const send = (feed: ServedFeed, bytes: number): void => {
     let value: Buffer;
     try {
       value = (encoder as Encoder<ServedFeed>).encode(feed);
     } catch (err) {
-      outstanding--;
+      settle(bytes);
       droppedEncode.inc();
       log.warn({ err: (err as Error).message, requestId: feed.requestId }, 'served record dropped');
       return;
@@ -97,7 +123,7 @@ export function startServedLog(options: ServedLogOptions): ServedLog {
         () => droppedClosed.inc(),
       )
       .finally(() => {
-        outstanding--;
+        settle(bytes);
         settled.delete(p);
       });
     settled.add(p);
@@ -129,7 +155,7 @@ export function startServedLog(options: ServedLogOptions): ServedLog {
         failing = null;
       },
     });
-    for (const feed of early.splice(0)) send(feed);
+    for (const [feed, bytes] of early.splice(0)) send(feed, bytes);
     log.info({ topic, schemaId: id }, 'served log ready');
   })();
   ready.catch((err: Error) => {
@@ -138,13 +164,19 @@ export function startServedLog(options: ServedLogOptions): ServedLog {
 
   return {
     write(feed) {
-      if (outstanding >= maxBuffered || stopping.signal.aborted) {
+      const bytes = servedBytes(feed);
+      if (
+        outstanding >= maxBuffered ||
+        outstandingBytes + bytes > maxBufferedBytes ||
+        stopping.signal.aborted
+      ) {
         droppedFull.inc();
         return;
       }
       outstanding++;
-      if (batcher) send(feed);
-      else early.push(feed);
+      outstandingBytes += bytes;
+      if (batcher) send(feed, bytes);
+      else early.push([feed, bytes]);
     },
     check() {
       if (!batcher) throw new Error('served log: not connected yet');
@@ -160,7 +192,10 @@ export function startServedLog(options: ServedLogOptions): ServedLog {
       await ready.catch(() => undefined);
       await batcher?.close(5000);
       await Promise.allSettled([...settled]);
-      if (early.length > 0) droppedClosed.inc(early.splice(0).length);
+      if (early.length > 0) {
+        for (const [, bytes] of early) settle(bytes);
+        droppedClosed.inc(early.splice(0).length);
+      }
       await producer.disconnect().catch(() => undefined);
     },
   };
