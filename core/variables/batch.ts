@@ -49,8 +49,8 @@ export const BATCH: readonly VariableDoc[] = [
   },
   {
     name: 'RECSYS_NEIGHBOURS_PER_ITEM',
-    default: '50',
-    doc: 'co-visitation neighbours kept per item (batch lists, and the online lists the feature role keeps)',
+    default: '100',
+    doc: 'co-visitation (and EASE) neighbours kept per item (batch lists, and the online lists the feature role keeps)',
   },
   {
     name: 'RECSYS_BATCH_EASE_ITEMS',

@@ -32,7 +32,7 @@ export const SERVING: readonly VariableDoc[] = [
   },
   {
     name: 'RECSYS_FEED_SEED_ITEMS',
-    default: '10',
+    default: '20',
     doc: "the user's recent items whose co-visitation neighbours are candidates, the newest weighted most (0.8^position); training uses the same",
   },
   {

@@ -41,7 +41,7 @@ const TRENDING_CACHE_MS = 1000;
  * size rather than traffic: at 1 s the bench's 2,000 items were some 4,000 reads a second.
  */
 const ONLINE_CACHE_MS = 5000;
-/** Neighbour lists kept per process (oldest out first); at 50 neighbours some 3 KB each. */
+/** Neighbour lists kept per process (oldest out first); at 100 neighbours some 6 KB each. */
 const NEIGHBOUR_CACHE_LISTS = 20_000;
 
 export interface VersionState {
@@ -145,6 +145,7 @@ export class FeedCaches {
       const read = Promise.all([store.popular(null, version), store.meta(version)]).then(
         ([list, meta]) => {
           state.blend = blendWeightsOf(meta);
+          this.#log.info({ version, blend: state.blend }, 'blend weights of the version read');
           notePopularity(state.table, list);
           const first = firstOf(list, POPULAR_K);
           this.#lastPopular = { list: first, table: state.table };
