@@ -67,9 +67,8 @@ export function queryNdcg(
 
 /**
  * The grid's best weights over `groups` (queries without a relevant item are skipped). Each
- * query's matrix is read once and its damped co-visitation computed once per damping; the EASE
- * weights then only rescale (a grid over 10,852 logged feeds took 28 s scoring every pair from
- * the matrix).
+ * query's matrix is read once and its popularity dampers computed once per damping; the EASE
+ * weights then only rescale.
  */
 export function tuneBlend(groups: readonly TrainingGroup[]): BlendTuning {
   const useful = groups.map((g) => ({ g, ideal: idealDcg(g.labels) })).filter((u) => u.ideal > 0);

@@ -7,9 +7,9 @@
  * registered, or an outage while the batcher retries) count against `maxBuffered` records and
  * `maxBufferedBytes` (estimated by {@link servedBytes}: a feed logged with its candidates'
  * feature rows is some 40 times a plain one); beyond either a record is dropped and counted in
- * `recsys_served_log_dropped_total{reason}`. A feed is never
- * held back or failed because of the log; losing some of the log in a long outage is the
- * accepted price (it feeds analytics and impression fatigue, not the user's answer).
+ * `recsys_served_log_dropped_total{reason}`. A feed is never held back or failed because of the
+ * log; losing some of the log in a long outage is the accepted price (it feeds analytics,
+ * impression fatigue and the reranker's training rows, not the user's answer).
  *
  * @example
  *   const served = startServedLog({ config, log, metrics });
