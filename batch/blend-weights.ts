@@ -81,12 +81,13 @@ export function tuneBlend(groups: readonly TrainingGroup[]): BlendTuning {
   const sums = new Float64Array(COVIS_DAMPINGS.length * EASE_WEIGHTS.length);
   for (const { g, ideal } of useful) {
     const n = g.labels.length;
-    rows = blendRows(g.features, n, rows);
+    const query = blendRows(g.features, n, rows);
+    rows = query;
     COVIS_DAMPINGS.forEach((covisDamping, d) => {
-      dampers(rows as BlendRows, covisDamping, divisors);
+      dampers(query, covisDamping, divisors);
       EASE_WEIGHTS.forEach((ease, e) => {
         const w = { ease, covisDamping };
-        const s = scoreBlendRows(rows as BlendRows, scores, w, divisors);
+        const s = scoreBlendRows(query, scores, w, divisors);
         const at = d * EASE_WEIGHTS.length + e;
         sums[at] = (sums[at] as number) + queryNdcg(s, g.labels, n, ideal);
       });

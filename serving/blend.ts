@@ -168,7 +168,6 @@ export function blendScores(
   out: Float32Array,
   weights: Readonly<BlendWeights> = DEFAULT_BLEND,
 ): Float32Array {
-  if (out.length < n) throw new RangeError(`score buffer holds ${out.length}, need ${n}`);
   scratch = blendRows(matrix, n, scratch);
   return scoreBlendRows(scratch, out, weights);
 }

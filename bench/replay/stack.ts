@@ -38,8 +38,6 @@ const QUIET = createLogger('silent', 'replay-stack');
 import { freePort, startReady, stopProcess } from '../processes.js';
 import { Cleanup } from './cleanup.js';
 
-export { Cleanup };
-
 export interface StackOptions {
   /** Redis database of the run (1..15). */
   db: number;
